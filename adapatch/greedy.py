@@ -1,0 +1,127 @@
+"""Saliency-greedy allocation over a fixed set of patch sizes (the seed's second strategy).
+
+The image is cut into cells of the largest patch size. Each cell gets a *desired* size from its
+local saliency variation (the standard deviation of the saliency map inside it, relative to the
+most varied cell: the top ``1/k`` of that range gets the smallest of ``k`` sizes, the next
+``1/k`` the next size, and so on), and cells are served in order of mean saliency, most salient
+first. A cell tiled at size ``s`` costs ``(max_size / s) ** 2`` tokens. Everything is one sort
+and one cumulative sum; there is no loop over patches.
+
+What the budget leaves uncovered (``uncovered=``):
+
+* ``"fill"`` (default): every cell keeps at least one ``max_size`` token, so the budget must be
+  at least the number of cells; cells served before the budget runs out get their desired
+  size, the first one that does not fit gets the finest size that still fits, the rest stay at
+  ``max_size``. The layout tiles the whole image.
+* ``"drop"``: cells are served at their desired size until the budget runs out; the first one
+  that does not fit gets the finest size that still fits, the remaining cells get no token and
+  are reported in ``PatchLayout.dropped`` (as ``max_size`` boxes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .importance import pad_to_canvas
+from .layout import PatchLayout, padded_canvas
+from .validation import check_choice, check_int, check_power_of_two
+
+
+def _check_patch_sizes(patch_sizes: Sequence[int]) -> list[int]:
+    try:
+        sizes = sorted({check_power_of_two("patch_sizes", s, 1, 1024) for s in patch_sizes})
+    except TypeError:
+        raise ValueError(f"patch_sizes must be a sequence of powers of two in [1, 1024], got {patch_sizes!r}") from None
+    if not sizes:
+        raise ValueError("patch_sizes must contain at least one power of two in [1, 1024]")
+    return sizes
+
+
+def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch_sizes: Sequence[int] = (8, 16, 32),
+           budget: int | None = None, uncovered: str = "fill") -> PatchLayout:
+    """Greedy saliency allocation (see module docstring). ``saliency``: map ``[H, W]`` in [0, 1]
+    or a method name (default ``"edges"``). ``budget=None`` means no limit."""
+    sizes = _check_patch_sizes(patch_sizes)
+    uncovered = check_choice("uncovered", uncovered, ("fill", "drop"))
+    if budget is not None:
+        budget = check_int("budget", budget, 1)
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+        raise ValueError(f"image must be a float RGB array [H, W, 3], got shape {img.shape}")
+    h, w = img.shape[:2]
+    params: dict[str, Any] = {"patch_sizes": sizes, "budget": budget, "uncovered": uncovered}
+    if saliency is None or isinstance(saliency, str):
+        from .saliency import saliency as compute
+        params["saliency"] = saliency or "edges"
+        sal = compute(np.asarray(img, np.float32), params["saliency"])
+    else:
+        sal = np.asarray(saliency, dtype=np.float32)
+        if sal.shape != (h, w):
+            raise ValueError(f"saliency must have the image's shape {(h, w)}, got {sal.shape}")
+        if not np.isfinite(sal).all() or sal.min() < 0 or sal.max() > 1:
+            raise ValueError("saliency values must be finite and in [0, 1]")
+        params["saliency"] = "custom"
+
+    big = sizes[-1]
+    canvas = padded_canvas(h, w, big)
+    gh, gw = canvas[0] // big, canvas[1] // big
+    n0 = gh * gw
+    cells = pad_to_canvas(sal[None], canvas)[0].reshape(gh, big, gw, big).astype(np.float64)
+    mean = cells.mean(axis=(1, 3)).ravel()
+    std = cells.std(axis=(1, 3)).ravel()
+
+    k = len(sizes)
+    rel = std / std.max() if std.max() > 0 else np.zeros_like(std)
+    want = (k - 1) - np.minimum((rel * k).astype(np.int64), k - 1)  # index into ascending sizes
+    sizes_arr = np.array(sizes)
+    cost_of = (big // sizes_arr) ** 2  # tokens per cell at each size
+    order = np.lexsort((np.arange(n0), -mean))  # most salient first, row-major on ties
+
+    size_idx = np.full(n0, -1 if uncovered == "drop" else k - 1)  # -1 = dropped
+    if budget is None:
+        size_idx = want.copy()
+    else:
+        if uncovered == "fill":
+            if budget < n0:
+                raise ValueError(f"budget must be >= {n0} (one {big}px token per cell of a {h}x{w} image) "
+                                 f"with uncovered='fill', got {budget}; use uncovered='drop' or a larger budget")
+            extra = cost_of[want[order]] - 1
+            spent = n0 + np.cumsum(extra)
+            left = budget - n0
+        else:
+            extra = cost_of[want[order]]
+            spent = np.cumsum(extra)
+            left = budget
+        n_ok = int(np.searchsorted(spent, budget, side="right"))
+        size_idx[order[:n_ok]] = want[order[:n_ok]]
+        if n_ok < n0:  # the first cell that does not fit: finest size that still fits
+            remaining = left - (int(spent[n_ok - 1] - (n0 if uncovered == "fill" else 0)) if n_ok else 0)
+            extra_cost = cost_of - (1 if uncovered == "fill" else 0)
+            fits = np.nonzero(extra_cost <= remaining)[0]
+            if len(fits):
+                size_idx[order[n_ok]] = max(int(fits.min()), int(want[order[n_ok]]))
+
+    boxes, dropped = _cell_boxes(size_idx, sizes_arr, gw, big)
+    return PatchLayout(h, w, canvas, boxes, dropped, strategy="greedy", params=params)
+
+
+def _cell_boxes(size_idx: np.ndarray, sizes: np.ndarray, gw: int, big: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tile each cell uniformly at its size (one vectorised block per size)."""
+    cy, cx = np.divmod(np.arange(len(size_idx)), gw)
+    parts = []
+    for i, s in enumerate(sizes):
+        sel = np.nonzero(size_idx == i)[0]
+        if len(sel) == 0:
+            continue
+        n = big // s
+        oy, ox = np.divmod(np.arange(n * n), n)
+        ys = (cy[sel, None] * big + oy[None] * s).ravel()
+        xs = (cx[sel, None] * big + ox[None] * s).ravel()
+        parts.append(np.stack([ys, xs, np.full_like(ys, s)], axis=1))
+    boxes = np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
+    d = np.nonzero(size_idx < 0)[0]
+    dropped = np.stack([cy[d] * big, cx[d] * big, np.full(len(d), big)], axis=1)
+    from .layout import sort_boxes
+    return sort_boxes(boxes), sort_boxes(dropped)

@@ -1,0 +1,255 @@
+"""Quadtree layouts: split a square into four while it is important, or spend a token budget.
+
+Both modes are computed level by level on whole grids (no per-square Python loop):
+
+* threshold mode: a square of size > ``min_size`` splits when its importance exceeds
+  ``threshold``; a square exists when every ancestor split.
+* budget mode: best-first refinement (always split the most important open square next, each
+  split costs +3 tokens) and stop before a split would exceed the budget. A best-first queue
+  pops squares in decreasing order of the *path importance* ``p(sq) = min(imp(sq), p(parent))``
+  (a child cannot open before its parent), so the first ``k`` splits are simply the ``k``
+  squares with the largest ``p`` (ties: coarser first, then row-major).
+
+The same ``p`` makes the tokens-vs-threshold curve exact and one-pass: in threshold mode a
+square splits iff ``p(sq) > threshold``, so ``tokens(t) = N0 + 3 * #{p > t}``.
+
+Sides that are not multiples of ``max_size``: the image is padded at the bottom/right by edge
+replication up to the next multiple (``PatchLayout.canvas``). Every original pixel is covered by
+exactly one box; replicated pixels have low variance and rarely cause splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .importance import ENTROPY_BINS, IMPORTANCE_MEASURES, SALIENCY_MEASURES, importance_levels, pad_to_canvas
+from .layout import PatchLayout, padded_canvas
+from .validation import check_choice, check_float, check_int, check_power_of_two
+
+DEFAULT_THRESHOLD = 0.1
+
+
+@dataclass
+class _Prepared:
+    height: int
+    width: int
+    canvas: tuple[int, int]
+    sizes: list[int]  # descending: max_size ... min_size
+    levels: list[np.ndarray]  # importance [B, ch/s, cw/s] per size
+    params: dict[str, Any]
+
+
+def check_sizes(min_size: int, max_size: int) -> tuple[int, int]:
+    """Validate a patch-size range (powers of two, ``min_size <= max_size``)."""
+    min_size = check_power_of_two("min_size", min_size, 1, 1024)
+    max_size = check_power_of_two("max_size", max_size, 1, 1024)
+    if min_size > max_size:
+        raise ValueError(f"min_size must be <= max_size, got min_size={min_size} > max_size={max_size}")
+    return min_size, max_size
+
+
+def _as_batch(images: np.ndarray) -> np.ndarray:
+    a = np.asarray(images)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[3] != 3 or a.shape[1] < 1 or a.shape[2] < 1:
+        raise ValueError(f"image must be a float RGB array [H, W, 3] (or a batch [B, H, W, 3]), got shape {np.shape(images)}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, importance: str,
+             saliency_method: str = "edges") -> _Prepared:
+    min_size, max_size = check_sizes(min_size, max_size)
+    check_choice("importance", importance, IMPORTANCE_MEASURES)
+    batch = _as_batch(images)
+    b, h, w = batch.shape[:3]
+    canvas = padded_canvas(h, w, max_size)
+    sizes = [max_size >> i for i in range(int(np.log2(max_size // min_size)) + 1)]
+    params: dict[str, Any] = {"min_size": min_size, "max_size": max_size, "importance": importance}
+    sal = None
+    if importance in SALIENCY_MEASURES:
+        if saliency is None or isinstance(saliency, str):
+            from .saliency import saliency as compute
+            method = saliency or saliency_method
+            sal = np.stack([compute(im, method) for im in batch])
+            params["saliency"] = method
+        else:
+            sal = np.asarray(saliency, dtype=np.float32)
+            if sal.ndim == 2:
+                sal = sal[None]
+            if sal.shape != (b, h, w):
+                raise ValueError(f"saliency must have the image's shape {(h, w)}, got {np.shape(saliency)}")
+            if not np.isfinite(sal).all() or sal.min() < 0 or sal.max() > 1:
+                raise ValueError("saliency values must be finite and in [0, 1]")
+            params["saliency"] = "custom"
+        sal = pad_to_canvas(sal, canvas)
+    elif importance == "entropy":
+        params["bins"] = ENTROPY_BINS
+    levels = importance_levels(pad_to_canvas(batch, canvas), sizes, importance, sal)
+    return _Prepared(h, w, canvas, sizes, levels, params)
+
+
+def _path_importance(levels: list[np.ndarray]) -> list[np.ndarray]:
+    """``p`` for every square of the split-able levels (all but the leaf level)."""
+    out = [levels[0]]
+    for lv in levels[1:-1]:
+        out.append(np.minimum(lv, out[-1].repeat(2, axis=1).repeat(2, axis=2)))
+    return out
+
+
+def _leaves(prep: _Prepared, split: list[np.ndarray]) -> list[np.ndarray]:
+    """Boxes ``[n, 3]`` per image from per-level split masks (``[B, gh, gw]`` bool)."""
+    b = prep.levels[0].shape[0]
+    parts = []
+    exists = np.ones_like(prep.levels[0], dtype=bool)
+    for lvl, s in enumerate(prep.sizes):
+        leaf = exists & ~split[lvl] if lvl < len(split) else exists
+        bi, yi, xi = np.nonzero(leaf)
+        parts.append(np.stack([bi, yi * s, xi * s, np.full_like(yi, s)], axis=1))
+        if lvl < len(split):
+            exists = (exists & split[lvl]).repeat(2, axis=1).repeat(2, axis=2)
+    allb = np.concatenate(parts)
+    ch, cw = prep.canvas
+    allb = allb[np.argsort((allb[:, 0] * ch + allb[:, 1]) * cw + allb[:, 2], kind="stable")]
+    counts = np.bincount(allb[:, 0], minlength=b)
+    return np.split(allb[:, 1:], np.cumsum(counts)[:-1])
+
+
+def _budget_split(prep: _Prepared, p: list[np.ndarray], threshold: float | None, budget: int) -> list[np.ndarray]:
+    """Split masks of best-first refinement: the top-k squares by path importance, per image."""
+    b = p[0].shape[0] if p else prep.levels[0].shape[0]
+    n0 = prep.levels[0][0].size
+    if budget < n0:
+        raise ValueError(f"budget must be >= {n0} (the number of max_size={prep.sizes[0]} squares "
+                         f"covering a {prep.height}x{prep.width} image), got {budget}; "
+                         "raise the budget or max_size")
+    k = (budget - n0) // 3
+    if not p:
+        return []
+    flat = np.concatenate([x.reshape(b, -1) for x in p], axis=1)  # [B, M]
+    level_of = np.concatenate([np.full(x[0].size, i) for i, x in enumerate(p)])
+    cand = flat > (threshold if threshold is not None else -np.inf)
+    keyed = np.where(cand, flat, -np.inf)
+    chosen = np.zeros_like(cand)
+    if k > 0:
+        # best-first order: p descending, then coarser level first, then row-major index
+        m = flat.shape[1]
+        order = np.lexsort((np.broadcast_to(np.arange(m), flat.shape),
+                            np.broadcast_to(level_of, flat.shape), -keyed), axis=-1)
+        np.put_along_axis(chosen, order[:, :k], True, axis=1)
+        chosen &= cand
+    out, start = [], 0
+    for x in p:
+        n = x[0].size
+        out.append(chosen[:, start:start + n].reshape(x.shape))
+        start += n
+    return out
+
+
+def _check_threshold_budget(threshold: Any, budget: Any) -> tuple[float | None, int | None]:
+    if threshold is not None:
+        threshold = check_float("threshold", threshold, 0.0, 1.0)
+    if budget is not None:
+        budget = check_int("budget", budget, 1)
+    return threshold, budget
+
+
+def quadtree(image: np.ndarray, saliency: np.ndarray | str | None = None, *, threshold: float | None = None,
+             min_size: int = 8, max_size: int = 32, budget: int | None = None,
+             importance: str = "std") -> PatchLayout:
+    """Quadtree layout of ``image`` (float RGB ``[H, W, 3]``).
+
+    Args:
+        saliency: map ``[H, W]`` in [0, 1], or a saliency method name, used by the
+            ``"mean_saliency"``/``"max_saliency"`` importances (default: ``"edges"``).
+        threshold: split while importance > threshold (in [0, 1]). Default 0.1 without a
+            budget; with a budget, None means "refine by importance until the budget is used".
+        min_size, max_size: powers of two; squares start at ``max_size`` and stop at ``min_size``.
+        budget: maximum number of tokens; best-first refinement uses as much of it as it can
+            (``num_tokens <= budget``; a budget below the number of ``max_size`` squares raises
+            ``ValueError``).
+        importance: one of ``IMPORTANCE_MEASURES`` (see ``adapatch.importance``).
+    """
+    return quadtree_batch(image, saliency, threshold=threshold, min_size=min_size, max_size=max_size,
+                          budget=budget, importance=importance)[0]
+
+
+def quadtree_batch(images: np.ndarray, saliency: np.ndarray | str | None = None, *,
+                   threshold: float | None = None, min_size: int = 8, max_size: int = 32,
+                   budget: int | None = None, importance: str = "std") -> list[PatchLayout]:
+    """``quadtree`` for a batch ``[B, H, W, 3]`` of same-size images, vectorised over the batch."""
+    threshold, budget = _check_threshold_budget(threshold, budget)
+    if threshold is None and budget is None:
+        threshold = DEFAULT_THRESHOLD
+    prep = _prepare(images, saliency, min_size, max_size, importance)
+    if budget is None:
+        split = [lv > threshold for lv in prep.levels[:-1]]
+    else:
+        split = _budget_split(prep, _path_importance(prep.levels), threshold, budget)
+    params = {**prep.params, "threshold": threshold, "budget": budget}
+    return [PatchLayout(prep.height, prep.width, prep.canvas, boxes, strategy="quadtree", params=params)
+            for boxes in _leaves(prep, split)]
+
+
+@dataclass
+class ThresholdCurve:
+    """Tokens of the threshold-mode quadtree as a function of the threshold, exactly.
+
+    ``thresholds`` (ascending) are the path importances of the split-able squares; the layout at
+    threshold ``t`` has ``base_tokens + 3 * #{thresholds > t}`` tokens.
+    """
+
+    thresholds: np.ndarray
+    base_tokens: int
+    params: dict[str, Any]
+
+    @property
+    def max_tokens(self) -> int:
+        return self.base_tokens + 3 * len(self.thresholds)
+
+    def tokens_at(self, threshold: float | np.ndarray) -> int | np.ndarray:
+        """Token count of ``quadtree(..., threshold=t)`` (vectorised over ``t``)."""
+        t = np.asarray(threshold, dtype=np.float64)
+        n_above = len(self.thresholds) - np.searchsorted(self.thresholds, t, side="right")
+        out = self.base_tokens + 3 * n_above
+        return int(out) if out.ndim == 0 else out
+
+    def threshold_for(self, budget: int) -> float:
+        """Smallest threshold whose layout has at most ``budget`` tokens (0.0 if all fit)."""
+        budget = check_int("budget", budget, 1)
+        if budget < self.base_tokens:
+            raise ValueError(f"budget must be >= {self.base_tokens} (the number of max_size squares), got {budget}")
+        k = (budget - self.base_tokens) // 3
+        if k >= len(self.thresholds):
+            return 0.0
+        return float(self.thresholds[::-1][k])
+
+    def as_xy(self, max_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+        """``(threshold, tokens)`` points tracing the step curve over [0, 1] for plotting."""
+        max_points = check_int("max_points", max_points, 2)
+        u = np.unique(self.thresholds)
+        if len(u) + 2 <= max_points:
+            xs = np.concatenate([[0.0], u, [1.0]])
+        else:
+            xs = np.linspace(0.0, 1.0, max_points)
+            xs = np.unique(np.concatenate([xs, np.quantile(u, np.linspace(0, 1, max_points // 2))]))
+        return xs, self.tokens_at(xs)
+
+
+def threshold_curve(image: np.ndarray, saliency: np.ndarray | str | None = None, *, min_size: int = 8,
+                    max_size: int = 32, importance: str = "std") -> ThresholdCurve:
+    """Tokens-vs-threshold curve of the quadtree in one pass (no re-run per threshold)."""
+    prep = _prepare(image, saliency, min_size, max_size, importance)
+    p = _path_importance(prep.levels)
+    vals = np.sort(np.concatenate([x[0].ravel() for x in p])) if p else np.zeros(0)
+    return ThresholdCurve(vals, int(prep.levels[0][0].size), prep.params)
+
+
+def threshold_for_budget(image: np.ndarray, budget: int, saliency: np.ndarray | str | None = None, *,
+                         min_size: int = 8, max_size: int = 32, importance: str = "std") -> float:
+    """Smallest threshold in [0, 1] whose quadtree has at most ``budget`` tokens."""
+    return threshold_curve(image, saliency, min_size=min_size, max_size=max_size,
+                           importance=importance).threshold_for(budget)

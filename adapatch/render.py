@@ -1,0 +1,182 @@
+"""uint8 RGB pictures of saliency maps, layouts and pruned tokens, drawn at display size.
+
+Everything is drawn at ``max_side`` pixels (the longer side) or less, the size a screen shows,
+with 1 px lines there; no loop over boxes: box ids are painted with a 2-D difference array (boxes
+tile the canvas, so each pixel receives exactly one id) and outlines are where the id changes.
+Colours depend only on the patch size, so the same size has the same colour in every view.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .layout import PatchLayout
+from .validation import check_choice, check_float, check_int
+
+COLORMAPS = {
+    "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO, "viridis": cv2.COLORMAP_VIRIDIS,
+    "magma": cv2.COLORMAP_MAGMA, "jet": cv2.COLORMAP_JET, "hot": cv2.COLORMAP_HOT,
+}
+
+# One colour per power of two (index log2(size)): small = hot (detail), large = cool (flat).
+_PALETTE = np.array([
+    (255, 255, 255), (255, 0, 170), (230, 25, 75), (255, 130, 0), (255, 225, 25), (60, 210, 240),
+    (40, 110, 255), (150, 60, 230), (200, 200, 200), (160, 160, 160), (140, 140, 140), (128, 128, 128),
+], dtype=np.uint8)
+_DROPPED = 128  # code offset marking dropped boxes in the per-pixel code map
+
+
+def size_color(size: int) -> tuple[int, int, int]:
+    """RGB colour used for boxes of ``size`` pixels."""
+    i = int(np.clip(np.log2(max(int(size), 1)), 0, len(_PALETTE) - 1))
+    r, g, b = _PALETTE[i]
+    return int(r), int(g), int(b)
+
+
+def size_colors(sizes) -> dict[int, tuple[int, int, int]]:
+    """``{size: (r, g, b)}`` for a legend."""
+    return {int(s): size_color(int(s)) for s in sorted(set(int(s) for s in sizes))}
+
+
+def display_shape(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """``(h, w)`` scaled so the longer side is at most ``max_side`` (never enlarged)."""
+    if max_side is None:
+        return height, width
+    max_side = check_int("max_side", max_side, 16, 16384)
+    f = min(1.0, max_side / max(height, width))
+    return max(1, round(height * f)), max(1, round(width * f))
+
+
+def _to_uint8(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"image must be RGB [H, W, 3], got shape {a.shape}")
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if a.shape[:2] != shape:
+        a = cv2.resize(a, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    return a
+
+
+def colorize(saliency_map: np.ndarray, colormap: str = "turbo", max_side: int | None = None) -> np.ndarray:
+    """A ``[0, 1]`` map as a colour image (uint8 RGB)."""
+    check_choice("colormap", colormap, COLORMAPS)
+    m = np.asarray(saliency_map, np.float32)
+    if m.ndim != 2:
+        raise ValueError(f"saliency_map must be 2-D, got shape {m.shape}")
+    shape = display_shape(*m.shape, max_side)
+    if shape != m.shape:
+        m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    u8 = (np.clip(np.nan_to_num(m), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(u8, COLORMAPS[colormap]), cv2.COLOR_BGR2RGB)
+
+
+def heatmap(image: np.ndarray, saliency_map: np.ndarray, alpha: float = 0.5, colormap: str = "turbo",
+            max_side: int | None = None) -> np.ndarray:
+    """The saliency map in colour blended over the image (``alpha`` = heatmap opacity)."""
+    alpha = check_float("alpha", alpha, 0.0, 1.0)
+    if np.shape(saliency_map) != np.shape(image)[:2]:
+        raise ValueError(f"saliency_map shape {np.shape(saliency_map)} does not match image {np.shape(image)[:2]}")
+    col = colorize(saliency_map, colormap, max_side)
+    base = _to_uint8(image, col.shape[:2])
+    return cv2.addWeighted(col, alpha, base, 1.0 - alpha, 0.0)
+
+
+def _paint(layout: PatchLayout, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per display pixel: the box index into ``concat(boxes, dropped)`` (int32) and a uint8
+    code (log2 of the box size, ``+ _DROPPED`` for dropped boxes).
+
+    Boxes are painted on the coarsest grid that all box edges lie on (``g`` = gcd of all
+    coordinates and sizes: ``min_size`` for a quadtree), which is small, then sampled at the
+    display pixels' centres: cost ~ one gather per display pixel, whatever the box count.
+    """
+    allb = np.concatenate([layout.boxes, layout.dropped]).astype(np.int64)
+    ch, cw = layout.canvas
+    g = int(np.gcd.reduce(np.concatenate([allb.ravel(), [ch, cw]])))
+    gh, gw = ch // g, cw // g
+    y0, x0, n = allb[:, 0] // g, allb[:, 1] // g, allb[:, 2] // g
+    y1, x1 = y0 + n, x0 + n
+    ids_value = np.arange(len(allb), dtype=np.int64) + 1
+    # Boxes tile the canvas, so each cell sums exactly one box's value: a 2-D difference array
+    # (corners +v / -v, then cumulative sums) paints all boxes at once.
+    idx = np.concatenate([y0 * (gw + 1) + x0, y1 * (gw + 1) + x0, y0 * (gw + 1) + x1, y1 * (gw + 1) + x1])
+    w = np.concatenate([ids_value, -ids_value, -ids_value, ids_value]).astype(np.float64)
+    diff = np.bincount(idx, weights=w, minlength=(gh + 1) * (gw + 1)).reshape(gh + 1, gw + 1)
+    grid_ids = (np.rint(diff.cumsum(0).cumsum(1)[:gh, :gw]) - 1).astype(np.int32)
+    code = np.log2(np.maximum(allb[:, 2], 1)).astype(np.int64)
+    code[layout.num_tokens:] += _DROPPED
+    grid_code = np.clip(code, 0, 255).astype(np.uint8)[grid_ids]
+    dh, dw = shape
+    rows = np.minimum(((np.arange(dh) + 0.5) * (layout.height / dh) // g).astype(np.int64), gh - 1)
+    cols = np.minimum(((np.arange(dw) + 0.5) * (layout.width / dw) // g).astype(np.int64), gw - 1)
+    ids = grid_ids[rows].take(cols, axis=1)
+    codes = grid_code[rows].take(cols, axis=1)
+    return ids, codes
+
+
+def _outline(ids: np.ndarray) -> np.ndarray:
+    """uint8 mask (255) of pixels where the box id changes to the left or above (1 px lines)."""
+    edge = np.zeros(ids.shape, bool)
+    np.not_equal(ids[1:, :], ids[:-1, :], out=edge[1:, :])
+    edge[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    return edge.view(np.uint8) * np.uint8(255)
+
+
+def _code_lut() -> np.ndarray:
+    lut = np.zeros((256, 3), np.uint8)
+    for c in range(len(_PALETTE)):
+        lut[c] = _PALETTE[c]
+        lut[c + _DROPPED] = _PALETTE[c]
+    return lut.reshape(256, 1, 3).transpose(1, 0, 2).copy()
+
+
+_LUT = _code_lut()
+
+
+def layout_overlay(image: np.ndarray, layout: PatchLayout, max_side: int | None = 1024,
+                   fill_alpha: float = 0.15, dropped_dim: float = 0.35) -> np.ndarray:
+    """Boxes tinted and outlined in their size's colour (see ``size_colors``); dropped boxes dimmed."""
+    fill_alpha = check_float("fill_alpha", fill_alpha, 0.0, 1.0)
+    dropped_dim = check_float("dropped_dim", dropped_dim, 0.0, 1.0)
+    shape = display_shape(layout.height, layout.width, max_side)
+    base = _to_uint8(image, shape)
+    ids, code = _paint(layout, shape)
+    colour = cv2.LUT(cv2.merge([code, code, code]), _LUT)
+    out = cv2.addWeighted(base, 1.0 - fill_alpha, colour, fill_alpha, 0.0)
+    if len(layout.dropped):
+        cv2.copyTo(cv2.convertScaleAbs(base, alpha=dropped_dim), (code >= _DROPPED).view(np.uint8), out)
+    cv2.copyTo(colour, _outline(ids), out)
+    return out
+
+
+def token_map(image: np.ndarray, layout: PatchLayout, dim: float = 0.3, max_side: int | None = 1024,
+              line_color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Kept tokens at full brightness with thin outlines; dropped tokens greyed and dimmed to ``dim``."""
+    dim = check_float("dim", dim, 0.0, 1.0)
+    shape = display_shape(layout.height, layout.width, max_side)
+    base = _to_uint8(image, shape)
+    ids, code = _paint(layout, shape)
+    dropped = (code >= _DROPPED).view(np.uint8)
+    out = base.copy()
+    if len(layout.dropped):
+        grey = cv2.cvtColor(cv2.cvtColor(base, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        faded = cv2.convertScaleAbs(cv2.addWeighted(grey, 0.6, base, 0.4, 0.0), alpha=dim)
+        cv2.copyTo(faded, dropped, out)
+    edge = cv2.bitwise_and(_outline(ids), cv2.bitwise_not(dropped * np.uint8(255)))
+    lines = cv2.addWeighted(out, 0.4, np.full_like(out, line_color), 0.6, 0.0)
+    cv2.copyTo(lines, edge, out)
+    return out
+
+
+def to_png_bytes(image: np.ndarray) -> bytes:
+    """Encode a uint8 RGB (or grey) array as PNG."""
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {a.dtype}")
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()

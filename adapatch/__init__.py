@@ -1,9 +1,32 @@
-"""adapatch: content-aware (adaptive) patching of images for Vision Transformers."""
+"""adapatch: content-aware (adaptive) patching of images for Vision Transformers.
 
+Saliency maps, variable-size patch layouts (quadtree, saliency-greedy), patch extraction and
+reconstruction, token pruning, efficiency (tokens, FLOPs) and fidelity (PSNR, SSIM) numbers,
+and renderings of all of them. Model-side pieces (ViT, attention, learned pruning and patch
+selection) live in ``adapatch.model``.
+"""
+
+from . import render
+from .device import available_devices, resolve_device
+from .efficiency import VIT_PRESETS, ViTPreset, efficiency, vit_flops
 from .errors import ImageError
+from .fidelity import fidelity, psnr_ssim
+from .greedy import greedy
+from .image_io import DEFAULT_MAX_PIXELS, LoadedImage, load_image, open_image
+from .importance import IMPORTANCE_MEASURES
 from .layout import PatchLayout, uniform
 from .patches import extract_patches, reconstruct
-from .device import resolve_device
+from .pruning import keep_count, prune, token_scores
+from .quadtree import ThresholdCurve, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
+from .saliency import register_saliency, saliency, saliency_methods
+from .strategies import STRATEGIES, layout_for_budget, make_layout
 
-__all__ = ["ImageError", "PatchLayout", "uniform", "extract_patches", "reconstruct", "resolve_device"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS", "IMPORTANCE_MEASURES", "STRATEGIES", "VIT_PRESETS", "ImageError", "LoadedImage",
+    "PatchLayout", "ThresholdCurve", "ViTPreset", "available_devices", "efficiency", "extract_patches",
+    "fidelity", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout", "open_image",
+    "prune", "psnr_ssim", "quadtree", "quadtree_batch", "reconstruct", "register_saliency", "render",
+    "resolve_device", "saliency", "saliency_methods", "threshold_curve", "threshold_for_budget",
+    "token_scores", "uniform", "vit_flops",
+]
 __version__ = "0.1.0"

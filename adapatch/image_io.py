@@ -120,10 +120,10 @@ def _from_pil(img: Image.Image, max_pixels: int, fmt: str, name: str = "image") 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
-            oriented = ImageOps.exif_transpose(img)
-            if oriented is not None and oriented is not img:
-                notes.append("rotated according to EXIF orientation")
-                img = oriented
+            orientation = img.getexif().get(0x0112, 1)
+            if orientation not in (None, 1):
+                img = ImageOps.exif_transpose(img)
+                notes.append(f"EXIF orientation {orientation} applied")
             arr = _pil_to_rgb(img)
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image is too large to decode safely") from None

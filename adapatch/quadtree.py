@@ -94,9 +94,9 @@ def _prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, im
 
 def _path_importance(levels: list[np.ndarray]) -> list[np.ndarray]:
     """``p`` for every square of the split-able levels (all but the leaf level)."""
-    out = [levels[0]]
-    for lv in levels[1:-1]:
-        out.append(np.minimum(lv, out[-1].repeat(2, axis=1).repeat(2, axis=2)))
+    out: list[np.ndarray] = []
+    for lv in levels[:-1]:
+        out.append(lv if not out else np.minimum(lv, out[-1].repeat(2, axis=1).repeat(2, axis=2)))
     return out
 
 

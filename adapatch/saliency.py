@@ -98,6 +98,10 @@ def saliency(image: np.ndarray, method: str = "edges", **params: Any) -> np.ndar
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(m.fn).parameters.values()):
         raise ValueError(f"unknown parameter(s) {sorted(unknown)} for saliency method {method!r}; "
                          f"allowed: {sorted(m.defaults)}")
+    lo, hi, _, _ = cv2.minMaxLoc(image.reshape(image.shape[0], -1))
+    if hi - lo < 1e-6:  # nothing to find in a constant image (spectral would return FFT noise)
+        m.fn(image, **params)  # still validates the parameters
+        return np.zeros(image.shape[:2], np.float32)
     out = np.asarray(m.fn(image, **params), dtype=np.float32)
     if out.shape != image.shape[:2]:
         out = cv2.resize(out, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)

@@ -43,9 +43,10 @@ def pad_to_canvas(images: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
 
 def _pool2(x: np.ndarray, op: str = "sum") -> np.ndarray:
     """2x2 pooling over axes 1, 2 of ``[B, gh, gw, ...]`` (sum or max)."""
-    b, gh, gw = x.shape[:3]
-    r = x.reshape(b, gh // 2, 2, gw // 2, 2, *x.shape[3:])
-    return r.sum(axis=(2, 4)) if op == "sum" else r.max(axis=(2, 4))
+    a, b_, c, d = x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]
+    if op == "sum":
+        return (a + b_) + (c + d)
+    return np.maximum(np.maximum(a, b_), np.maximum(c, d))
 
 
 def _block_view(x: np.ndarray, m: int) -> np.ndarray:
@@ -55,20 +56,43 @@ def _block_view(x: np.ndarray, m: int) -> np.ndarray:
     return x.reshape(b, h // m, m, w // m, m * c)
 
 
-def _block_sums(canvas: np.ndarray, m: int) -> np.ndarray:
-    """Sum over each ``m x m`` block and all channels: float64 ``[B, ch/m, cw/m]``."""
-    return np.einsum("bimjk->bij", _block_view(canvas, m)).astype(np.float64)
+def _strip_sums(strip: np.ndarray, m: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Block sums of x (per channel, or over channels) and of x^2 for a ``[rows, cw, 3]`` strip.
+
+    ``rows`` and ``cw`` are multiples of ``m``. Per-channel means come from OpenCV's area resize
+    (an exact block mean for an integer factor, SIMD); the other sums from einsum over
+    contiguous runs of ``m`` pixels (``3m`` values), then ``m`` consecutive rows are added.
+    """
+    rows, cw, c = strip.shape
+    r = strip.reshape(-1, m * c)
+    sq = np.einsum("ij,ij->i", r, r).reshape(rows // m, m, cw // m).sum(axis=1, dtype=np.float64)
+    if per_channel:
+        means = cv2.resize(strip, (cw // m, rows // m), interpolation=cv2.INTER_AREA)
+        s1 = means.astype(np.float64) * float(m * m)
+    else:
+        s1 = np.einsum("ij->i", r).reshape(rows // m, m, cw // m).sum(axis=1, dtype=np.float64)
+    return s1, sq
 
 
-def _channel_block_sums(canvas: np.ndarray, m: int) -> np.ndarray:
-    """Per-channel sums over each ``m x m`` block: float64 ``[B, ch/m, cw/m, 3]``.
+def block_sums(canvas: np.ndarray, m: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(S1, S2)`` over every ``m x m`` block of ``[B, ch, cw, 3]``: S1 ``[B, gh, gw(, 3)]``, S2 ``[B, gh, gw]``.
 
-    OpenCV's area resize by an integer factor is an exact block mean and much faster than a
-    strided numpy reduction; the batch is stacked vertically (blocks never straddle images).
+    Large inputs are cut into two row strips summed on two threads (numpy and OpenCV release
+    the GIL), so the image is read about once at memory speed.
     """
     b, ch, cw, c = canvas.shape
-    means = cv2.resize(canvas.reshape(b * ch, cw, c), (cw // m, b * ch // m), interpolation=cv2.INTER_AREA)
-    return means.reshape(b, ch // m, cw // m, c).astype(np.float64) * float(m * m)
+    flat = canvas.reshape(b * ch, cw, c)  # blocks never straddle images: ch % m == 0
+    gh_total = b * ch // m
+    if canvas.size >= _PARALLEL_MIN_VALUES and gh_total >= 2:
+        cut = (gh_total // 2) * m
+        fut = _POOL.submit(_strip_sums, flat[:cut], m, per_channel)
+        s1b, s2b = _strip_sums(flat[cut:], m, per_channel)
+        s1a, s2a = fut.result()
+        s1, s2 = np.concatenate([s1a, s1b]), np.concatenate([s2a, s2b])
+    else:
+        s1, s2 = _strip_sums(flat, m, per_channel)
+    shape = (b, ch // m, cw // m)
+    return s1.reshape(*shape, *((3,) if per_channel else ())), s2.reshape(shape)
 
 
 def importance_levels(canvas: np.ndarray, sizes: list[int], importance: str,
@@ -80,18 +104,8 @@ def importance_levels(canvas: np.ndarray, sizes: list[int], importance: str,
     """
     m = sizes[-1]
     if importance in ("std", "variance"):
-        v = _block_view(canvas, m)
-        # Block sums of x (per channel for "std") and of x^2 in one read each (einsum fuses
-        # the square); the two run on two threads for large images (numpy releases the GIL).
-        sum_fn = _channel_block_sums if importance == "std" else _block_sums
-        if canvas.size >= _PARALLEL_MIN_VALUES:
-            fut = _POOL.submit(sum_fn, canvas, m)
-            sq = np.einsum("bimjk,bimjk->bij", v, v)
-            s1 = [fut.result()]
-        else:
-            s1 = [sum_fn(canvas, m)]
-            sq = np.einsum("bimjk,bimjk->bij", v, v)
-        s2 = [sq.astype(np.float64)]
+        first, second = block_sums(canvas, m, per_channel=importance == "std")
+        s1, s2 = [first], [second]
         for _ in sizes[:-1]:
             s1.append(_pool2(s1[-1]))
             s2.append(_pool2(s2[-1]))

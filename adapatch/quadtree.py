@@ -101,21 +101,26 @@ def _path_importance(levels: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def _leaves(prep: _Prepared, split: list[np.ndarray]) -> list[np.ndarray]:
-    """Boxes ``[n, 3]`` per image from per-level split masks (``[B, gh, gw]`` bool)."""
+    """Boxes ``[n, 3]`` per image, row-major, from per-level split masks (``[B, gh, gw]`` bool).
+
+    Each leaf writes its size at its top-left cell of the finest grid; reading the non-zero
+    cells back in raster order yields the boxes already sorted (no sort needed).
+    """
+    m = prep.sizes[-1]
     b = prep.levels[0].shape[0]
-    parts = []
-    exists = np.ones_like(prep.levels[0], dtype=bool)
+    corner = np.zeros(prep.levels[-1].shape, np.int32)  # [B, ch/m, cw/m]
+    exists = np.ones(prep.levels[0].shape, dtype=bool)
     for lvl, s in enumerate(prep.sizes):
-        leaf = exists & ~split[lvl] if lvl < len(split) else exists
-        bi, yi, xi = np.nonzero(leaf)
-        parts.append(np.stack([bi, yi * s, xi * s, np.full_like(yi, s)], axis=1))
+        f = s // m
         if lvl < len(split):
+            corner[:, ::f, ::f][exists & ~split[lvl]] = s
             exists = (exists & split[lvl]).repeat(2, axis=1).repeat(2, axis=2)
-    allb = np.concatenate(parts)
-    ch, cw = prep.canvas
-    allb = allb[np.argsort((allb[:, 0] * ch + allb[:, 1]) * cw + allb[:, 2], kind="stable")]
-    counts = np.bincount(allb[:, 0], minlength=b)
-    return np.split(allb[:, 1:], np.cumsum(counts)[:-1])
+        else:
+            corner[:, ::f, ::f][exists] = s
+    bi, yi, xi = np.nonzero(corner)
+    boxes = np.stack([yi * m, xi * m, corner[bi, yi, xi]], axis=1)
+    counts = np.bincount(bi, minlength=b)
+    return np.split(boxes, np.cumsum(counts)[:-1])
 
 
 def _budget_split(prep: _Prepared, p: list[np.ndarray], threshold: float | None, budget: int) -> list[np.ndarray]:

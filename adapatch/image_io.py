@@ -63,7 +63,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loa
                              "(supported: PNG, JPEG, WebP, BMP, TIFF, GIF)") from None
         except Image.DecompressionBombError:
             raise ImageError(f"{name}: image is too large (over {max_pixels / 1e6:g} megapixels)") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
+        except Exception as e:  # decoders raise anything on malformed files (TypeError, struct.error, ...)
             raise ImageError(f"{name}: cannot read image ({_short(e)})") from None
         return _from_pil(img, max_pixels, fmt=img.format or "", name=name)
 
@@ -107,18 +107,15 @@ def _from_pil(img: Image.Image, max_pixels: int, fmt: str, name: str = "image") 
         raise ImageError(f"{name}: image is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the "
                          f"limit of {max_pixels / 1e6:g} megapixels; downscale it first")
     notes: list[str] = []
-    n_frames = getattr(img, "n_frames", 1) or 1
-    if n_frames > 1:
-        kind = "pages" if (fmt or "").upper() == "TIFF" else "frames"
-        notes.append(f"{n_frames} {kind}: the first is used")
-        try:
-            img.seek(0)
-        except EOFError:
-            pass
     mode = img.mode
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            n_frames = getattr(img, "n_frames", 1) or 1
+            if n_frames > 1:
+                kind = "pages" if (fmt or "").upper() == "TIFF" else "frames"
+                notes.append(f"{n_frames} {kind}: the first is used")
+                img.seek(0)
             img.load()
             orientation = img.getexif().get(0x0112, 1)
             if orientation not in (None, 1):
@@ -127,7 +124,9 @@ def _from_pil(img: Image.Image, max_pixels: int, fmt: str, name: str = "image") 
             arr = _pil_to_rgb(img)
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: image is too large to decode safely") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+    except ImageError:
+        raise
+    except Exception as e:  # any decoder failure on damaged data is the file's fault, not ours
         raise ImageError(f"{name}: image data is damaged or truncated ({_short(e)})") from None
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         notes.append("transparency composited on white")

@@ -57,11 +57,8 @@ def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch
         params["saliency"] = saliency or "edges"
         sal = compute(np.asarray(img, np.float32), params["saliency"])
     else:
-        sal = np.asarray(saliency, dtype=np.float32)
-        if sal.shape != (h, w):
-            raise ValueError(f"saliency must have the image's shape {(h, w)}, got {sal.shape}")
-        if not np.isfinite(sal).all() or sal.min() < 0 or sal.max() > 1:
-            raise ValueError("saliency values must be finite and in [0, 1]")
+        from .saliency import check_saliency_map
+        sal = check_saliency_map(saliency, (h, w))
         params["saliency"] = "custom"
 
     big = sizes[-1]

@@ -77,13 +77,9 @@ def _prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, im
             sal = np.stack([compute(im, method) for im in batch])
             params["saliency"] = method
         else:
-            sal = np.asarray(saliency, dtype=np.float32)
-            if sal.ndim == 2:
-                sal = sal[None]
-            if sal.shape != (b, h, w):
-                raise ValueError(f"saliency must have the image's shape {(h, w)}, got {np.shape(saliency)}")
-            if not np.isfinite(sal).all() or sal.min() < 0 or sal.max() > 1:
-                raise ValueError("saliency values must be finite and in [0, 1]")
+            from .saliency import check_saliency_map
+            sal = np.asarray(saliency)
+            sal = check_saliency_map(sal, (h, w) if sal.ndim == 2 else (b, h, w)).reshape(b, h, w)
             params["saliency"] = "custom"
         sal = pad_to_canvas(sal, canvas)
     elif importance == "entropy":

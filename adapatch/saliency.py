@@ -108,6 +108,16 @@ def saliency(image: np.ndarray, method: str = "edges", **params: Any) -> np.ndar
     return normalize(out)
 
 
+def check_saliency_map(saliency_map: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Float32 copy of a user-given map after checking its shape and that it lies in [0, 1]."""
+    sal = np.asarray(saliency_map, dtype=np.float32)
+    if sal.shape != tuple(shape):
+        raise ValueError(f"saliency must have the image's shape {tuple(shape)}, got {sal.shape}")
+    if sal.size and (not np.isfinite(sal).all() or sal.min() < 0 or sal.max() > 1):
+        raise ValueError("saliency values must be finite and in [0, 1]")
+    return sal
+
+
 def normalize(m: np.ndarray) -> np.ndarray:
     """Min-max normalise to ``[0, 1]``; constant (or non-finite) maps become zeros."""
     m = np.ascontiguousarray(m, dtype=np.float32)

@@ -1,0 +1,84 @@
+"""From the app's settings to the ``adapatch.export`` settings dict each page computes with.
+
+One function per page, so pages, tests and the exported snippet agree on what a view means.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import state
+from .compute import saliency_spec
+
+SIZE_OPTIONS = (2, 4, 8, 16, 32, 64, 128)
+PRUNE_SCORERS = {"mean": "mean saliency per token", "max": "max saliency per token"}
+
+
+def powers_between(min_size: int, max_size: int) -> list[int]:
+    return [s for s in SIZE_OPTIONS if min_size <= s <= max_size]
+
+
+def current_saliency() -> dict:
+    """The saliency method and parameters chosen on the Saliency page (defaults filled in)."""
+    method = state.get("saliency_method")
+    return saliency_spec(method, state.get("saliency_params").get(method, {}))
+
+
+def layout_settings(strategy: str | None = None, importance: str | None = None, sizes=None,
+                    threshold: float | None = None, budget: int | None | str = "setting", vit: str | None = None,
+                    device: str | None = None) -> dict[str, Any]:
+    """Settings of the Patch layout page (arguments override the stored settings)."""
+    strategy = strategy or state.get("strategy")
+    min_size, max_size = sizes or state.get("sizes")
+    if budget == "setting":
+        budget = int(state.get("budget")) if state.get("use_budget") else None
+    if strategy == "quadtree":
+        params = {"threshold": float(state.get("threshold") if threshold is None else threshold),
+                  "min_size": int(min_size), "max_size": int(max_size), "budget": budget,
+                  "importance": importance or state.get("importance")}
+    elif strategy == "greedy":
+        params = {"patch_sizes": powers_between(min_size, max_size), "budget": budget, "uncovered": "fill"}
+    else:
+        params = {"patch_size": int(min_size)}
+    return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": None,
+            "prune": None, "vit": vit or state.get("vit"), "device": device or state.device()}
+
+
+def budget_settings(config: dict, budget: int) -> dict[str, Any]:
+    """Settings of one Compare column: the strategy's layout solved for ``budget`` tokens."""
+    strategy = config["strategy"]
+    min_size, max_size = config["sizes"]
+    if strategy == "quadtree":
+        params: dict[str, Any] = {"min_size": int(min_size), "max_size": int(max_size),
+                                  "importance": config.get("importance", "std")}
+    elif strategy == "greedy":
+        params = {"patch_sizes": powers_between(min_size, max_size), "uncovered": "fill"}
+    else:
+        params = {}
+    return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": int(budget),
+            "prune": None, "vit": state.get("vit"), "device": state.device()}
+
+
+def prune_settings(keep_ratio: float | None = None, patch_size: int | None = None,
+                   scorer: str | None = None) -> dict[str, Any]:
+    """Settings of the Token pruning page: a uniform grid, scored per token, top fraction kept."""
+    return {"saliency": current_saliency(), "strategy": "uniform",
+            "params": {"patch_size": int(patch_size or state.get("prune_patch"))}, "solve_budget": None,
+            "prune": {"keep_ratio": float(state.get("keep_ratio") if keep_ratio is None else keep_ratio),
+                      "reduce": scorer or state.get("prune_scorer")},
+            "vit": state.get("vit"), "device": state.device()}
+
+
+def describe(settings: dict) -> str:
+    """A short label of a settings dict, e.g. ``quadtree · std · 8-64 px``."""
+    p = settings["params"]
+    if settings["strategy"] == "quadtree":
+        text = f"quadtree · {p.get('importance', 'std')} · {p.get('min_size')}-{p.get('max_size')} px"
+    elif settings["strategy"] == "greedy":
+        sizes = p.get("patch_sizes") or []
+        text = f"greedy · {settings['saliency']['method']} · {min(sizes)}-{max(sizes)} px" if sizes else "greedy"
+    else:
+        text = "uniform grid" + (f" · {p['patch_size']} px" if "patch_size" in p else "")
+    if settings.get("prune"):
+        text += f" · keep {settings['prune']['keep_ratio']:.0%}"
+    return text

@@ -1,0 +1,207 @@
+"""Session state the app owns: the image store, the current image and the settings.
+
+Widget state is lost when a page no longer draws the widget, so every setting that must survive
+a page switch lives in ``st.session_state[SETTINGS]`` (a plain dict). Widgets are bound to it with
+``bind``: the widget's key is seeded from the setting before the widget is drawn, and the value
+the widget returns is written back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from ..errors import ImageError
+from .images import MAX_UPLOADS, ImageEntry, clean_name, decode_upload, sample_keys, upload_error_line
+
+IMAGES = "ap_images"  # dict key -> ImageEntry for uploaded images (samples come from the cache)
+UPLOADS = "ap_uploads"  # dict file_id -> {"name", "key" | None, "error" | None}
+CURRENT = "ap_current"  # key of the image being explored
+SETTINGS = "ap_settings"
+DEVICE = "ap_device"
+DEFAULT_IMAGE = "sample:astronaut"
+
+DEFAULTS: dict[str, Any] = {
+    # saliency
+    "saliency_method": "edges",
+    "saliency_params": {},  # method -> {param: value}
+    "heat_alpha": 0.55,
+    "colormap": "turbo",
+    # layout
+    "strategy": "quadtree",
+    "importance": "std",
+    "threshold": 0.10,
+    "sizes": (8, 64),
+    "use_budget": True,
+    "budget": 500,
+    "vit": "ViT-B",
+    "show_recon": False,
+    # pruning
+    "prune_patch": 16,
+    "prune_scorer": "mean",
+    "keep_ratio": 0.5,
+    # compare
+    "compare_budget": 500,
+    "compare_n": 3,
+    "compare_configs": [
+        {"strategy": "quadtree", "importance": "std", "sizes": (8, 64)},
+        {"strategy": "quadtree", "importance": "mean_saliency", "sizes": (8, 64)},
+        {"strategy": "greedy", "importance": "std", "sizes": (8, 32)},
+        {"strategy": "uniform", "importance": "std", "sizes": (8, 64)},
+    ],
+    # efficiency
+    "eff_samples": True,
+}
+
+
+def init() -> None:
+    """Create the app's keys once per session."""
+    ss = st.session_state
+    if SETTINGS not in ss:
+        ss[SETTINGS] = {k: (v.copy() if isinstance(v, (dict, list)) else v) for k, v in DEFAULTS.items()}
+        ss[SETTINGS]["compare_configs"] = [dict(c) for c in DEFAULTS["compare_configs"]]
+    ss.setdefault(IMAGES, {})
+    ss.setdefault(UPLOADS, {})
+    ss.setdefault(CURRENT, DEFAULT_IMAGE if DEFAULT_IMAGE in sample_keys() else (sample_keys() or [""])[0])
+    ss.setdefault(DEVICE, "auto")
+
+
+def settings() -> dict[str, Any]:
+    init()
+    return st.session_state[SETTINGS]
+
+
+def get(name: str) -> Any:
+    return settings().get(name, DEFAULTS.get(name))
+
+
+def put(name: str, value: Any) -> None:
+    settings()[name] = value
+
+
+def widget(name: str, factory, *args, clamp=None, options=None, **kwargs):
+    """Draw ``factory(label, ..., key="w_<name>")`` seeded from setting ``name``; store and return its value.
+
+    The widget's initial value comes from the setting (``value=``, or ``index=`` when ``options``
+    are given for a selectbox/radio, ``default=`` for segmented controls), so a widget that was
+    not drawn on the previous page comes back with the user's value. ``clamp(value) -> value``
+    fixes a stored value that no longer fits the widget (e.g. a budget outside a new range).
+    """
+    value = get(name)
+    if clamp is not None:
+        value = clamp(value)
+    if options is not None:
+        options = list(options)
+        if factory.__name__ == "select_slider":
+            kwargs["value"] = value
+            kwargs["options"] = options
+        elif factory.__name__ in ("segmented_control", "pills"):
+            kwargs["default"] = value if value in options else options[0]
+        else:
+            kwargs["index"] = options.index(value) if value in options else 0
+        if factory.__name__ != "select_slider":
+            args = (*args, options)
+    else:
+        kwargs["value"] = value
+    out = factory(*args, key=f"w_{name}", **kwargs)
+    put(name, out)
+    return out
+
+
+# ------------------------------------------------------------------ images
+def sync_uploads(files: list | None) -> list[str]:
+    """Decode new uploads (once per file id), forget removed ones; return keys of new good images.
+
+    A file that fails gets one error line in ``UPLOADS`` and does not stop the others.
+    """
+    init()
+    ss = st.session_state
+    records: dict[str, dict] = ss[UPLOADS]
+    images: dict[str, ImageEntry] = ss[IMAGES]
+    files = list(files or [])
+    ids = [getattr(f, "file_id", None) or f"{getattr(f, 'name', '')}:{i}" for i, f in enumerate(files)]
+    new_keys: list[str] = []
+    for fid, f in zip(ids, files):
+        if fid in records:
+            continue
+        name = clean_name(getattr(f, "name", "upload"))
+        rec: dict[str, Any] = {"name": name, "key": None, "error": None}
+        good = sum(1 for r in records.values() if r["key"])
+        try:
+            if good >= MAX_UPLOADS:
+                raise ImageError(f"only {MAX_UPLOADS} images are kept per session; remove some first")
+            data = f.getvalue() if hasattr(f, "getvalue") else f.read()
+            entry = decode_upload(name, data)
+            images[entry.key] = entry
+            rec["key"] = entry.key
+            new_keys.append(entry.key)
+        except (ImageError, ValueError, OSError, MemoryError) as e:
+            rec["error"] = upload_error_line(e)
+        except Exception as e:  # a decoder bug must not take the session down  # noqa: BLE001
+            rec["error"] = upload_error_line(e)
+        records[fid] = rec
+    for fid in [k for k in records if k not in ids]:  # removed from the uploader
+        del records[fid]
+    live = {r["key"] for r in records.values() if r["key"]}
+    for key in [k for k in images if k not in live]:
+        del images[key]
+    if ss[CURRENT] not in live and not ss[CURRENT].startswith("sample:"):
+        ss[CURRENT] = DEFAULT_IMAGE
+    return new_keys
+
+
+def upload_records() -> list[dict]:
+    init()
+    return list(st.session_state[UPLOADS].values())
+
+
+def image_options() -> list[str]:
+    """Keys of every image the user can pick: uploads first (in upload order), then samples."""
+    init()
+    ups = [r["key"] for r in st.session_state[UPLOADS].values() if r["key"]]
+    seen: set[str] = set()
+    ups = [k for k in ups if not (k in seen or seen.add(k))]
+    return ups + sample_keys()
+
+
+def uploaded_entries() -> list[ImageEntry]:
+    init()
+    images = st.session_state[IMAGES]
+    return [images[k] for k in image_options() if k in images]
+
+
+def entry(key: str) -> ImageEntry:
+    """The image for ``key`` (uploads from session state, samples from the bounded cache)."""
+    init()
+    if key.startswith("sample:"):
+        from .compute import sample_entry
+        return sample_entry(key[len("sample:"):])
+    try:
+        return st.session_state[IMAGES][key]
+    except KeyError:
+        raise ImageError("this image is no longer loaded; pick another one") from None
+
+
+def current_key() -> str:
+    init()
+    return st.session_state[CURRENT]
+
+
+def set_current(key: str) -> None:
+    init()
+    st.session_state[CURRENT] = key
+
+
+def current() -> ImageEntry:
+    key = current_key()
+    try:
+        return entry(key)
+    except ImageError:
+        set_current(DEFAULT_IMAGE)
+        return entry(DEFAULT_IMAGE)
+
+
+def device() -> str:
+    init()
+    return st.session_state[DEVICE]

@@ -1,0 +1,167 @@
+"""Small pieces of UI shared by the pages: error boundary, metric rows, charts, legend, export.
+
+Numbers shown come from ``adapatch`` (``efficiency``, ``fidelity``, layout counts); this module only
+formats them. User-provided strings are shown escaped (``md_escape``), never as HTML.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+import adapatch as ap
+from adapatch import render
+from adapatch.errors import ImageError
+from adapatch.export import settings_json, settings_snippet
+
+from . import compute
+from .images import ImageEntry, md_escape
+
+log = logging.getLogger("adapatch.app")
+
+PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
+
+
+@contextmanager
+def guard(what: str = "") -> Iterator[None]:
+    """Page boundary: a bad image or setting becomes one ``st.error`` line, never a traceback."""
+    try:
+        yield
+    except (ImageError, ValueError) as e:
+        msg = " ".join(str(e).split())[:300] or type(e).__name__
+        st.error(md_escape(f"{what}: {msg}" if what else msg), icon=":material/error:")
+    except Exception as e:  # noqa: BLE001 - last line of defence; details go to the server log
+        from streamlit.errors import FragmentHandledException
+        if isinstance(e, FragmentHandledException):
+            raise
+        log.exception("unexpected error in the app%s", f" ({what})" if what else "")
+        st.error(md_escape(f"{what + ': ' if what else ''}something went wrong ({type(e).__name__}); "
+                           "try other settings or another image"), icon=":material/error:")
+
+
+def page_header(title: str, caption: str, entry: ImageEntry | None = None) -> None:
+    st.title(title)
+    line = caption
+    if entry is not None:
+        line += f"  \nImage: **{md_escape(entry.name)}** · {md_escape(entry.describe())}"
+    st.caption(line)
+
+
+def fmt_int(n: float) -> str:
+    return f"{int(n):,}"
+
+
+def fmt_flops(macs: float) -> str:
+    return f"{macs / 1e9:.2f} G"
+
+
+def efficiency_metrics(eff: dict, fid: dict | None = None, container=None, show_fidelity: bool = True) -> None:
+    """The row of numbers every layout view shows (tokens, baselines, reduction, FLOPs, PSNR/SSIM)."""
+    c = container or st
+    cols = c.columns(7 if show_fidelity else 5)
+    red = eff["token_reduction_vs_uniform16"]
+    cols[0].metric("Tokens", fmt_int(eff["tokens"]), delta=f"{-100 * red:+.1f}% vs uniform 16",
+                   delta_color="inverse", help="Tokens of this layout (what the ViT processes).")
+    cols[1].metric("Uniform 16 px", fmt_int(eff["uniform16_tokens"]), help="Tokens of the standard ViT grid.")
+    cols[2].metric(f"Uniform {eff['min_size']} px", fmt_int(eff["uniform_min_tokens"]),
+                   help="Tokens of a fixed grid at this layout's finest patch size (same finest detail).")
+    cols[3].metric("Reduction", f"{100 * red:.1f}%", help="1 - tokens / uniform-16 tokens.")
+    cols[4].metric(f"FLOPs ({eff['vit']})", f"×{eff['flops_ratio_vs_uniform16']:.3f}",
+                   delta=f"{fmt_flops(eff['flops'])}MAC vs {fmt_flops(eff['uniform16_flops'])}MAC",
+                   delta_color="off", help="FLOPs ratio to the uniform 16 px grid (ViT convention: MACs).")
+    if show_fidelity:
+        slots = (cols[5].empty(), cols[6].empty())
+        fidelity_metrics(slots, fid)
+        return slots
+    return None
+
+
+def fidelity_metrics(slots, fid: dict | None) -> None:
+    """Fill the PSNR/SSIM slots of ``efficiency_metrics`` (``fid=None``: still computing)."""
+    if fid is None:
+        slots[0].metric("PSNR", "…", help="computing")
+        slots[1].metric("SSIM", "…", help="computing")
+        return
+    slots[0].metric("PSNR", f"{fid['psnr']:.2f} dB", help="Reconstruction vs original (what the model sees).")
+    slots[1].metric("SSIM", f"{fid['ssim']:.4f}", help="Structural similarity of the reconstruction (luminance).")
+
+
+def size_legend(layout: ap.PatchLayout, key: str | None = None, height: int = 190) -> None:
+    """Legend of the overlay colours: a bar per patch size, coloured as drawn, with token counts."""
+    counts = layout.counts_per_size()
+    if not counts:
+        st.caption("no tokens")
+        return
+    colors = render.size_colors(counts)
+    labels = [f"{s} px" for s in counts]
+    fig = go.Figure(go.Bar(
+        x=list(counts.values()), y=labels, orientation="h", text=[fmt_int(v) for v in counts.values()],
+        textposition="auto", marker_color=[f"rgb{colors[s]}" for s in counts],
+        marker_line_color="rgba(0,0,0,0.4)", marker_line_width=1, hovertemplate="%{y}: %{x} tokens<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title=dict(text="Tokens per patch size", font_size=13),
+                      xaxis_title=None, yaxis=dict(autorange="reversed"), showlegend=False)
+    st.plotly_chart(fig, config=PLOT_CONFIG, key=key)
+
+
+def curve_figure(curve: ap.ThresholdCurve, threshold: float, tokens: int, budget: int | None) -> go.Figure:
+    """Tokens vs threshold (exact step curve from the library), current point, budget line."""
+    xs, ys = curve.as_xy(max_points=300)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line_shape="hv", name="tokens",
+                             hovertemplate="threshold %{x:.3f}: %{y} tokens<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[threshold], y=[tokens], mode="markers", name="current",
+                             marker=dict(size=12, color="#ff4b4b", line=dict(width=2, color="white")),
+                             hovertemplate="current: %{y} tokens<extra></extra>"))
+    if budget is not None:
+        fig.add_hline(y=budget, line_dash="dash", line_color="#ffa421",
+                      annotation_text=f"budget {budget}", annotation_position="top right")
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
+                      title=dict(text="Tokens vs threshold", font_size=13),
+                      xaxis_title="threshold", yaxis_title="tokens", xaxis_range=[0, 1])
+    return fig
+
+
+def histogram_figure(counts: np.ndarray, edges: np.ndarray, title: str) -> go.Figure:
+    centers = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure(go.Bar(x=centers, y=counts, width=np.diff(edges), marker_color="#4b8bff",
+                           hovertemplate="%{x:.2f}: %{y} px<extra></extra>"))
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), title=dict(text=title, font_size=13),
+                      xaxis_title="saliency", yaxis_title="pixels", bargap=0)
+    return fig
+
+
+def _full_overlay(image: np.ndarray, layout: ap.PatchLayout, kind: str) -> bytes:
+    """Full-resolution overlay, drawn only when the download button is clicked."""
+    if kind == "tokens":
+        return render.to_png_bytes(render.token_map(image, layout, max_side=None))
+    return render.to_png_bytes(render.layout_overlay(image, layout, max_side=None))
+
+
+def safe_filename(stem: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem)[:40].strip("_")
+    return keep or "image"
+
+
+def export_section(entry: ImageEntry, settings: dict[str, Any], layout: ap.PatchLayout, kind: str = "layout",
+                   key: str = "export") -> None:
+    """Downloads: full-size overlay PNG, layout JSON, settings JSON, and the Python snippet."""
+    full = compute.full_settings(entry, settings)
+    stem = safe_filename(entry.source.replace("sample:", "").rsplit(".", 1)[0]) + f"_{layout.strategy}"
+    with st.expander("Export: overlay, layout, settings, Python", icon=":material/download:"):
+        c1, c2, c3 = st.columns(3)
+        c1.download_button("Overlay PNG (full size)", data=lambda: _full_overlay(entry.array, layout, kind),
+                           file_name=f"{stem}_overlay.png", mime="image/png", on_click="ignore",
+                           key=f"{key}_png", icon=":material/image:")
+        c2.download_button("Layout JSON", data=lambda: layout.to_json(), file_name=f"{stem}_layout.json",
+                           mime="application/json", on_click="ignore", key=f"{key}_layout",
+                           icon=":material/data_object:")
+        c3.download_button("Settings JSON", data=settings_json(full), file_name=f"{stem}_settings.json",
+                           mime="application/json", on_click="ignore", key=f"{key}_settings",
+                           icon=":material/tune:")
+        st.caption("Reproduce this result with adapatch (the settings JSON says the same):")
+        st.code(settings_snippet(full), language="python")

@@ -1,0 +1,84 @@
+"""adapatch explorer: ``streamlit run app.py``.
+
+Page config, the shared sidebar (image source and device) and the navigation over the pages in
+``pages/``. Pages only arrange widgets and call ``adapatch`` (through the cached wrappers in
+``adapatch.app_support``); the image and every setting live in ``st.session_state`` so they
+survive page switches.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+st.set_page_config(page_title="adapatch · adaptive patching for ViTs", page_icon=":material/grid_view:",
+                   layout="wide", initial_sidebar_state="expanded")
+
+import adapatch as ap  # noqa: E402  (after set_page_config, which must come first)
+from adapatch.app_support import state  # noqa: E402
+from adapatch.app_support.images import (  # noqa: E402
+    COMPUTE_MAX_PIXELS, DECODE_MAX_PIXELS, UPLOAD_TYPES, md_escape)
+from adapatch.app_support.ui import guard  # noqa: E402
+
+PAGES = [
+    st.Page("pages/layout.py", title="Patch layout", icon=":material/grid_view:", default=True),
+    st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:"),
+    st.Page("pages/pruning.py", title="Token pruning", icon=":material/content_cut:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/efficiency.py", title="Efficiency", icon=":material/speed:"),
+]
+
+
+def _image_label(key: str) -> str:
+    if key.startswith("sample:"):
+        from adapatch.samples import describe_sample
+        name = key[len("sample:"):]
+        return f"Sample · {name} ({describe_sample(name)})"
+    try:
+        return f"Upload · {state.entry(key).name}"
+    except ap.ImageError:
+        return "Upload · (removed)"
+
+
+def sidebar() -> None:
+    state.init()
+    sb = st.sidebar
+    sb.markdown("### :material/image: Image")
+    files = sb.file_uploader(
+        "Upload images", type=list(UPLOAD_TYPES), accept_multiple_files=True, key="uploader",
+        help=(f"PNG, JPEG, WebP, BMP or TIFF, up to {DECODE_MAX_PIXELS / 1e6:g} megapixels. Decoded in memory, "
+              f"never stored; images over {COMPUTE_MAX_PIXELS / 1e6:.1f} MP are downscaled for interactive use."))
+    new = state.sync_uploads(files)
+    for rec in state.upload_records():
+        if rec["error"]:
+            sb.error(f"**{md_escape(rec['name'])}**: {md_escape(rec['error'])}", icon=":material/broken_image:")
+
+    options = state.image_options()
+    ss = st.session_state
+    if new:
+        state.set_current(new[0])
+        ss["w_image"] = new[0]
+    if ss.get("w_image") not in options:
+        ss["w_image"] = state.current_key() if state.current_key() in options else options[0]
+    key = sb.selectbox("Image to explore", options, key="w_image", format_func=_image_label)
+    state.set_current(key)
+    with guard("image"):
+        entry = state.current()
+        sb.caption(md_escape(entry.describe()))
+
+    sb.markdown("### :material/memory: Device")
+    devices = ap.available_devices()
+    if ss.get("w_device") not in devices:
+        ss["w_device"] = ss[state.DEVICE] if ss[state.DEVICE] in devices else "auto"
+    dev = sb.selectbox("Compute device", devices, key="w_device",
+                       help="Used for patch extraction and reconstruction (PSNR/SSIM). CUDA is offered only "
+                            "when present.")
+    ss[state.DEVICE] = dev
+    sb.caption(f"In use: **{ap.resolve_device(dev).type.upper()}**"
+               + ("" if "cuda" in devices else " · no CUDA on this machine"))
+    sb.divider()
+    sb.caption("adapatch: fewer, larger patches where the image is flat; more, smaller ones where it has "
+               "detail. Every number shown comes from the `adapatch` library.")
+
+
+sidebar()
+st.navigation(PAGES).run()

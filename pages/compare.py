@@ -1,0 +1,81 @@
+"""Compare: two to four strategies at the same token budget; where do the tokens go, which keeps more."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+import adapatch as ap
+from adapatch.app_support import compute, recipes, state, ui
+from adapatch.app_support.images import ImageEntry, md_escape
+
+STRATEGIES = ["quadtree", "greedy", "uniform"]
+
+
+def _config_widgets(i: int, cfg: dict) -> dict:
+    strategy = st.selectbox("Strategy", STRATEGIES, index=STRATEGIES.index(cfg.get("strategy", "quadtree")),
+                            key=f"w_cmp_{i}_strategy")
+    importance = cfg.get("importance", "std")
+    if strategy == "quadtree":
+        importance = st.selectbox("Importance", ap.IMPORTANCE_MEASURES,
+                                  index=list(ap.IMPORTANCE_MEASURES).index(importance), key=f"w_cmp_{i}_importance")
+    sizes = tuple(cfg.get("sizes", (8, 64)))
+    if strategy != "uniform":
+        sizes = st.select_slider("Patch sizes (px)", options=list(recipes.SIZE_OPTIONS), value=sizes,
+                                 key=f"w_cmp_{i}_sizes")
+    else:
+        st.caption("Finest power-of-two grid within the budget.")
+    return {"strategy": strategy, "importance": importance, "sizes": tuple(sizes)}
+
+
+@st.fragment
+def compare_view(entry: ImageEntry) -> None:
+    with ui.guard():
+        configs = state.get("compare_configs")
+        c1, c2 = st.columns([1, 3])
+        n = c1.segmented_control("Layouts", [2, 3, 4], default=state.get("compare_n"), key="w_compare_n") or 2
+        state.put("compare_n", n)
+        lo = max(ap.uniform(entry.height, entry.width, max(c["sizes"])).num_tokens for c in configs[:n])
+        hi = max(lo + 1, ap.uniform(entry.height, entry.width, 4).num_tokens)
+        budget = state.widget("compare_budget", c2.slider, "Token budget (the same for every layout)", lo, hi,
+                              clamp=lambda v: int(min(max(int(v), lo), hi)),
+                              help="Each strategy's threshold is solved by the library so it uses at most this many tokens.")
+        cols = st.columns(n, gap="small")
+        rows, layouts = [], []
+        for i in range(n):
+            with cols[i]:
+                with st.container(border=True):
+                    st.markdown(f"**Layout {chr(65 + i)}**")
+                    configs[i] = _config_widgets(i, configs[i])
+                    settings = recipes.budget_settings(configs[i], budget)
+                    lay = compute.layout(entry, settings)
+                    layouts.append((settings, lay))
+                    st.image(compute.overlay_png(entry, settings, max_side=768), output_format="PNG", width="stretch",
+                             caption=f"{chr(65 + i)}: {ui.fmt_int(lay.num_tokens)} tokens · {recipes.describe(settings)}")
+        vit = state.get("vit")
+        for i, (settings, lay) in enumerate(layouts):
+            eff = ap.efficiency(lay, vit)
+            fid = compute.fidelity(entry, settings, state.device())
+            rows.append({"layout": f"{chr(65 + i)}: {recipes.describe(settings)}", "tokens": eff["tokens"],
+                         f"{vit} GMACs": eff["flops"] / 1e9, "FLOPs vs uniform 16": eff["flops_ratio_vs_uniform16"],
+                         "PSNR (dB)": fid["psnr"], "SSIM": fid["ssim"]})
+        df = pd.DataFrame(rows).set_index("layout")
+        styled = (df.style.format({f"{vit} GMACs": "{:.2f}", "FLOPs vs uniform 16": "×{:.3f}", "PSNR (dB)": "{:.2f}",
+                                   "SSIM": "{:.4f}", "tokens": "{:,}"})
+                  .highlight_max(subset=["PSNR (dB)", "SSIM"], color="rgba(33, 195, 84, 0.35)")
+                  .highlight_min(subset=[f"{vit} GMACs"], color="rgba(33, 195, 84, 0.35)"))
+        st.dataframe(styled, width="stretch")
+        best = df["SSIM"].idxmax()
+        st.success(md_escape(f"At {budget:,} tokens, {best} keeps the most of the image "
+                             f"(SSIM {df.loc[best, 'SSIM']:.4f}, PSNR {df.loc[best, 'PSNR (dB)']:.2f} dB)."),
+                   icon=":material/emoji_events:")
+        state.put("compare_configs", configs)
+        best_i = list(df.index).index(best)
+        ui.export_section(entry, layouts[best_i][0], layouts[best_i][1], key="compare_export")
+
+
+with ui.guard("image"):
+    _entry = state.current()
+    ui.page_header("Compare at the same budget", "Same number of tokens for every layout: where does each one "
+                   "spend them, and which keeps more of the image? Best values highlighted.", _entry)
+    compare_view(_entry)

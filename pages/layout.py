@@ -1,0 +1,94 @@
+"""Patch layout: strategy, importance, threshold, patch sizes and budget -> overlay and numbers."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import adapatch as ap
+from adapatch.app_support import compute, recipes, state, ui
+from adapatch.app_support.images import ImageEntry
+
+IMPORTANCE_HELP = {
+    "std": "standard deviation of the pixels in the square",
+    "variance": "variance of the pixels",
+    "mean_saliency": "mean of the saliency map (method from the Saliency page)",
+    "max_saliency": "maximum of the saliency map",
+    "entropy": "grey-level entropy of the square",
+}
+
+
+def _clamp(lo: int, hi: int):
+    return lambda v: int(min(max(int(v), lo), hi))
+
+
+@st.fragment
+def layout_view(entry: ImageEntry) -> None:
+    with ui.guard():
+        top = st.container()
+        left, right = st.columns([1, 2.6], gap="medium")
+        with left:
+            st.markdown("**Layout settings**")
+            strategy = state.widget("strategy", st.segmented_control, "Strategy", options=["quadtree", "greedy"],
+                                    help="quadtree: split squares whose importance exceeds the threshold; "
+                                         "greedy: give the most salient cells the smallest patches within a budget.")
+            strategy = strategy or "quadtree"
+            quad = strategy == "quadtree"
+            importance = state.widget("importance", st.selectbox, "Importance measure", options=ap.IMPORTANCE_MEASURES,
+                                      format_func=lambda m: f"{m} · {IMPORTANCE_HELP.get(m, '')}",
+                                      disabled=not quad, help="What makes a square worth splitting (quadtree).")
+            min_size, max_size = state.widget("sizes", st.select_slider, "Patch sizes (px)",
+                                              options=list(recipes.SIZE_OPTIONS),
+                                              clamp=lambda v: tuple(v) if len(tuple(v)) == 2 else (8, 64),
+                                              help="Smallest and largest patch; every power of two in between is used.")
+            threshold = state.widget("threshold", st.slider, "Importance threshold", 0.0, 1.0, step=0.005,
+                                     format="%.3f", disabled=not quad,
+                                     help="A square splits while its importance is above this value.")
+            use_budget = state.widget("use_budget", st.toggle, "Token budget",
+                                      help="Cap the number of tokens (quadtree refines best-first until it is used).")
+            if quad:
+                curve = compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance)
+                lo, hi = curve.base_tokens, max(curve.base_tokens + 1, curve.max_tokens)
+            else:
+                curve = None
+                lo = ap.uniform(entry.height, entry.width, max_size).num_tokens
+                hi = max(lo + 1, ap.uniform(entry.height, entry.width, min_size).num_tokens)
+            budget = state.widget("budget", st.slider, "Budget (tokens)", lo, hi, clamp=_clamp(lo, hi),
+                                  disabled=not use_budget)
+            vit = state.widget("vit", st.selectbox, "ViT preset for FLOPs", options=ap.VIT_PRESETS)
+            show_recon = state.widget("show_recon", st.toggle, "Show what the model sees",
+                                      help="Each token resampled to 16x16 and painted back at its box.")
+
+        settings = recipes.layout_settings()
+        lay = compute.layout(entry, settings)
+        eff = ap.efficiency(lay, vit)
+        slots = ui.efficiency_metrics(eff, container=top)
+
+        with right:
+            if show_recon:
+                st.image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
+                         width="stretch", caption="What the model sees: every token resampled to 16 px and painted back")
+            else:
+                st.image(compute.overlay_png(entry, settings), output_format="PNG", width="stretch",
+                         caption=f"{ui.fmt_int(lay.num_tokens)} tokens · {recipes.describe(settings)}"
+                                 " · colour = patch size")
+        c1, c2 = st.columns([1, 1.6])
+        with c1:
+            ui.size_legend(lay, key="layout_legend")
+        with c2:
+            if curve is not None:
+                st.plotly_chart(ui.curve_figure(curve, threshold, lay.num_tokens, budget if use_budget else None),
+                                config=ui.PLOT_CONFIG, key="layout_curve")
+            else:
+                st.info("The tokens-vs-threshold curve applies to the quadtree; greedy spends the budget "
+                        "on the most salient cells (saliency method from the Saliency page).",
+                        icon=":material/info:")
+        ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
+        ui.export_section(entry, settings, lay, key="layout_export")
+
+
+with ui.guard("image"):
+    _entry = state.current()
+    ui.page_header("Patch layout",
+                   "Fewer, larger patches where the image is flat; more, smaller ones where it has detail. "
+                   "Move the threshold or the budget and watch the tokens and fidelity change.", _entry)
+    layout_view(_entry)

@@ -1,0 +1,68 @@
+"""Saliency: where the image has detail worth tokens (method, parameters, heatmap, histogram)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import adapatch as ap
+from adapatch import render
+from adapatch.app_support import compute, state, ui
+from adapatch.app_support.images import ImageEntry, md_escape
+
+
+def _param_widget(method: str, name: str, default, rng, current):
+    key = f"w_sal_{method}_{name}"
+    if rng is None:  # no UI range published: a plain number input
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            st.caption(f"{name} = {default!r} (fixed)")
+            return default
+        return st.number_input(name, value=current, key=key)
+    lo, hi, step = rng
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi, step, default)):
+        return st.slider(name, int(lo), int(hi), int(min(max(current, lo), hi)), step=int(step), key=key)
+    return st.slider(name, float(lo), float(hi), float(min(max(current, lo), hi)), step=float(step), key=key)
+
+
+@st.fragment
+def saliency_view(entry: ImageEntry) -> None:
+    with ui.guard():
+        methods = ap.saliency_methods()
+        names = list(methods)
+        left, right = st.columns([1, 3], gap="medium")
+        with left:
+            st.markdown("**Saliency settings**")
+            method = state.widget("saliency_method", st.selectbox, "Method", options=names,
+                                  format_func=lambda n: n if methods[n].available else f"{n} (unavailable)",
+                                  help="Used here, by the saliency importances and greedy on the Patch layout "
+                                       "page, and by the pruning scorer.")
+            m = methods[method]
+            st.caption(md_escape(m.description))
+            if not m.available:
+                st.warning(md_escape(f"{method} is not available: {m.reason or 'not installed'}"),
+                           icon=":material/block:")
+                return
+            stored = state.get("saliency_params").setdefault(method, {})
+            params = {}
+            for name, default in m.defaults.items():
+                params[name] = _param_widget(method, name, default, m.param_ranges.get(name),
+                                             stored.get(name, default))
+            stored.update(params)
+            alpha = state.widget("heat_alpha", st.slider, "Heatmap opacity", 0.0, 1.0, step=0.05)
+            colormap = state.widget("colormap", st.selectbox, "Colour map", options=list(render.COLORMAPS))
+        spec = compute.saliency_spec(method, params)
+        with right:
+            c1, c2 = st.columns(2)
+            c1.image(compute.display_image(entry), width="stretch", caption="Original")
+            c2.image(compute.heatmap_png(entry, spec, alpha, colormap), output_format="PNG", width="stretch",
+                     caption=f"{method} saliency over the image (opacity {alpha:.2f}, {colormap})")
+            counts, edges = compute.saliency_histogram(entry, spec)
+            st.plotly_chart(ui.histogram_figure(counts, edges, "Saliency values (all pixels)"),
+                            config=ui.PLOT_CONFIG, key="saliency_hist")
+            st.caption("A mostly-low histogram means most of the image is flat: large patches will do there.")
+
+
+with ui.guard("image"):
+    _entry = state.current()
+    ui.page_header("Saliency", "Where the image has detail worth tokens. The method chosen here drives the "
+                   "saliency importances, greedy layouts and token pruning on the other pages.", _entry)
+    saliency_view(_entry)

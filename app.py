@@ -8,9 +8,11 @@ survive page switches.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-st.set_page_config(page_title="adapatch · adaptive patching for ViTs", page_icon=":material/grid_view:",
+st.set_page_config(page_title="adapatch · adaptive patching for ViTs", page_icon=str(Path(__file__).with_name("assets") / "favicon.png"),
                    layout="wide", initial_sidebar_state="expanded")
 
 import adapatch as ap  # noqa: E402  (after set_page_config, which must come first)

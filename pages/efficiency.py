@@ -51,7 +51,9 @@ def efficiency_view() -> None:
                 for vit in ap.VIT_PRESETS:
                     eff = ap.efficiency(lay, vit)
                     row.update(tokens=eff["tokens"], uniform16=eff["uniform16_tokens"],
-                               reduction=eff["token_reduction_vs_uniform16"])
+                               reduction=eff["token_reduction_vs_uniform16"], min_size=eff["min_size"],
+                               uniform_min=eff["uniform_min_tokens"],
+                               reduction_min=eff["token_reduction_vs_uniform_min"])
                     row[f"{vit} GMACs"] = eff["flops"] / 1e9
                     row[f"{vit} speedup"] = eff["speedup_vs_uniform16"]
                 if with_fidelity:
@@ -63,9 +65,15 @@ def efficiency_view() -> None:
         if progress is not None:
             progress.empty()
         df = pd.DataFrame(rows)
-        fig = px.bar(df, x="image", y="tokens", color="strategy", barmode="group", height=360,
-                     color_discrete_map={"quadtree": "#ff4b4b", "greedy": "#ffa421", "uniform 16 px": "#8a8d91"},
-                     title="Tokens per image")
+        q = df[df["strategy"] == "quadtree"]
+        bars = df[["image", "strategy", "tokens"]]
+        if len(q):  # the fixed grid with the adaptive layout's finest detail, from efficiency()
+            finest = int(q["min_size"].iloc[0])
+            bars = pd.concat([bars, pd.DataFrame({"image": q["image"], "strategy": f"uniform {finest} px",
+                                                  "tokens": q["uniform_min"]})])
+        fig = px.bar(bars, x="image", y="tokens", color="strategy", barmode="group", height=380,
+                     color_discrete_sequence=["#e8603c", "#ffa421", "#8a8d91", "#c5c8cc"],
+                     title="Tokens per image (fewer is cheaper)")
         fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text=None, xaxis_title=None)
         st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="eff_bars")
 
@@ -80,21 +88,24 @@ def efficiency_view() -> None:
             st.dataframe(df, width="stretch", hide_index=True)
 
         vit = state.get("vit")
-        q = df[df["strategy"] == "quadtree"]
         if len(q):
             n = len(q)
             best = q.loc[q["reduction"].idxmax()]
             worst = q.loc[q["reduction"].idxmin()]
+            finest = int(q["min_size"].iloc[0])
             text = (f"Across {n} image{'s' if n != 1 else ''}, the quadtree layout uses on average "
-                    f"{q['tokens'].mean():,.0f} tokens where the standard 16 px ViT grid uses "
-                    f"{q['uniform16'].mean():,.0f} ({100 * q['reduction'].mean():.0f}% fewer on average). "
-                    f"For {vit} that is a theoretical speedup of ×{q[f'{vit} speedup'].mean():.2f} in FLOPs. ")
+                    f"{q['tokens'].mean():,.0f} tokens. A fixed grid with the same finest detail ({finest} px) "
+                    f"needs {q['uniform_min'].mean():,.0f} ({ui.fewer_phrase(q['reduction_min'].mean())} for the "
+                    f"adaptive layout); the standard 16 px ViT grid needs {q['uniform16'].mean():,.0f} "
+                    f"({ui.fewer_phrase(q['reduction'].mean())}). For {vit} that is "
+                    f"{ui.speedup_phrase(q[f'{vit} speedup'].mean())} than the 16 px grid, in theory (FLOPs). ")
             if with_fidelity and "psnr" in q:
                 text += (f"What the model sees stays close to the original: PSNR {q['psnr'].mean():.1f} dB, "
                          f"SSIM {q['ssim'].mean():.3f} on average. ")
             if n > 1:
-                text += (f"Biggest saving: {best['image']} ({100 * best['reduction']:.0f}% fewer tokens); "
-                         f"smallest: {worst['image']} ({100 * worst['reduction']:.0f}%). Flat images save the most.")
+                text += (f"Biggest saving: {best['image']} ({ui.fewer_phrase(best['reduction'])} tokens than 16 px); "
+                         f"smallest: {worst['image']} ({ui.fewer_phrase(worst['reduction'])}). Flat images save the most; "
+                         "raise the threshold or set a budget on the Patch layout page to trade detail for tokens.")
             st.info(md_escape(text), icon=":material/summarize:")
 
 

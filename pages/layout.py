@@ -61,7 +61,7 @@ def layout_view(entry: ImageEntry) -> None:
         settings = recipes.layout_settings()
         lay = compute.layout(entry, settings)
         eff = ap.efficiency(lay, vit)
-        slots = ui.efficiency_metrics(eff, container=top)
+        slots = ui.efficiency_metrics(eff, lay, container=top)
 
         with right:
             if show_recon:

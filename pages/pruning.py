@@ -28,7 +28,7 @@ def pruning_view(entry: ImageEntry) -> None:
         settings = recipes.prune_settings(keep, patch, scorer)
         lay = compute.layout(entry, settings)
         eff = ap.efficiency(lay, vit)
-        slots = ui.efficiency_metrics(eff, container=top)
+        slots = ui.efficiency_metrics(eff, lay, container=top)
         with right:
             c1, c2 = st.columns(2)
             c1.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "compare_configs": [
         {"strategy": "quadtree", "importance": "std", "sizes": (8, 64)},
         {"strategy": "quadtree", "importance": "mean_saliency", "sizes": (8, 64)},
-        {"strategy": "greedy", "importance": "std", "sizes": (8, 32)},
+        {"strategy": "greedy", "importance": "std", "sizes": (8, 64)},
         {"strategy": "uniform", "importance": "std", "sizes": (8, 64)},
     ],
     # efficiency

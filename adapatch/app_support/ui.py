@@ -60,20 +60,28 @@ def fmt_flops(macs: float) -> str:
     return f"{macs / 1e9:.2f} G"
 
 
-def efficiency_metrics(eff: dict, fid: dict | None = None, container=None, show_fidelity: bool = True) -> None:
+def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = None, container=None,
+                       show_fidelity: bool = True):
     """The row of numbers every layout view shows (tokens, baselines, reduction, FLOPs, PSNR/SSIM)."""
     c = container or st
     cols = c.columns(7 if show_fidelity else 5)
     red = eff["token_reduction_vs_uniform16"]
-    cols[0].metric("Tokens", fmt_int(eff["tokens"]), delta=f"{-100 * red:+.1f}% vs uniform 16",
-                   delta_color="inverse", help="Tokens of this layout (what the ViT processes).")
+    cols[0].metric("Tokens", fmt_int(eff["tokens"]), delta=f"{-100 * red:+.1f}%", delta_color="inverse",
+                   help="Tokens of this layout (what the ViT processes); the change is against uniform 16 px.")
     cols[1].metric("Uniform 16 px", fmt_int(eff["uniform16_tokens"]), help="Tokens of the standard ViT grid.")
-    cols[2].metric(f"Uniform {eff['min_size']} px", fmt_int(eff["uniform_min_tokens"]),
-                   help="Tokens of a fixed grid at this layout's finest patch size (same finest detail).")
+    if eff["min_size"] != 16:
+        cols[2].metric(f"Uniform {eff['min_size']} px", fmt_int(eff["uniform_min_tokens"]),
+                       delta=f"{-100 * eff['token_reduction_vs_uniform_min']:+.1f}%", delta_color="inverse",
+                       help="Tokens of a fixed grid at this layout's finest patch size (the same finest detail); "
+                            "the change is this layout's tokens against it.")
+    else:
+        cols[2].metric("Dropped", fmt_int(len(layout.dropped)),
+                       help="Boxes of the layout that get no token (pruned, or left over by a budget).")
     cols[3].metric("Reduction", f"{100 * red:.1f}%", help="1 - tokens / uniform-16 tokens.")
-    cols[4].metric(f"FLOPs ({eff['vit']})", f"×{eff['flops_ratio_vs_uniform16']:.3f}",
-                   delta=f"{fmt_flops(eff['flops'])}MAC vs {fmt_flops(eff['uniform16_flops'])}MAC",
-                   delta_color="off", help="FLOPs ratio to the uniform 16 px grid (ViT convention: MACs).")
+    cols[4].metric(f"FLOPs {eff['vit']}", f"×{eff['flops_ratio_vs_uniform16']:.3f}",
+                   delta=f"{eff['flops'] / 1e9:.1f} G", delta_color="off", delta_arrow="off",
+                   help=f"FLOPs relative to the uniform 16 px grid: {fmt_flops(eff['flops'])}MAC vs "
+                        f"{fmt_flops(eff['uniform16_flops'])}MAC (ViT papers' convention: multiply-accumulates).")
     if show_fidelity:
         slots = (cols[5].empty(), cols[6].empty())
         fidelity_metrics(slots, fid)
@@ -84,10 +92,10 @@ def efficiency_metrics(eff: dict, fid: dict | None = None, container=None, show_
 def fidelity_metrics(slots, fid: dict | None) -> None:
     """Fill the PSNR/SSIM slots of ``efficiency_metrics`` (``fid=None``: still computing)."""
     if fid is None:
-        slots[0].metric("PSNR", "…", help="computing")
+        slots[0].metric("PSNR dB", "…", help="computing")
         slots[1].metric("SSIM", "…", help="computing")
         return
-    slots[0].metric("PSNR", f"{fid['psnr']:.2f} dB", help="Reconstruction vs original (what the model sees).")
+    slots[0].metric("PSNR dB", f"{fid['psnr']:.2f}", help="Reconstruction vs original (what the model sees).")
     slots[1].metric("SSIM", f"{fid['ssim']:.4f}", help="Structural similarity of the reconstruction (luminance).")
 
 
@@ -140,6 +148,18 @@ def _full_overlay(image: np.ndarray, layout: ap.PatchLayout, kind: str) -> bytes
     if kind == "tokens":
         return render.to_png_bytes(render.token_map(image, layout, max_side=None))
     return render.to_png_bytes(render.layout_overlay(image, layout, max_side=None))
+
+
+def fewer_phrase(reduction: float) -> str:
+    """``0.36`` -> "36% fewer", ``-0.2`` -> "20% more"."""
+    return f"{abs(100 * reduction):.0f}% {'fewer' if reduction >= 0 else 'more'}"
+
+
+def speedup_phrase(speedup: float) -> str:
+    """``1.8`` -> "×1.80 faster", ``0.5`` -> "×2.00 slower" (theoretical, from FLOPs)."""
+    if speedup >= 1:
+        return f"×{speedup:.2f} faster"
+    return f"×{1 / speedup:.2f} slower" if speedup > 0 else "no estimate"
 
 
 def safe_filename(stem: str) -> str:

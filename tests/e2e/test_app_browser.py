@@ -1,0 +1,179 @@
+"""The app in a real browser: upload, keyboard slider, every page, no exceptions, no console errors.
+
+Also measures the slider-to-update latency on a 1024x1024 upload (keydown -> new token number and
+new overlay image loaded), written to ``test-artifacts/e2e/latency.json`` and printed; it is a
+figure to report, not an assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import adapatch as ap
+from adapatch.samples import load_sample
+
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+PAGES = ["Patch layout", "Saliency", "Token pruning", "Compare", "Efficiency"]
+TITLES = {"Patch layout": "Patch layout", "Saliency": "Saliency", "Token pruning": "Token pruning",
+          "Compare": "Compare at the same budget", "Efficiency": "Efficiency"}
+
+# Installed once per measurement: keydown time, then (on every animation frame) the time the token
+# number changed and the time the overlay <img> had a new src and finished loading.
+MEASURE_JS = """() => {
+  const tokenEl = () => [...document.querySelectorAll('[data-testid="stMetric"]')]
+      .find(m => m.querySelector('[data-testid="stMetricLabel"]')?.textContent.trim() === 'Tokens')
+      ?.querySelector('[data-testid="stMetricValue"]');
+  const imgEl = () => document.querySelector('[data-testid="stMain"] [data-testid="stImage"] img');
+  const st = {v0: tokenEl()?.textContent, src0: imgEl()?.src, t0: null, tTokens: null, tImage: null, done: false};
+  window.__lat = st;
+  document.addEventListener('keydown', () => { if (st.t0 === null) st.t0 = performance.now(); },
+                            {capture: true, once: true});
+  const tick = () => {
+    if (st.t0 !== null) {
+      const now = performance.now();
+      const v = tokenEl()?.textContent;
+      if (st.tTokens === null && v !== undefined && v !== st.v0) st.tTokens = now;
+      const img = imgEl();
+      if (st.tImage === null && img && img.src !== st.src0 && img.complete && img.naturalWidth > 0) st.tImage = now;
+      if (st.tTokens !== null && st.tImage !== null) { st.done = true; return; }
+    }
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}"""
+
+
+def _wait_idle(page, timeout: float = 60_000) -> None:
+    page.wait_for_timeout(150)  # let a just-triggered rerun start
+    page.wait_for_selector(IDLE, timeout=timeout)
+
+
+def _tokens(page) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^\s*Tokens\s*$")))
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def _thumb_value(page, label: str) -> str:
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text=label)
+    return slider.locator('[data-testid="stSliderThumbValue"]').first.inner_text().strip()
+
+
+def _no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, "a traceback reached the page"
+
+
+def _goto_page(page, name: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name).click()
+    page.get_by_role("heading", name=TITLES[name]).first.wait_for(timeout=60_000)
+    _wait_idle(page)
+
+
+def _screenshot(page, path: Path) -> None:
+    page.set_viewport_size({"width": 1440, "height": 2000})
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1440, "height": 1000})
+
+
+@pytest.fixture(scope="module")
+def upload_1024(tmp_path_factory) -> Path:
+    img = cv2.resize(load_sample("astronaut"), (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    path = tmp_path_factory.mktemp("e2e") / "astronaut_1024.png"
+    cv2.imwrite(str(path), cv2.cvtColor((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_upload_slider_every_page(page, app_url, artifacts, upload_1024):
+    page.goto(app_url)
+    page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    _no_exception(page)
+    opening = _tokens(page)
+    assert re.fullmatch(r"[\d,]+", opening)
+
+    # upload a 1024x1024 image: it becomes the current image
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload_1024))
+    try:
+        page.locator('[data-testid="stSidebar"]').get_by_text("1024x1024").first.wait_for(timeout=60_000)
+    except Exception:
+        print(page.console_errors)
+        raise
+    _wait_idle(page)
+    _no_exception(page)
+
+    # threshold mode (budget off), then the threshold slider driven with the keyboard
+    before = _tokens(page)
+    page.locator('[data-testid="stMain"]').get_by_text("Token budget", exact=True).click()
+    page.wait_for_function("v => { const m = [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')];"
+                           " return m.length && m[0].textContent !== v; }", arg=before, timeout=60_000)
+    _wait_idle(page)
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="Importance threshold").get_by_role("slider")
+    thumb.focus()
+    latencies_tokens, latencies_image = [], []
+    for _ in range(6):
+        page.evaluate(MEASURE_JS)
+        value_before = _tokens(page)
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("() => window.__lat && window.__lat.done", timeout=60_000)
+        lat = page.evaluate("() => window.__lat")
+        latencies_tokens.append(lat["tTokens"] - lat["t0"])
+        latencies_image.append(lat["tImage"] - lat["t0"])
+        _wait_idle(page)
+        assert _tokens(page) != value_before
+    _no_exception(page)
+
+    # the number on the page is the library's number for these settings
+    threshold = float(_thumb_value(page, "Importance threshold"))
+    image = ap.load_image(upload_1024)
+    expected = ap.quadtree(image, threshold=threshold, min_size=8, max_size=64, importance="std").num_tokens
+    assert _tokens(page).replace(",", "") == str(expected)
+
+    result = {
+        "image": "1024x1024 PNG upload", "slider": "Importance threshold, ArrowRight x6 (first press warms caches)",
+        "tokens_ms": [round(x, 1) for x in latencies_tokens], "overlay_ms": [round(x, 1) for x in latencies_image],
+        "median_tokens_ms": round(statistics.median(latencies_tokens[1:]), 1),
+        "median_overlay_ms": round(statistics.median(latencies_image[1:]), 1),
+    }
+    (artifacts / "latency.json").write_text(json.dumps(result, indent=2))
+    print("\nslider -> update latency (ms):", json.dumps(result))
+
+    # every page renders without an exception; screenshots for a human to look at
+    for name in PAGES:
+        _goto_page(page, name)
+        _no_exception(page)
+        assert page.locator('[data-testid="stAlertContentError"]').count() == 0, f"error shown on {name}"
+        _screenshot(page, artifacts / f"{name.lower().replace(' ', '_')}.png")
+
+    # settings survived the page switches
+    _goto_page(page, "Patch layout")
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text="Importance threshold").get_by_role("slider")
+    assert float(_thumb_value(page, "Importance threshold")) == pytest.approx(threshold)
+    assert _tokens(page).replace(",", "") == str(expected)
+    assert page.console_errors == [], page.console_errors
+
+
+def test_corrupt_upload_shows_error_and_app_keeps_working(page, app_url, artifacts, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8)))
+    page.goto(app_url)
+    page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
+    err = page.locator('[data-testid="stSidebar"] [data-testid="stAlertContentError"]')
+    err.first.wait_for(timeout=60_000)
+    assert "broken.png" in err.first.inner_text()
+    _wait_idle(page)
+    _no_exception(page)
+    assert re.fullmatch(r"[\d,]+", _tokens(page))  # the page still shows its numbers
+    _goto_page(page, "Saliency")
+    _no_exception(page)
+    page.screenshot(path=str(artifacts / "corrupt_upload.png"))
+    assert page.console_errors == [], page.console_errors

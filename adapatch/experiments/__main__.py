@@ -1,0 +1,107 @@
+"""``python -m adapatch.experiments [--out DIR] [--quick] [--seed N] [--threads N]``: train and
+evaluate the cluttered-digits experiment, write weights, config, results and sample images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..device import resolve_device
+from ..model.pruning import TokenPruner
+from ..model.selector import LearnedPatchSelector
+from ..model.task import TaskModel
+from ..model.vit import ViTConfig, VisionTransformer
+from ..model.weights import save_model
+from .cluttered_digits import DatasetConfig, make_dataset, to_rgb
+from .evaluate import evaluate, markdown_table
+from .train import train_pruner, train_selector, train_vit
+
+FULL = dict(n_train=12000, n_test=2000, vit_epochs=12, pruner_epochs=2, selector_epochs=3, n_latency=100)
+QUICK = dict(n_train=256, n_test=128, vit_epochs=1, pruner_epochs=1, selector_epochs=1, n_latency=5)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m adapatch.experiments", description=__doc__)
+    ap.add_argument("--out", default="assets/model", help="output folder (default: assets/model)")
+    ap.add_argument("--quick", action="store_true", help="seconds-long smoke run on a tiny dataset")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--vit-epochs", type=int, default=None)
+    args = ap.parse_args(argv)
+    if args.threads < 1:
+        ap.error("--threads must be >= 1")
+    plan = dict(QUICK if args.quick else FULL)
+    if args.vit_epochs is not None:
+        plan["vit_epochs"] = args.vit_epochs
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    dev = resolve_device(args.device)
+    out = Path(args.out)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    dcfg = DatasetConfig(n_train=plan["n_train"], n_test=plan["n_test"], seed=args.seed)
+    data = make_dataset(dcfg)
+    vcfg = ViTConfig(img_size=dcfg.size, patch_size=8, dim=96, depth=4, heads=3, num_classes=10,
+                     pos_mode="interp+mlp", mean=(0.5,) * 3, std=(0.5,) * 3, name="task_vit_cluttered_digits")
+    vit = VisionTransformer(vcfg).to(dev)
+    log: list = []
+    train_vit(vit, data["train_x"], data["train_y"], plan["vit_epochs"], seed=args.seed, log=log)
+    prune_layer, selector_k = 1, 16
+    pruner = TokenPruner(vcfg.dim).to(dev)
+    train_pruner(vit, pruner, data["train_x"], data["train_y"], prune_layer, plan["pruner_epochs"],
+                 seed=args.seed + 1, log=log)
+    scfg = {"img_size": vcfg.img_size, "grid_size": vcfg.grid_size, "width": 8}
+    selector = LearnedPatchSelector(**scfg).to(dev)
+    train_selector(vit, selector, data["train_x"], data["train_y"], selector_k, plan["selector_epochs"],
+                   seed=args.seed + 2, log=log)
+    train_seconds = time.perf_counter() - t_start
+    vit.pretrained, vit.weights_source = True, "trained by adapatch.experiments"
+    task = TaskModel(vit, pruner, selector, prune_layer).eval()
+
+    rows = evaluate(task, data["test_x"], data["test_y"], n_latency=plan["n_latency"])
+    md = markdown_table(rows)
+    print(md)
+
+    from safetensors.torch import save_file
+    save_model(vit, out / "task_vit.safetensors")
+    save_file({k: v.cpu().contiguous() for k, v in pruner.state_dict().items()}, str(out / "task_pruner.safetensors"))
+    save_file({k: v.cpu().contiguous() for k, v in selector.state_dict().items()},
+              str(out / "task_selector.safetensors"))
+    config = {"vit": vcfg.to_dict(), "selector": scfg, "prune_layer": prune_layer, "selector_k": selector_k,
+              "dataset": dcfg.to_dict(), "plan": plan, "seed": args.seed, "quick": args.quick,
+              "quadtree": {"min_size": 8, "max_size": 32, "importance": "std"}}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    samples = []
+    for i in range(8):
+        name = f"digit_{i}_label{int(data['test_y'][i])}.png"
+        img = (to_rgb(data["test_x"][i]) * 255 + 0.5).astype(np.uint8)
+        cv2.imwrite(str(out / "samples" / name), img[..., ::-1])
+        samples.append({"file": f"samples/{name}", "label": int(data["test_y"][i]),
+                        "digit_top_left": data["test_pos"][i].tolist()})
+    (out / "samples" / "labels.json").write_text(json.dumps(samples, indent=2))
+    results = {
+        "command": "python -m adapatch.experiments " + " ".join(sys.argv[1:] if argv is None else argv),
+        "rows": rows, "train_log": log, "train_seconds": train_seconds,
+        "total_seconds": time.perf_counter() - t_start,
+        "environment": {"torch": torch.__version__, "device": str(dev), "threads": args.threads,
+                        "python": platform.python_version(), "machine": platform.machine()},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(md)
+    print(f"wrote {out} in {results['total_seconds']:.0f}s")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Evaluation of every tokenisation on the held-out split: tokens, accuracy, MACs, wall-clock.
+
+Timing covers what the model does per batch: cutting/resizing the patches, the selector CNN
+where used, the encoder and head (``torch.inference_mode``). Layout construction (quadtree) runs
+before and is reported separately as ``layout_ms_per_image``. Two wall-clock figures:
+``speedup_batched`` (whole test set in batches of ``batch_size``; variable token counts grouped by
+``DynamicBatcher``) and ``speedup_batch1`` (median single-image latency over ``n_latency`` images).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..layout import uniform
+from ..model.batching import DynamicBatcher
+from ..model.latency import model_macs
+from ..model.pruning import forward_pruned
+from ..model.selector import select_topk
+from ..model.task import TaskModel
+from .train import batch_tensor, quadtree_layouts
+
+BatchFn = Callable[[np.ndarray], torch.Tensor]
+
+
+def _run(fn: BatchFn, batches: list[np.ndarray], n: int, n_classes: int) -> tuple[np.ndarray, float]:
+    out = np.zeros((n, n_classes), np.float32)
+    with torch.inference_mode():
+        fn(batches[0])  # warm-up
+        t0 = time.perf_counter()
+        for b in batches:
+            out[b] = fn(b).float().cpu().numpy()
+        sec = time.perf_counter() - t0
+    return out, sec
+
+
+def _batch1(fn: BatchFn, n_latency: int) -> float:
+    with torch.inference_mode():
+        fn(np.array([0]))
+        ts = []
+        for i in range(n_latency):
+            t0 = time.perf_counter()
+            fn(np.array([i]))
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def evaluate(task: TaskModel, x: np.ndarray, y: np.ndarray, budgets: tuple[int, int] = (16, 28),
+             prune_keeps: tuple[float, ...] = (0.5, 0.3), selector_ks: tuple[int, ...] = (16,),
+             batch_size: int = 256, n_latency: int = 100) -> list[dict]:
+    """One row per method (see module doc); ``x`` grey ``[n, H, W]``, ``y`` labels."""
+    vit, dev = task.vit, next(task.vit.parameters()).device
+    cfg = vit.config
+    n, (h, w) = len(x), x.shape[1:]
+    fine, coarse = uniform(h, w, cfg.patch_size), uniform(h, w, 2 * cfg.patch_size)
+    fixed_batches = [np.arange(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
+    n_latency = min(n_latency, n)
+    rows: list[dict] = []
+
+    def add(name: str, kind: str, fn: BatchFn, tokens_in: np.ndarray, macs: np.ndarray, batches=None,
+            tokens_after: float | None = None, layout_ms: float = 0.0, **extra) -> None:
+        logits, sec = _run(fn, batches or fixed_batches, n, cfg.num_classes)
+        sec1 = _batch1(fn, n_latency)
+        rows.append({"method": name, "kind": kind, "tokens": float(np.mean(tokens_in)),
+                     "tokens_after_pruning": tokens_after, "accuracy": float((logits.argmax(1) == y).mean()),
+                     "macs_per_image": float(np.mean(macs)), "seconds_batched": sec,
+                     "ms_per_image_batch1": sec1 * 1e3, "layout_ms_per_image": layout_ms, **extra})
+
+    def grid_fn(lay):
+        return lambda b: vit.forward_tokens(vit.tokenize(batch_tensor(vit, x[b], dev), [lay] * len(b)))
+
+    add(f"uniform {cfg.patch_size} px (full)", "uniform", grid_fn(fine), np.full(n, fine.num_tokens),
+        np.full(n, model_macs(cfg, fine.num_tokens)))
+    add(f"uniform {2 * cfg.patch_size} px (coarse)", "uniform", grid_fn(coarse), np.full(n, coarse.num_tokens),
+        np.full(n, model_macs(cfg, coarse.num_tokens)))
+
+    nf = fine.num_tokens
+    for method, label in (("learned", "learned scorer"), ("attention", "EViT attention + fused token")):
+        for keep in prune_keeps:
+            k = int(np.ceil(keep * nf - 1e-9))
+            extra_tok = 1 if method == "attention" else 0
+
+            def fn(b, method=method, keep=keep):
+                tb = vit.tokenize(batch_tensor(vit, x[b], dev), [fine] * len(b))
+                return forward_pruned(vit, tb, task.prune_layer, keep, method, task.pruner).logits
+
+            add(f"prune {round((1 - keep) * 100)}% ({label}, after block {task.prune_layer})", f"prune_{method}",
+                fn, np.full(n, nf), np.full(n, model_macs(cfg, nf, task.prune_layer, k, extra_tok)),
+                tokens_after=float(k + extra_tok), keep_ratio=keep, prune_layer=task.prune_layer)
+
+    for budget in budgets:
+        t0 = time.perf_counter()
+        lays = [lay for i in range(0, n, 512) for lay in quadtree_layouts(x[i:i + 512], budget)]
+        layout_ms = (time.perf_counter() - t0) * 1e3 / n
+        counts = np.array([lay.num_tokens for lay in lays])
+        batches = list(DynamicBatcher(counts, batch_size))
+
+        def qfn(b, lays=lays):
+            return vit.forward_tokens(vit.tokenize(batch_tensor(vit, x[b], dev), [lays[i] for i in b]))
+
+        add(f"quadtree budget {budget} (std, 8-32 px)", "quadtree", qfn, counts,
+            np.array([model_macs(cfg, int(c)) for c in counts]), batches=batches, layout_ms=layout_ms, budget=budget,
+            size_histogram={str(s): int(sum(lay.counts_per_size().get(s, 0) for lay in lays))
+                            for s in (8, 16, 32)})
+
+    sel_macs = selector_macs(task.selector)
+    for k in selector_ks:
+        def sfn(b, k=k):
+            imgs = batch_tensor(vit, x[b], dev)
+            idx = select_topk(task.selector(imgs), k)
+            return vit.forward_tokens(vit.tokenize(imgs, [fine] * len(b)).select(idx))
+
+        add(f"learned selector top-{k} ({cfg.patch_size} px)", "selector", sfn, np.full(n, k),
+            np.full(n, model_macs(cfg, k) + sel_macs), k=k, selector_macs=sel_macs)
+
+    ref = rows[0]
+    for r in rows:
+        r["predicted_speedup"] = ref["macs_per_image"] / r["macs_per_image"]
+        r["speedup_batched"] = ref["seconds_batched"] / r["seconds_batched"]
+        r["speedup_batch1"] = ref["ms_per_image_batch1"] / r["ms_per_image_batch1"]
+    return rows
+
+
+def selector_macs(selector) -> int:
+    """MACs of the selector CNN on one image (convolutions only)."""
+    total, hw = 0, selector.img_size
+    for m in selector.net:
+        if isinstance(m, torch.nn.Conv2d):
+            hw = hw // m.stride[0]
+            total += hw * hw * m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+    return int(total)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The results as a Markdown table."""
+    head = ("| method | tokens | accuracy | MACs (M) | predicted speed-up | measured speed-up (batch 256) "
+            "| measured speed-up (batch 1) | layout ms/img |\n|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        tok = f"{r['tokens']:.1f}"
+        if r.get("tokens_after_pruning") is not None:
+            tok += f" -> {r['tokens_after_pruning']:.0f}"
+        lines.append(f"| {r['method']} | {tok} | {r['accuracy']:.3f} | {r['macs_per_image'] / 1e6:.2f} | "
+                     f"{r['predicted_speedup']:.2f}x | {r['speedup_batched']:.2f}x | {r['speedup_batch1']:.2f}x | "
+                     f"{r['layout_ms_per_image']:.3f} |")
+    return head + "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""Single-image entry points for the app: pruned-token maps and learned patch selection.
+
+Layout-based calls (pruning) cut the tokens from the image as it is, at the layout's boxes,
+resize each to the model's patch size and use relative positions, so any image size runs; the
+bundled task model was trained on 64x64 images with 8-32 px patches, so give it images of that
+size (``resize_for_model``). Grid-based calls (selector) resize the image to the model's
+``img_size`` and return results in that frame (``selector_layout``) or as a grid map.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..layout import PatchLayout, uniform
+from ..validation import check_float, check_int
+from .pruning import forward_pruned
+from .selector import select_topk
+from .task import TaskModel, as_vit, check_image, prepare_image
+
+
+class PruneResult(NamedTuple):
+    """Kept token indices (ascending, into ``layout.boxes``), the pruned layout, per-token
+    scores (float64 ``[N]``) and the class predicted from the kept tokens."""
+
+    kept: np.ndarray
+    layout: PatchLayout
+    scores: np.ndarray
+    prediction: int
+
+
+def _prune(image: np.ndarray, layout: PatchLayout, model, keep_ratio: float, layer: int | None, method: str,
+           device) -> PruneResult:
+    if not isinstance(layout, PatchLayout):
+        raise ValueError(f"layout must be a PatchLayout, got {type(layout).__name__}")
+    img = check_image(image)
+    if img.shape[:2] != (layout.height, layout.width):
+        raise ValueError(f"layout must be made for this image ({img.shape[0]}x{img.shape[1]}), "
+                         f"got {layout.height}x{layout.width}")
+    keep_ratio = check_float("keep_ratio", keep_ratio, 0.0, 1.0)
+    vit = as_vit(model)
+    pruner = model.pruner if isinstance(model, TaskModel) else None
+    if method == "learned" and pruner is None:
+        raise ValueError("model must be a TaskModel with a trained pruner for learned pruning (load_task_model())")
+    if layer is None:
+        layer = model.prune_layer if isinstance(model, TaskModel) else len(vit.blocks) // 2
+    if method == "attention" and not vit.pretrained:
+        raise ValueError("model has random weights (pretrained=False): attention-based pruning is not meaningful")
+    x = prepare_image(img, vit, device, resize=False)
+    model.to(x.device)
+    with torch.no_grad():
+        tb = vit.tokenize(x, [layout])
+        out = forward_pruned(vit, tb, layer, keep_ratio, method, pruner)
+    kept = out.kept[0][out.kept_valid[0]].cpu().numpy().astype(np.int64)
+    pruned = layout.with_tokens(kept, keep_ratio=keep_ratio, pruned_by=method, prune_layer=layer)
+    return PruneResult(kept, pruned, out.scores[0].double().cpu().numpy(), int(out.logits[0].argmax()))
+
+
+def prune_tokens_learned(image: np.ndarray, layout: PatchLayout, model: TaskModel, keep_ratio: float = 0.5,
+                         layer: int | None = None, device: str | torch.device = "auto") -> PruneResult:
+    """Learned ``TokenPruner`` at ``layer`` (default: the model's trained layer)."""
+    return _prune(image, layout, model, keep_ratio, layer, "learned", device)
+
+
+def prune_tokens_attention(image: np.ndarray, layout: PatchLayout, model, keep_ratio: float = 0.5,
+                           layer: int | None = None, device: str | torch.device = "auto") -> PruneResult:
+    """EViT attentive pruning: keep the tokens CLS attends to most, fuse the rest into one."""
+    return _prune(image, layout, model, keep_ratio, layer, "attention", device)
+
+
+@torch.no_grad()
+def selector_importance(image: np.ndarray, model: TaskModel, device: str | torch.device = "auto") -> np.ndarray:
+    """Float32 ``[G, G]`` keep probabilities (sigmoid of the selector's logits), row-major grid."""
+    if not isinstance(model, TaskModel):
+        raise ValueError("model must be a TaskModel with a trained selector (load_task_model())")
+    x = prepare_image(image, model.vit, device)
+    model.to(x.device)
+    g = model.selector.grid_size
+    return torch.sigmoid(model.selector(x))[0].reshape(g, g).float().cpu().numpy()
+
+
+@torch.no_grad()
+def selector_layout(image: np.ndarray, model: TaskModel, k: int | None = None,
+                    device: str | torch.device = "auto") -> PatchLayout:
+    """The model's uniform grid (on the image resized to ``img_size``) keeping the top-``k`` cells.
+
+    ``k`` defaults to the budget the selector was trained with.
+    """
+    if not isinstance(model, TaskModel):
+        raise ValueError("model must be a TaskModel with a trained selector (load_task_model())")
+    cfg = model.config
+    n = cfg.grid_size ** 2
+    k = model.task_config.get("selector_k", n // 4) if k is None else check_int("k", k, 1, n)
+    x = prepare_image(image, model.vit, device)
+    model.to(x.device)
+    idx = select_topk(model.selector(x), k)[0].cpu().numpy()
+    lay = uniform(cfg.img_size, cfg.img_size, cfg.patch_size)
+    return lay.with_tokens(idx, strategy="learned_selector", k=k)

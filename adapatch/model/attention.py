@@ -1,0 +1,105 @@
+"""Attention saliency of a ViT: last-layer CLS attention and attention rollout.
+
+Registered with the core's saliency registry as ``"attention"`` (the core imports this module
+lazily). A model with random weights has meaningless attention, so these functions refuse a
+model whose ``pretrained`` flag is False unless ``allow_random=True`` (for tests and timing).
+With no model given, the registered method uses the bundled task model (trained here, on
+cluttered digits; see ``adapatch.model.load_task_model``).
+
+Images of any size are resized to the model's ``img_size`` (area interpolation), run on the
+fixed grid, and the token map is upsampled back to the image size (bilinear).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from ..saliency import register_saliency
+from ..validation import check_choice, check_float
+from .task import as_vit, prepare_image
+
+MODES = ("cls", "rollout")
+HEAD_FUSIONS = ("mean", "max")
+
+
+def _fuse(a: torch.Tensor, head_fusion: str) -> torch.Tensor:
+    return a.mean(dim=1) if head_fusion == "mean" else a.amax(dim=1)
+
+
+def cls_attention(attns: list[torch.Tensor], head_fusion: str = "mean") -> torch.Tensor:
+    """``[B, N]``: attention of the CLS query on each patch token in the last block."""
+    check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
+    return _fuse(attns[-1], head_fusion)[:, 0, 1:]
+
+
+def rollout(attns: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.9) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) ``[B, N]`` from CLS to the patch tokens.
+
+    Per block: fuse heads (mean or max), zero the ``discard_ratio`` lowest entries (never the
+    CLS->CLS entry), add the identity for the residual, renormalise rows, multiply through.
+    """
+    check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
+    discard_ratio = check_float("discard_ratio", discard_ratio, 0.0, 0.99)
+    b, _, t, _ = attns[0].shape
+    eye = torch.eye(t, device=attns[0].device, dtype=attns[0].dtype)
+    result = eye.expand(b, t, t)
+    for a in attns:
+        f = _fuse(a, head_fusion)
+        if discard_ratio > 0:
+            flat = f.reshape(b, -1).clone()
+            n_drop = int(flat.shape[1] * discard_ratio)
+            low = torch.topk(flat, n_drop, dim=1, largest=False).indices
+            keep0 = flat[:, 0].clone()
+            flat.scatter_(1, low, 0.0)
+            flat[:, 0] = keep0
+            f = flat.reshape(b, t, t)
+        f = (f + eye) / 2
+        f = f / f.sum(dim=-1, keepdim=True)
+        result = f @ result
+    return result[:, 0, 1:]
+
+
+@torch.no_grad()
+def attention_tokens(image: np.ndarray, model, mode: str = "rollout", head_fusion: str = "mean",
+                     discard_ratio: float = 0.9, device: str | torch.device = "auto",
+                     allow_random: bool = False) -> np.ndarray:
+    """Float32 ``[G, G]`` token-grid attention of ``image`` (resized to the model's input)."""
+    check_choice("mode", mode, MODES)
+    vit = as_vit(model)
+    if not vit.pretrained and not allow_random:
+        raise ValueError("model has random weights (pretrained=False): its attention is not meaningful. "
+                         "Load weights (load_model / load_task_model) or pass allow_random=True explicitly.")
+    x = prepare_image(image, vit, device)
+    vit = vit.to(x.device)
+    g = vit.config.grid_size
+    cls = (vit.cls_token + vit.pos_embed[:, :1])
+    tok = vit.patch_embed.proj(x).flatten(2).transpose(1, 2) + vit.position(
+        vit.patch_embed.grid_coords(x.device)[None], torch.arange(g * g, device=x.device)[None])
+    _, attns = vit.forward_features(torch.cat([cls, tok], 1), return_attn=True)
+    m = cls_attention(attns, head_fusion) if mode == "cls" else rollout(attns, head_fusion, discard_ratio)
+    return m[0].reshape(g, g).float().cpu().numpy()
+
+
+def attention_saliency(image: np.ndarray, model, mode: str = "rollout", head_fusion: str = "mean",
+                       discard_ratio: float = 0.9, device: str | torch.device = "auto",
+                       allow_random: bool = False) -> np.ndarray:
+    """Float32 ``[H, W]`` in [0, 1]: CLS attention or rollout, upsampled to the image size."""
+    grid = attention_tokens(image, model, mode, head_fusion, discard_ratio, device, allow_random)
+    h, w = np.shape(image)[:2]
+    up = cv2.resize(grid, (w, h), interpolation=cv2.INTER_LINEAR)
+    lo, hi = float(up.min()), float(up.max())
+    return ((up - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros((h, w), np.float32)
+
+
+@register_saliency("attention", "ViT attention (CLS or rollout) of the bundled task model or a given model.",
+                   defaults={"model": None, "mode": "rollout", "head_fusion": "mean", "discard_ratio": 0.9},
+                   param_ranges={"discard_ratio": (0.0, 0.99, 0.01)})
+def _attention_method(image: np.ndarray, model=None, mode: str = "rollout", head_fusion: str = "mean",
+                      discard_ratio: float = 0.9) -> np.ndarray:
+    """Registry entry: ``model=None`` uses the bundled task model (raises if it is missing)."""
+    if model is None:
+        from .task import cached_task_model
+        model = cached_task_model()
+    return attention_saliency(image, model, mode, head_fusion, discard_ratio)

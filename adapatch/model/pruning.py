@@ -1,0 +1,144 @@
+"""Token pruning inside the encoder, at a chosen layer.
+
+* ``TokenPruner``: the seed's learned MLP scorer on token features; keep the top-k by ratio.
+  Trained (``forward_pruned_train``) through a straight-through top-k mask applied as a
+  DynamicViT-style attention policy, so the frozen ViT's task loss reaches the scorer.
+* Attentive pruning (EViT): keep the tokens the CLS token attends to most in the block before
+  the cut (mean over heads) and fuse the rest into one token, their attention-weighted mean.
+
+Both return the kept token indices (into the layout's ``boxes``), so a caller can build the
+pruned layout with ``layout.with_tokens(kept)`` and draw it. At inference the kept tokens are
+really gathered, so the later blocks run on fewer tokens (measured speed-up, not a mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..validation import check_choice, check_float, check_int
+from .embed import TokenBatch
+
+METHODS = ("learned", "attention")
+
+
+class TokenPruner(nn.Module):
+    """Learned token scorer: LayerNorm -> Linear(D, D/4) -> GELU -> Linear(., 1)."""
+
+    def __init__(self, dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        check_int("dim", dim, 1)
+        hidden = hidden or max(8, dim // 4)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, N]`` (higher = keep) for tokens ``[B, N, D]`` (no CLS)."""
+        return self.fc2(self.act(self.fc1(self.norm(tokens))))[..., 0]
+
+
+def keep_counts(valid_counts: torch.Tensor, keep_ratio: float) -> torch.Tensor:
+    """``ceil(ratio * n)`` clamped to ``[1, n]`` per image (same rule as ``adapatch.keep_count``)."""
+    k = torch.ceil(valid_counts.double() * keep_ratio - 1e-9).long()
+    return torch.minimum(valid_counts, k.clamp(min=1))
+
+
+def topk_keep(scores: torch.Tensor, valid: torch.Tensor | None, keep_ratio: float
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept indices ``[B, kmax]`` (ascending within each row) and their validity ``[B, kmax]``.
+
+    Image ``i`` keeps ``keep_counts(n_i)`` tokens; ties go to the earlier token.
+    """
+    keep_ratio = check_float("keep_ratio", keep_ratio, 0.0, 1.0)
+    b, n = scores.shape
+    if valid is None:
+        valid = torch.ones_like(scores, dtype=torch.bool)
+    k = keep_counts(valid.sum(1), keep_ratio)
+    kmax = int(k.max())
+    s = scores.detach().masked_fill(~valid, float("-inf"))
+    order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :kmax]
+    kept_valid = torch.arange(kmax, device=scores.device)[None] < k[:, None]
+    idx = torch.where(kept_valid, order, torch.full_like(order, n))  # invalid slots sort last
+    idx, _ = torch.sort(idx, dim=1)
+    return idx.clamp(max=n - 1), kept_valid
+
+
+@dataclass
+class PruneOutput:
+    """Logits, kept indices ``[B, kmax]`` with validity, and the per-token scores ``[B, N]``."""
+
+    logits: torch.Tensor
+    kept: torch.Tensor
+    kept_valid: torch.Tensor
+    scores: torch.Tensor
+
+
+def _check_layer(model, layer: int, method: str) -> int:
+    low = 1 if method == "attention" else 0
+    return check_int("layer", layer, low, len(model.blocks) - 1)
+
+
+def forward_pruned(model, tb: TokenBatch, layer: int, keep_ratio: float, method: str = "learned",
+                   pruner: TokenPruner | None = None, fuse: bool | None = None) -> PruneOutput:
+    """Run blocks ``[0, layer)`` on all tokens, prune, run the rest on the kept ones.
+
+    ``method="attention"`` (EViT) needs ``layer >= 1``; ``fuse`` (default: True for attention,
+    False for learned) appends one token that is the score-weighted mean of the pruned ones.
+    """
+    check_choice("method", method, METHODS)
+    layer = _check_layer(model, layer, method)
+    keep_ratio = check_float("keep_ratio", keep_ratio, 0.0, 1.0)
+    if method == "learned" and pruner is None:
+        raise ValueError("pruner must be a TokenPruner when method='learned'")
+    fuse = (method == "attention") if fuse is None else bool(fuse)
+    x = model.embed(tb)
+    mask = None if tb.mask is None else F.pad(tb.mask, (1, 0), value=True)
+    x, attns = model.forward_features(x, mask, return_attn=method == "attention", start=0, end=layer)
+    tokens = x[:, 1:]
+    valid = tb.mask if tb.mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
+    if method == "attention":
+        scores = attns[-1][:, :, 0, 1:].mean(dim=1)
+    else:
+        scores = pruner(tokens)
+    idx, kept_valid = topk_keep(scores, valid, keep_ratio)
+    bi = torch.arange(x.shape[0], device=x.device)[:, None]
+    parts, masks = [x[:, :1], tokens[bi, idx]], [torch.ones_like(kept_valid[:, :1]), kept_valid]
+    if fuse:
+        keep_mask = torch.zeros_like(valid)
+        keep_mask[bi, idx] = kept_valid
+        drop = valid & ~keep_mask
+        w = scores if method == "attention" else scores.softmax(dim=1)
+        w = w * drop
+        fused = (w[..., None] * tokens).sum(1, keepdim=True) / w.sum(1).clamp(min=1e-12)[:, None, None]
+        parts.append(fused)
+        masks.append(drop.any(1, keepdim=True))
+    x = torch.cat(parts, dim=1)
+    m = torch.cat(masks, dim=1)
+    x, _ = model.forward_features(x, None if bool(m.all()) else m, start=layer)
+    return PruneOutput(model.forward_head(x), idx, kept_valid, scores)
+
+
+def forward_pruned_train(model, tb: TokenBatch, layer: int, keep_ratio: float, pruner: TokenPruner) -> torch.Tensor:
+    """Training forward of the learned pruner: logits with a straight-through top-k policy.
+
+    Forward value equals ``forward_pruned(..., fuse=False)`` (pruned tokens are removed from
+    every later attention); backward passes ``d loss / d mask`` to ``sigmoid(score)``.
+    """
+    layer = _check_layer(model, layer, "learned")
+    x = model.embed(tb)
+    mask = None if tb.mask is None else F.pad(tb.mask, (1, 0), value=True)
+    x, _ = model.forward_features(x, mask, start=0, end=layer)
+    scores = pruner(x[:, 1:])
+    valid = tb.mask if tb.mask is not None else torch.ones_like(scores, dtype=torch.bool)
+    idx, kept_valid = topk_keep(scores, valid, keep_ratio)
+    hard = torch.zeros_like(scores)
+    hard.scatter_(1, idx, kept_valid.to(scores.dtype))
+    soft = torch.sigmoid(scores)
+    policy = F.pad(hard + soft - soft.detach(), (1, 0), value=1.0)
+    x, _ = model.forward_features(x, mask, policy=policy, start=layer)
+    return model.forward_head(x)

@@ -22,12 +22,14 @@ from adapatch.app_support.images import (  # noqa: E402
 from adapatch.app_support.ui import guard  # noqa: E402
 
 PAGES = [
-    st.Page("pages/layout.py", title="Patch layout", icon=":material/grid_view:", default=True),
-    st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:"),
-    st.Page("pages/pruning.py", title="Token pruning", icon=":material/content_cut:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/efficiency.py", title="Efficiency", icon=":material/speed:"),
+    st.Page("pages/layout.py", title="Patch layout", icon=":material/grid_view:", url_path="patch-layout", default=True),
+    st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:", url_path="saliency-map"),
+    st.Page("pages/pruning.py", title="Token pruning", icon=":material/content_cut:", url_path="token-pruning"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare-at-budget"),
+    st.Page("pages/efficiency.py", title="Efficiency", icon=":material/speed:", url_path="efficiency-report"),
 ]
+# Url paths differ from the file names on purpose: otherwise a page's hash equals the one Streamlit derives for a legacy
+# ``pages/`` file, and AppTest (1.67) then reruns the page script alone, skipping this entrypoint.
 
 
 def _image_label(key: str) -> str:
@@ -61,7 +63,8 @@ def sidebar() -> None:
         ss["w_image"] = new[0]
     if ss.get("w_image") not in options:
         ss["w_image"] = state.current_key() if state.current_key() in options else options[0]
-    key = sb.selectbox("Image to explore", options, key="w_image", format_func=_image_label)
+    labels = {k: _image_label(k) for k in options}  # plain dict: format_func must not need the session
+    key = sb.selectbox("Image to explore", options, key="w_image", format_func=lambda k: labels.get(k, k))
     state.set_current(key)
     with guard("image"):
         entry = state.current()

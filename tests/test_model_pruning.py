@@ -1,0 +1,125 @@
+"""Token pruning (learned scorer, EViT attention) and attention saliency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import adapatch
+from adapatch.model import (TaskModel, TokenPruner, ViTConfig, VisionTransformer, LearnedPatchSelector,
+                            attention_saliency, forward_pruned, forward_pruned_train, prune_tokens_attention,
+                            prune_tokens_learned, rollout)
+from adapatch.model.pruning import topk_keep
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def task():
+    torch.manual_seed(0)
+    vit = VisionTransformer(ViTConfig(img_size=32, patch_size=8, dim=24, depth=3, heads=2, num_classes=5,
+                                      pos_mode="interp+mlp")).eval()
+    vit.pretrained = True  # test stand-in for trained weights (attention code paths only)
+    pruner = TokenPruner(24).eval()
+    torch.nn.init.normal_(pruner.fc2.weight, std=1.0)
+    return TaskModel(vit, pruner, LearnedPatchSelector(32, 4, 4).eval(), prune_layer=1)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.3, 1.0, 0.01])
+@pytest.mark.parametrize("method", ["learned", "attention"])
+def test_pruners_keep_exactly_k_and_indices_match_map(task, keep, method):
+    rng = np.random.default_rng(0)
+    img = rng.random((32, 32, 3), dtype=np.float32)
+    lay = adapatch.quadtree(img, min_size=4, max_size=16, budget=40)
+    fn = prune_tokens_learned if method == "learned" else prune_tokens_attention
+    res = fn(img, lay, task, keep_ratio=keep, device="cpu")
+    k = adapatch.keep_count(lay.num_tokens, keep)
+    assert len(res.kept) == k == res.layout.num_tokens
+    assert np.all(np.diff(res.kept) > 0)
+    np.testing.assert_array_equal(res.layout.boxes, lay.boxes[res.kept])
+    res.layout.validate()
+    # kept = the k highest scores
+    order = np.lexsort((np.arange(lay.num_tokens), -res.scores))
+    assert set(res.kept.tolist()) == set(order[:k].tolist())
+
+
+def test_batched_pruning_with_padding_keeps_per_image_counts(task):
+    vit = task.vit
+    rng = np.random.default_rng(1)
+    imgs = rng.random((3, 32, 32, 3), dtype=np.float32)
+    lays = [adapatch.quadtree(im, min_size=4, max_size=16, budget=b) for im, b in zip(imgs, (10, 31, 64))]
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        tb = vit.tokenize(x, lays)
+        out = forward_pruned(vit, tb, 2, 0.5, "attention")
+        singles = [forward_pruned(vit, vit.tokenize(x[i:i + 1], [lays[i]]), 2, 0.5, "attention") for i in range(3)]
+    for i, lay in enumerate(lays):
+        assert int(out.kept_valid[i].sum()) == adapatch.keep_count(lay.num_tokens, 0.5)
+        assert (out.kept[i][out.kept_valid[i]] < lay.num_tokens).all()
+        assert torch.equal(out.kept[i][out.kept_valid[i]], singles[i].kept[0])
+        torch.testing.assert_close(out.logits[i], singles[i].logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_pruner_training_forward_equals_inference_and_gets_gradients(task):
+    vit, pruner = task.vit, task.pruner
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    tb = vit.tokenize(x, [adapatch.uniform(32, 32, 8)] * 4)
+    with torch.no_grad():
+        inf = forward_pruned(vit, tb, 1, 0.5, "learned", pruner, fuse=False).logits
+    pruner.zero_grad()
+    train = forward_pruned_train(vit, tb, 1, 0.5, pruner)
+    torch.testing.assert_close(train, inf, atol=1e-5, rtol=1e-5)
+    train.sum().backward()
+    assert pruner.fc1.weight.grad is not None and pruner.fc1.weight.grad.abs().sum() > 0
+
+
+def test_topk_keep_validation_and_ties():
+    idx, valid = topk_keep(torch.zeros(1, 6), None, 0.5)
+    assert idx.tolist() == [[0, 1, 2]] and valid.all()
+    with pytest.raises(ValueError, match="keep_ratio"):
+        topk_keep(torch.zeros(1, 6), None, 1.5)
+
+
+def test_pruning_parameter_errors(task):
+    img = np.zeros((32, 32, 3), np.float32)
+    lay = adapatch.uniform(32, 32, 8)
+    with pytest.raises(ValueError, match="layer"):
+        prune_tokens_attention(img, lay, task, layer=0, device="cpu")
+    with pytest.raises(ValueError, match="layout"):
+        prune_tokens_learned(img, adapatch.uniform(16, 16, 8), task, device="cpu")
+    with pytest.raises(ValueError, match="TaskModel"):
+        prune_tokens_learned(img, lay, task.vit, device="cpu")
+
+
+def test_attention_saliency_refuses_random_weights_and_works(task):
+    rng = np.random.default_rng(5)
+    img = rng.random((48, 40, 3), dtype=np.float32)
+    rand = VisionTransformer(ViTConfig(img_size=32, patch_size=8, dim=24, depth=2, heads=2, num_classes=5))
+    with pytest.raises(ValueError, match="random weights"):
+        attention_saliency(img, rand, device="cpu")
+    for mode in ("cls", "rollout"):
+        for fusion in ("mean", "max"):
+            m = attention_saliency(img, task, mode=mode, head_fusion=fusion, device="cpu")
+            assert m.shape == (48, 40) and m.dtype == np.float32
+            assert m.min() == 0.0 and m.max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="discard_ratio"):
+        attention_saliency(img, task, discard_ratio=1.0, device="cpu")
+    with pytest.raises(ValueError, match="mode"):
+        attention_saliency(img, task, mode="grad", device="cpu")
+
+
+def test_rollout_without_discard_is_row_stochastic_product():
+    a = torch.softmax(torch.randn(2, 3, 5, 5), -1)
+    b = torch.softmax(torch.randn(2, 3, 5, 5), -1)
+    r = rollout([a, b], "mean", 0.0)
+    eye = torch.eye(5)
+    fa, fb = (a.mean(1) + eye) / 2, (b.mean(1) + eye) / 2
+    torch.testing.assert_close(r, (fb @ fa)[:, 0, 1:])
+
+
+def test_attention_registered_with_core_saliency(task):
+    img = np.random.default_rng(6).random((32, 32, 3), dtype=np.float32)
+    m = adapatch.saliency(img, "attention", model=task, mode="cls")
+    assert m.shape == (32, 32) and 0 <= m.min() and m.max() <= 1
+    assert adapatch.saliency_methods()["attention"].available

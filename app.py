@@ -85,5 +85,6 @@ def sidebar() -> None:
                "detail. Every number shown comes from the `adapatch` library.")
 
 
+page = st.navigation(PAGES)  # before the sidebar, so its widgets get the same ids in every run
 sidebar()
-st.navigation(PAGES).run()
+page.run()

@@ -93,15 +93,6 @@ def browser(app_url: str):
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        # Warm-up session. Streamlit 1.67 with st.navigation: in the very first session after the
-        # server starts, widgets drawn by the entrypoint (our sidebar uploader) change element id
-        # between the first and second script run, so that session's first upload is dropped.
-        # Later sessions are unaffected; the tests use later sessions.
-        warm = b.new_page()
-        warm.goto(app_url)
-        warm.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=90_000)
-        warm.wait_for_timeout(500)
-        warm.close()
         yield b
         b.close()
 

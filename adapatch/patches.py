@@ -63,6 +63,20 @@ def _tiles(canvas: torch.Tensor, boxes: np.ndarray, s: int) -> torch.Tensor:
     return canvas[:, yy[:, :, None], xx[:, None, :]].permute(1, 0, 2, 3)
 
 
+def _resize(t: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-resize ``[n, c, s, s]`` to ``size``: block mean down, pixel replication up (exact for
+    integer factors, which is every power-of-two layout), adaptive pooling otherwise."""
+    s = t.shape[-1]
+    if s == size:
+        return t
+    if s > size and s % size == 0:
+        return F.avg_pool2d(t, s // size)
+    if size % s == 0:
+        f = size // s
+        return t[:, :, :, None, :, None].expand(-1, -1, -1, f, -1, f).reshape(t.shape[0], t.shape[1], size, size)
+    return F.adaptive_avg_pool2d(t, size) if s > size else F.interpolate(t, size=(size, size), mode="nearest-exact")
+
+
 def extract_patches(image: np.ndarray | torch.Tensor, layout: PatchLayout, size: int = 16,
                     device: str | torch.device | None = "auto") -> torch.Tensor:
     """Float32 ``[N, 3, size, size]``: each token box resized to ``size`` (area interpolation).
@@ -79,10 +93,8 @@ def _extract(canvas: torch.Tensor, layout: PatchLayout, size: int) -> torch.Tens
     sizes = layout.boxes[:, 2]
     for s in np.unique(sizes):
         idx = np.nonzero(sizes == s)[0]
-        tiles = _tiles(canvas, layout.boxes[idx], int(s))
-        if s != size:
-            tiles = F.adaptive_avg_pool2d(tiles, size)
-        out[torch.as_tensor(idx, device=canvas.device)] = tiles
+        tiles = _resize(_tiles(canvas, layout.boxes[idx], int(s)), size)
+        out.index_copy_(0, torch.as_tensor(idx, device=canvas.device), tiles)
     return out
 
 
@@ -99,11 +111,13 @@ def paint_tokens(tokens: torch.Tensor, layout: PatchLayout, fill: torch.Tensor |
     for s in np.unique(sizes):
         s = int(s)
         idx = np.nonzero(sizes == s)[0]
-        t = tokens[torch.as_tensor(idx, device=dev)]
-        if t.shape[-1] != s:
-            t = F.interpolate(t, size=(s, s), mode="area") if t.shape[-1] > s else \
-                F.interpolate(t, size=(s, s), mode="nearest-exact")
+        t = _resize(tokens[torch.as_tensor(idx, device=dev)], s)
         b = layout.boxes[idx]
+        if (b[:, :2] % s == 0).all() and ch % s == 0 and cw % s == 0:
+            # aligned boxes: write through a [gh, gw, 3, s, s] view of the canvas (one scatter)
+            grid = canvas.view(3, ch // s, s, cw // s, s).permute(1, 3, 0, 2, 4)
+            grid[torch.as_tensor(b[:, 0] // s, device=dev), torch.as_tensor(b[:, 1] // s, device=dev)] = t
+            continue
         ar = torch.arange(s, device=dev)
         yy = torch.as_tensor(b[:, 0], device=dev, dtype=torch.long)[:, None] + ar
         xx = torch.as_tensor(b[:, 1], device=dev, dtype=torch.long)[:, None] + ar

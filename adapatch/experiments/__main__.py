@@ -24,8 +24,9 @@ from .cluttered_digits import DatasetConfig, make_dataset, to_rgb
 from .evaluate import evaluate, markdown_table
 from .train import train_pruner, train_selector, train_vit
 
-FULL = dict(n_train=12000, n_test=2000, vit_epochs=12, pruner_epochs=2, selector_epochs=3, n_latency=100)
-QUICK = dict(n_train=256, n_test=128, vit_epochs=1, pruner_epochs=1, selector_epochs=1, n_latency=5)
+FULL = dict(n_train=12000, n_test=2000, vit_epochs=24, pruner_epochs=2, selector_epochs=3, n_latency=100,
+            n_timing=1024, rounds=3)
+QUICK = dict(n_train=256, n_test=128, vit_epochs=1, pruner_epochs=1, selector_epochs=1, n_latency=5, n_timing=128, rounds=1)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     vit.pretrained, vit.weights_source = True, "trained by adapatch.experiments"
     task = TaskModel(vit, pruner, selector, prune_layer).eval()
 
-    rows = evaluate(task, data["test_x"], data["test_y"], n_latency=plan["n_latency"])
+    rows = evaluate(task, data["test_x"], data["test_y"], n_latency=plan["n_latency"], n_timing=plan["n_timing"],
+                    rounds=plan["rounds"])
     md = markdown_table(rows)
     print(md)
 

@@ -3,7 +3,7 @@
 Timing covers what the model does per batch: cutting/resizing the patches, the selector CNN
 where used, the encoder and head (``torch.inference_mode``). Layout construction (quadtree) runs
 before and is reported separately as ``layout_ms_per_image``. Two wall-clock figures:
-``speedup_batched`` (whole test set in batches of ``batch_size``; variable token counts grouped by
+``speedup_batched`` (batches of ``batch_size``; variable token counts grouped by
 ``DynamicBatcher``) and ``speedup_batch1`` (median single-image latency over ``n_latency`` images).
 """
 
@@ -27,18 +27,24 @@ from .train import batch_tensor, quadtree_layouts
 BatchFn = Callable[[np.ndarray], torch.Tensor]
 
 
-def _run(fn: BatchFn, batches: list[np.ndarray], n: int, n_classes: int) -> tuple[np.ndarray, float]:
+def _predict(fn: BatchFn, batches: list[np.ndarray], n: int, n_classes: int) -> np.ndarray:
     out = np.zeros((n, n_classes), np.float32)
+    with torch.inference_mode():
+        for b in batches:
+            out[b] = fn(b).float().cpu().numpy()
+    return out
+
+
+def _time_batched(fn: BatchFn, batches: list[np.ndarray]) -> float:
     with torch.inference_mode():
         fn(batches[0])  # warm-up
         t0 = time.perf_counter()
         for b in batches:
-            out[b] = fn(b).float().cpu().numpy()
-        sec = time.perf_counter() - t0
-    return out, sec
+            fn(b)
+        return time.perf_counter() - t0
 
 
-def _batch1(fn: BatchFn, n_latency: int) -> float:
+def _time_batch1(fn: BatchFn, n_latency: int) -> float:
     with torch.inference_mode():
         fn(np.array([0]))
         ts = []
@@ -51,24 +57,35 @@ def _batch1(fn: BatchFn, n_latency: int) -> float:
 
 def evaluate(task: TaskModel, x: np.ndarray, y: np.ndarray, budgets: tuple[int, int] = (16, 28),
              prune_keeps: tuple[float, ...] = (0.5, 0.3), selector_ks: tuple[int, ...] = (16,),
-             batch_size: int = 256, n_latency: int = 100) -> list[dict]:
-    """One row per method (see module doc); ``x`` grey ``[n, H, W]``, ``y`` labels."""
+             batch_size: int = 256, n_latency: int = 100, n_timing: int = 1024, rounds: int = 3) -> list[dict]:
+    """One row per method (see module doc); ``x`` grey ``[n, H, W]``, ``y`` labels.
+
+    Accuracy uses the whole split. Wall-clock is timed on the first ``n_timing`` images, all
+    methods in turn, ``rounds`` times, keeping each method's fastest round, so a burst of load
+    from other processes does not land on one method only.
+    """
     vit, dev = task.vit, next(task.vit.parameters()).device
     cfg = vit.config
     n, (h, w) = len(x), x.shape[1:]
     fine, coarse = uniform(h, w, cfg.patch_size), uniform(h, w, 2 * cfg.patch_size)
     fixed_batches = [np.arange(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
     n_latency = min(n_latency, n)
+    n_timing = min(n_timing, n)
     rows: list[dict] = []
+    timers: list[tuple[BatchFn, list[np.ndarray]]] = []
 
     def add(name: str, kind: str, fn: BatchFn, tokens_in: np.ndarray, macs: np.ndarray, batches=None,
             tokens_after: float | None = None, layout_ms: float = 0.0, **extra) -> None:
-        logits, sec = _run(fn, batches or fixed_batches, n, cfg.num_classes)
-        sec1 = _batch1(fn, n_latency)
+        logits = _predict(fn, batches or fixed_batches, n, cfg.num_classes)
+        if batches is None:
+            tbatches = [b for b in fixed_batches if b[0] < n_timing]
+            tbatches[-1] = tbatches[-1][tbatches[-1] < n_timing]
+        else:
+            tbatches = list(DynamicBatcher(tokens_in[:n_timing], batch_size))
+        timers.append((fn, tbatches))
         rows.append({"method": name, "kind": kind, "tokens": float(np.mean(tokens_in)),
                      "tokens_after_pruning": tokens_after, "accuracy": float((logits.argmax(1) == y).mean()),
-                     "macs_per_image": float(np.mean(macs)), "seconds_batched": sec,
-                     "ms_per_image_batch1": sec1 * 1e3, "layout_ms_per_image": layout_ms, **extra})
+                     "macs_per_image": float(np.mean(macs)), "layout_ms_per_image": layout_ms, **extra})
 
     def grid_fn(lay):
         return lambda b: vit.forward_tokens(vit.tokenize(batch_tensor(vit, x[b], dev), [lay] * len(b)))
@@ -117,10 +134,19 @@ def evaluate(task: TaskModel, x: np.ndarray, y: np.ndarray, budgets: tuple[int, 
         add(f"learned selector top-{k} ({cfg.patch_size} px)", "selector", sfn, np.full(n, k),
             np.full(n, model_macs(cfg, k) + sel_macs), k=k, selector_macs=sel_macs)
 
+    best_b = [float("inf")] * len(rows)
+    best_1 = [float("inf")] * len(rows)
+    for _ in range(rounds):
+        for i, (fn, tbatches) in enumerate(timers):
+            best_b[i] = min(best_b[i], _time_batched(fn, tbatches))
+            best_1[i] = min(best_1[i], _time_batch1(fn, n_latency))
+    for r, sb, s1 in zip(rows, best_b, best_1):
+        r["ms_per_image_batched"] = sb * 1e3 / n_timing
+        r["ms_per_image_batch1"] = s1 * 1e3
     ref = rows[0]
     for r in rows:
         r["predicted_speedup"] = ref["macs_per_image"] / r["macs_per_image"]
-        r["speedup_batched"] = ref["seconds_batched"] / r["seconds_batched"]
+        r["speedup_batched"] = ref["ms_per_image_batched"] / r["ms_per_image_batched"]
         r["speedup_batch1"] = ref["ms_per_image_batch1"] / r["ms_per_image_batch1"]
     return rows
 

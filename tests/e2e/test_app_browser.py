@@ -20,9 +20,9 @@ import adapatch as ap
 from adapatch.samples import load_sample
 
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-PAGES = ["Patch layout", "Saliency", "Token pruning", "Compare", "Efficiency"]
+PAGES = ["Patch layout", "Saliency", "Token pruning", "Compare", "Efficiency", "Model"]
 TITLES = {"Patch layout": "Patch layout", "Saliency": "Saliency", "Token pruning": "Token pruning",
-          "Compare": "Compare at the same budget", "Efficiency": "Efficiency"}
+          "Compare": "Compare at the same budget", "Efficiency": "Efficiency", "Model": "Model"}
 
 # Installed once per measurement: keydown time, then (on every animation frame) the time the token
 # number changed and the time the overlay <img> had a new src and finished loading.

@@ -1,0 +1,59 @@
+"""Cached calls into ``adapatch.model`` for the Model page (the task model is a cached resource)."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+import adapatch as ap
+from adapatch import render
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading the bundled task model…")
+def task_model():
+    """The bundled cluttered-digits ViT + pruner + selector, on the CPU (tiny model)."""
+    from adapatch.model import load_task_model
+    return load_task_model(device="cpu")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sample(name: str) -> tuple[np.ndarray, int]:
+    from adapatch.model.results import load_task_sample
+    return load_task_sample(name)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def attention_png(name: str, mode: str, head_fusion: str, discard_ratio: float, alpha: float) -> bytes:
+    from adapatch.model import attention_saliency
+    img, _ = sample(name)
+    model, _ = task_model()
+    sal = attention_saliency(img, model, mode, head_fusion, discard_ratio, device="cpu")
+    return render.to_png_bytes(render.heatmap(img, sal, alpha=alpha, max_side=64))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def selector_pngs(name: str, k: int) -> tuple[bytes, bytes]:
+    """Selector keep-probabilities over the image, and the selected top-k cells."""
+    from adapatch.model import resize_for_model, selector_importance, selector_layout
+    img, _ = sample(name)
+    model, _ = task_model()
+    small = resize_for_model(img, model)
+    imp = selector_importance(img, model, device="cpu")
+    imp_full = np.kron(imp, np.ones((small.shape[0] // imp.shape[0], small.shape[1] // imp.shape[1]), np.float32))
+    lay = selector_layout(img, model, k=k, device="cpu")
+    return (render.to_png_bytes(render.heatmap(small, imp_full, alpha=0.6, max_side=64)),
+            render.to_png_bytes(render.token_map(small, lay, dim=0.25, max_side=64)))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def pruned(name: str, method: str, keep_ratio: float) -> tuple[bytes, int, int, int]:
+    """Token map of the model's 8 px grid after pruning, kept count, total, predicted class."""
+    from adapatch.model import prune_tokens_attention, prune_tokens_learned, resize_for_model
+    img, _ = sample(name)
+    model, _ = task_model()
+    small = resize_for_model(img, model)
+    grid = ap.uniform(small.shape[0], small.shape[1], model.config.patch_size)
+    fn = prune_tokens_learned if method == "learned" else prune_tokens_attention
+    res = fn(small, grid, model, keep_ratio=keep_ratio, device="cpu")
+    return (render.to_png_bytes(render.token_map(small, res.layout, dim=0.25, max_side=64)),
+            res.layout.num_tokens, grid.num_tokens, res.prediction)

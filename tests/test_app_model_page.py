@@ -1,0 +1,33 @@
+"""The Model page under AppTest: renders, and its numbers are the model API's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import adapatch as ap  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def test_model_page_renders_and_prunes_exactly_k() -> None:
+    from adapatch.model import load_task_model, prune_tokens_learned, resize_for_model
+    from adapatch.model.results import load_task_sample, task_samples
+
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/model.py").run()
+    assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
+    at.slider(key="m_keep").set_value(0.25).run()
+    assert not at.exception
+    name = task_samples()[0]["name"]
+    img, _ = load_task_sample(name)
+    model, _ = load_task_model(device="cpu")
+    small = resize_for_model(img, model)
+    grid = ap.uniform(small.shape[0], small.shape[1], model.config.patch_size)
+    res = prune_tokens_learned(small, grid, model, keep_ratio=0.25, device="cpu")
+    assert res.layout.num_tokens == ap.keep_count(grid.num_tokens, 0.25)
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 9

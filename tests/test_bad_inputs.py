@@ -103,3 +103,19 @@ def test_parameter_fuzz_only_value_error(fn, a, b, c, h, w):
             ap.extract_patches(img, ap.uniform(h, w, 8), size=a, device="cpu")
     except ValueError:
         pass
+
+
+@pytest.mark.parametrize("name", [n for n, (d, _) in CORPUS.items() if isinstance(d, bytes)])
+def test_whole_corpus_through_cli_main(name, tmp_path, capsys):
+    """Every file of the corpus through the CLI's entry point (in-process: fast enough for all)."""
+    from adapatch.cli import main
+    data, expect = CORPUS[name]
+    p = tmp_path / "upload.png"
+    p.write_bytes(data)
+    rc = main([str(p), "--threshold", "0.2"])
+    out, err = capsys.readouterr()
+    assert rc == (0 if expect == "ok" else 2), err
+    if expect == "ok":
+        assert "tokens:" in out
+    else:
+        assert err.startswith("error: ") and err.count("\n") == 1

@@ -30,6 +30,7 @@ class SaliencyMethod:
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
     param_ranges: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    param_choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     module: str | None = None  # lazily imported module that registers the real function
     reason: str = ""  # why the method is unavailable, if it is
 
@@ -42,12 +43,14 @@ _REGISTRY: dict[str, SaliencyMethod] = {}
 
 
 def register_saliency(name: str, description: str = "", defaults: dict[str, Any] | None = None,
-                      param_ranges: dict[str, tuple[float, float, float]] | None = None
+                      param_ranges: dict[str, tuple[float, float, float]] | None = None,
+                      param_choices: dict[str, tuple[Any, ...]] | None = None,
                       ) -> Callable[[SaliencyFn], SaliencyFn]:
     """Decorator registering ``fn(image, **params) -> [H, W] map`` under ``name``.
 
     ``defaults`` default to the function's keyword defaults; ``param_ranges`` give
-    ``(min, max, step)`` for numeric parameters so a UI can draw sliders.
+    ``(min, max, step)`` for numeric parameters so a UI can draw sliders; ``param_choices`` the
+    allowed values of categorical parameters (a UI draws a select box).
     """
 
     def deco(fn: SaliencyFn) -> SaliencyFn:
@@ -56,7 +59,7 @@ def register_saliency(name: str, description: str = "", defaults: dict[str, Any]
             d = {k: p.default for k, p in inspect.signature(fn).parameters.items()
                  if p.default is not inspect.Parameter.empty}
         _REGISTRY[name] = SaliencyMethod(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0],
-                                         dict(d), dict(param_ranges or {}))
+                                         dict(d), dict(param_ranges or {}), dict(param_choices or {}))
         return fn
 
     return deco

@@ -10,8 +10,11 @@ from adapatch.app_support import compute, state, ui
 from adapatch.app_support.images import ImageEntry, md_escape
 
 
-def _param_widget(method: str, name: str, default, rng, current):
+def _param_widget(method: str, name: str, default, rng, current, choices=None):
     key = f"w_sal_{method}_{name}"
+    if choices:  # categorical parameter: the registry lists its values
+        options = list(choices)
+        return st.selectbox(name, options, index=options.index(current) if current in options else 0, key=key)
     if rng is None:  # no UI range published: a plain number input
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             st.caption(f"{name} = {default!r} (fixed)")
@@ -45,7 +48,7 @@ def saliency_view(entry: ImageEntry) -> None:
             params = {}
             for name, default in m.defaults.items():
                 params[name] = _param_widget(method, name, default, m.param_ranges.get(name),
-                                             stored.get(name, default))
+                                             stored.get(name, default), m.param_choices.get(name))
             stored.update(params)
             alpha = state.widget("heat_alpha", st.slider, "Heatmap opacity", 0.0, 1.0, step=0.05)
             colormap = state.widget("colormap", st.selectbox, "Colour map", options=list(render.COLORMAPS))

@@ -31,3 +31,14 @@ def test_model_page_renders_and_prunes_exactly_k() -> None:
     res = prune_tokens_learned(small, grid, model, keep_ratio=0.25, device="cpu")
     assert res.layout.num_tokens == ap.keep_count(grid.num_tokens, 0.25)
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 9
+
+
+def test_attention_saliency_with_choices_on_the_saliency_page() -> None:
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.switch_page("pages/saliency.py").run()
+    at.selectbox(key="w_saliency_method").set_value("attention").run()
+    assert not at.exception and not at.main.error
+    assert sorted(at.selectbox(key="w_sal_attention_mode").options) == ["cls", "rollout"]
+    at.selectbox(key="w_sal_attention_mode").set_value("cls").run()
+    assert not at.exception and not at.main.error
+    assert any("digits" in c.value for c in at.caption)

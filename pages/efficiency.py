@@ -113,3 +113,13 @@ st.title("Efficiency")
 st.caption("Every loaded image at once: tokens per strategy, FLOPs and theoretical speedup for the ViT presets, "
            "and a summary you can paste into a slide.")
 efficiency_view()
+
+st.subheader("Measured, not just predicted")
+st.caption("FLOPs are a prediction. Wall-clock forward latency of ViT-Ti/S/B against the token count, measured "
+           "on this machine, and the bundled task model's accuracy and measured speed-up per method "
+           "(details on the Model page).")
+with ui.guard("model results"):
+    from adapatch.app_support import model_view
+
+    model_view.latency_chart("eff_latency")
+    model_view.results_table()

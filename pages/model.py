@@ -3,8 +3,6 @@ selection, the trained results table and measured-vs-predicted latency."""
 
 from __future__ import annotations
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from adapatch.app_support import model_view as mv
@@ -17,7 +15,7 @@ st.caption("A tiny ViT (patch 8, width 96, depth 4) trained on this machine by `
            "own held-out images.")
 
 with ui.guard("model"):
-    from adapatch.model.results import latency_curves, task_results, task_samples
+    from adapatch.model.results import task_samples
 
     samples = task_samples()
     names = [s["name"] for s in samples]
@@ -50,34 +48,6 @@ with ui.guard("model"):
     maps()
 
     st.subheader("Results on the held-out split")
-    rows = task_results()
-    table = pd.DataFrame([{
-        "method": r["method"], "tokens": f"{r['tokens']:g}" if r.get("tokens_after_pruning") is None
-        else f"{r['tokens']:g} -> {r['tokens_after_pruning']:g}", "accuracy": r["accuracy"],
-        "MACs (M)": r["macs_per_image"] / 1e6, "predicted speed-up": r["predicted_speedup"],
-        "measured speed-up (batch 256)": r["speedup_batched"], "measured speed-up (batch 1)": r["speedup_batch1"],
-    } for r in rows])
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "accuracy": st.column_config.NumberColumn(format="%.3f"),
-        "MACs (M)": st.column_config.NumberColumn(format="%.2f"),
-        "predicted speed-up": st.column_config.NumberColumn(format="%.2fx"),
-        "measured speed-up (batch 256)": st.column_config.NumberColumn(format="%.2fx"),
-        "measured speed-up (batch 1)": st.column_config.NumberColumn(format="%.2fx")})
-
+    mv.results_table()
     st.subheader("Latency: measured against the FLOPs prediction")
-    curves = latency_curves()
-    preset = st.segmented_control("ViT preset (random weights, timing only)", list(curves), default="ViT-B",
-                                  key="m_preset") or "ViT-B"
-    fig = go.Figure()
-    for batch in sorted({p["batch"] for p in curves[preset]}):
-        pts = [p for p in curves[preset] if p["batch"] == batch]
-        fig.add_scatter(x=[p["tokens"] for p in pts], y=[p["measured_speedup"] for p in pts],
-                        mode="lines+markers", name=f"measured, batch {batch}")
-    pts = [p for p in curves[preset] if p["batch"] == min(q["batch"] for q in curves[preset])]
-    fig.add_scatter(x=[p["tokens"] for p in pts], y=[p["predicted_speedup"] for p in pts], mode="lines",
-                    name="predicted from FLOPs", line={"dash": "dash"})
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="tokens",
-                      yaxis_title="speed-up vs 196 tokens", legend={"orientation": "h"})
-    st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="m_latency")
-    st.caption("Measured on this machine's CPU by `python benchmarks/bench_latency.py`; at batch 1 fixed "
-               "overheads eat much of the saving, batched runs follow the FLOPs prediction closely.")
+    mv.latency_chart("m_latency")

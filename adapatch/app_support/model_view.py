@@ -57,3 +57,47 @@ def pruned(name: str, method: str, keep_ratio: float) -> tuple[bytes, int, int, 
     res = fn(small, grid, model, keep_ratio=keep_ratio, device="cpu")
     return (render.to_png_bytes(render.token_map(small, res.layout, dim=0.25, max_side=64)),
             res.layout.num_tokens, grid.num_tokens, res.prediction)
+
+
+def results_table() -> None:
+    """The task experiment's results table (``assets/model/results.json``)."""
+    import pandas as pd
+    from adapatch.model.results import task_results
+
+    rows = task_results()
+    table = pd.DataFrame([{
+        "method": r["method"], "tokens": f"{r['tokens']:g}" if r.get("tokens_after_pruning") is None
+        else f"{r['tokens']:g} -> {r['tokens_after_pruning']:g}", "accuracy": r["accuracy"],
+        "MACs (M)": r["macs_per_image"] / 1e6, "predicted speed-up": r["predicted_speedup"],
+        "measured speed-up (batch 256)": r["speedup_batched"], "measured speed-up (batch 1)": r["speedup_batch1"],
+    } for r in rows])
+    fmt = st.column_config.NumberColumn
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "accuracy": fmt(format="%.3f"), "MACs (M)": fmt(format="%.2f"),
+        "predicted speed-up": fmt(format="%.2fx"), "measured speed-up (batch 256)": fmt(format="%.2fx"),
+        "measured speed-up (batch 1)": fmt(format="%.2fx")})
+
+
+def latency_chart(key: str) -> None:
+    """Measured speed-up vs tokens for a ViT preset, next to the FLOPs prediction."""
+    import plotly.graph_objects as go
+    from adapatch.model.results import latency_curves
+
+    from .ui import PLOT_CONFIG
+
+    curves = latency_curves()
+    preset = st.segmented_control("ViT preset (random weights, timing only)", list(curves), default="ViT-B",
+                                  key=f"{key}_preset") or "ViT-B"
+    fig = go.Figure()
+    for batch in sorted({p["batch"] for p in curves[preset]}):
+        pts = [p for p in curves[preset] if p["batch"] == batch]
+        fig.add_scatter(x=[p["tokens"] for p in pts], y=[p["measured_speedup"] for p in pts],
+                        mode="lines+markers", name=f"measured, batch {batch}")
+    pts = [p for p in curves[preset] if p["batch"] == min(q["batch"] for q in curves[preset])]
+    fig.add_scatter(x=[p["tokens"] for p in pts], y=[p["predicted_speedup"] for p in pts], mode="lines",
+                    name="predicted from FLOPs", line={"dash": "dash"})
+    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="tokens",
+                      yaxis_title="speed-up vs 196 tokens", legend={"orientation": "h"})
+    st.plotly_chart(fig, config=PLOT_CONFIG, key=f"{key}_chart")
+    st.caption("Measured on this machine's CPU by `python benchmarks/bench_latency.py`; at batch 1 fixed "
+               "overheads eat much of the saving, batched runs follow the FLOPs prediction closely.")

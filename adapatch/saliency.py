@@ -16,7 +16,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .validation import check_choice, check_float, check_int
+from .validation import check_float, check_int
 
 SaliencyFn = Callable[..., np.ndarray]
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import adapatch as ap
 from adapatch.app_support.images import (
     ImageError, clean_name, compute_size, decode_upload, fit_for_compute, md_escape, upload_error_line)
 from adapatch.export import layout_from_settings, needs_saliency, normalize_settings, settings_json, settings_snippet

@@ -12,8 +12,19 @@ Settings (``"format": "adapatch.settings/1"``)::
     strategy:    "quadtree" | "greedy" | "uniform"
     params:      keyword arguments of the strategy (``make_layout``)
     solve_budget: None | int   -> ``layout_for_budget(image, strategy, solve_budget, ...)``
-    prune:       None | {"keep_ratio": r, "reduce": "mean" | "max"} -> ``token_scores`` + ``prune``
+    prune:       None | {"keep_ratio": r, "scorer": "mean" | "max" | "learned" | "attention",
+                         "model": None | "task" | "<checkpoint file>" | "<timm name>"}
+                 mean/max: saliency per token (``token_scores`` + ``prune``); learned/attention: the
+                 model's ``TokenPruner`` / EViT attentive pruning (``adapatch.model``) on a uniform grid.
+                 Older settings ``{"keep_ratio", "reduce": "mean" | "max"}`` are read as ``scorer``.
     vit:         ViT preset for the FLOPs numbers;  device: "auto" | "cpu" | "cuda"
+
+Model-based settings (``MODEL_STRATEGIES``: strategy ``"learned_selector"`` with params
+``{"k", "model"}``; or a learned/attention ``prune``) work in the model's input frame: the image is
+resized to the model's ``img_size`` square first (``frame_image``), and the layout refers to that
+frame. Model calls run on ``MODEL_DEVICE`` (CPU), so the app and the snippet keep the same tokens.
+The attention saliency names its model in ``saliency.params.model``. One settings dict refers to at
+most one model (``settings_model``); ``"task"`` is the bundled cluttered-digits model.
 """
 
 from __future__ import annotations
@@ -32,6 +43,13 @@ from .validation import check_choice
 
 SETTINGS_FORMAT = "adapatch.settings/1"
 SETTINGS_KEYS = ("format", "image", "saliency", "strategy", "params", "solve_budget", "prune", "vit", "device")
+SALIENCY_SCORERS = ("mean", "max")
+MODEL_SCORERS = ("learned", "attention")
+PRUNE_SCORERS = SALIENCY_SCORERS + MODEL_SCORERS
+MODEL_STRATEGIES = ("learned_selector",)
+TASK_MODEL = "task"
+MODEL_DEVICE = "cpu"
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 def normalize_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -52,18 +70,61 @@ def normalize_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "format": SETTINGS_FORMAT,
         "image": {"source": str(image.get("source", "image.png")), "resize": image.get("resize")},
         "saliency": {"method": str(sal.get("method", "edges")), "params": dict(sal.get("params") or {})},
-        "strategy": check_choice("strategy", s.get("strategy", "quadtree"), STRATEGIES),
+        "strategy": check_choice("strategy", s.get("strategy", "quadtree"), STRATEGIES + MODEL_STRATEGIES),
         "params": dict(s.get("params") or {}),
         "solve_budget": s.get("solve_budget"),
-        "prune": None if prune_s is None else {"keep_ratio": float(prune_s["keep_ratio"]),
-                                               "reduce": str(prune_s.get("reduce", "mean"))},
+        "prune": _normalize_prune(prune_s),
         "vit": str(s.get("vit", "ViT-B")),
         "device": str(s.get("device", "auto")),
     }
     resize = out["image"]["resize"]
     if resize is not None and (len(resize) != 2 or min(int(v) for v in resize) < 1):
         raise ValueError(f"image.resize must be [height, width] or None, got {resize!r}")
+    if out["strategy"] in MODEL_STRATEGIES:
+        out["params"]["model"] = str(out["params"].get("model") or TASK_MODEL)
+        if out["prune"] is not None or out["solve_budget"] is not None:
+            raise ValueError("the learned selector takes its budget as params.k; prune and solve_budget must be None")
+    if out["prune"] is not None and out["prune"]["scorer"] in MODEL_SCORERS and out["strategy"] != "uniform":
+        raise ValueError("learned/attention pruning runs on a uniform grid: strategy must be 'uniform'")
+    settings_model(out)  # one model per settings dict
     return out
+
+
+def _normalize_prune(p: Any) -> dict[str, Any] | None:
+    """``{"keep_ratio", "scorer", "model"}``; the older ``{"keep_ratio", "reduce"}`` is accepted."""
+    if p is None:
+        return None
+    if not isinstance(p, dict) or "keep_ratio" not in p:
+        raise ValueError(f"prune must be None or a dict with keep_ratio and scorer, got {p!r}")
+    scorer = str(p.get("scorer", p.get("reduce", "mean")))
+    if "reduce" in p and "scorer" in p and p["reduce"] != p["scorer"]:
+        raise ValueError(f"prune.reduce ({p['reduce']!r}) and prune.scorer ({p['scorer']!r}) disagree")
+    check_choice("prune.scorer", scorer, PRUNE_SCORERS)
+    model = str(p.get("model") or TASK_MODEL) if scorer in MODEL_SCORERS else None
+    return {"keep_ratio": float(p["keep_ratio"]), "scorer": scorer, "model": model}
+
+
+def settings_model(settings: dict[str, Any]) -> str | None:
+    """The model the settings use (``"task"``, a checkpoint file name or a timm name), or None.
+
+    Raises ``ValueError`` when the settings name two different models.
+    """
+    names = set()
+    if settings["strategy"] in MODEL_STRATEGIES:
+        names.add(settings["params"]["model"])
+    if settings["prune"] is not None and settings["prune"]["model"] is not None:
+        names.add(settings["prune"]["model"])
+    if settings["saliency"]["method"] == "attention" and _uses_saliency(settings):
+        names.add(str(settings["saliency"]["params"].get("model") or TASK_MODEL))
+    if len(names) > 1:
+        raise ValueError(f"settings name more than one model ({', '.join(sorted(names))}); use one")
+    return next(iter(names), None)
+
+
+def in_model_frame(settings: dict[str, Any]) -> bool:
+    """Whether the result is computed on the image resized to the model's input (``frame_image``)."""
+    s = normalize_settings(settings)
+    return s["strategy"] in MODEL_STRATEGIES or (s["prune"] is not None and s["prune"]["scorer"] in MODEL_SCORERS)
 
 
 def _json_default(x: Any) -> Any:
@@ -78,31 +139,82 @@ def _json_default(x: Any) -> Any:
 
 def needs_saliency(settings: dict[str, Any]) -> bool:
     """Whether the settings' layout uses the saliency map."""
-    s = normalize_settings(settings)
-    if s["prune"] is not None or s["strategy"] == "greedy":
+    return _uses_saliency(normalize_settings(settings))
+
+
+def _uses_saliency(s: dict[str, Any]) -> bool:
+    if s["strategy"] in MODEL_STRATEGIES:
+        return False
+    if s["prune"] is not None:
+        return s["prune"]["scorer"] in SALIENCY_SCORERS
+    if s["strategy"] == "greedy":
         return True
     return s["strategy"] == "quadtree" and s["params"].get("importance", "std") in SALIENCY_MEASURES
 
 
+def resolve_settings_model(settings: dict[str, Any], model: Any = None) -> Any:
+    """``model`` if given, else the model the settings name, loaded (``adapatch.model.resolve_model``)."""
+    name = settings_model(normalize_settings(settings))
+    if name is None or model is not None:
+        return model
+    from .model.sources import resolve_model
+    return resolve_model(name, device=MODEL_DEVICE)
+
+
+def frame_image(image: np.ndarray, settings: dict[str, Any], model: Any = None) -> np.ndarray:
+    """The image the settings' layout refers to: ``image`` itself, or for model-based settings the
+    image resized to the model's input (``adapatch.model.resize_for_model``)."""
+    if not in_model_frame(settings):
+        return image
+    from .model import resize_for_model
+    return resize_for_model(image, resolve_settings_model(settings, model))
+
+
+def model_prune_from_settings(image: np.ndarray, settings: dict[str, Any], model: Any = None):
+    """``adapatch.model.PruneResult`` of learned/attention prune settings on ``frame_image``.
+
+    The grid is ``make_layout(frame, "uniform", **params)`` (the app uses the model's patch size).
+    """
+    s = normalize_settings(settings)
+    if s["prune"] is None or s["prune"]["scorer"] not in MODEL_SCORERS:
+        raise ValueError("settings do not describe learned or attention pruning")
+    from .model import prune_tokens_attention, prune_tokens_learned
+    model = resolve_settings_model(s, model)
+    img = frame_image(image, s, model)
+    grid = make_layout(img, "uniform", None, **s["params"])
+    fn = prune_tokens_learned if s["prune"]["scorer"] == "learned" else prune_tokens_attention
+    return fn(img, grid, model, keep_ratio=s["prune"]["keep_ratio"], device=MODEL_DEVICE)
+
+
 def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
-                         saliency_map: np.ndarray | None = None) -> PatchLayout:
+                         saliency_map: np.ndarray | None = None, model: Any = None) -> PatchLayout:
     """The layout the settings describe, for ``image`` already loaded (and resized, if they say so).
 
     ``saliency_map`` may be given when the caller has it already (the app caches it); otherwise it
-    is computed from ``settings["saliency"]`` when the layout needs it.
+    is computed from ``settings["saliency"]`` when the layout needs it. ``model`` is the loaded
+    model the settings name (else it is loaded by name). Model-based settings give a layout of
+    ``frame_image(image, settings)``.
     """
     s = normalize_settings(settings)
-    sal = None
-    if needs_saliency(s):
-        sal = saliency_map if saliency_map is not None else compute_saliency(
-            image, s["saliency"]["method"], **s["saliency"]["params"])
+    if s["strategy"] in MODEL_STRATEGIES:
+        from .model import selector_layout
+        model = resolve_settings_model(s, model)
+        return selector_layout(frame_image(image, s, model), model, k=s["params"].get("k"), device=MODEL_DEVICE)
+    if s["prune"] is not None and s["prune"]["scorer"] in MODEL_SCORERS:
+        return model_prune_from_settings(image, s, model).layout
+    sal = saliency_map
+    if sal is None and needs_saliency(s):
+        params = dict(s["saliency"]["params"])
+        if s["saliency"]["method"] == "attention":
+            params["model"] = resolve_settings_model(s, model)
+        sal = compute_saliency(image, s["saliency"]["method"], **params)
     params = dict(s["params"])
     if s["solve_budget"] is not None:
         layout = layout_for_budget(image, s["strategy"], int(s["solve_budget"]), sal, **params)
     else:
         layout = make_layout(image, s["strategy"], sal, **params)
     if s["prune"] is not None:
-        scores = token_scores(sal, layout, s["prune"]["reduce"])
+        scores = token_scores(sal, layout, s["prune"]["scorer"])
         layout = prune(layout, scores, s["prune"]["keep_ratio"])
     return layout
 
@@ -111,44 +223,79 @@ def _kwargs(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items())
 
 
+def _model_lines(name: str) -> list[str]:
+    """Lines that load the model called ``name`` into ``model`` (on ``MODEL_DEVICE``)."""
+    if name == TASK_MODEL:
+        return [f"model = load_task_model(device={MODEL_DEVICE!r})[0]  # the bundled cluttered-digits task model"]
+    what = ("the checkpoint file you used in the app" if name.lower().endswith(CHECKPOINT_SUFFIXES)
+            else "timm weights by name (needs timm and its model hub)")
+    return [f"model = load_model({name!r}, device={MODEL_DEVICE!r})  # {what}"]
+
+
 def settings_snippet(settings: dict[str, Any]) -> str:
     """A runnable Python script reproducing ``layout_from_settings`` with plain ``adapatch`` calls.
 
-    The script defines ``image``, ``layout`` (and ``sal`` when used) and prints the token count,
-    efficiency and fidelity numbers. User-provided strings (file names) appear only as Python
-    string literals (``repr``), never as code.
+    The script defines ``image``, ``layout`` (and ``sal`` / ``model`` when used) and prints the
+    token count, efficiency and fidelity numbers. User-provided strings (file names, model names)
+    appear only as Python string literals (``repr``), never as code.
     """
     s = normalize_settings(settings)
     src = s["image"]["source"]
-    lines = ["# Reproduces a layout tuned in the adapatch app.  pip install adapatch (this repo)",
-             "import adapatch as ap", ""]
+    model_name = settings_model(s)
+    frame = in_model_frame(s)
+    imports = ["import adapatch as ap"]
     resize = s["image"]["resize"]
     if resize is not None:
-        lines.insert(1, "import cv2")
+        imports.insert(0, "import cv2")
+    body: list[str] = []
     if src.startswith("sample:"):
-        lines.append("from adapatch.samples import sample_path")
-        lines.append(f"image = ap.load_image(sample_path({src[len('sample:'):]!r}))")
+        imports.append("from adapatch.samples import sample_path")
+        body.append(f"image = ap.load_image(sample_path({src[len('sample:'):]!r}))")
     else:
-        lines.append(f"image = ap.load_image({src!r})  # the image file you used in the app")
+        body.append(f"image = ap.load_image({src!r})  # the image file you used in the app")
     if resize is not None:
         h, w = int(resize[0]), int(resize[1])
-        lines.append("# the app computes on images of at most a few megapixels: same downscale here")
-        lines.append(f"image = cv2.resize(image, ({w}, {h}), interpolation=cv2.INTER_AREA)")
-    sal_arg = "None"
-    if needs_saliency(s):
-        m, p = s["saliency"]["method"], s["saliency"]["params"]
-        lines.append(f"sal = ap.saliency(image, {m!r}{', ' if p else ''}{_kwargs(p)})")
-        sal_arg = "sal"
+        body.append("# the app computes on images of at most a few megapixels: same downscale here")
+        body.append(f"image = cv2.resize(image, ({w}, {h}), interpolation=cv2.INTER_AREA)")
+    model_imports = []
+    if model_name is not None:
+        model_imports.append("load_task_model" if model_name == TASK_MODEL else "load_model")
+        body += _model_lines(model_name)
+    if frame:
+        model_imports.append("resize_for_model")
+        body.append("image = resize_for_model(image, model)  # model-based results live in the model's input frame")
     params = s["params"]
-    extra = f", {_kwargs(params)}" if params else ""
-    if s["solve_budget"] is not None:
-        lines.append(f"layout = ap.layout_for_budget(image, {s['strategy']!r}, {int(s['solve_budget'])}, "
-                     f"{sal_arg}{extra})")
+    if s["strategy"] in MODEL_STRATEGIES:
+        model_imports.append("selector_layout")
+        body.append(f"layout = selector_layout(image, model, k={params.get('k')!r}, device={MODEL_DEVICE!r})")
     else:
-        lines.append(f"layout = ap.make_layout(image, {s['strategy']!r}, {sal_arg}{extra})")
-    if s["prune"] is not None:
-        lines.append(f"scores = ap.token_scores(sal, layout, {s['prune']['reduce']!r})")
-        lines.append(f"layout = ap.prune(layout, scores, keep_ratio={s['prune']['keep_ratio']!r})")
+        sal_arg = "None"
+        if needs_saliency(s):
+            m, p = s["saliency"]["method"], dict(s["saliency"]["params"])
+            args = [repr(m)] + [f"{k}=model" if (m == "attention" and k == "model") else f"{k}={v!r}"
+                                for k, v in p.items()]
+            body.append(f"sal = ap.saliency(image, {', '.join(args)})")
+            sal_arg = "sal"
+        extra = f", {_kwargs(params)}" if params else ""
+        if s["solve_budget"] is not None:
+            body.append(f"layout = ap.layout_for_budget(image, {s['strategy']!r}, {int(s['solve_budget'])}, "
+                        f"{sal_arg}{extra})")
+        else:
+            body.append(f"layout = ap.make_layout(image, {s['strategy']!r}, {sal_arg}{extra})")
+        pr = s["prune"]
+        if pr is not None and pr["scorer"] in MODEL_SCORERS:
+            fn = "prune_tokens_learned" if pr["scorer"] == "learned" else "prune_tokens_attention"
+            model_imports.append(fn)
+            body.append(f"result = {fn}(image, layout, model, keep_ratio={pr['keep_ratio']!r}, "
+                        f"device={MODEL_DEVICE!r})")
+            body.append("layout = result.layout")
+            body.append("print('prediction from the kept tokens:', result.prediction)")
+        elif pr is not None:
+            body.append(f"scores = ap.token_scores(sal, layout, {pr['scorer']!r})")
+            body.append(f"layout = ap.prune(layout, scores, keep_ratio={pr['keep_ratio']!r})")
+    if model_imports:
+        imports.append(f"from adapatch.model import {', '.join(sorted(set(model_imports)))}")
+    lines = ["# Reproduces a layout tuned in the adapatch app.  pip install adapatch (this repo)", *imports, "", *body]
     lines += [
         "",
         f"eff = ap.efficiency(layout, vit={s['vit']!r})",

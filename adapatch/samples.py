@@ -1,7 +1,12 @@
-"""The small sample images bundled in ``assets/samples`` (licences in its LICENSE.md)."""
+"""The sample images bundled with adapatch: photos and documents in ``assets/samples`` (licences
+in its LICENSE.md), and the task model's own held-out cluttered-digit images in
+``assets/model/samples`` (``list_task_samples``; the bundled model's maps mean something on
+these). ``sample_path`` finds both kinds by name."""
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +14,7 @@ import numpy as np
 from .image_io import load_image
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+TASK_SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "model" / "samples"
 _DESCRIPTIONS = {
     "astronaut": "natural scene (portrait)",
     "coffee": "natural scene (still life)",
@@ -24,17 +30,35 @@ def list_samples() -> list[str]:
     return [n for n in _DESCRIPTIONS if n in present] + sorted(present - set(_DESCRIPTIONS))
 
 
+@lru_cache(maxsize=1)
+def _task_labels() -> dict[str, int]:
+    """``{name: true digit}`` of the task samples (``labels.json`` written by the experiment)."""
+    f = TASK_SAMPLES_DIR / "labels.json"
+    if not f.is_file():
+        return {}
+    return {Path(s["file"]).stem: int(s["label"]) for s in json.loads(f.read_text())}
+
+
+def list_task_samples() -> list[str]:
+    """Names of the task model's bundled 64x64 cluttered-digit samples (empty if not trained)."""
+    return [n for n in _task_labels() if (TASK_SAMPLES_DIR / f"{n}.png").is_file()]
+
+
 def describe_sample(name: str) -> str:
     """One-line description of a sample."""
+    if name in _task_labels():
+        return f"cluttered digit {_task_labels()[name]}, the bundled model's task"
     return _DESCRIPTIONS.get(name, "sample image")
 
 
 def sample_path(name: str) -> Path:
-    """Path of the sample file called ``name`` (without extension)."""
+    """Path of the sample file called ``name`` (without extension): a photo sample or a task sample."""
     for p in sorted(SAMPLES_DIR.glob(f"{name}.*")):
         if p.suffix.lower() in (".png", ".jpg", ".jpeg"):
             return p
-    raise ValueError(f"sample must be one of {', '.join(list_samples())}; got {name!r}")
+    if name in list_task_samples():
+        return TASK_SAMPLES_DIR / f"{name}.png"
+    raise ValueError(f"sample must be one of {', '.join(list_samples() + list_task_samples())}; got {name!r}")
 
 
 def load_sample(name: str) -> np.ndarray:

@@ -5,7 +5,7 @@ and the bundled task model trained on cluttered digits by ``python -m adapatch.e
 Nothing is downloaded at import; timm is optional and only used by ``load_model(<timm name>)``.
 """
 
-from .api import PruneResult, prune_tokens_attention, prune_tokens_learned, selector_importance, selector_layout
+from .api import PruneResult, model_grid, prune_tokens_attention, prune_tokens_learned, selector_importance, selector_layout
 from .attention import attention_saliency, attention_tokens, cls_attention, rollout
 from .batching import DynamicBatcher, forward_packed, forward_padded, pack_sequences, pad_sequences
 from .embed import AdaptivePatchEmbed, TokenBatch
@@ -13,16 +13,19 @@ from .latency import compare_pad_pack, latency_curve, model_macs
 from .posenc import PosMLP, sample_pos_embed
 from .pruning import TokenPruner, forward_pruned, forward_pruned_train
 from .selector import LearnedPatchSelector, relaxed_mask, select_topk, sparsity_penalty
+from .sources import TASK, describe_model, resolve_model
 from .task import ASSET_DIR, TaskModel, load_task_model, prepare_image, resize_for_model
 from .vit import ViTConfig, VisionTransformer
-from .weights import PRESETS, create_model, load_model, read_state_dict, save_model
+from .weights import (PRESETS, create_model, load_model, load_model_bytes, read_state_dict, read_state_dict_bytes,
+                      save_model)
 
 __all__ = [
     "ASSET_DIR", "AdaptivePatchEmbed", "DynamicBatcher", "LearnedPatchSelector", "PRESETS", "PosMLP",
     "PruneResult", "TaskModel", "TokenBatch", "TokenPruner", "ViTConfig", "VisionTransformer",
     "attention_saliency", "attention_tokens", "cls_attention", "compare_pad_pack", "create_model",
     "forward_packed", "forward_padded", "forward_pruned", "forward_pruned_train", "latency_curve",
-    "load_model", "load_task_model", "model_macs", "pack_sequences", "pad_sequences", "prepare_image",
+    "TASK", "describe_model", "load_model", "load_model_bytes", "load_task_model", "model_grid",
+    "read_state_dict_bytes", "resolve_model", "model_macs", "pack_sequences", "pad_sequences", "prepare_image",
     "prune_tokens_attention", "prune_tokens_learned", "read_state_dict", "relaxed_mask", "resize_for_model",
     "rollout", "sample_pos_embed", "save_model", "select_topk", "selector_importance", "selector_layout",
     "sparsity_penalty",

@@ -23,12 +23,13 @@ from .task import TaskModel, as_vit, check_image, prepare_image
 
 class PruneResult(NamedTuple):
     """Kept token indices (ascending, into ``layout.boxes``), the pruned layout, per-token
-    scores (float64 ``[N]``) and the class predicted from the kept tokens."""
+    scores (float64 ``[N]``) and the class predicted from the kept tokens (None when the model
+    has no classifier head)."""
 
     kept: np.ndarray
     layout: PatchLayout
     scores: np.ndarray
-    prediction: int
+    prediction: int | None
 
 
 def _prune(image: np.ndarray, layout: PatchLayout, model, keep_ratio: float, layer: int | None, method: str,
@@ -55,7 +56,15 @@ def _prune(image: np.ndarray, layout: PatchLayout, model, keep_ratio: float, lay
         out = forward_pruned(vit, tb, layer, keep_ratio, method, pruner)
     kept = out.kept[0][out.kept_valid[0]].cpu().numpy().astype(np.int64)
     pruned = layout.with_tokens(kept, keep_ratio=keep_ratio, pruned_by=method, prune_layer=layer)
-    return PruneResult(kept, pruned, out.scores[0].double().cpu().numpy(), int(out.logits[0].argmax()))
+    pred = int(out.logits[0].argmax()) if vit.config.num_classes else None
+    return PruneResult(kept, pruned, out.scores[0].double().cpu().numpy(), pred)
+
+
+def model_grid(model) -> PatchLayout:
+    """The model's own fixed grid: ``uniform(img_size, img_size, patch_size)`` (the frame of
+    ``resize_for_model``)."""
+    cfg = as_vit(model).config
+    return uniform(cfg.img_size, cfg.img_size, cfg.patch_size)
 
 
 def prune_tokens_learned(image: np.ndarray, layout: PatchLayout, model: TaskModel, keep_ratio: float = 0.5,

@@ -100,8 +100,12 @@ def attention_saliency(image: np.ndarray, model, mode: str = "rollout", head_fus
                    param_choices={"mode": MODES, "head_fusion": HEAD_FUSIONS})
 def _attention_method(image: np.ndarray, model=None, mode: str = "rollout", head_fusion: str = "mean",
                       discard_ratio: float = 0.9) -> np.ndarray:
-    """Registry entry: ``model=None`` uses the bundled task model (raises if it is missing)."""
+    """Registry entry: ``model=None`` uses the bundled task model (raises if it is missing); a
+    string is a model source (``"task"``, a checkpoint path, a timm name; ``resolve_model``)."""
     if model is None:
         from .task import cached_task_model
         model = cached_task_model()
+    elif isinstance(model, str):
+        from .sources import resolve_model
+        model = resolve_model(model)
     return attention_saliency(image, model, mode, head_fusion, discard_ratio)

@@ -7,6 +7,7 @@ A pickle that needs code execution is refused: ``torch.load(..., weights_only=Tr
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import pickle
@@ -35,6 +36,40 @@ def create_model(preset: str = "ViT-Ti", device: str | torch.device = "auto", **
     return VisionTransformer(cfg).to(resolve_device(device))
 
 
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+CHECKPOINT_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
+
+
+def _torch_load(source, name: str) -> dict[str, torch.Tensor]:
+    """``torch.load(source, weights_only=True)`` with one-line errors; code-running pickles refused."""
+    try:
+        sd = torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), "")
+        if detail:
+            raise ValueError(f"refusing to load {name}: it is a pickle that would run code (only tensors are "
+                             f"accepted; convert it to safetensors). {detail}") from None
+        raise ValueError(f"{name} is not a readable PyTorch checkpoint (the pickle is malformed)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ValueError(f"{name} is not a readable PyTorch checkpoint: {_first_line(e)}") from None
+    return _tensors_only(sd, name)
+
+
+def _first_line(e: BaseException) -> str:
+    return ((str(e).strip().splitlines() or [type(e).__name__])[0])[:160]
+
+
+def _tensors_only(sd: object, name: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint (``state_dict`` / ``model`` wrappers unwrapped)."""
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
+        sd = sd["model"]
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{name} does not hold a state dict of tensors")
+    return sd
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or of a ``torch.save`` file loaded with ``weights_only=True``."""
     path = Path(path)
@@ -42,24 +77,39 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"path must be an existing weights file, got {str(path)!r}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"refusing to load {path.name}: it is a pickle that would run code "
-                         f"(only tensors are accepted; convert it to safetensors). Details: {e}") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
-        sd = sd["model"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path.name} does not hold a state dict of tensors")
-    return sd
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own error type on a bad header
+            raise ValueError(f"{path.name} is not a readable safetensors file: {_first_line(e)}") from None
+    return _torch_load(str(path), path.name)
+
+
+def read_state_dict_bytes(data: bytes, name: str = "checkpoint.safetensors") -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint held in memory (an upload): never written to disk.
+
+    ``name``'s suffix picks the reader: ``.safetensors`` -> ``safetensors.torch.load``; ``.pt``,
+    ``.pth``, ``.bin`` -> ``torch.load(BytesIO, weights_only=True)`` (a pickle that would run code
+    is refused with a ``ValueError``). Any other suffix is refused.
+    """
+    suffix = Path(str(name)).suffix.lower()
+    if suffix not in CHECKPOINT_SUFFIXES:
+        raise ValueError(f"{name}: checkpoint must be {', '.join(CHECKPOINT_SUFFIXES)}, got {suffix or 'no suffix'!r}")
+    if not data:
+        raise ValueError(f"{name} is empty")
+    if suffix == ".safetensors":
+        from safetensors.torch import load
+        try:
+            sd = load(bytes(data))
+        except Exception as e:  # SafetensorError: bad header or truncated file
+            raise ValueError(f"{name} is not a readable safetensors file: {_first_line(e)}") from None
+        return _tensors_only(sd, name)
+    return _torch_load(io.BytesIO(bytes(data)), name)
 
 
 def config_from_state_dict(sd: dict[str, torch.Tensor], **overrides) -> ViTConfig:
     """Infer a ``ViTConfig`` from timm-named tensors (heads from the width unless given)."""
-    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight",
+                "blocks.0.mlp.fc1.weight"):
         if key not in sd:
             raise ValueError(f"not a timm ViT state dict: missing {key!r}")
     if "dist_token" in sd:
@@ -84,7 +134,10 @@ def model_from_state_dict(sd: dict[str, torch.Tensor], config: ViTConfig | None 
     cfg = config or config_from_state_dict(sd)
     model = VisionTransformer(cfg)
     sd = {k: v for k, v in sd.items() if k not in ("fc_norm.weight", "fc_norm.bias") or v.numel()}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        raise ValueError(f"weights do not match the ViT: {_first_line(e)}") from None
     missing = [k for k in missing if not (k.startswith("pos_mlp.") and cfg.pos_mode == "interp+mlp")]
     if missing or unexpected:
         raise ValueError(f"weights do not match the ViT: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -110,6 +163,14 @@ def load_model(source: str | Path, device: str | torch.device = "auto", **overri
             cfg = config_from_state_dict(sd, **overrides)
         return model_from_state_dict(sd, cfg, f"file {path.name}", device)
     return load_timm(str(source), device, **overrides)
+
+
+def load_model_bytes(data: bytes, name: str = "checkpoint.safetensors", device: str | torch.device = "auto",
+                     **overrides) -> VisionTransformer:
+    """A ViT from checkpoint bytes (see ``read_state_dict_bytes``); the architecture is inferred
+    from the tensors (``overrides`` take precedence)."""
+    sd = read_state_dict_bytes(data, name)
+    return model_from_state_dict(sd, config_from_state_dict(sd, **overrides), f"file {name}", device)
 
 
 def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> VisionTransformer:

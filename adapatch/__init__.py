@@ -18,13 +18,14 @@ from .layout import PatchLayout, uniform
 from .patches import extract_patches, reconstruct
 from .pruning import keep_count, prune, token_scores
 from .quadtree import ThresholdCurve, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
+from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
 from .saliency import register_saliency, saliency, saliency_methods
 from .strategies import STRATEGIES, layout_for_budget, make_layout
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "IMPORTANCE_MEASURES", "STRATEGIES", "VIT_PRESETS", "ImageError", "LoadedImage",
-    "PatchLayout", "ThresholdCurve", "ViTPreset", "available_devices", "efficiency", "extract_patches",
-    "fidelity", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout", "open_image",
+    "DEFAULT_MAX_PIXELS", "EfficiencySummary", "IMPORTANCE_MEASURES", "STRATEGIES", "VIT_PRESETS", "ImageError", "LoadedImage",
+    "PatchLayout", "ThresholdCurve", "ViTPreset", "available_devices", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
+    "fidelity", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout", "mean_speedups", "open_image",
     "prune", "psnr_ssim", "quadtree", "quadtree_batch", "reconstruct", "register_saliency", "render",
     "resolve_device", "saliency", "saliency_methods", "threshold_curve", "threshold_for_budget",
     "token_scores", "uniform", "vit_flops",

@@ -9,6 +9,7 @@ import streamlit as st
 import adapatch as ap
 from adapatch.app_support import compute, recipes, state, ui
 from adapatch.app_support.images import md_escape, sample_keys
+from adapatch.report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
 
 
 def _strategies() -> dict[str, dict]:
@@ -34,7 +35,7 @@ def efficiency_view() -> None:
             st.info("Upload images in the sidebar, or include the bundled samples.", icon=":material/info:")
             return
         strategies = _strategies()
-        rows = []
+        items = []
         progress = st.progress(0.0, text="computing layouts…") if len(keys) > 3 else None
         for j, key in enumerate(keys):
             try:
@@ -47,29 +48,22 @@ def efficiency_view() -> None:
                 except ValueError as e:  # e.g. a budget below this image's minimum: note it, keep going
                     st.caption(md_escape(f"{entry.name} · {sname}: {e}"))
                     continue
-                row = {"image": entry.name, "strategy": sname}
-                for vit in ap.VIT_PRESETS:
-                    eff = ap.efficiency(lay, vit)
-                    row.update(tokens=eff["tokens"], uniform16=eff["uniform16_tokens"],
-                               reduction=eff["token_reduction_vs_uniform16"], min_size=eff["min_size"],
-                               uniform_min=eff["uniform_min_tokens"],
-                               reduction_min=eff["token_reduction_vs_uniform_min"])
-                    row[f"{vit} GMACs"] = eff["flops"] / 1e9
-                    row[f"{vit} speedup"] = eff["speedup_vs_uniform16"]
-                if with_fidelity:
-                    fid = compute.fidelity(entry, settings, state.device())
-                    row.update(psnr=fid["psnr"], ssim=fid["ssim"])
-                rows.append(row)
+                fid = compute.fidelity(entry, settings, state.device()) if with_fidelity else None
+                items.append((entry.name, sname, lay, fid))
             if progress is not None:
                 progress.progress((j + 1) / len(keys), text=f"computed {j + 1} of {len(keys)} images")
         if progress is not None:
             progress.empty()
+        if not items:
+            st.info("No layout could be computed for these images with the current settings.", icon=":material/info:")
+            return
+        vits = list(ap.VIT_PRESETS)
+        rows = efficiency_rows(items, vits)
         df = pd.DataFrame(rows)
         q = df[df["strategy"] == "quadtree"]
         bars = df[["image", "strategy", "tokens"]]
         if len(q):  # the fixed grid with the adaptive layout's finest detail, from efficiency()
-            finest = int(q["min_size"].iloc[0])
-            bars = pd.concat([bars, pd.DataFrame({"image": q["image"], "strategy": f"uniform {finest} px",
+            bars = pd.concat([bars, pd.DataFrame({"image": q["image"], "strategy": f"uniform {int(q['min_size'].min())} px",
                                                   "tokens": q["uniform_min"]})])
         fig = px.bar(bars, x="image", y="tokens", color="strategy", barmode="group", height=380,
                      color_discrete_sequence=["#e8603c", "#ffa421", "#8a8d91", "#c5c8cc"],
@@ -77,36 +71,33 @@ def efficiency_view() -> None:
         fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text=None, xaxis_title=None)
         st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="eff_bars")
 
-        vits = list(ap.VIT_PRESETS)
         st.markdown("**Theoretical speedup over the uniform 16 px grid** (FLOPs ratio, per ViT preset)")
-        speed = df[df["strategy"] != "uniform 16 px"].pivot_table(index="strategy", values=[f"{v} speedup" for v in vits],
-                                                                  aggfunc="mean")
-        speed.columns = [c.replace(" speedup", "") for c in speed.columns]
-        st.dataframe(speed[vits].style.format("×{:.2f}").highlight_max(axis=0, color="rgba(33, 195, 84, 0.35)"),
+        speed = pd.DataFrame(mean_speedups(rows, vits, exclude=["uniform 16 px"])).T[vits]
+        st.dataframe(speed.style.format("×{:.2f}").highlight_max(axis=0, color="rgba(33, 195, 84, 0.35)"),
                      width="stretch")
         with st.expander("Per-image numbers", icon=":material/table:"):
             st.dataframe(df, width="stretch", hide_index=True)
+        summary = efficiency_summary(rows, "quadtree", state.get("vit"))
+        if summary is not None:
+            st.info(md_escape(_summary_text(summary)), icon=":material/summarize:")
 
-        vit = state.get("vit")
-        if len(q):
-            n = len(q)
-            best = q.loc[q["reduction"].idxmax()]
-            worst = q.loc[q["reduction"].idxmin()]
-            finest = int(q["min_size"].iloc[0])
-            text = (f"Across {n} image{'s' if n != 1 else ''}, the quadtree layout uses on average "
-                    f"{q['tokens'].mean():,.0f} tokens. A fixed grid with the same finest detail ({finest} px) "
-                    f"needs {q['uniform_min'].mean():,.0f} ({ui.fewer_phrase(q['reduction_min'].mean())} for the "
-                    f"adaptive layout); the standard 16 px ViT grid needs {q['uniform16'].mean():,.0f} "
-                    f"({ui.fewer_phrase(q['reduction'].mean())}). For {vit} that is "
-                    f"{ui.speedup_phrase(q[f'{vit} speedup'].mean())} than the 16 px grid, in theory (FLOPs). ")
-            if with_fidelity and "psnr" in q:
-                text += (f"What the model sees stays close to the original: PSNR {q['psnr'].mean():.1f} dB, "
-                         f"SSIM {q['ssim'].mean():.3f} on average. ")
-            if n > 1:
-                text += (f"Biggest saving: {best['image']} ({ui.fewer_phrase(best['reduction'])} tokens than 16 px); "
-                         f"smallest: {worst['image']} ({ui.fewer_phrase(worst['reduction'])}). Flat images save the most; "
-                         "raise the threshold or set a budget on the Patch layout page to trade detail for tokens.")
-            st.info(md_escape(text), icon=":material/summarize:")
+
+def _summary_text(s: EfficiencySummary) -> str:
+    """The summary as sentences for a slide."""
+    n = s.images
+    text = (f"Across {n} image{'s' if n != 1 else ''}, the quadtree layout uses on average {s.tokens:,.0f} tokens. "
+            f"A fixed grid with the same finest detail ({s.finest_size} px) needs {s.uniform_min_tokens:,.0f} "
+            f"({ui.fewer_phrase(s.reduction_vs_uniform_min)} for the adaptive layout); the standard 16 px ViT grid "
+            f"needs {s.uniform16_tokens:,.0f} ({ui.fewer_phrase(s.reduction_vs_uniform16)}). For {s.vit} that is "
+            f"{ui.speedup_phrase(s.speedup_vs_uniform16)} than the 16 px grid, in theory (FLOPs). ")
+    if s.psnr is not None:
+        text += (f"What the model sees stays close to the original: PSNR {s.psnr:.1f} dB, SSIM {s.ssim:.3f} "
+                 "on average. ")
+    if n > 1:
+        text += (f"Biggest saving: {s.best_image} ({ui.fewer_phrase(s.best_reduction)} tokens than 16 px); "
+                 f"smallest: {s.worst_image} ({ui.fewer_phrase(s.worst_reduction)}). Flat images save the most; "
+                 "raise the threshold or set a budget on the Patch layout page to trade detail for tokens.")
+    return text
 
 
 st.title("Efficiency")

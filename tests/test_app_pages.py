@@ -198,3 +198,20 @@ def test_compare_solves_each_layout_for_the_same_budget() -> None:
 def test_device_choices_come_from_the_library() -> None:
     at = _app().run()
     assert list(at.selectbox(key="w_device").options) == ap.available_devices()
+
+
+def test_efficiency_summary_is_the_library_summary() -> None:
+    """The Efficiency page's summary sentence quotes ``adapatch.efficiency_summary`` of the same layouts."""
+    at = _app().run()
+    at.switch_page("pages/efficiency.py").run()
+    _ok(at)
+    items = []
+    for name in list_samples():
+        img = load_sample(name)
+        lay = ap.quadtree(img, threshold=0.1, min_size=8, max_size=64, budget=500, importance="std")
+        items.append((name, "quadtree", lay, ap.fidelity(img, lay)))
+    s = ap.efficiency_summary(ap.efficiency_rows(items), "quadtree", "ViT-B")
+    text = " ".join(str(i.value) for i in at.info).replace("\\", "")  # drop Markdown escapes
+    assert f"uses on average {s.tokens:,.0f} tokens" in text
+    assert f"needs {s.uniform16_tokens:,.0f}" in text
+    assert f"PSNR {s.psnr:.1f} dB" in text

@@ -19,12 +19,13 @@ threshold means the same on every image:
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
-import cv2
 import numpy as np
 
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adapatch-stats")
 _PARALLEL_MIN_VALUES = 1 << 20  # below ~1M values a second thread costs more than it saves
+_CHUNK_BYTES = 3 << 20  # rows summed per step: both reductions then read the chunk from cache
 
 IMPORTANCE_MEASURES = ("std", "variance", "mean_saliency", "max_saliency", "entropy")
 SALIENCY_MEASURES = ("mean_saliency", "max_saliency")
@@ -43,10 +44,11 @@ def pad_to_canvas(images: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
 
 def _pool2(x: np.ndarray, op: str = "sum") -> np.ndarray:
     """2x2 pooling over axes 1, 2 of ``[B, gh, gw, ...]`` (sum or max)."""
-    a, b_, c, d = x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]
-    if op == "sum":
-        return (a + b_) + (c + d)
-    return np.maximum(np.maximum(a, b_), np.maximum(c, d))
+    b, gh, gw = x.shape[:3]
+    r = x.reshape(b, gh // 2, 2, gw // 2, 2, -1)
+    f = np.add if op == "sum" else np.maximum
+    t = f(r[:, :, 0], r[:, :, 1])
+    return f(t[:, :, :, 0], t[:, :, :, 1]).reshape(b, gh // 2, gw // 2, *x.shape[3:])
 
 
 def _block_view(x: np.ndarray, m: int) -> np.ndarray:
@@ -56,43 +58,77 @@ def _block_view(x: np.ndarray, m: int) -> np.ndarray:
     return x.reshape(b, h // m, m, w // m, m * c)
 
 
-def _strip_sums(strip: np.ndarray, m: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Block sums of x (per channel, or over channels) and of x^2 for a ``[rows, cw, 3]`` strip.
+def _strip_sums(strip: np.ndarray, m: int, per_channel: bool, s1: np.ndarray, s2: np.ndarray) -> None:
+    """Block sums of x (per channel, or over channels) and of x^2 of a ``[rows, cw, 3]`` strip.
 
-    ``rows`` and ``cw`` are multiples of ``m``. Per-channel means come from OpenCV's area resize
-    (an exact block mean for an integer factor, SIMD); the other sums from einsum over
-    contiguous runs of ``m`` pixels (``3m`` values), then ``m`` consecutive rows are added.
+    Writes ``s1`` (``[rows/m, cw/m]``, or ``[3, rows/m, cw/m]`` per channel) and ``s2``
+    ``[rows/m, cw/m]`` (float64). ``rows`` and ``cw`` are multiples of ``m``. First the ``m``
+    rows of each block row are added column by column (``ones @ block_row`` and an ``einsum``
+    over the middle axis of ``[rows/m, m, cw*3]``: long contiguous SIMD runs, float32 over only
+    ``m`` values), which shrinks the data ``m``-fold; then each block's ``3m`` column sums are
+    added in float64 by one small matrix product.
     """
     rows, cw, c = strip.shape
-    r = strip.reshape(-1, m * c)
-    sq = np.einsum("ij,ij->i", r, r).reshape(rows // m, m, cw // m).sum(axis=1, dtype=np.float64)
-    if per_channel:
-        means = cv2.resize(strip, (cw // m, rows // m), interpolation=cv2.INTER_AREA)
-        s1 = means.astype(np.float64) * float(m * m)
+    gh, gw = rows // m, cw // m
+    v = strip.reshape(gh, m, cw * c)
+    col2 = np.einsum("ijk,ijk->ik", v, v).reshape(gh * gw, m * c).astype(np.float64)
+    col1 = np.matmul(_ones_row(m), v).reshape(gh * gw, m * c).astype(np.float64)
+    np.matmul(col2, _group_matrix(m, c, False), out=s2.reshape(gh * gw))
+    if per_channel:  # s1 is channel-first [c, gh, gw]
+        s1[...] = (col1 @ _group_matrix(m, c, True)).T.reshape(c, gh, gw)
     else:
-        s1 = np.einsum("ij->i", r).reshape(rows // m, m, cw // m).sum(axis=1, dtype=np.float64)
-    return s1, sq
+        np.matmul(col1, _group_matrix(m, c, False), out=s1.reshape(gh * gw))
+
+
+@lru_cache(maxsize=32)
+def _ones_row(m: int) -> np.ndarray:
+    """``[1, m]`` float32 ones: ``ones @ [gh, m, k]`` adds the ``m`` rows (BLAS, faster than ``sum``)."""
+    return np.ones((1, m), np.float32)
+
+
+@lru_cache(maxsize=32)
+def _group_matrix(m: int, c: int, per_channel: bool) -> np.ndarray:
+    """``[m*c, c]`` 0/1 matrix summing ``m`` interleaved pixels per channel (or ``[m*c]`` ones)."""
+    if not per_channel:
+        return np.ones(m * c)
+    return np.tile(np.eye(c), (m, 1))
+
+
+def _chunks(n: int, step: int) -> list[tuple[int, int]]:
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
 def block_sums(canvas: np.ndarray, m: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(S1, S2)`` over every ``m x m`` block of ``[B, ch, cw, 3]``: S1 ``[B, gh, gw(, 3)]``, S2 ``[B, gh, gw]``.
+    """``(S1, S2)`` over every ``m x m`` block of ``[B, ch, cw, 3]``: S2 ``[B, gh, gw]``; S1 the same, or
+    channel-first ``[3 * B, gh, gw]`` (channel c of image i at ``c * B + i``) when ``per_channel``.
 
-    Large inputs are cut into two row strips summed on two threads (numpy and OpenCV release
-    the GIL), so the image is read about once at memory speed.
+    The rows are processed in chunks of about ``_CHUNK_BYTES`` (so each chunk's two reductions
+    read it from cache, not memory), and large inputs split their chunks over two threads
+    (numpy releases the GIL), so the image is read about once.
     """
     b, ch, cw, c = canvas.shape
     flat = canvas.reshape(b * ch, cw, c)  # blocks never straddle images: ch % m == 0
-    gh_total = b * ch // m
+    gh_total, gw = b * ch // m, cw // m
+    s1 = np.empty((c, gh_total, gw) if per_channel else (gh_total, gw))
+    s2 = np.empty((gh_total, gw))
+    step = max(1, _CHUNK_BYTES // (m * cw * c * flat.itemsize))
+    chunks = _chunks(gh_total, step)
+
+    def run(part: list[tuple[int, int]]) -> None:
+        for lo, hi in part:
+            _strip_sums(flat[lo * m:hi * m], m, per_channel, s1[:, lo:hi] if per_channel else s1[lo:hi], s2[lo:hi])
+
     if canvas.size >= _PARALLEL_MIN_VALUES and gh_total >= 2:
-        cut = (gh_total // 2) * m
-        fut = _POOL.submit(_strip_sums, flat[:cut], m, per_channel)
-        s1b, s2b = _strip_sums(flat[cut:], m, per_channel)
-        s1a, s2a = fut.result()
-        s1, s2 = np.concatenate([s1a, s1b]), np.concatenate([s2a, s2b])
+        if len(chunks) < 2:
+            chunks = _chunks(gh_total, (gh_total + 1) // 2)
+        half = len(chunks) // 2
+        fut = _POOL.submit(run, chunks[:half])
+        run(chunks[half:])
+        fut.result()
     else:
-        s1, s2 = _strip_sums(flat, m, per_channel)
-    shape = (b, ch // m, cw // m)
-    return s1.reshape(*shape, *((3,) if per_channel else ())), s2.reshape(shape)
+        run(chunks)
+    shape = (b, ch // m, gw)
+    return (s1.reshape(c * b, *shape[1:]) if per_channel else s1.reshape(shape)), s2.reshape(shape)
 
 
 def importance_levels(canvas: np.ndarray, sizes: list[int], importance: str,
@@ -113,12 +149,20 @@ def importance_levels(canvas: np.ndarray, sizes: list[int], importance: str,
         for lvl, s in enumerate(reversed(sizes)):
             n = 3.0 * s * s
             if importance == "std":  # mean over channels of E[x_c^2] - E[x_c]^2
-                mean_c = s1[lvl] / (s * s)
-                var = np.maximum(s2[lvl] / n - (mean_c * mean_c).mean(axis=-1), 0.0)
+                s1c = s1[lvl].reshape(3, -1, *s1[lvl].shape[1:])
+                sq_mean = np.einsum("c...,c...->...", s1c, s1c) / (n * s * s)
             else:
-                mean = s1[lvl] / n
-                var = np.maximum(s2[lvl] / n - mean * mean, 0.0)
-            out.append(np.minimum(np.sqrt(var) * 2.0, 1.0) if importance == "std" else np.minimum(var * 4.0, 1.0))
+                sq_mean = s1[lvl] / n
+                sq_mean *= sq_mean
+            var = s2[lvl] / n
+            var -= sq_mean
+            np.maximum(var, 0.0, out=var)
+            if importance == "std":
+                np.sqrt(var, out=var)
+                var *= 2.0
+            else:
+                var *= 4.0
+            out.append(np.minimum(var, 1.0, out=var))
         return out[::-1]
     if importance in SALIENCY_MEASURES:
         if saliency is None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .importance import ENTROPY_BINS, IMPORTANCE_MEASURES, SALIENCY_MEASURES, importance_levels, pad_to_canvas
-from .layout import PatchLayout, padded_canvas
+from .layout import BOX_DTYPE, PatchLayout, padded_canvas
 from .validation import check_choice, check_float, check_int, check_power_of_two
 
 DEFAULT_THRESHOLD = 0.1
@@ -113,10 +113,17 @@ def _leaves(prep: _Prepared, split: list[np.ndarray]) -> list[np.ndarray]:
             exists = (exists & split[lvl]).repeat(2, axis=1).repeat(2, axis=2)
         else:
             corner[:, ::f, ::f][exists] = s
-    bi, yi, xi = np.nonzero(corner)
-    boxes = np.stack([yi * m, xi * m, corner[bi, yi, xi]], axis=1)
-    counts = np.bincount(bi, minlength=b)
-    return np.split(boxes, np.cumsum(counts)[:-1])
+    gw = corner.shape[2]
+    idx = np.flatnonzero(corner)
+    boxes = np.empty((len(idx), 3), BOX_DTYPE)
+    boxes[:, 2] = corner.ravel().take(idx)
+    cell = idx % (corner.shape[1] * gw) if b > 1 else idx
+    yi, xi = np.divmod(cell, gw)
+    np.multiply(yi, m, out=boxes[:, 0], casting="unsafe")
+    np.multiply(xi, m, out=boxes[:, 1], casting="unsafe")
+    if b == 1:
+        return [boxes]
+    return np.split(boxes, np.searchsorted(idx, np.arange(1, b) * corner[0].size))
 
 
 def _budget_split(prep: _Prepared, p: list[np.ndarray], threshold: float | None, budget: int) -> list[np.ndarray]:

@@ -180,3 +180,15 @@ def to_png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def enlarge(image: np.ndarray, layout: PatchLayout, factor: int) -> tuple[np.ndarray, PatchLayout]:
+    """A small image and its layout enlarged by an integer ``factor`` (nearest neighbour), so a
+    tiny model-input frame (e.g. 64x64) can be drawn with thin lines at display size."""
+    factor = check_int("factor", factor, 1, 64)
+    a = np.asarray(image)
+    big = cv2.resize(a, (a.shape[1] * factor, a.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
+    lay = PatchLayout(layout.height * factor, layout.width * factor, (layout.canvas[0] * factor, layout.canvas[1] * factor),
+                      layout.boxes.astype(np.int64) * factor, layout.dropped.astype(np.int64) * factor,
+                      layout.strategy, dict(layout.params))
+    return big, lay

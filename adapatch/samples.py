@@ -44,6 +44,11 @@ def list_task_samples() -> list[str]:
     return [n for n in _task_labels() if (TASK_SAMPLES_DIR / f"{n}.png").is_file()]
 
 
+def task_sample_label(name: str) -> int | None:
+    """The true digit of a task sample, or None for any other name."""
+    return _task_labels().get(name)
+
+
 def describe_sample(name: str) -> str:
     """One-line description of a sample."""
     if name in _task_labels():

@@ -35,10 +35,37 @@ def test_safetensors_bytes_load_the_same_model(tmp_path) -> None:
     assert set(sd) == set(vit.state_dict())
     assert torch.equal(sd["pos_embed"], vit.state_dict()["pos_embed"])
     loaded = load_model_bytes(path.read_bytes(), "small.safetensors", device="cpu")
-    assert loaded.pretrained and loaded.weights_source == "file small.safetensors"
-    assert (loaded.config.img_size, loaded.config.patch_size, loaded.config.depth) == (32, 16, 2)
+    assert loaded.config == vit.config  # save_model writes the config into the file's metadata
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval().forward_fixed(_x()), vit.eval().forward_fixed(_x()))
+
+
+def test_untrained_save_model_file_stays_random_and_its_attention_is_refused(tmp_path) -> None:
+    from adapatch.model import attention_saliency, prune_tokens_attention
+
+    vit = _small_vit()
+    path = tmp_path / "random.safetensors"
+    save_model(vit, path)
+    img = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    for loaded in (load_model_bytes(path.read_bytes(), "random.safetensors", device="cpu"),
+                   resolve_model(str(path))):
+        assert not loaded.pretrained and "random weights" in loaded.weights_source
+        with pytest.raises(ValueError, match="random weights"):
+            attention_saliency(img, loaded)
+        with pytest.raises(ValueError, match="random weights"):
+            prune_tokens_attention(img, ap.uniform(32, 32, 16), loaded)
+    vit.pretrained = True  # a trained model, saved: loads as trained
+    save_model(vit, path)
+    assert load_model_bytes(path.read_bytes(), "random.safetensors", device="cpu").pretrained
+
+
+def test_task_vit_saved_by_save_model_round_trips_with_its_heads(tmp_path) -> None:
+    task, _ = load_task_model(device="cpu")
+    path = tmp_path / "task_vit.safetensors"
+    save_model(task.vit, path)
+    loaded = load_model_bytes(path.read_bytes(), "task_vit.safetensors", device="cpu")
+    assert loaded.config == task.vit.config and loaded.config.heads == 3 and loaded.pretrained
+    assert loaded.weights_source == "file task_vit.safetensors"
 
 
 def test_torch_save_bytes_with_weights_only(tmp_path) -> None:
@@ -102,6 +129,7 @@ def test_resolve_and_describe_models(tmp_path) -> None:
     vit = resolve_model(str(path))
     d2 = describe_model(vit)
     assert not d2["task_model"] and not d2["has_pruner"] and d2["img_size"] == 32 and d2["patch_size"] == 16
+    assert not d2["pretrained"]
     with pytest.raises(ValueError, match="timm"):
         resolve_model("vit_tiny_patch16_224_not_a_file")  # no timm here -> clear error, nothing downloaded
     with pytest.raises(ValueError, match="model must be"):

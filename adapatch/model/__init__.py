@@ -5,7 +5,8 @@ and the bundled task model trained on cluttered digits by ``python -m adapatch.e
 Nothing is downloaded at import; timm is optional and only used by ``load_model(<timm name>)``.
 """
 
-from .api import PruneResult, model_grid, prune_tokens_attention, prune_tokens_learned, selector_importance, selector_layout
+from .api import (PruneResult, model_grid, prune_tokens_attention, prune_tokens_learned, pruned_macs, selector_importance,
+                  selector_layout)
 from .attention import attention_saliency, attention_tokens, cls_attention, rollout
 from .batching import DynamicBatcher, forward_packed, forward_padded, pack_sequences, pad_sequences
 from .embed import AdaptivePatchEmbed, TokenBatch
@@ -26,7 +27,7 @@ __all__ = [
     "forward_packed", "forward_padded", "forward_pruned", "forward_pruned_train", "latency_curve",
     "TASK", "describe_model", "load_model", "load_model_bytes", "load_task_model", "model_grid",
     "read_state_dict_bytes", "resolve_model", "model_macs", "pack_sequences", "pad_sequences", "prepare_image",
-    "prune_tokens_attention", "prune_tokens_learned", "read_state_dict", "relaxed_mask", "resize_for_model",
+    "prune_tokens_attention", "prune_tokens_learned", "pruned_macs", "read_state_dict", "relaxed_mask", "resize_for_model",
     "rollout", "sample_pos_embed", "save_model", "select_topk", "selector_importance", "selector_layout",
     "sparsity_penalty",
 ]

@@ -60,6 +60,19 @@ def _prune(image: np.ndarray, layout: PatchLayout, model, keep_ratio: float, lay
     return PruneResult(kept, pruned, out.scores[0].double().cpu().numpy(), pred)
 
 
+def pruned_macs(model, result: PruneResult) -> tuple[int, int]:
+    """``(full, pruned)`` MACs of ``model`` on ``result``'s layout: every token through every block,
+    against the pruned run (all tokens up to the prune layer, the kept ones after it, plus EViT's
+    fused token). Same formula as ``adapatch.efficiency`` (``latency.model_macs``)."""
+    from .latency import model_macs
+    cfg = as_vit(model).config
+    lay = result.layout
+    n = lay.num_tokens + len(lay.dropped)
+    layer = int(lay.params.get("prune_layer", 0))
+    extra = 1 if lay.params.get("pruned_by") == "attention" and len(lay.dropped) else 0
+    return model_macs(cfg, n), model_macs(cfg, n, prune_layer=layer, kept_tokens=lay.num_tokens, extra_tokens=extra)
+
+
 def model_grid(model) -> PatchLayout:
     """The model's own fixed grid: ``uniform(img_size, img_size, patch_size)`` (the frame of
     ``resize_for_model``)."""

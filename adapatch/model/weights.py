@@ -149,28 +149,68 @@ def model_from_state_dict(sd: dict[str, torch.Tensor], config: ViTConfig | None 
 def load_model(source: str | Path, device: str | torch.device = "auto", **overrides) -> VisionTransformer:
     """A ViT with weights from a local file, or from timm by model name when timm is installed.
 
-    A ``config.json`` next to the file (``ViTConfig`` fields) is used when present; otherwise the
-    architecture is inferred from the tensors (``overrides`` take precedence).
+    The architecture comes from ``overrides``, then the config ``save_model`` writes into a
+    safetensors file, then a ``config.json`` next to the file (``ViTConfig`` fields), else it is
+    inferred from the tensors. A file ``save_model`` wrote from an untrained model keeps
+    ``pretrained=False`` (its attention is refused as meaningless).
     """
     path = Path(source)
-    if path.suffix in (".safetensors", ".pt", ".pth", ".bin") or path.exists():
+    if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         sd = read_state_dict(path)
+        meta: dict[str, str] = {}
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(path), "pt") as f:
+                meta = dict(f.metadata() or {})
         cfg_file = path.with_name("config.json")
-        if cfg_file.is_file():
+        if "adapatch.config" not in meta and cfg_file.is_file():
             d = json.loads(cfg_file.read_text()).get("vit", {})
-            cfg = ViTConfig.from_dict({**d, **overrides}) if d else config_from_state_dict(sd, **overrides)
-        else:
-            cfg = config_from_state_dict(sd, **overrides)
-        return model_from_state_dict(sd, cfg, f"file {path.name}", device)
+            if d:
+                meta["adapatch.config"] = json.dumps(d)
+        return _model_with_metadata(sd, meta, f"file {path.name}", device, overrides)
     return load_timm(str(source), device, **overrides)
 
 
 def load_model_bytes(data: bytes, name: str = "checkpoint.safetensors", device: str | torch.device = "auto",
                      **overrides) -> VisionTransformer:
-    """A ViT from checkpoint bytes (see ``read_state_dict_bytes``); the architecture is inferred
-    from the tensors (``overrides`` take precedence)."""
+    """A ViT from checkpoint bytes (see ``read_state_dict_bytes``). The architecture comes from
+    ``overrides``, then the config ``save_model`` writes into safetensors files, else it is
+    inferred from the tensors; an untrained ``save_model`` file keeps ``pretrained=False``."""
     sd = read_state_dict_bytes(data, name)
-    return model_from_state_dict(sd, config_from_state_dict(sd, **overrides), f"file {name}", device)
+    meta = safetensors_metadata(data) if str(name).lower().endswith(".safetensors") else {}
+    return _model_with_metadata(sd, meta, f"file {name}", device, overrides)
+
+
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` strings of safetensors bytes (header only; {} when absent or unreadable)."""
+    if len(data) < 8:
+        return {}
+    n = int.from_bytes(bytes(data[:8]), "little")
+    if n > min(len(data) - 8, 100_000_000):
+        return {}
+    try:
+        meta = json.loads(bytes(data[8:8 + n])).get("__metadata__") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def _model_with_metadata(sd: dict[str, torch.Tensor], meta: dict[str, str], source: str,
+                         device: str | torch.device, overrides: dict) -> VisionTransformer:
+    """Build the ViT (config from metadata when present) and mark untrained ``save_model`` files."""
+    if "adapatch.config" in meta:
+        try:
+            d = json.loads(meta["adapatch.config"])
+        except ValueError:
+            raise ValueError(f"{source}: its adapatch config metadata is not JSON") from None
+        cfg = ViTConfig.from_dict({**d, **overrides})
+    else:
+        cfg = config_from_state_dict(sd, **overrides)
+    model = model_from_state_dict(sd, cfg, source, device)
+    if meta.get("adapatch.pretrained") == "false":
+        model.pretrained = False
+        model.weights_source = f"{source} (random weights: saved by adapatch from an untrained model)"
+    return model
 
 
 def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> VisionTransformer:
@@ -183,7 +223,8 @@ def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> Vi
     try:
         tm = timm.create_model(name, pretrained=True)
     except Exception as e:  # hub unreachable, unknown name
-        raise ValueError(f"timm could not provide pretrained weights for {name!r}: {type(e).__name__}: {e}") from None
+        raise ValueError(f"timm could not provide pretrained weights for {name!r}: {type(e).__name__}: "
+                         f"{_first_line(e)}") from None
     sd = tm.state_dict()
     dc = getattr(tm, "pretrained_cfg", {}) or {}
     cfg = config_from_state_dict(sd, heads=getattr(tm.blocks[0].attn, "num_heads", None) or
@@ -194,6 +235,10 @@ def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> Vi
 
 
 def save_model(model: VisionTransformer, path: str | Path) -> None:
-    """Write the ViT's tensors (timm names) to ``.safetensors``."""
+    """Write the ViT's tensors (timm names) to ``.safetensors``, with its config and whether it is
+    trained (``model.pretrained``) as metadata, so ``load_model`` rebuilds it exactly and keeps
+    refusing the attention of an untrained one. Set ``model.pretrained = True`` after training."""
     from safetensors.torch import save_file
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+    meta = {"adapatch.config": json.dumps(model.config.to_dict()),
+            "adapatch.pretrained": "true" if model.pretrained else "false"}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path), metadata=meta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import adapatch as ap
-from adapatch.app_support import compute, recipes, state, ui
+from adapatch.app_support import compute, model_source, model_view, recipes, state, ui
 from adapatch.app_support.images import ImageEntry
 
 IMPORTANCE_HELP = {
@@ -21,6 +21,40 @@ def _clamp(lo: int, hi: int):
     return lambda v: int(min(max(int(v), lo), hi))
 
 
+def selector_view(entry: ImageEntry, top, left, right) -> None:
+    """The learned selector's keep probabilities and its top-k layout, in the model's input frame."""
+    with left:
+        picked = model_source.picker()
+        if picked is None:
+            return
+        model_source.summary(*picked, state.current_key())
+        from adapatch.model import describe_model
+        d = describe_model(picked[1])
+        if not d["has_selector"]:
+            st.warning("The learned selector is part of the bundled task model only; pick it to see this view.",
+                       icon=":material/block:")
+            return
+        cells = d["grid_size"] ** 2
+        k = state.widget("selector_k", st.slider, "Tokens kept (top-k cells)", 1, cells, clamp=_clamp(1, cells),
+                         help=f"The selector scores each of the model's {cells} grid cells; the k most likely are kept.")
+        vit = state.widget("vit", st.selectbox, "ViT preset for FLOPs", options=ap.VIT_PRESETS)
+    settings = recipes.layout_settings(strategy="learned_selector")
+    lay = compute.layout(entry, settings)
+    eff = ap.efficiency(lay, vit)
+    slots = ui.efficiency_metrics(eff, lay, container=top)
+    size = d["img_size"]
+    with right:
+        c1, c2 = st.columns(2)
+        c1.image(model_view.selector_png(entry, settings), output_format="PNG", width="stretch",
+                 caption=f"Learned selector: keep probability of each {d['patch_size']} px cell")
+        c2.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
+                 caption=f"Top-{k} of {cells} cells kept; the rest dimmed")
+        st.caption(f"Both in the model's {size}x{size} input frame: the image resized to {size}x{size} (aspect not "
+                   "kept). The numbers above are for this frame.")
+    ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
+    ui.export_section(entry, settings, lay, kind="tokens", key="layout_export")
+
+
 @st.fragment
 def layout_view(entry: ImageEntry) -> None:
     with ui.guard():
@@ -28,10 +62,17 @@ def layout_view(entry: ImageEntry) -> None:
         left, right = st.columns([1, 2.6], gap="medium")
         with left:
             st.markdown("**Layout settings**")
-            strategy = state.widget("strategy", st.segmented_control, "Strategy", options=["quadtree", "greedy"],
+            strategy = state.widget("strategy", st.segmented_control, "Strategy", options=list(recipes.STRATEGIES),
+                                    format_func=lambda s: recipes.STRATEGIES.get(s, s),
                                     help="quadtree: split squares whose importance exceeds the threshold; "
-                                         "greedy: give the most salient cells the smallest patches within a budget.")
+                                         "greedy: give the most salient cells the smallest patches within a budget; "
+                                         "learned selector: the bundled model's trained selector keeps the top-k "
+                                         "cells of its grid.")
             strategy = strategy or "quadtree"
+        if strategy == "learned_selector":
+            selector_view(entry, top, left, right)
+            return
+        with left:
             quad = strategy == "quadtree"
             importance = state.widget("importance", st.selectbox, "Importance measure", options=ap.IMPORTANCE_MEASURES,
                                       format_func=lambda m: f"{m} · {IMPORTANCE_HELP.get(m, '')}",

@@ -1,12 +1,47 @@
-"""Token pruning: score the uniform grid's tokens, keep the top fraction, see what is dropped."""
+"""Token pruning: score the uniform grid's tokens, keep the top fraction, see what is dropped.
+
+Scorers: saliency mean / max per token (any image, any grid), or a model's own scores (learned
+``TokenPruner``, EViT attention) on the model's patch grid of the image resized to its input.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
 import adapatch as ap
-from adapatch.app_support import compute, recipes, state, ui
+from adapatch.app_support import compute, model_source, recipes, state, ui
 from adapatch.app_support.images import ImageEntry
+from adapatch.samples import task_sample_label
+
+
+def _model_scorer_ready(scorer: str) -> tuple[model_source.ModelRef, object] | None:
+    """Picker for the model scorers; None (with the reason shown) when nothing usable is picked."""
+    picked = model_source.picker()
+    if picked is None:
+        return None
+    ref, model = picked
+    model_source.summary(ref, model, state.current_key())
+    from adapatch.model import describe_model
+    if scorer == "learned" and not describe_model(model)["has_pruner"]:
+        st.warning("Learned pruning needs a trained TokenPruner; only the bundled task model has one. Pick it, "
+                   "or use the attention scorer with this model.", icon=":material/block:")
+        return None
+    return picked
+
+
+def _model_numbers(res, model, container) -> None:
+    """Prediction from the kept tokens and the model's own MACs, full grid vs pruned."""
+    from adapatch.model import pruned_macs
+    full, pruned = pruned_macs(model, res)
+    c1, c2 = container.columns(2)
+    pred = "no classifier head" if res.prediction is None else f"class {res.prediction}"
+    truth = task_sample_label(state.current_key()[len("sample:"):]) if state.current_key().startswith("sample:") else None
+    c1.metric("Prediction (kept tokens)", pred, delta=None if truth is None else f"true digit {truth}",
+              delta_color="off", delta_arrow="off", help="What the model predicts from the tokens it kept.")
+    c2.metric("Model MACs", f"×{pruned / full:.3f}", delta=f"{pruned / 1e6:.1f} M of {full / 1e6:.1f} M",
+              delta_color="off", delta_arrow="off",
+              help="This model's multiply-accumulates with pruning after block "
+                   f"{res.layout.params.get('prune_layer')} against its full grid (same formula as the FLOPs).")
 
 
 @st.fragment
@@ -14,26 +49,49 @@ def pruning_view(entry: ImageEntry) -> None:
     with ui.guard():
         top = st.container()
         left, right = st.columns([1, 3], gap="medium")
+        picked = None
         with left:
             st.markdown("**Pruning settings**")
-            patch = state.widget("prune_patch", st.selectbox, "Grid patch size (px)", options=[8, 16, 32],
-                                 help="The fixed ViT grid whose tokens are scored and pruned.")
             scorer = state.widget("prune_scorer", st.selectbox, "Token scorer", options=list(recipes.PRUNE_SCORERS),
                                   format_func=lambda s: recipes.PRUNE_SCORERS[s],
-                                  help="Saliency (method from the Saliency page) averaged or maxed over each token.")
+                                  help="Saliency (method from the Saliency page) averaged or maxed over each token, "
+                                       "or a ViT's own scores: its learned TokenPruner, or EViT's CLS attention "
+                                       "(the dropped tokens are fused into one).")
+            model_based = scorer in recipes.MODEL_SCORERS
+            patch = state.widget("prune_patch", st.selectbox, "Grid patch size (px)", options=[8, 16, 32],
+                                 disabled=model_based,
+                                 help="The fixed ViT grid whose tokens are scored and pruned (model scorers use "
+                                      "the model's own patch grid).")
             keep = state.widget("keep_ratio", st.slider, "Keep ratio", 0.05, 1.0, step=0.05, format="%.2f",
                                 help="Fraction of tokens kept (the highest-scoring ones).")
             vit = state.widget("vit", st.selectbox, "ViT preset for FLOPs", options=ap.VIT_PRESETS)
-            st.caption(f"Saliency: **{recipes.current_saliency()['method']}** (change it on the Saliency page).")
-        settings = recipes.prune_settings(keep, patch, scorer)
-        lay = compute.layout(entry, settings)
+            if model_based:
+                picked = _model_scorer_ready(scorer)
+                if picked is None:
+                    return
+            else:
+                st.caption(f"Saliency: **{recipes.current_saliency()['method']}** (change it on the Saliency page).")
+        if model_based:
+            from adapatch.model import describe_model
+            d = describe_model(picked[1])
+            settings = recipes.prune_settings(keep, d["patch_size"], scorer)
+            res = compute.model_prune(entry, settings)
+            lay = res.layout
+            frame_note = (f" of the model's {d['grid_size']}x{d['grid_size']} grid, on the image resized to "
+                          f"{d['img_size']}x{d['img_size']} (its input)")
+        else:
+            settings = recipes.prune_settings(keep, patch, scorer)
+            lay = compute.layout(entry, settings)
+            frame_note = ""
         eff = ap.efficiency(lay, vit)
         slots = ui.efficiency_metrics(eff, lay, container=top)
+        if model_based:
+            _model_numbers(res, picked[1], top)
         with right:
             c1, c2 = st.columns(2)
             c1.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
                      caption=f"Kept {ui.fmt_int(lay.num_tokens)} of {ui.fmt_int(lay.num_tokens + len(lay.dropped))} "
-                             f"tokens; dropped tokens dimmed")
+                             f"tokens{frame_note}; dropped tokens dimmed")
             c2.image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
                      width="stretch", caption="What the model sees: dropped tokens carry no information (mean colour)")
         ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
@@ -42,6 +100,6 @@ def pruning_view(entry: ImageEntry) -> None:
 
 with ui.guard("image"):
     _entry = state.current()
-    ui.page_header("Token pruning", "A standard ViT grid, each token scored by saliency; only the best-scoring "
-                   "fraction reaches the transformer.", _entry)
+    ui.page_header("Token pruning", "A ViT grid, each token scored by saliency or by a model; only the "
+                   "best-scoring fraction reaches the transformer.", _entry)
     pruning_view(_entry)

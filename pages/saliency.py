@@ -6,7 +6,7 @@ import streamlit as st
 
 import adapatch as ap
 from adapatch import render
-from adapatch.app_support import compute, state, ui
+from adapatch.app_support import compute, model_source, recipes, state, ui
 from adapatch.app_support.images import ImageEntry, md_escape
 
 
@@ -47,17 +47,29 @@ def saliency_view(entry: ImageEntry) -> None:
             stored = state.get("saliency_params").setdefault(method, {})
             params = {}
             for name, default in m.defaults.items():
+                if method == "attention" and name == "model":
+                    continue  # the model picker below chooses it
                 params[name] = _param_widget(method, name, default, m.param_ranges.get(name),
                                              stored.get(name, default), m.param_choices.get(name))
             stored.update(params)
             alpha = state.widget("heat_alpha", st.slider, "Heatmap opacity", 0.0, 1.0, step=0.05)
             colormap = state.widget("colormap", st.selectbox, "Colour map", options=list(render.COLORMAPS))
+            if method == "attention":
+                picked = model_source.picker()
+                if picked is None:
+                    return
+                model_source.summary(*picked, state.current_key())
         spec = compute.saliency_spec(method, params)
+        if method == "attention":
+            spec["params"]["model"] = recipes.model_name()
         with right:
             c1, c2 = st.columns(2)
             c1.image(compute.display_image(entry), width="stretch", caption="Original")
+            what = f"{method} saliency"
+            if method == "attention":
+                what = f"{spec['params']['mode']} attention of {model_source.current_ref().label}, upsampled from its token grid,"
             c2.image(compute.heatmap_png(entry, spec, alpha, colormap), output_format="PNG", width="stretch",
-                     caption=f"{method} saliency over the image (opacity {alpha:.2f}, {colormap})")
+                     caption=f"{what} over the image (opacity {alpha:.2f}, {colormap})")
             counts, edges = compute.saliency_histogram(entry, spec)
             st.plotly_chart(ui.histogram_figure(counts, edges, "Saliency values (all pixels)"),
                             config=ui.PLOT_CONFIG, key="saliency_hist")

@@ -1,8 +1,11 @@
 """Cached calls into ``adapatch``: one bounded ``st.cache_data`` per kind of result.
 
-Every cached function is keyed on the image's content digest plus the settings as canonical JSON;
-the image (and saliency map) are passed as underscore arguments so Streamlit never hashes the
-arrays. Nothing here computes what the library computes: these are thin wrappers.
+Every cached function is keyed on the image's content digest plus the settings as canonical JSON
+(plus the picked model's key, ``model_source.ModelRef.key``, when the settings use a model); the
+image, saliency map and model are passed as underscore arguments so Streamlit never hashes them.
+Nothing here computes what the library computes: these are thin wrappers. Model-based settings
+(learned/attention pruning, the learned selector) work on the image resized to the model's input
+(``frame``); their pictures are enlarged (nearest neighbour) for display.
 """
 
 from __future__ import annotations
@@ -10,17 +13,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import cv2
 import numpy as np
 import streamlit as st
 
 import adapatch as ap
 from adapatch import render
-from adapatch.export import layout_from_settings, needs_saliency, normalize_settings
+from adapatch.export import (in_model_frame, layout_from_settings, model_prune_from_settings,
+                             needs_saliency, normalize_settings, settings_model)
 
 from .images import ImageEntry, load_sample_entry, to_display
 
 DISPLAY_SIDE = 1024
 """Longest side, in pixels, of images sent to the browser (overlays are drawn at this size)."""
+MODEL_DISPLAY_SIDE = 512
+"""Model-input frames (64 px for the bundled model) are enlarged by an integer factor to about this."""
 
 
 def canonical(obj: Any) -> str:
@@ -42,33 +49,57 @@ def saliency_spec(method: str, params: dict | None = None) -> dict:
     return {"method": method, "params": {**methods[method].defaults, **(params or {})}}
 
 
+def model_key(uses_model: bool) -> str:
+    """The picked model's cache key when a result depends on it (no loading needed)."""
+    if not uses_model:
+        return ""
+    from .model_source import current_ref
+    return current_ref().key
+
+
+def picked_model(uses_model: bool):
+    if not uses_model:
+        return None
+    from .model_source import current_model
+    return current_model()[1]
+
+
+def spec_key(spec: dict) -> str:
+    """Cache key of a saliency spec (the model's key added for attention)."""
+    return canonical(spec) + "|" + model_key(spec["method"] == "attention")
+
+
 @st.cache_data(max_entries=48, show_spinner=False)
-def _saliency(digest: str, spec_json: str, _image: np.ndarray) -> np.ndarray:
+def _saliency(digest: str, key: str, spec_json: str, _image: np.ndarray, _model) -> np.ndarray:
     spec = json.loads(spec_json)
-    return ap.saliency(_image, spec["method"], **spec["params"])
+    params = dict(spec["params"])
+    if _model is not None:  # attention: the picked model object instead of its name
+        params["model"] = _model
+    return ap.saliency(_image, spec["method"], **params)
 
 
 def saliency_map(entry: ImageEntry, spec: dict) -> np.ndarray:
-    return _saliency(entry.digest, canonical(spec), entry.array)
+    uses = spec["method"] == "attention"
+    return _saliency(entry.digest, spec_key(spec), canonical(spec), entry.array, picked_model(uses))
 
 
 @st.cache_data(max_entries=48, show_spinner=False)
-def _histogram(digest: str, spec_json: str, bins: int, _sal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _histogram(digest: str, key: str, bins: int, _sal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.histogram(_sal, bins=bins, range=(0.0, 1.0))
 
 
 def saliency_histogram(entry: ImageEntry, spec: dict, bins: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    return _histogram(entry.digest, canonical(spec), bins, saliency_map(entry, spec))
+    return _histogram(entry.digest, spec_key(spec), bins, saliency_map(entry, spec))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _heatmap_png(digest: str, spec_json: str, alpha: float, colormap: str, max_side: int,
+def _heatmap_png(digest: str, key: str, alpha: float, colormap: str, max_side: int,
                  _image: np.ndarray, _sal: np.ndarray) -> bytes:
     return render.to_png_bytes(render.heatmap(_image, _sal, alpha=alpha, colormap=colormap, max_side=max_side))
 
 
 def heatmap_png(entry: ImageEntry, spec: dict, alpha: float, colormap: str, max_side: int = DISPLAY_SIDE) -> bytes:
-    return _heatmap_png(entry.digest, canonical(spec), float(alpha), colormap, max_side, entry.array,
+    return _heatmap_png(entry.digest, spec_key(spec), float(alpha), colormap, max_side, entry.array,
                         saliency_map(entry, spec))
 
 
@@ -90,19 +121,63 @@ def full_settings(entry: ImageEntry, settings: dict) -> dict:
     return normalize_settings(s)
 
 
+def settings_key(s: dict) -> str:
+    """Cache key of normalised settings (the picked model's key added when they use a model)."""
+    return canonical(s) + "|" + model_key(settings_model(s) is not None)
+
+
 def _sal_for(entry: ImageEntry, s: dict) -> np.ndarray | None:
     return saliency_map(entry, s["saliency"]) if needs_saliency(s) else None
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _frame(digest: str, model_key: str, _image: np.ndarray, _model) -> np.ndarray:
+    from adapatch.model import resize_for_model
+    return resize_for_model(_image, _model)
+
+
+def frame(entry: ImageEntry, settings: dict) -> np.ndarray:
+    """The image the settings' layout refers to: the image, or for model-based settings the image
+    resized to the model's input (``adapatch.export.frame_image``)."""
+    s = full_settings(entry, settings)
+    if not in_model_frame(s):
+        return entry.array
+    return _frame(entry.digest, model_key(True), entry.array, picked_model(True))
+
+
+def display_factor(entry: ImageEntry, settings: dict) -> int:
+    """Integer enlargement for drawing the settings' result (1 unless it is in a small model frame)."""
+    if not in_model_frame(full_settings(entry, settings)):
+        return 1
+    h, w = frame(entry, settings).shape[:2]
+    return max(1, MODEL_DISPLAY_SIDE // max(h, w))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _model_prune(digest: str, key: str, settings_json: str, _image: np.ndarray, _model):
+    return model_prune_from_settings(_image, json.loads(settings_json), _model)
+
+
+def model_prune(entry: ImageEntry, settings: dict):
+    """``adapatch.model.PruneResult`` of learned/attention prune settings (on the model's input frame)."""
+    s = full_settings(entry, settings)
+    return _model_prune(entry.digest, settings_key(s), canonical(s), entry.array, picked_model(True))
+
+
 @st.cache_data(max_entries=128, show_spinner=False)
-def _layout(digest: str, settings_json: str, _image: np.ndarray, _sal: np.ndarray | None) -> ap.PatchLayout:
-    return layout_from_settings(_image, json.loads(settings_json), _sal)
+def _layout(digest: str, key: str, settings_json: str, _image: np.ndarray, _sal: np.ndarray | None,
+            _model) -> ap.PatchLayout:
+    return layout_from_settings(_image, json.loads(settings_json), _sal, model=_model)
 
 
 def layout(entry: ImageEntry, settings: dict) -> ap.PatchLayout:
-    """The layout ``settings`` describe for ``entry`` (see ``adapatch.export``)."""
+    """The layout ``settings`` describe for ``entry`` (see ``adapatch.export``; model-based settings
+    give a layout of ``frame(entry, settings)``)."""
     s = full_settings(entry, settings)
-    return _layout(entry.digest, canonical(s), entry.array, _sal_for(entry, s))
+    if s["prune"] is not None and s["prune"]["model"] is not None:
+        return model_prune(entry, settings).layout
+    uses = settings_model(s) is not None
+    return _layout(entry.digest, settings_key(s), canonical(s), entry.array, _sal_for(entry, s), picked_model(uses))
 
 
 @st.cache_data(max_entries=48, show_spinner=False)
@@ -114,23 +189,25 @@ def _curve(digest: str, key: str, min_size: int, max_size: int, importance: str,
 def threshold_curve(entry: ImageEntry, sal_spec: dict, min_size: int, max_size: int, importance: str) -> ap.ThresholdCurve:
     from adapatch.importance import SALIENCY_MEASURES
     sal = saliency_map(entry, sal_spec) if importance in SALIENCY_MEASURES else None
-    key = canonical(sal_spec) if sal is not None else ""
+    key = spec_key(sal_spec) if sal is not None else ""
     return _curve(entry.digest, key, min_size, max_size, importance, entry.array, sal)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _fidelity(digest: str, settings_json: str, device: str, _image: np.ndarray, _layout: ap.PatchLayout) -> dict:
+def _fidelity(digest: str, key: str, device: str, _image: np.ndarray, _layout: ap.PatchLayout) -> dict:
     return ap.fidelity(_image, _layout, device=device)
 
 
 def fidelity(entry: ImageEntry, settings: dict, device: str = "auto") -> dict:
     s = full_settings(entry, settings)
-    return _fidelity(entry.digest, canonical(s), device, entry.array, layout(entry, settings))
+    return _fidelity(entry.digest, settings_key(s), device, frame(entry, settings), layout(entry, settings))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _overlay_png(digest: str, settings_json: str, kind: str, max_side: int | None, _image: np.ndarray,
+def _overlay_png(digest: str, key: str, kind: str, max_side: int | None, factor: int, _image: np.ndarray,
                  _layout: ap.PatchLayout) -> bytes:
+    if factor > 1:
+        _image, _layout = render.enlarge(_image, _layout, factor)
     if kind == "tokens":
         return render.to_png_bytes(render.token_map(_image, _layout, max_side=max_side))
     return render.to_png_bytes(render.layout_overlay(_image, _layout, max_side=max_side))
@@ -139,20 +216,24 @@ def _overlay_png(digest: str, settings_json: str, kind: str, max_side: int | Non
 def overlay_png(entry: ImageEntry, settings: dict, kind: str = "layout", max_side: int | None = DISPLAY_SIDE) -> bytes:
     """PNG of the layout overlay (``kind="layout"``) or pruned-token map (``"tokens"``)."""
     s = full_settings(entry, settings)
-    return _overlay_png(entry.digest, canonical(s), kind, max_side, entry.array, layout(entry, settings))
+    return _overlay_png(entry.digest, settings_key(s), kind, max_side, display_factor(entry, settings),
+                        frame(entry, settings), layout(entry, settings))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _reconstruction_png(digest: str, settings_json: str, device: str, max_side: int, _image: np.ndarray,
+def _reconstruction_png(digest: str, key: str, device: str, max_side: int, factor: int, _image: np.ndarray,
                         _layout: ap.PatchLayout) -> bytes:
     rec = ap.reconstruct(_image, _layout, device=device)
+    if factor > 1:
+        rec = cv2.resize(rec, (rec.shape[1] * factor, rec.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
     return render.to_png_bytes(to_display(rec, max_side))
 
 
 def reconstruction_png(entry: ImageEntry, settings: dict, device: str = "auto", max_side: int = DISPLAY_SIDE) -> bytes:
     """What the model sees (every token resampled to 16 px and painted back), at display size."""
     s = full_settings(entry, settings)
-    return _reconstruction_png(entry.digest, canonical(s), device, max_side, entry.array, layout(entry, settings))
+    return _reconstruction_png(entry.digest, settings_key(s), device, max_side, display_factor(entry, settings),
+                               frame(entry, settings), layout(entry, settings))
 
 
 def clear_all() -> None:

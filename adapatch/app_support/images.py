@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ImageError
 from ..image_io import open_image
-from ..samples import describe_sample, list_samples, sample_path
+from ..samples import describe_sample, list_samples, list_task_samples, sample_path
 
 DECODE_MAX_PIXELS = 50_000_000
 """Largest upload decoded at all (header-checked by ``open_image`` before decoding)."""
@@ -137,7 +137,13 @@ def load_sample_entry(name: str) -> ImageEntry:
 
 
 def sample_keys() -> list[str]:
+    """Keys of the bundled photo/document samples."""
     return [f"sample:{n}" for n in list_samples()]
+
+
+def task_sample_keys() -> list[str]:
+    """Keys of the task model's cluttered-digit samples (``sample:digit_3_label5``...)."""
+    return [f"sample:{n}" for n in list_task_samples()]
 
 
 def to_display(array: np.ndarray, max_side: int) -> np.ndarray:

@@ -1,12 +1,17 @@
-"""Cached calls into ``adapatch.model`` for the Model page (the task model is a cached resource)."""
+"""Cached calls into ``adapatch.model`` for the Model page (the task model is a cached resource),
+and the learned selector's map of the current image for the Patch layout page."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import streamlit as st
 
 import adapatch as ap
 from adapatch import render
+
+from . import compute
+from .images import ImageEntry
 
 
 @st.cache_resource(max_entries=1, show_spinner="Loading the bundled task model…")
@@ -57,6 +62,32 @@ def pruned(name: str, method: str, keep_ratio: float) -> tuple[bytes, int, int, 
     res = fn(small, grid, model, keep_ratio=keep_ratio, device="cpu")
     return (render.to_png_bytes(render.token_map(small, res.layout, dim=0.25, max_side=64)),
             res.layout.num_tokens, grid.num_tokens, res.prediction)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _selector_map(digest: str, model_key: str, _image: np.ndarray, _model) -> np.ndarray:
+    from adapatch.model import selector_importance
+    from adapatch.model.sources import MODEL_DEVICE
+    return selector_importance(_image, _model, device=MODEL_DEVICE)
+
+
+def selector_map(entry: ImageEntry) -> np.ndarray:
+    """The picked model's learned selector: keep probability per grid cell, float32 ``[G, G]``."""
+    return _selector_map(entry.digest, compute.model_key(True), entry.array, compute.picked_model(True))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _selector_png(digest: str, model_key: str, factor: int, alpha: float, _frame: np.ndarray,
+                  _map: np.ndarray) -> bytes:
+    big = cv2.resize(_frame, (_frame.shape[1] * factor, _frame.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
+    heat = cv2.resize(_map, (big.shape[1], big.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return render.to_png_bytes(render.heatmap(big, heat, alpha=alpha))
+
+
+def selector_png(entry: ImageEntry, settings: dict, alpha: float = 0.6) -> bytes:
+    """The selector's keep probabilities over the model-input frame, enlarged for display."""
+    return _selector_png(entry.digest, compute.model_key(True), compute.display_factor(entry, settings), float(alpha),
+                         compute.frame(entry, settings), selector_map(entry))
 
 
 def results_table() -> None:

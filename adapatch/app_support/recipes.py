@@ -11,17 +11,30 @@ from . import state
 from .compute import saliency_spec
 
 SIZE_OPTIONS = (2, 4, 8, 16, 32, 64, 128)
-PRUNE_SCORERS = {"mean": "mean saliency per token", "max": "max saliency per token"}
+PRUNE_SCORERS = {"mean": "saliency mean per token", "max": "saliency max per token",
+                 "learned": "learned (model's TokenPruner)", "attention": "attention (EViT: CLS attention, rest fused)"}
+MODEL_SCORERS = ("learned", "attention")
+STRATEGIES = {"quadtree": "quadtree", "greedy": "greedy", "learned_selector": "learned selector"}
 
 
 def powers_between(min_size: int, max_size: int) -> list[int]:
     return [s for s in SIZE_OPTIONS if min_size <= s <= max_size]
 
 
+def model_name() -> str:
+    """The picked model as settings name it ("task", the checkpoint's file name or the timm name)."""
+    from .model_source import current_ref
+    return current_ref().name
+
+
 def current_saliency() -> dict:
-    """The saliency method and parameters chosen on the Saliency page (defaults filled in)."""
+    """The saliency method and parameters chosen on the Saliency page (defaults filled in; the
+    attention method names the picked model)."""
     method = state.get("saliency_method")
-    return saliency_spec(method, state.get("saliency_params").get(method, {}))
+    spec = saliency_spec(method, state.get("saliency_params").get(method, {}))
+    if method == "attention":
+        spec["params"]["model"] = model_name()
+    return spec
 
 
 def layout_settings(strategy: str | None = None, importance: str | None = None, sizes=None,
@@ -38,6 +51,8 @@ def layout_settings(strategy: str | None = None, importance: str | None = None, 
                   "importance": importance or state.get("importance")}
     elif strategy == "greedy":
         params = {"patch_sizes": powers_between(min_size, max_size), "budget": budget, "uncovered": "fill"}
+    elif strategy == "learned_selector":
+        params = {"k": int(state.get("selector_k")), "model": model_name()}
     else:
         params = {"patch_size": int(min_size)}
     return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": None,
@@ -61,12 +76,19 @@ def budget_settings(config: dict, budget: int) -> dict[str, Any]:
 
 def prune_settings(keep_ratio: float | None = None, patch_size: int | None = None,
                    scorer: str | None = None) -> dict[str, Any]:
-    """Settings of the Token pruning page: a uniform grid, scored per token, top fraction kept."""
+    """Settings of the Token pruning page: a uniform grid, scored per token, top fraction kept.
+
+    Model scorers (learned, attention) name the picked model; pass its ``patch_size`` (they run on
+    the model's own grid, on the image resized to the model's input).
+    """
+    scorer = scorer or state.get("prune_scorer")
+    prune: dict[str, Any] = {"keep_ratio": float(state.get("keep_ratio") if keep_ratio is None else keep_ratio),
+                             "scorer": scorer}
+    if scorer in MODEL_SCORERS:
+        prune["model"] = model_name()
     return {"saliency": current_saliency(), "strategy": "uniform",
             "params": {"patch_size": int(patch_size or state.get("prune_patch"))}, "solve_budget": None,
-            "prune": {"keep_ratio": float(state.get("keep_ratio") if keep_ratio is None else keep_ratio),
-                      "reduce": scorer or state.get("prune_scorer")},
-            "vit": state.get("vit"), "device": state.device()}
+            "prune": prune, "vit": state.get("vit"), "device": state.device()}
 
 
 def describe(settings: dict) -> str:
@@ -74,6 +96,8 @@ def describe(settings: dict) -> str:
     p = settings["params"]
     if settings["strategy"] == "quadtree":
         text = f"quadtree · {p.get('importance', 'std')} · {p.get('min_size')}-{p.get('max_size')} px"
+    elif settings["strategy"] == "learned_selector":
+        text = f"learned selector · top-{p.get('k')} cells · model input frame"
     elif settings["strategy"] == "greedy":
         sizes = p.get("patch_sizes") or []
         text = f"greedy · {settings['saliency']['method']} · {min(sizes)}-{max(sizes)} px" if sizes else "greedy"
@@ -81,4 +105,7 @@ def describe(settings: dict) -> str:
         text = "uniform grid" + (f" · {p['patch_size']} px" if "patch_size" in p else "")
     if settings.get("prune"):
         text += f" · keep {settings['prune']['keep_ratio']:.0%}"
+        scorer = settings["prune"].get("scorer", settings["prune"].get("reduce"))
+        if scorer in MODEL_SCORERS:
+            text += f" · {scorer} scorer · model input frame"
     return text

@@ -13,7 +13,8 @@ from typing import Any
 import streamlit as st
 
 from ..errors import ImageError
-from .images import MAX_UPLOADS, ImageEntry, clean_name, decode_upload, sample_keys, upload_error_line
+from .images import (MAX_UPLOADS, ImageEntry, clean_name, decode_upload, sample_keys, task_sample_keys,
+                     upload_error_line)
 
 IMAGES = "ap_images"  # dict key -> ImageEntry for uploaded images (samples come from the cache)
 UPLOADS = "ap_uploads"  # dict file_id -> {"name", "key" | None, "error" | None}
@@ -37,6 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "budget": 500,
     "vit": "ViT-B",
     "show_recon": False,
+    # model picker (app_support.model_source): "task" | "file" | "timm"
+    "model_source": "task",
+    "model_timm_name": "",
+    "selector_k": 16,
     # pruning
     "prune_patch": 16,
     "prune_scorer": "mean",
@@ -157,12 +162,13 @@ def upload_records() -> list[dict]:
 
 
 def image_options() -> list[str]:
-    """Keys of every image the user can pick: uploads first (in upload order), then samples."""
+    """Keys of every image the user can pick: uploads first (in upload order), then samples, then the
+    task model's digit samples."""
     init()
     ups = [r["key"] for r in st.session_state[UPLOADS].values() if r["key"]]
     seen: set[str] = set()
     ups = [k for k in ups if not (k in seen or seen.add(k))]
-    return ups + sample_keys()
+    return ups + sample_keys() + task_sample_keys()
 
 
 def uploaded_entries() -> list[ImageEntry]:

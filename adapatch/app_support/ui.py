@@ -169,12 +169,16 @@ def safe_filename(stem: str) -> str:
 
 def export_section(entry: ImageEntry, settings: dict[str, Any], layout: ap.PatchLayout, kind: str = "layout",
                    key: str = "export") -> None:
-    """Downloads: full-size overlay PNG, layout JSON, settings JSON, and the Python snippet."""
+    """Downloads: full-size overlay PNG, layout JSON, settings JSON, and the Python snippet.
+
+    Model-based results are drawn on (and describe) the image resized to the model's input.
+    """
     full = compute.full_settings(entry, settings)
+    image = compute.frame(entry, settings)
     stem = safe_filename(entry.source.replace("sample:", "").rsplit(".", 1)[0]) + f"_{layout.strategy}"
     with st.expander("Export: overlay, layout, settings, Python", icon=":material/download:"):
         c1, c2, c3 = st.columns(3)
-        c1.download_button("Overlay PNG (full size)", data=lambda: _full_overlay(entry.array, layout, kind),
+        c1.download_button("Overlay PNG (full size)", data=lambda: _full_overlay(image, layout, kind),
                            file_name=f"{stem}_overlay.png", mime="image/png", on_click="ignore",
                            key=f"{key}_png", icon=":material/image:")
         c2.download_button("Layout JSON", data=lambda: layout.to_json(), file_name=f"{stem}_layout.json",
@@ -183,5 +187,8 @@ def export_section(entry: ImageEntry, settings: dict[str, Any], layout: ap.Patch
         c3.download_button("Settings JSON", data=settings_json(full), file_name=f"{stem}_settings.json",
                            mime="application/json", on_click="ignore", key=f"{key}_settings",
                            icon=":material/tune:")
+        if image is not entry.array:
+            st.caption(f"Model-based result: the layout is in the model's {image.shape[1]}x{image.shape[0]} input "
+                       "frame (the image resized by `resize_for_model`); the snippet does the same, on the CPU.")
         st.caption("Reproduce this result with adapatch (the settings JSON says the same):")
         st.code(settings_snippet(full), language="python")

@@ -1,0 +1,253 @@
+"""The app's model picker: the bundled task model, a local checkpoint file, or a timm name.
+
+The chosen source and timm name are app settings (``state.DEFAULTS``: ``model_source``,
+``model_timm_name``), so they survive page switches. An uploaded checkpoint is read in memory
+(``adapatch.model.load_model_bytes``: safetensors, or ``torch.load(weights_only=True)``; a pickle
+that would run code is refused) and never written to disk; its bytes stay in this session
+(``MODEL_FILE``, one file, <= the upload limit) so the model can be rebuilt if the bounded
+resource cache dropped it. Loaded models are shared, read-only, in ``st.cache_resource``.
+A source that failed to load is remembered per session with its one-line reason (``MODEL_ERRORS``)
+so an unreachable hub is not retried on every rerun.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+import streamlit as st
+
+from . import state
+from .images import clean_name, digest_of, md_escape
+
+SOURCES = {"task": "Bundled task model (cluttered digits)", "file": "Local checkpoint file",
+           "timm": "timm model name"}
+CHECKPOINT_TYPES = ("safetensors", "pt", "pth")
+MODEL_FILE = "ap_model_file"  # {"name", "digest", "data", "file_id"} of the uploaded checkpoint
+MODEL_ERRORS = "ap_model_errors"  # {ModelRef.key: one-line reason} of sources that failed to load
+NO_FILE = "(no checkpoint uploaded)"
+MODEL_DEVICE = "cpu"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model: ``kind`` (task / file / timm), ``name`` as settings and snippets write it
+    ("task", the file name, the timm name) and, for files, the content digest."""
+
+    kind: str
+    name: str
+    digest: str = ""
+
+    @property
+    def key(self) -> str:
+        """Cache key: different files with the same name never share results."""
+        return {"task": "task", "file": f"file:{self.digest}"}.get(self.kind, f"timm:{self.name}")
+
+    @property
+    def label(self) -> str:
+        """Name for captions."""
+        return "the bundled task model" if self.kind == "task" else self.name
+
+    @property
+    def ready(self) -> bool:
+        return self.kind == "task" or (self.kind == "file" and bool(self.digest)) or (
+            self.kind == "timm" and bool(self.name))
+
+
+def timm_unavailable() -> str | None:
+    """Why timm cannot be used here (one line), or None when ``import timm`` works."""
+    try:
+        importlib.import_module("timm")
+    except Exception as e:  # ImportError, or a broken install  # noqa: BLE001
+        return f"timm is not installed ({type(e).__name__}); pip install timm to load models by name"
+    return None
+
+
+def _session() -> Any:
+    state.init()
+    ss = st.session_state
+    ss.setdefault(MODEL_ERRORS, {})
+    return ss
+
+
+def current_ref() -> ModelRef:
+    """The picked model source (not necessarily loadable: see ``ModelRef.ready``)."""
+    ss = _session()
+    kind = state.get("model_source")
+    if kind == "file":
+        f = ss.get(MODEL_FILE)
+        return ModelRef("file", f["name"], f["digest"]) if f else ModelRef("file", NO_FILE)
+    if kind == "timm" and timm_unavailable() is None:
+        return ModelRef("timm", str(state.get("model_timm_name") or "").strip())
+    return ModelRef("task", "task")
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the checkpoint…")
+def _file_model(digest: str, name: str, _data: bytes):
+    from adapatch.model import load_model_bytes
+    return load_model_bytes(_data, name, device=MODEL_DEVICE)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the timm model (downloads weights from timm's hub)…")
+def _timm_model(name: str):
+    from adapatch.model.weights import load_timm
+    return load_timm(name, device=MODEL_DEVICE)
+
+
+def load(ref: ModelRef):
+    """The model for ``ref`` (cached); raises ``ValueError`` with one line when it cannot be had."""
+    ss = _session()
+    if not ref.ready:
+        raise ValueError("no checkpoint file is uploaded yet: upload one under Model, or pick another source"
+                         if ref.kind == "file" else "enter a timm model name under Model")
+    if ref.key in ss[MODEL_ERRORS]:
+        raise ValueError(ss[MODEL_ERRORS][ref.key])
+    try:
+        if ref.kind == "task":
+            from .model_view import task_model
+            return task_model()[0]
+        if ref.kind == "file":
+            f = ss.get(MODEL_FILE)
+            if not f or f["digest"] != ref.digest:
+                raise ValueError("this checkpoint is no longer loaded; upload it again")
+            return _file_model(f["digest"], f["name"], f["data"])
+        return _timm_model(ref.name)
+    except ValueError as e:
+        ss[MODEL_ERRORS][ref.key] = " ".join(str(e).split())[:300]
+        raise ValueError(ss[MODEL_ERRORS][ref.key]) from None
+
+
+def current_model() -> tuple[ModelRef, Any]:
+    """The picked model, loaded (raises ``ValueError`` with one line)."""
+    ref = current_ref()
+    return ref, load(ref)
+
+
+def checkpoint_name(raw: str) -> str:
+    """An uploaded file's name fit to show and to write in settings, its suffix kept (it picks the reader)."""
+    suffix = clean_name(PurePath(str(raw)).suffix.lower())[:12]
+    name = clean_name(raw)
+    return name if name.lower().endswith(suffix) else clean_name(PurePath(str(raw)).stem)[:40] + suffix
+
+
+def accept_upload(name: str, data: bytes, file_id: str = "") -> ModelRef:
+    """Load an uploaded checkpoint from its bytes; on success it becomes this session's file.
+
+    Raises ``ValueError`` (one line) for an unreadable, code-running or non-ViT checkpoint; the
+    previous file, if any, stays.
+    """
+    ss = _session()
+    name = checkpoint_name(name)
+    digest = digest_of(bytes(data))
+    _file_model(digest, name, bytes(data))  # validates: raises ValueError before anything is kept
+    ss[MODEL_FILE] = {"name": name, "digest": digest, "data": bytes(data), "file_id": file_id}
+    ss[MODEL_ERRORS].pop(f"file:{digest}", None)
+    return ModelRef("file", name, digest)
+
+
+def forget_upload() -> None:
+    _session().pop(MODEL_FILE, None)
+
+
+# ------------------------------------------------------------------ widgets
+def _file_widgets() -> None:
+    ss = _session()
+    f = st.file_uploader("Checkpoint (.safetensors, .pt, .pth)", type=list(CHECKPOINT_TYPES), key="w_model_file",
+                         help="A timm-format ViT state dict. Read in memory, never stored; .pt/.pth files load "
+                              "with torch.load(weights_only=True): a pickle that would run code is refused.")
+    if f is not None:
+        fid = getattr(f, "file_id", "") or f.name
+        if (ss.get(MODEL_FILE) or {}).get("file_id") != fid and ss.get("ap_model_file_failed") != fid:
+            try:
+                accept_upload(f.name, f.getvalue(), fid)
+                ss.pop("ap_model_file_failed", None)
+            except ValueError as e:
+                ss["ap_model_file_failed"] = fid
+                ss["ap_model_file_error"] = " ".join(str(e).split())[:300]
+    if f is not None and ss.get("ap_model_file_failed") == (getattr(f, "file_id", "") or f.name):
+        st.error(md_escape(ss.get("ap_model_file_error", "cannot read this checkpoint")), icon=":material/error:")
+    kept = ss.get(MODEL_FILE)
+    if kept:
+        st.caption(f"Using **{md_escape(kept['name'])}** ({len(kept['data']) / 1e6:.1f} MB, kept in this session "
+                   "only).")
+        st.button("Forget this checkpoint", key="w_model_forget", on_click=forget_upload, icon=":material/delete:")
+
+
+def _timm_widgets() -> None:
+    ss = _session()
+    name = state.widget("model_timm_name", st.text_input, "timm model name", placeholder="vit_small_patch16_224",
+                        help="A timm vit_*/deit_* name, e.g. vit_small_patch16_224. The weights come from timm's "
+                             "hub, so this needs network access on the server.")
+    key = f"timm:{str(name or '').strip()}"
+    if key in ss[MODEL_ERRORS] and st.button("Try again", key="w_model_retry", icon=":material/refresh:"):
+        ss[MODEL_ERRORS].pop(key, None)
+
+
+def picker() -> tuple[ModelRef, Any] | None:
+    """Draw the model picker; return the loaded ``(ref, model)``, or None (with the reason shown)."""
+    reason = timm_unavailable()
+    options = [k for k in SOURCES if k != "timm" or reason is None]
+    kind = state.widget("model_source", st.radio, "Model", options=options, format_func=lambda k: SOURCES[k],
+                        help="Which ViT the model-based views run.")
+    if reason is not None:
+        st.caption(f"{SOURCES['timm']}: unavailable, {md_escape(reason)}.")
+    if kind == "file":
+        _file_widgets()
+    elif kind == "timm":
+        _timm_widgets()
+    ref = current_ref()
+    if not ref.ready:
+        st.info("Upload a checkpoint file to use it." if ref.kind == "file" else "Enter a timm model name.",
+                icon=":material/info:")
+        return None
+    try:
+        model = load(ref)
+    except ValueError as e:
+        st.error(md_escape(" ".join(str(e).split())[:300]), icon=":material/error:")
+        return None
+    return ref, model
+
+
+def summary(ref: ModelRef, model, image_key: str = "") -> None:
+    """What is loaded, in plain words, and what its maps mean (for the current image)."""
+    from adapatch.model import describe_model
+
+    d = describe_model(model)
+    parts = "yes" if d["has_pruner"] else "no", "yes" if d["has_selector"] else "no"
+    st.markdown(
+        f"**Loaded:** {md_escape(SOURCES[ref.kind])}"
+        + (f" · {md_escape(ref.name)}" if ref.kind != "task" else "")
+        + f"  \n{md_escape(d['architecture'])} · {d['params'] / 1e6:.2f} M parameters"
+        + f"  \ninput {d['img_size']}x{d['img_size']} px · patch {d['patch_size']} px ({d['grid_size']}x"
+        f"{d['grid_size']} grid) · {d['num_classes'] or 'no'} classes"
+        + f"  \ntrained pruner: **{parts[0]}** · trained selector: **{parts[1]}**")
+    if ref.kind == "task":
+        from adapatch.samples import list_task_samples
+        st.caption("The bundled model is a tiny ViT trained here on 64x64 cluttered digits: its attention, scores "
+                   "and selection mean something on digit images only (the *digit* samples in the sidebar), not "
+                   "on photos.")
+        if image_key and image_key[len("sample:"):] not in list_task_samples():
+            st.warning("This image is not a cluttered digit: what the bundled model shows here is not meaningful.",
+                       icon=":material/warning:")
+            if st.button("Use a digit sample", key="w_model_use_digit", on_click=use_digit_sample,
+                         icon=":material/pin:"):
+                st.rerun()  # the whole app: the sidebar and the page's image change too
+    elif not d["pretrained"]:
+        st.warning("Random weights: this file was saved by adapatch from an untrained model. Its attention and "
+                   "scores mean nothing, so the attention views refuse it.", icon=":material/warning:")
+    elif ref.kind == "file":
+        st.caption("Weights from your file: adapatch cannot tell whether they are trained, so maps and scores are "
+                   "only as meaningful as those weights.")
+    else:
+        st.caption("Pretrained weights from timm (ImageNet-style classes; the prediction is a class index).")
+
+
+def use_digit_sample() -> None:
+    """Button callback: make the first task digit sample the current image (sidebar included)."""
+    from .images import task_sample_keys
+    keys = task_sample_keys()
+    if keys:
+        state.set_current(keys[0])
+        st.session_state["w_image"] = keys[0]

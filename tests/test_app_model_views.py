@@ -1,0 +1,239 @@
+"""Model-based views under AppTest: learned/attention pruning, the learned selector, attention
+saliency with the model picker (bundled model, an uploaded checkpoint, timm when present).
+
+Numbers on the page must be the model API's numbers, and the exported snippet, executed, must
+give the same kept tokens.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import adapatch as ap  # noqa: E402
+from adapatch.model import (create_model, load_task_model, model_grid, prune_tokens_attention,  # noqa: E402
+                            prune_tokens_learned, resize_for_model, save_model, selector_layout)
+from adapatch.samples import load_sample  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+DIGIT = "digit_3_label5"
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
+    return values[0]
+
+
+def _tokens(at: AppTest) -> int:
+    return int(_metric(at, "Tokens").replace(",", ""))
+
+
+def _snippet_layout(at: AppTest) -> ap.PatchLayout:
+    code = [c.value for c in at.code if "import adapatch as ap" in c.value]
+    assert len(code) == 1, "no export snippet on the page"
+    ns: dict = {}
+    exec(compile(code[0], "<snippet>", "exec"), ns)  # noqa: S102 - the point of the test
+    return ns["layout"]
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value.replace("\\", "") for e in at.error]
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task_model(device="cpu")[0]
+
+
+@pytest.fixture(scope="module")
+def digit(task) -> np.ndarray:
+    return resize_for_model(load_sample(DIGIT), task)
+
+
+def _app(page: str, image: str = f"sample:{DIGIT}") -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.selectbox(key="w_image").set_value(image).run()
+    at.switch_page(page).run()
+    _ok(at)
+    return at
+
+
+def test_learned_and_attention_pruning_match_the_library(task, digit, capsys) -> None:
+    at = _app("pages/pruning.py")
+    at.selectbox(key="w_prune_scorer").set_value("learned").run()
+    _ok(at)
+    res = prune_tokens_learned(digit, model_grid(task), task, keep_ratio=0.5, device="cpu")
+    assert _tokens(at) == res.layout.num_tokens == ap.keep_count(64, 0.5)
+    assert _metric(at, "Prediction (kept tokens)") == f"class {res.prediction}"
+    assert _snippet_layout(at) == res.layout  # the exported snippet keeps exactly these tokens
+    at.slider(key="w_keep_ratio").set_value(0.25).run()
+    _ok(at)
+    res = prune_tokens_learned(digit, model_grid(task), task, keep_ratio=0.25, device="cpu")
+    assert _tokens(at) == res.layout.num_tokens == ap.keep_count(64, 0.25)
+    assert _snippet_layout(at) == res.layout
+
+    at.selectbox(key="w_prune_scorer").set_value("attention").run()
+    _ok(at)
+    res = prune_tokens_attention(digit, model_grid(task), task, keep_ratio=0.25, device="cpu")
+    assert _tokens(at) == res.layout.num_tokens
+    assert _snippet_layout(at) == res.layout
+    assert any("Bundled task model" in m.value for m in at.markdown)
+    assert at.selectbox(key="w_prune_patch").disabled  # model scorers use the model's own grid
+    capsys.readouterr()
+
+
+def test_bundled_model_on_a_photo_warns_and_offers_a_digit() -> None:
+    at = _app("pages/pruning.py", image="sample:astronaut")
+    at.selectbox(key="w_prune_scorer").set_value("learned").run()
+    _ok(at)
+    assert any("not a cluttered digit" in w.value for w in at.warning)
+    at.button(key="w_model_use_digit").click().run()
+    _ok(at)
+    assert at.session_state["ap_current"].startswith("sample:digit_")
+    assert at.selectbox(key="w_image").value == at.session_state["ap_current"]
+    assert not any("not a cluttered digit" in w.value for w in at.warning)
+
+
+def test_layout_page_learned_selector(task, digit) -> None:
+    at = _app("pages/layout.py")
+    at.button_group(key="w_strategy").set_value("learned_selector").run()
+    _ok(at)
+    assert _tokens(at) == 16
+    at.slider(key="w_selector_k").set_value(9).run()
+    _ok(at)
+    want = selector_layout(digit, task, k=9, device="cpu")
+    assert _tokens(at) == 9
+    assert _snippet_layout(at) == want
+    assert at.slider(key="w_selector_k").max == 64
+    assert any("64x64 input frame" in c.value for c in at.caption)
+    at.button_group(key="w_strategy").set_value("quadtree").run()  # back to the usual page
+    _ok(at)
+    assert at.slider(key="w_threshold") is not None
+
+
+def test_saliency_page_attention_with_the_bundled_model() -> None:
+    at = _app("pages/saliency.py")
+    at.selectbox(key="w_saliency_method").set_value("attention").run()
+    _ok(at)
+    assert any("Bundled task model" in m.value for m in at.markdown)
+    at.selectbox(key="w_sal_attention_mode").set_value("cls").run()
+    _ok(at)
+    assert at.session_state["ap_settings"]["saliency_params"]["attention"]["mode"] == "cls"
+    assert any("digits" in c.value for c in at.caption)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, task) -> Path:
+    d = tmp_path_factory.mktemp("ckpt")
+    save_model(task.vit, d / "task_vit.safetensors")  # trained: a real, local checkpoint
+    torch.manual_seed(0)
+    save_model(create_model("ViT-Ti", device="cpu", img_size=32, depth=2, num_classes=10), d / "random.safetensors")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    buf = io.BytesIO()
+    torch.save({"x": Evil()}, buf)
+    (d / "evil.pth").write_bytes(buf.getvalue())
+    return d
+
+
+def _upload(at: AppTest, path: Path) -> None:
+    at.file_uploader(key="w_model_file").set_value((path.name, path.read_bytes(), "application/octet-stream")).run()
+
+
+def test_uploaded_checkpoint_through_the_picker(task, digit, checkpoints, monkeypatch, capsys) -> None:
+    at = _app("pages/pruning.py")
+    at.selectbox(key="w_prune_scorer").set_value("attention").run()
+    at.radio(key="w_model_source").set_value("file").run()
+    assert not at.exception
+    assert any("Upload a checkpoint" in i.value for i in at.info)
+
+    _upload(at, checkpoints / "evil.pth")  # a code-running pickle: one line, nothing runs
+    assert not at.exception
+    assert any("refusing to load evil.pth" in e for e in _errors(at)), _errors(at)
+    assert "pwned" not in capsys.readouterr().out
+
+    _upload(at, checkpoints / "task_vit.safetensors")
+    _ok(at)
+    assert at.session_state["ap_model_file"]["name"] == "task_vit.safetensors"
+    assert any("Local checkpoint file · task_vit.safetensors" in m.value.replace("\\", "") for m in at.markdown)
+    res = prune_tokens_attention(digit, model_grid(task), task.vit, keep_ratio=0.5, device="cpu")
+    assert _tokens(at) == res.layout.num_tokens
+    monkeypatch.chdir(checkpoints)  # the snippet loads the checkpoint by its file name
+    assert _snippet_layout(at) == res.layout
+
+    at.selectbox(key="w_prune_scorer").set_value("learned").run()  # a plain ViT has no trained pruner
+    _ok(at)
+    assert any("only the bundled task model" in w.value for w in at.warning)
+
+    at.switch_page("pages/saliency.py").run()  # the picked file survives the page switch
+    at.selectbox(key="w_saliency_method").set_value("attention").run()
+    _ok(at)
+    assert at.radio(key="w_model_source").value == "file"
+    assert any("task_vit.safetensors" in c.value.replace("\\", "") for c in at.caption)
+
+    _upload(at, checkpoints / "random.safetensors")  # untrained: its attention is refused, plainly
+    assert not at.exception
+    assert any("Random weights" in w.value for w in at.warning)
+    assert any("random weights" in e for e in _errors(at)), _errors(at)
+    capsys.readouterr()
+
+
+def test_timm_option_is_absent_without_timm(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
+    at = _app("pages/pruning.py")
+    at.selectbox(key="w_prune_scorer").set_value("attention").run()
+    _ok(at)
+    assert list(at.radio(key="w_model_source").options) == ["Bundled task model (cluttered digits)",
+                                                            "Local checkpoint file"]
+    assert any("timm model name: unavailable" in c.value for c in at.caption)
+
+
+def _fake_timm(fail: bool) -> types.ModuleType:
+    mod = types.ModuleType("timm")
+
+    def create_model_(name: str, pretrained: bool = False):
+        if fail:
+            raise RuntimeError("Hub unreachable\nsecond line of a long trace")
+        torch.manual_seed(0)
+        return create_model("ViT-Ti", device="cpu", img_size=32, depth=2, num_classes=10)
+
+    mod.create_model = create_model_
+    return mod
+
+
+def test_timm_name_failure_is_one_line_and_success_loads(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "timm", _fake_timm(fail=True))
+    at = _app("pages/pruning.py")
+    at.selectbox(key="w_prune_scorer").set_value("attention").run()
+    at.radio(key="w_model_source").set_value("timm").run()
+    assert not at.exception
+    assert any("Enter a timm model name" in i.value for i in at.info)
+    at.text_input(key="w_model_timm_name").set_value("vit_offline_test").run()
+    assert not at.exception
+    errors = _errors(at)
+    assert len(errors) == 1 and "timm could not provide pretrained weights" in errors[0]
+    assert "second line" not in errors[0] and "\n" not in errors[0]
+
+    monkeypatch.setitem(sys.modules, "timm", _fake_timm(fail=False))
+    at.text_input(key="w_model_timm_name").set_value("vit_fake_tiny_32").run()
+    _ok(at)
+    assert any("timm model name · vit_fake_tiny_32" in m.value.replace("\\", "") for m in at.markdown)
+    assert _tokens(at) == ap.keep_count(4, 0.5)  # the fake model's own 2x2 grid

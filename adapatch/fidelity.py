@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from skimage.metrics import structural_similarity
 
 from .layout import PatchLayout
 from .patches import reconstruct
@@ -19,20 +19,26 @@ MAX_PSNR = 100.0
 
 
 def psnr_ssim(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
-    """PSNR (dB, RGB, data range 1) and SSIM (luminance, data range 1) between two images."""
-    ref = np.asarray(reference, np.float64)
-    tst = np.asarray(test, np.float64)
+    """PSNR (dB, RGB, data range 1) and SSIM (luminance, data range 1) between two images.
+
+    Works in float32 (scikit-image keeps float32 inputs in float32, about twice as fast as
+    float64 at 1024 px); the squared error is accumulated in float64.
+    """
+    ref = np.asarray(reference, np.float32)
+    tst = np.asarray(test, np.float32)
     if ref.shape != tst.shape:
         raise ValueError(f"images must have the same shape, got {ref.shape} and {tst.shape}")
-    mse = float(np.mean((ref - tst) ** 2))
-    psnr = MAX_PSNR if mse <= 1e-10 else min(MAX_PSNR, float(peak_signal_noise_ratio(ref, tst, data_range=1.0)))
-    lum = np.array([0.299, 0.587, 0.114])
+    diff = ref - tst
+    flat = diff.ravel().astype(np.float64)
+    mse = float(np.dot(flat, flat) / max(flat.size, 1))
+    psnr = MAX_PSNR if mse <= 1e-10 else min(MAX_PSNR, 10.0 * float(np.log10(1.0 / mse)))
+    lum = np.array([0.299, 0.587, 0.114], np.float32)
     ry, ty = ref @ lum, tst @ lum
     win = min(7, *ry.shape)
     if win % 2 == 0:
         win -= 1
     if win < 3:  # SSIM needs a 3x3 window at least; tiny images: 1 - normalised MSE of luminance
-        ssim = float(1.0 - np.mean((ry - ty) ** 2))
+        ssim = float(1.0 - np.mean((ry.astype(np.float64) - ty) ** 2))
     else:
         ssim = float(structural_similarity(ry, ty, data_range=1.0, win_size=win))
     return {"psnr": psnr, "ssim": ssim, "mse": mse}

@@ -137,18 +137,23 @@ def _budget_split(prep: _Prepared, p: list[np.ndarray], threshold: float | None,
     k = (budget - n0) // 3
     if not p:
         return []
-    flat = np.concatenate([x.reshape(b, -1) for x in p], axis=1)  # [B, M]
-    level_of = np.concatenate([np.full(x[0].size, i) for i, x in enumerate(p)])
+    flat = np.concatenate([x.reshape(b, -1) for x in p], axis=1)  # [B, M]: coarse to fine, row-major
     cand = flat > (threshold if threshold is not None else -np.inf)
     keyed = np.where(cand, flat, -np.inf)
-    chosen = np.zeros_like(cand)
-    if k > 0:
-        # best-first order: p descending, then coarser level first, then row-major index
-        m = flat.shape[1]
-        order = np.lexsort((np.broadcast_to(np.arange(m), flat.shape),
-                            np.broadcast_to(level_of, flat.shape), -keyed), axis=-1)
-        np.put_along_axis(chosen, order[:, :k], True, axis=1)
-        chosen &= cand
+    m = flat.shape[1]
+    if k >= m:
+        chosen = cand
+    elif k <= 0:
+        chosen = np.zeros_like(cand)
+    else:
+        # best-first order is p descending, ties by position in ``flat`` (coarser level first, then
+        # row-major): the k-th largest value by partition (O(M)), everything above it, and the
+        # first of its ties in position order.
+        kth = np.partition(keyed, m - k, axis=1)[:, m - k, None]
+        above = keyed > kth
+        ties = keyed == kth
+        need = k - above.sum(axis=1, keepdims=True)
+        chosen = (above | (ties & (np.cumsum(ties, axis=1) <= need))) & cand
     out, start = [], 0
     for x in p:
         n = x[0].size

@@ -128,6 +128,40 @@ def test_best_first_matches_priority_queue(astronaut):
     assert np.array_equal(lay.boxes, ref)
 
 
+def _lexsort_budget_split(prep, p, threshold, budget):
+    """The reference formulation of best-first selection: a full lexsort (p desc, level, index)."""
+    b = p[0].shape[0]
+    k = (budget - prep.levels[0][0].size) // 3
+    flat = np.concatenate([x.reshape(b, -1) for x in p], axis=1)
+    level_of = np.concatenate([np.full(x[0].size, i) for i, x in enumerate(p)])
+    cand = flat > (threshold if threshold is not None else -np.inf)
+    keyed = np.where(cand, flat, -np.inf)
+    chosen = np.zeros_like(cand)
+    if k > 0:
+        m = flat.shape[1]
+        order = np.lexsort((np.broadcast_to(np.arange(m), flat.shape), np.broadcast_to(level_of, flat.shape),
+                            -keyed), axis=-1)
+        np.put_along_axis(chosen, order[:, :k], True, axis=1)
+        chosen &= cand
+    return chosen
+
+
+@pytest.mark.parametrize("levels", [2, 4, 256])
+def test_budget_selection_equals_full_sort_with_ties(rng, levels):
+    """Quantised images have many equal importances: ties must go coarser-first, then row-major."""
+    from adapatch.quadtree import _budget_split, _path_importance, _prepare
+    imgs = (np.floor(rng.random((3, 96, 80, 3)) * levels) / levels).astype(np.float32)
+    imgs[1, :48] = 0.5  # a flat half: many zero importances
+    prep = _prepare(imgs, None, 4, 32, "std")
+    p = _path_importance(prep.levels)
+    n0 = prep.levels[0][0].size
+    m = sum(x[0].size for x in p)
+    for budget in (n0, n0 + 3, n0 + 100, n0 + 3 * m // 2, n0 + 3 * m, n0 + 3 * m + 50):
+        for threshold in (None, 0.0, 0.3):
+            got = np.concatenate([x.reshape(3, -1) for x in _budget_split(prep, p, threshold, budget)], axis=1)
+            assert np.array_equal(got, _lexsort_budget_split(prep, p, threshold, budget)), (budget, threshold)
+
+
 def test_batch_equals_single(rng):
     imgs = rng.random((5, 60, 44, 3)).astype(np.float32)
     for kw in ({"threshold": 0.5}, {"budget": 30}, {"budget": 50, "threshold": 0.55}):

@@ -154,8 +154,10 @@ def layout_overlay(image: np.ndarray, layout: PatchLayout, max_side: int | None 
 
 
 def token_map(image: np.ndarray, layout: PatchLayout, dim: float = 0.3, max_side: int | None = 1024,
-              line_color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
-    """Kept tokens at full brightness with thin outlines; dropped tokens greyed and dimmed to ``dim``."""
+              line_color: tuple[int, int, int] = (255, 255, 255),
+              dropped_tint: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Kept tokens at full brightness with thin outlines; dropped tokens greyed and dimmed to ``dim``
+    (and, with ``dropped_tint``, washed with that colour: readable on dark images too)."""
     dim = check_float("dim", dim, 0.0, 1.0)
     shape = display_shape(layout.height, layout.width, max_side)
     base = _to_uint8(image, shape)
@@ -165,6 +167,8 @@ def token_map(image: np.ndarray, layout: PatchLayout, dim: float = 0.3, max_side
     if len(layout.dropped):
         grey = cv2.cvtColor(cv2.cvtColor(base, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
         faded = cv2.convertScaleAbs(cv2.addWeighted(grey, 0.6, base, 0.4, 0.0), alpha=dim)
+        if dropped_tint is not None:
+            faded = cv2.addWeighted(faded, 0.5, np.full_like(faded, dropped_tint), 0.5, 0.0)
         cv2.copyTo(faded, dropped, out)
     edge = cv2.bitwise_and(_outline(ids), cv2.bitwise_not(dropped * np.uint8(255)))
     lines = cv2.addWeighted(out, 0.4, np.full_like(out, line_color), 0.6, 0.0)

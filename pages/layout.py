@@ -46,9 +46,10 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
     with right:
         c1, c2 = st.columns(2)
         c1.image(model_view.selector_png(entry, settings), output_format="PNG", width="stretch",
-                 caption=f"Learned selector: keep probability of each {d['patch_size']} px cell")
+                 caption=f"Learned selector: keep probability of each {d['patch_size']} px cell "
+                         "(turbo: blue 0 → red 1)")
         c2.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
-                 caption=f"Top-{k} of {cells} cells kept; the rest dimmed")
+                 caption=f"Top-{k} of {cells} cells kept; dropped cells dimmed and tinted blue")
         st.caption(f"Both in the model's {size}x{size} input frame: the image resized to {size}x{size} (aspect not "
                    "kept). The numbers above are for this frame.")
     ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
@@ -66,8 +67,8 @@ def layout_view(entry: ImageEntry) -> None:
                                     format_func=lambda s: recipes.STRATEGIES.get(s, s),
                                     help="quadtree: split squares whose importance exceeds the threshold; "
                                          "greedy: give the most salient cells the smallest patches within a budget; "
-                                         "learned selector: the bundled model's trained selector keeps the top-k "
-                                         "cells of its grid.")
+                                         "selector: the learned patch selector of the bundled model keeps the "
+                                         "top-k cells of its grid.")
             strategy = strategy or "quadtree"
         if strategy == "learned_selector":
             selector_view(entry, top, left, right)

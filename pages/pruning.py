@@ -33,10 +33,10 @@ def _model_numbers(res, model, container) -> None:
     """Prediction from the kept tokens and the model's own MACs, full grid vs pruned."""
     from adapatch.model import pruned_macs
     full, pruned = pruned_macs(model, res)
-    c1, c2 = container.columns(2)
+    c1, c2 = container.columns(7)[:2]
     pred = "no classifier head" if res.prediction is None else f"class {res.prediction}"
     truth = task_sample_label(state.current_key()[len("sample:"):]) if state.current_key().startswith("sample:") else None
-    c1.metric("Prediction (kept tokens)", pred, delta=None if truth is None else f"true digit {truth}",
+    c1.metric("Prediction", pred, delta=None if truth is None else f"true digit {truth}",
               delta_color="off", delta_arrow="off", help="What the model predicts from the tokens it kept.")
     c2.metric("Model MACs", f"×{pruned / full:.3f}", delta=f"{pruned / 1e6:.1f} M of {full / 1e6:.1f} M",
               delta_color="off", delta_arrow="off",
@@ -91,9 +91,11 @@ def pruning_view(entry: ImageEntry) -> None:
             c1, c2 = st.columns(2)
             c1.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
                      caption=f"Kept {ui.fmt_int(lay.num_tokens)} of {ui.fmt_int(lay.num_tokens + len(lay.dropped))} "
-                             f"tokens{frame_note}; dropped tokens dimmed")
+                             f"tokens{frame_note}; dropped tokens dimmed{' and tinted blue' if model_based else ''}")
+            seen = ("dropped tokens shown as mean colour (EViT fuses them into one token)" if scorer == "attention"
+                    else "dropped tokens carry no information (mean colour)")
             c2.image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
-                     width="stretch", caption="What the model sees: dropped tokens carry no information (mean colour)")
+                     width="stretch", caption=f"What the model sees: {seen}")
         ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
         ui.export_section(entry, settings, lay, kind="tokens", key="prune_export")
 

@@ -79,7 +79,7 @@ def test_learned_and_attention_pruning_match_the_library(task, digit, capsys) ->
     _ok(at)
     res = prune_tokens_learned(digit, model_grid(task), task, keep_ratio=0.5, device="cpu")
     assert _tokens(at) == res.layout.num_tokens == ap.keep_count(64, 0.5)
-    assert _metric(at, "Prediction (kept tokens)") == f"class {res.prediction}"
+    assert _metric(at, "Prediction") == f"class {res.prediction}"
     assert _snippet_layout(at) == res.layout  # the exported snippet keeps exactly these tokens
     at.slider(key="w_keep_ratio").set_value(0.25).run()
     _ok(at)

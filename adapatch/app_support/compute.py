@@ -28,6 +28,8 @@ DISPLAY_SIDE = 1024
 """Longest side, in pixels, of images sent to the browser (overlays are drawn at this size)."""
 MODEL_DISPLAY_SIDE = 512
 """Model-input frames (64 px for the bundled model) are enlarged by an integer factor to about this."""
+DROPPED_TINT = (70, 90, 170)
+"""Colour washed over dropped tokens in model-frame token maps."""
 
 
 def canonical(obj: Any) -> str:
@@ -206,10 +208,12 @@ def fidelity(entry: ImageEntry, settings: dict, device: str = "auto") -> dict:
 @st.cache_data(max_entries=64, show_spinner=False)
 def _overlay_png(digest: str, key: str, kind: str, max_side: int | None, factor: int, _image: np.ndarray,
                  _layout: ap.PatchLayout) -> bytes:
-    if factor > 1:
+    tint = None
+    if factor > 1:  # a small model-input frame (dark digits): enlarged, dropped tokens washed in colour
         _image, _layout = render.enlarge(_image, _layout, factor)
+        tint = DROPPED_TINT
     if kind == "tokens":
-        return render.to_png_bytes(render.token_map(_image, _layout, max_side=max_side))
+        return render.to_png_bytes(render.token_map(_image, _layout, max_side=max_side, dropped_tint=tint))
     return render.to_png_bytes(render.layout_overlay(_image, _layout, max_side=max_side))
 
 

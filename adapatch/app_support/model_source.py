@@ -231,9 +231,8 @@ def summary(ref: ModelRef, model, image_key: str = "") -> None:
         if image_key and image_key[len("sample:"):] not in list_task_samples():
             st.warning("This image is not a cluttered digit: what the bundled model shows here is not meaningful.",
                        icon=":material/warning:")
-            if st.button("Use a digit sample", key="w_model_use_digit", on_click=use_digit_sample,
-                         icon=":material/pin:"):
-                st.rerun()  # the whole app: the sidebar and the page's image change too
+            st.button("Use a digit sample", key="w_model_use_digit", on_click=use_digit_sample,
+                      icon=":material/pin:")
     elif not d["pretrained"]:
         st.warning("Random weights: this file was saved by adapatch from an untrained model. Its attention and "
                    "scores mean nothing, so the attention views refuse it.", icon=":material/warning:")
@@ -251,3 +250,4 @@ def use_digit_sample() -> None:
     if keys:
         state.set_current(keys[0])
         st.session_state["w_image"] = keys[0]
+        st.rerun()  # from a callback: the whole app reruns (not just the fragment), so the sidebar follows

@@ -14,7 +14,7 @@ SIZE_OPTIONS = (2, 4, 8, 16, 32, 64, 128)
 PRUNE_SCORERS = {"mean": "saliency mean per token", "max": "saliency max per token",
                  "learned": "learned (model's TokenPruner)", "attention": "attention (EViT: CLS attention, rest fused)"}
 MODEL_SCORERS = ("learned", "attention")
-STRATEGIES = {"quadtree": "quadtree", "greedy": "greedy", "learned_selector": "learned selector"}
+STRATEGIES = {"quadtree": "quadtree", "greedy": "greedy", "learned_selector": "selector"}
 
 
 def powers_between(min_size: int, max_size: int) -> list[int]:

@@ -188,3 +188,82 @@ def test_corrupt_upload_shows_error_and_app_keeps_working(page, app_url, artifac
     _no_exception(page)
     page.screenshot(path=str(artifacts / "corrupt_upload.png"))
     assert page.console_errors == [], page.console_errors
+
+
+def _select(page, label: str, option: str) -> None:
+    """Pick ``option`` (visible text) in the select box labelled ``label``."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
+    box.get_by_role("combobox").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    _wait_idle(page)
+
+
+def _metric_value(page, label: str) -> str:
+    metric = page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")))
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_model_pruning_learned_scorer_and_checkpoint_upload(page, app_url, artifacts, tmp_path):
+    from adapatch.model import load_task_model, model_grid, prune_tokens_attention, prune_tokens_learned, save_model
+    from adapatch.samples import list_task_samples, sample_path
+
+    task, _ = load_task_model(device="cpu")
+    page.goto(app_url)
+    page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    _goto_page(page, "Token pruning")
+    _select(page, "Token scorer", "learned (model's TokenPruner)")
+    _no_exception(page)
+    # the default image is a photo: the page says the bundled model's maps mean nothing there, and offers a digit
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text("not a cluttered digit").wait_for(timeout=60_000)
+    main.get_by_role("button", name=re.compile("Use a digit sample")).click()
+    main.get_by_text(re.compile(f"Image: {list_task_samples()[0]}")).first.wait_for(timeout=60_000)  # page header
+    sidebar_image = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.get_by_role("combobox")
+    assert list_task_samples()[0] in sidebar_image.input_value()
+    _wait_idle(page)
+    _no_exception(page)
+    assert main.get_by_text("not a cluttered digit").count() == 0
+    digit = ap.load_image(sample_path(list_task_samples()[0]))
+    res = prune_tokens_learned(digit, model_grid(task), task, keep_ratio=0.5, device="cpu")
+    assert _tokens(page) == str(res.layout.num_tokens)
+    assert _metric_value(page, "Prediction") == f"class {res.prediction}"
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    _screenshot(page, artifacts / "pruning_learned.png")
+
+    # a local checkpoint through the picker: the task ViT saved with save_model, uploaded in the browser
+    ckpt = tmp_path / "task_vit.safetensors"
+    save_model(task.vit, ckpt)
+    _select(page, "Token scorer", "attention (EViT: CLS attention, rest fused)")
+    main.get_by_text("Local checkpoint file", exact=True).click()
+    _wait_idle(page)
+    uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="Checkpoint")
+    uploader.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(ckpt))
+    main.get_by_text(re.compile(r"Local checkpoint file · task_vit\.safetensors")).wait_for(timeout=60_000)
+    _wait_idle(page)
+    _no_exception(page)
+    res = prune_tokens_attention(digit, model_grid(task), task.vit, keep_ratio=0.5, device="cpu")
+    assert _tokens(page) == str(res.layout.num_tokens)
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    _screenshot(page, artifacts / "pruning_checkpoint.png")
+
+    # attention saliency with the same picked checkpoint (the pick survives the page switch)
+    _goto_page(page, "Saliency")
+    _select(page, "Method", "attention")
+    main.get_by_text(re.compile(r"Local checkpoint file · task_vit\.safetensors")).wait_for(timeout=60_000)
+    _no_exception(page)
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    _screenshot(page, artifacts / "saliency_attention_checkpoint.png")
+
+    # the learned selector on the Patch layout page (back to the bundled model)
+    _goto_page(page, "Patch layout")
+    main.get_by_text("selector", exact=True).click()
+    _wait_idle(page)
+    main.get_by_text("Bundled task model (cluttered digits)", exact=True).click()
+    _wait_idle(page)
+    _no_exception(page)
+    assert _tokens(page) == "16"
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    _screenshot(page, artifacts / "layout_selector.png")
+    assert page.console_errors == [], page.console_errors

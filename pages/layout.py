@@ -27,7 +27,7 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
         picked = model_source.picker()
         if picked is None:
             return
-        model_source.summary(*picked, state.current_key())
+        model_source.summary(*picked)
         from adapatch.model import describe_model
         d = describe_model(picked[1])
         if not d["has_selector"]:
@@ -44,6 +44,7 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
     slots = ui.efficiency_metrics(eff, lay, container=top)
     size = d["img_size"]
     with right:
+        model_source.image_caveat(picked[0], state.current_key())
         c1, c2 = st.columns(2)
         c1.image(model_view.selector_png(entry, settings), output_format="PNG", width="stretch",
                  caption=f"Learned selector: keep probability of each {d['patch_size']} px cell "

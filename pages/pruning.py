@@ -20,7 +20,7 @@ def _model_scorer_ready(scorer: str) -> tuple[model_source.ModelRef, object] | N
     if picked is None:
         return None
     ref, model = picked
-    model_source.summary(ref, model, state.current_key())
+    model_source.summary(ref, model)
     from adapatch.model import describe_model
     if scorer == "learned" and not describe_model(model)["has_pruner"]:
         st.warning("Learned pruning needs a trained TokenPruner; only the bundled task model has one. Pick it, "
@@ -88,6 +88,8 @@ def pruning_view(entry: ImageEntry) -> None:
         if model_based:
             _model_numbers(res, picked[1], top)
         with right:
+            if model_based:
+                model_source.image_caveat(picked[0], state.current_key())
             c1, c2 = st.columns(2)
             c1.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
                      caption=f"Kept {ui.fmt_int(lay.num_tokens)} of {ui.fmt_int(lay.num_tokens + len(lay.dropped))} "

@@ -58,11 +58,13 @@ def saliency_view(entry: ImageEntry) -> None:
                 picked = model_source.picker()
                 if picked is None:
                     return
-                model_source.summary(*picked, state.current_key())
+                model_source.summary(*picked)
         spec = compute.saliency_spec(method, params)
         if method == "attention":
             spec["params"]["model"] = recipes.model_name()
         with right:
+            if method == "attention":
+                model_source.image_caveat(model_source.current_ref(), state.current_key())
             c1, c2 = st.columns(2)
             c1.image(compute.display_image(entry), width="stretch", caption="Original")
             what = f"{method} saliency"

@@ -193,6 +193,11 @@ def test_uploaded_checkpoint_through_the_picker(task, digit, checkpoints, monkey
     assert not at.exception
     assert any("Random weights" in w.value for w in at.warning)
     assert any("random weights" in e for e in _errors(at)), _errors(at)
+
+    at.button(key="w_model_forget").click().run()  # forgotten, and not read back from the uploader
+    assert not at.exception
+    assert "ap_model_file" not in at.session_state
+    assert any("Upload a checkpoint" in i.value for i in at.info)
     capsys.readouterr()
 
 

@@ -27,6 +27,7 @@ SOURCES = {"task": "Bundled task model (cluttered digits)", "file": "Local check
 CHECKPOINT_TYPES = ("safetensors", "pt", "pth")
 MODEL_FILE = "ap_model_file"  # {"name", "digest", "data", "file_id"} of the uploaded checkpoint
 MODEL_ERRORS = "ap_model_errors"  # {ModelRef.key: one-line reason} of sources that failed to load
+MODEL_UPLOAD = "ap_model_upload"  # {"file_id", "error"} of the last checkpoint upload read
 NO_FILE = "(no checkpoint uploaded)"
 MODEL_DEVICE = "cpu"
 
@@ -157,17 +158,18 @@ def _file_widgets() -> None:
     f = st.file_uploader("Checkpoint (.safetensors, .pt, .pth)", type=list(CHECKPOINT_TYPES), key="w_model_file",
                          help="A timm-format ViT state dict. Read in memory, never stored; .pt/.pth files load "
                               "with torch.load(weights_only=True): a pickle that would run code is refused.")
+    last = ss.get(MODEL_UPLOAD) or {}
     if f is not None:
         fid = getattr(f, "file_id", "") or f.name
-        if (ss.get(MODEL_FILE) or {}).get("file_id") != fid and ss.get("ap_model_file_failed") != fid:
+        if last.get("file_id") != fid:  # each upload is read once (a forgotten one is not taken back)
+            last = {"file_id": fid, "error": None}
             try:
                 accept_upload(f.name, f.getvalue(), fid)
-                ss.pop("ap_model_file_failed", None)
             except ValueError as e:
-                ss["ap_model_file_failed"] = fid
-                ss["ap_model_file_error"] = " ".join(str(e).split())[:300]
-    if f is not None and ss.get("ap_model_file_failed") == (getattr(f, "file_id", "") or f.name):
-        st.error(md_escape(ss.get("ap_model_file_error", "cannot read this checkpoint")), icon=":material/error:")
+                last["error"] = " ".join(str(e).split())[:300]
+            ss[MODEL_UPLOAD] = last
+        if last.get("error"):
+            st.error(md_escape(last["error"]), icon=":material/error:")
     kept = ss.get(MODEL_FILE)
     if kept:
         st.caption(f"Using **{md_escape(kept['name'])}** ({len(kept['data']) / 1e6:.1f} MB, kept in this session "
@@ -210,8 +212,8 @@ def picker() -> tuple[ModelRef, Any] | None:
     return ref, model
 
 
-def summary(ref: ModelRef, model, image_key: str = "") -> None:
-    """What is loaded, in plain words, and what its maps mean (for the current image)."""
+def summary(ref: ModelRef, model) -> None:
+    """What is loaded, in plain words, and what its maps mean."""
     from adapatch.model import describe_model
 
     d = describe_model(model)
@@ -224,15 +226,9 @@ def summary(ref: ModelRef, model, image_key: str = "") -> None:
         f"{d['grid_size']} grid) · {d['num_classes'] or 'no'} classes"
         + f"  \ntrained pruner: **{parts[0]}** · trained selector: **{parts[1]}**")
     if ref.kind == "task":
-        from adapatch.samples import list_task_samples
         st.caption("The bundled model is a tiny ViT trained here on 64x64 cluttered digits: its attention, scores "
                    "and selection mean something on digit images only (the *digit* samples in the sidebar), not "
                    "on photos.")
-        if image_key and image_key[len("sample:"):] not in list_task_samples():
-            st.warning("This image is not a cluttered digit: what the bundled model shows here is not meaningful.",
-                       icon=":material/warning:")
-            st.button("Use a digit sample", key="w_model_use_digit", on_click=use_digit_sample,
-                      icon=":material/pin:")
     elif not d["pretrained"]:
         st.warning("Random weights: this file was saved by adapatch from an untrained model. Its attention and "
                    "scores mean nothing, so the attention views refuse it.", icon=":material/warning:")
@@ -241,6 +237,18 @@ def summary(ref: ModelRef, model, image_key: str = "") -> None:
                    "only as meaningful as those weights.")
     else:
         st.caption("Pretrained weights from timm (ImageNet-style classes; the prediction is a class index).")
+
+
+def image_caveat(ref: ModelRef, image_key: str) -> None:
+    """Above a model-based result: with the bundled model on an image that is not one of its digits,
+    say plainly that the result is not meaningful, and offer a digit sample."""
+    from adapatch.samples import list_task_samples
+    if ref.kind != "task" or image_key[len("sample:"):] in list_task_samples():
+        return
+    c1, c2 = st.columns([2.6, 1], vertical_alignment="center")
+    c1.warning("This image is not a cluttered digit: the bundled model was trained on digits only, so what it "
+               "shows here is not meaningful.", icon=":material/warning:")
+    c2.button("Use a digit sample", key="w_model_use_digit", on_click=use_digit_sample, icon=":material/pin:")
 
 
 def use_digit_sample() -> None:

@@ -218,6 +218,8 @@ def test_model_pruning_learned_scorer_and_checkpoint_upload(page, app_url, artif
     # the default image is a photo: the page says the bundled model's maps mean nothing there, and offers a digit
     main = page.locator('[data-testid="stMain"]')
     main.get_by_text("not a cluttered digit").wait_for(timeout=60_000)
+    _wait_idle(page)
+    _screenshot(page, artifacts / "pruning_photo_warning.png")
     main.get_by_role("button", name=re.compile("Use a digit sample")).click()
     main.get_by_text(re.compile(f"Image: {list_task_samples()[0]}")).first.wait_for(timeout=60_000)  # page header
     sidebar_image = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.get_by_role("combobox")

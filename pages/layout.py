@@ -41,7 +41,7 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
     settings = recipes.layout_settings(strategy="learned_selector")
     lay = compute.layout(entry, settings)
     eff = ap.efficiency(lay, vit)
-    slots = ui.efficiency_metrics(eff, lay, container=top)
+    slots = ui.efficiency_metrics(eff, lay, container=top, against_finest=True)
     size = d["img_size"]
     with right:
         model_source.image_caveat(picked[0], state.current_key())

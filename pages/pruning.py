@@ -84,7 +84,7 @@ def pruning_view(entry: ImageEntry) -> None:
             lay = compute.layout(entry, settings)
             frame_note = ""
         eff = ap.efficiency(lay, vit)
-        slots = ui.efficiency_metrics(eff, lay, container=top)
+        slots = ui.efficiency_metrics(eff, lay, container=top, against_finest=model_based)
         if model_based:
             _model_numbers(res, picked[1], top)
         with right:

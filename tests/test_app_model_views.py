@@ -33,6 +33,10 @@ def _ok(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
+def _int(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
 def _metric(at: AppTest, label: str) -> str:
     values = [m.value for m in at.metric if m.label == label]
     assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
@@ -86,6 +90,10 @@ def test_learned_and_attention_pruning_match_the_library(task, digit, capsys) ->
     res = prune_tokens_learned(digit, model_grid(task), task, keep_ratio=0.25, device="cpu")
     assert _tokens(at) == res.layout.num_tokens == ap.keep_count(64, 0.25)
     assert _snippet_layout(at) == res.layout
+    # the numbers compare with the model's own full grid (8 px on its 64x64 input), not a 16 px grid
+    eff = ap.efficiency(res.layout, "ViT-B")
+    assert _int(_metric(at, "Uniform 8 px")) == 64
+    assert _metric(at, "Reduction") == f"{100 * eff['token_reduction_vs_uniform_min']:.1f}%" == "75.0%"
 
     at.selectbox(key="w_prune_scorer").set_value("attention").run()
     _ok(at)
@@ -119,6 +127,7 @@ def test_layout_page_learned_selector(task, digit) -> None:
     want = selector_layout(digit, task, k=9, device="cpu")
     assert _tokens(at) == 9
     assert _snippet_layout(at) == want
+    assert _metric(at, "Reduction") == f"{100 * (1 - 9 / 64):.1f}%"
     assert at.slider(key="w_selector_k").max == 64
     assert any("64x64 input frame" in c.value for c in at.caption)
     at.button_group(key="w_strategy").set_value("quadtree").run()  # back to the usual page

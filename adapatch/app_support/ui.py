@@ -61,15 +61,27 @@ def fmt_flops(macs: float) -> str:
 
 
 def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = None, container=None,
-                       show_fidelity: bool = True):
-    """The row of numbers every layout view shows (tokens, baselines, reduction, FLOPs, PSNR/SSIM)."""
+                       show_fidelity: bool = True, against_finest: bool = False):
+    """The row of numbers every layout view shows (tokens, baselines, reduction, FLOPs, PSNR/SSIM).
+
+    ``against_finest``: compare with the fixed grid of the layout's finest patch instead of the
+    16 px grid (model-frame views, whose full grid is the model's own patch grid).
+    """
     c = container or st
     cols = c.columns(7 if show_fidelity else 5)
-    red = eff["token_reduction_vs_uniform16"]
+    if against_finest:
+        ref = f"uniform {eff['min_size']} px"
+        red, ref_tokens = eff["token_reduction_vs_uniform_min"], eff["uniform_min_tokens"]
+        ratio, ref_flops = eff["flops_ratio_vs_uniform_min"], eff["uniform_min_flops"]
+    else:
+        ref = "uniform 16 px"
+        red, ref_tokens = eff["token_reduction_vs_uniform16"], eff["uniform16_tokens"]
+        ratio, ref_flops = eff["flops_ratio_vs_uniform16"], eff["uniform16_flops"]
     cols[0].metric("Tokens", fmt_int(eff["tokens"]), delta=f"{-100 * red:+.1f}%", delta_color="inverse",
-                   help="Tokens of this layout (what the ViT processes); the change is against uniform 16 px.")
-    cols[1].metric("Uniform 16 px", fmt_int(eff["uniform16_tokens"]), help="Tokens of the standard ViT grid.")
-    if eff["min_size"] != 16:
+                   help=f"Tokens of this layout (what the ViT processes); the change is against {ref}.")
+    cols[1].metric(ref.capitalize(), fmt_int(ref_tokens),
+                   help="Tokens of the model's full patch grid." if against_finest else "Tokens of the standard ViT grid.")
+    if eff["min_size"] != 16 and not against_finest:
         cols[2].metric(f"Uniform {eff['min_size']} px", fmt_int(eff["uniform_min_tokens"]),
                        delta=f"{-100 * eff['token_reduction_vs_uniform_min']:+.1f}%", delta_color="inverse",
                        help="Tokens of a fixed grid at this layout's finest patch size (the same finest detail); "
@@ -77,11 +89,11 @@ def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = Non
     else:
         cols[2].metric("Dropped", fmt_int(len(layout.dropped)),
                        help="Boxes of the layout that get no token (pruned, or left over by a budget).")
-    cols[3].metric("Reduction", f"{100 * red:.1f}%", help="1 - tokens / uniform-16 tokens.")
-    cols[4].metric(f"FLOPs {eff['vit']}", f"×{eff['flops_ratio_vs_uniform16']:.3f}",
+    cols[3].metric("Reduction", f"{100 * red:.1f}%", help=f"1 - tokens / {ref} tokens.")
+    cols[4].metric(f"FLOPs {eff['vit']}", f"×{ratio:.3f}",
                    delta=f"{eff['flops'] / 1e9:.1f} G", delta_color="off", delta_arrow="off",
-                   help=f"FLOPs relative to the uniform 16 px grid: {fmt_flops(eff['flops'])}MAC vs "
-                        f"{fmt_flops(eff['uniform16_flops'])}MAC (ViT papers' convention: multiply-accumulates).")
+                   help=f"FLOPs relative to the {ref} grid: {fmt_flops(eff['flops'])}MAC vs "
+                        f"{fmt_flops(ref_flops)}MAC (ViT papers' convention: multiply-accumulates).")
     if show_fidelity:
         slots = (cols[5].empty(), cols[6].empty())
         fidelity_metrics(slots, fid)

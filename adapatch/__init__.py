@@ -19,15 +19,17 @@ from .patches import extract_patches, reconstruct
 from .pruning import keep_count, prune, token_scores
 from .quadtree import ThresholdCurve, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
 from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
+from .resize import downscale_to_pixels, fit_size, resize_image
 from .saliency import register_saliency, saliency, saliency_methods
 from .strategies import STRATEGIES, layout_for_budget, make_layout
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "EfficiencySummary", "IMPORTANCE_MEASURES", "STRATEGIES", "VIT_PRESETS", "ImageError", "LoadedImage",
-    "PatchLayout", "ThresholdCurve", "ViTPreset", "available_devices", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
-    "fidelity", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout", "mean_speedups", "open_image",
-    "prune", "psnr_ssim", "quadtree", "quadtree_batch", "reconstruct", "register_saliency", "render",
-    "resolve_device", "saliency", "saliency_methods", "threshold_curve", "threshold_for_budget",
-    "token_scores", "uniform", "vit_flops",
+    "DEFAULT_MAX_PIXELS", "EfficiencySummary", "IMPORTANCE_MEASURES", "ImageError", "LoadedImage",
+    "PatchLayout", "STRATEGIES", "ThresholdCurve", "VIT_PRESETS", "ViTPreset", "available_devices",
+    "downscale_to_pixels", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
+    "fidelity", "fit_size", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout",
+    "mean_speedups", "open_image", "prune", "psnr_ssim", "quadtree", "quadtree_batch", "reconstruct",
+    "register_saliency", "render", "resize_image", "resolve_device", "saliency", "saliency_methods",
+    "threshold_curve", "threshold_for_budget", "token_scores", "uniform", "vit_flops",
 ]
 __version__ = "0.1.0"

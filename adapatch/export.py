@@ -245,8 +245,6 @@ def settings_snippet(settings: dict[str, Any]) -> str:
     frame = in_model_frame(s)
     imports = ["import adapatch as ap"]
     resize = s["image"]["resize"]
-    if resize is not None:
-        imports.insert(0, "import cv2")
     body: list[str] = []
     if src.startswith("sample:"):
         imports.append("from adapatch.samples import sample_path")
@@ -256,7 +254,7 @@ def settings_snippet(settings: dict[str, Any]) -> str:
     if resize is not None:
         h, w = int(resize[0]), int(resize[1])
         body.append("# the app computes on images of at most a few megapixels: same downscale here")
-        body.append(f"image = cv2.resize(image, ({w}, {h}), interpolation=cv2.INTER_AREA)")
+        body.append(f"image = ap.resize_image(image, ({h}, {w}))")
     model_imports = []
     if model_name is not None:
         model_imports.append("load_task_model" if model_name == TASK_MODEL else "load_model")

@@ -61,7 +61,7 @@ def test_snippet_repeats_the_apps_downscale() -> None:
     assert size == compute_size(1600, 2400, 1_000_000) and small.shape[:2] == size
     settings = _settings(CASES[0], source="sample:rocket", resize=list(size))
     snippet = settings_snippet(settings)
-    assert "cv2.resize" in snippet
+    assert "ap.resize_image(image, " in snippet and "cv2" not in snippet
     # the snippet's downscale of the original file equals the app's downscale of the decoded file
     orig = load_sample("rocket")
     app_small, app_size = fit_for_compute(orig, max_pixels=100_000)

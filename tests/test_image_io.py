@@ -90,3 +90,21 @@ def test_error_message_is_one_line():
         assert "\n" not in str(e) and len(str(e)) < 200
     else:
         raise AssertionError("expected ImageError")
+
+
+def test_resize_helpers():
+    assert ap.fit_size(100, 50, 5000) is None
+    assert ap.fit_size(2000, 1000, 500_000) == (1000, 500)
+    img = np.random.default_rng(0).random((64, 48, 3)).astype(np.float32)
+    out = ap.resize_image(img, (16, 12))
+    assert out.shape == (16, 12, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, img.reshape(16, 4, 12, 4, 3).mean(axis=(1, 3)), atol=1e-6)  # area = block mean
+    assert ap.resize_image(img[:, :, :1], (8, 6)).shape == (8, 6, 1)
+    same, size = ap.downscale_to_pixels(img, 64 * 48)
+    assert same is img and size is None
+    small, size = ap.downscale_to_pixels(img, 64 * 48 // 4)
+    assert size == (32, 24) and small.shape == (32, 24, 3)
+    with pytest.raises(ValueError, match="size"):
+        ap.resize_image(img, (0, 5))
+    with pytest.raises(ValueError, match="max_pixels"):
+        ap.fit_size(10, 10, 0)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ImageError
 from ..image_io import open_image
+from ..resize import downscale_to_pixels, fit_size
 from ..samples import describe_sample, list_samples, list_task_samples, sample_path
 
 DECODE_MAX_PIXELS = 50_000_000
@@ -88,19 +89,12 @@ def digest_of(data: bytes) -> str:
 
 def compute_size(height: int, width: int, max_pixels: int = COMPUTE_MAX_PIXELS) -> tuple[int, int] | None:
     """``(h, w)`` to downscale a ``height x width`` image to, or None when it fits."""
-    if height * width <= max_pixels:
-        return None
-    f = (max_pixels / (height * width)) ** 0.5
-    return max(1, int(height * f)), max(1, int(width * f))
+    return fit_size(height, width, max_pixels)
 
 
 def fit_for_compute(array: np.ndarray, max_pixels: int = COMPUTE_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """The array downscaled (area interpolation, as the exported snippet does) when too large."""
-    size = compute_size(array.shape[0], array.shape[1], max_pixels)
-    if size is None:
-        return array, None
-    small = cv2.resize(array, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(small, dtype=np.float32), size
+    """The array downscaled (``adapatch.resize_image``, as the exported snippet does) when too large."""
+    return downscale_to_pixels(array, max_pixels)
 
 
 def decode_upload(name: str, data: bytes, max_pixels: int = DECODE_MAX_PIXELS) -> ImageEntry:

@@ -63,27 +63,25 @@ def _strip_sums(strip: np.ndarray, m: int, per_channel: bool, s1: np.ndarray, s2
 
     Writes ``s1`` (``[rows/m, cw/m]``, or ``[3, rows/m, cw/m]`` per channel) and ``s2``
     ``[rows/m, cw/m]`` (float64). ``rows`` and ``cw`` are multiples of ``m``. First the ``m``
-    rows of each block row are added column by column (``ones @ block_row`` and an ``einsum``
-    over the middle axis of ``[rows/m, m, cw*3]``: long contiguous SIMD runs, float32 over only
-    ``m`` values), which shrinks the data ``m``-fold; then each block's ``3m`` column sums are
-    added in float64 by one small matrix product.
+    rows of each block row are added column by column, x and x^2 in one compiled pass
+    (``adapatch.kernels.column_sums``, float32 over only ``m`` values), which shrinks the data
+    ``m``-fold; then each block's ``3m`` column sums are added in float64 by one small matrix
+    product.
     """
+    from .kernels import column_sums  # numba: imported on first use, not with adapatch
+
     rows, cw, c = strip.shape
     gh, gw = rows // m, cw // m
-    v = strip.reshape(gh, m, cw * c)
-    col2 = np.einsum("ijk,ijk->ik", v, v).reshape(gh * gw, m * c).astype(np.float64)
-    col1 = np.matmul(_ones_row(m), v).reshape(gh * gw, m * c).astype(np.float64)
+    c1 = np.empty((gh, cw * c), np.float32)
+    c2 = np.empty((gh, cw * c), np.float32)
+    column_sums(strip.reshape(rows, cw * c), m, c1, c2)
+    col1 = c1.reshape(gh * gw, m * c).astype(np.float64)
+    col2 = c2.reshape(gh * gw, m * c).astype(np.float64)
     np.matmul(col2, _group_matrix(m, c, False), out=s2.reshape(gh * gw))
     if per_channel:  # s1 is channel-first [c, gh, gw]
         s1[...] = (col1 @ _group_matrix(m, c, True)).T.reshape(c, gh, gw)
     else:
         np.matmul(col1, _group_matrix(m, c, False), out=s1.reshape(gh * gw))
-
-
-@lru_cache(maxsize=32)
-def _ones_row(m: int) -> np.ndarray:
-    """``[1, m]`` float32 ones: ``ones @ [gh, m, k]`` adds the ``m`` rows (BLAS, faster than ``sum``)."""
-    return np.ones((1, m), np.float32)
 
 
 @lru_cache(maxsize=32)

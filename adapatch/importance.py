@@ -25,7 +25,7 @@ import numpy as np
 
 _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adapatch-stats")
 _PARALLEL_MIN_VALUES = 1 << 20  # below ~1M values a second thread costs more than it saves
-_CHUNK_BYTES = 3 << 20  # rows summed per step: both reductions then read the chunk from cache
+_CHUNK_BYTES = 3 << 20  # image bytes per step: the step's column sums (1/m of it) stay in cache
 
 IMPORTANCE_MEASURES = ("std", "variance", "mean_saliency", "max_saliency", "entropy")
 SALIENCY_MEASURES = ("mean_saliency", "max_saliency")
@@ -100,9 +100,9 @@ def block_sums(canvas: np.ndarray, m: int, per_channel: bool) -> tuple[np.ndarra
     """``(S1, S2)`` over every ``m x m`` block of ``[B, ch, cw, 3]``: S2 ``[B, gh, gw]``; S1 the same, or
     channel-first ``[3 * B, gh, gw]`` (channel c of image i at ``c * B + i``) when ``per_channel``.
 
-    The rows are processed in chunks of about ``_CHUNK_BYTES`` (so each chunk's two reductions
-    read it from cache, not memory), and large inputs split their chunks over two threads
-    (numpy releases the GIL), so the image is read about once.
+    The rows are processed in chunks of about ``_CHUNK_BYTES`` (so each chunk's column sums are
+    still in cache when they are grouped), and large inputs split their chunks over two threads
+    (the compiled kernel and numpy release the GIL), so the image is read once.
     """
     b, ch, cw, c = canvas.shape
     flat = canvas.reshape(b * ch, cw, c)  # blocks never straddle images: ch % m == 0

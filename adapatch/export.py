@@ -30,6 +30,7 @@ most one model (``settings_model``); ``"task"`` is the bundled cluttered-digits 
 from __future__ import annotations
 
 import json
+import keyword
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,11 @@ def normalize_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "vit": str(s.get("vit", "ViT-B")),
         "device": str(s.get("device", "auto")),
     }
+    for where in ("params", "saliency"):
+        params = out[where]["params"] if where == "saliency" else out[where]
+        bad = [k for k in params if not (isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k))]
+        if bad:  # keys become keyword arguments in the snippet: only plain Python names
+            raise ValueError(f"{where} parameter names must be Python identifiers, got {bad[:3]!r}")
     resize = out["image"]["resize"]
     if resize is not None and (len(resize) != 2 or min(int(v) for v in resize) < 1):
         raise ValueError(f"image.resize must be [height, width] or None, got {resize!r}")

@@ -20,7 +20,10 @@ def fit_size(height: int, width: int, max_pixels: int) -> tuple[int, int] | None
     if height * width <= max_pixels:
         return None
     f = (max_pixels / (height * width)) ** 0.5
-    return max(1, int(height * f)), max(1, int(width * f))
+    h, w = max(1, int(height * f)), max(1, int(width * f))
+    if h * w > max_pixels:  # a side clamped to 1 pixel (extreme aspect ratio): shrink the other
+        h, w = (h, max(1, max_pixels // h)) if h <= w else (max(1, max_pixels // w), w)
+    return h, w
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

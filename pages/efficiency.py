@@ -72,9 +72,13 @@ def efficiency_view() -> None:
         st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="eff_bars")
 
         st.markdown("**Theoretical speedup over the uniform 16 px grid** (FLOPs ratio, per ViT preset)")
-        speed = pd.DataFrame(mean_speedups(rows, vits, exclude=["uniform 16 px"])).T[vits]
-        st.dataframe(speed.style.format("×{:.2f}").highlight_max(axis=0, color="rgba(33, 195, 84, 0.35)"),
-                     width="stretch")
+        speedups = mean_speedups(rows, vits, exclude=["uniform 16 px"])
+        if speedups:
+            speed = pd.DataFrame(speedups).T[vits]
+            st.dataframe(speed.style.format("×{:.2f}").highlight_max(axis=0, color="rgba(33, 195, 84, 0.35)"),
+                         width="stretch")
+        else:
+            st.caption("No adaptive layout could be computed with the current settings (see the notes above).")
         with st.expander("Per-image numbers", icon=":material/table:"):
             st.dataframe(df, width="stretch", hide_index=True)
         summary = efficiency_summary(rows, "quadtree", state.get("vit"))

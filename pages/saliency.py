@@ -69,7 +69,7 @@ def saliency_view(entry: ImageEntry) -> None:
             c1.image(compute.display_image(entry), width="stretch", caption="Original")
             what = f"{method} saliency"
             if method == "attention":
-                what = f"{spec['params']['mode']} attention of {model_source.current_ref().label}, upsampled from its token grid,"
+                what = f"{spec['params']['mode']} attention of {md_escape(model_source.current_ref().label)}, upsampled from its token grid,"
             c2.image(compute.heatmap_png(entry, spec, alpha, colormap), output_format="PNG", width="stretch",
                      caption=f"{what} over the image (opacity {alpha:.2f}, {colormap})")
             counts, edges = compute.saliency_histogram(entry, spec)

@@ -115,3 +115,18 @@ def test_names_are_sanitised_and_escaped() -> None:
     escaped = md_escape("**bold** [link](javascript:alert(1)) :red[x] <b>")
     for ch in "*[]():<>":
         assert f"\\{ch}" in escaped
+
+
+@pytest.mark.parametrize("name", ['sigma=__import__("os").system("id"), x', "lambda", "2x", ""])
+@pytest.mark.parametrize("where", ["params", "saliency"])
+def test_parameter_names_must_be_identifiers(where, name) -> None:
+    """Parameter names become keyword arguments in the snippet: anything but a plain name is refused."""
+    settings = _settings(CASES[0])
+    if where == "params":
+        settings["params"] = {**settings["params"], name: 1}
+    else:
+        settings["saliency"] = {"method": "edges", "params": {name: 1}}
+    with pytest.raises(ValueError, match="identifiers"):
+        normalize_settings(settings)
+    with pytest.raises(ValueError, match="identifiers"):
+        settings_snippet(settings)

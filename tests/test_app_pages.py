@@ -215,3 +215,15 @@ def test_efficiency_summary_is_the_library_summary() -> None:
     assert f"uses on average {s.tokens:,.0f} tokens" in text
     assert f"needs {s.uniform16_tokens:,.0f}" in text
     assert f"PSNR {s.psnr:.1f} dB" in text
+
+
+def test_efficiency_page_without_any_adaptive_layout() -> None:
+    """A budget no image can meet: quadtree and greedy fail per image (one note each); the page keeps
+    working and shows the uniform grid, with no error."""
+    at = _app().run()
+    at.session_state["ap_settings"]["use_budget"] = True
+    at.session_state["ap_settings"]["budget"] = 1
+    at.switch_page("pages/efficiency.py").run()
+    _ok(at)
+    assert any("budget must be" in c.value for c in at.caption)
+    assert any("No adaptive layout" in c.value for c in at.caption)

@@ -108,3 +108,9 @@ def test_resize_helpers():
         ap.resize_image(img, (0, 5))
     with pytest.raises(ValueError, match="max_pixels"):
         ap.fit_size(10, 10, 0)
+
+
+def test_fit_size_never_exceeds_the_pixel_cap():
+    for h, w, cap in ((1, 50_000_000, 4_000_000), (50_000_000, 1, 4_000_000), (3, 10**7, 100), (7, 7, 1)):
+        size = ap.fit_size(h, w, cap)
+        assert size is not None and size[0] * size[1] <= cap and min(size) >= 1

@@ -27,6 +27,11 @@ _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adapatch-stats")
 _PARALLEL_MIN_VALUES = 1 << 20  # below ~1M values a second thread costs more than it saves
 _CHUNK_BYTES = 3 << 20  # image bytes per step: the step's column sums (1/m of it) stay in cache
 
+VAR_FLOOR = 1e-12
+"""Variances below this count as 0: the rounding left in ``E[x^2] - E[x]^2`` of float64 sums is
+about 1e-16, while one 8-bit step in a 64x64 square is a variance of about 1e-9; so a flat
+square has importance exactly 0 and never splits, even at threshold 0."""
+
 IMPORTANCE_MEASURES = ("std", "variance", "mean_saliency", "max_saliency", "entropy")
 SALIENCY_MEASURES = ("mean_saliency", "max_saliency")
 ENTROPY_BINS = 16
@@ -64,19 +69,18 @@ def _strip_sums(strip: np.ndarray, m: int, per_channel: bool, s1: np.ndarray, s2
     Writes ``s1`` (``[rows/m, cw/m]``, or ``[3, rows/m, cw/m]`` per channel) and ``s2``
     ``[rows/m, cw/m]`` (float64). ``rows`` and ``cw`` are multiples of ``m``. First the ``m``
     rows of each block row are added column by column, x and x^2 in one compiled pass
-    (``adapatch.kernels.column_sums``, float32 over only ``m`` values), which shrinks the data
-    ``m``-fold; then each block's ``3m`` column sums are added in float64 by one small matrix
-    product.
+    (``adapatch.kernels.column_sums``, in float64), which shrinks the data ``m``-fold; then each
+    block's ``3m`` column sums are added by one small matrix product.
     """
     from .kernels import column_sums  # numba: imported on first use, not with adapatch
 
     rows, cw, c = strip.shape
     gh, gw = rows // m, cw // m
-    c1 = np.empty((gh, cw * c), np.float32)
-    c2 = np.empty((gh, cw * c), np.float32)
+    c1 = np.empty((gh, cw * c))
+    c2 = np.empty((gh, cw * c))
     column_sums(strip.reshape(rows, cw * c), m, c1, c2)
-    col1 = c1.reshape(gh * gw, m * c).astype(np.float64)
-    col2 = c2.reshape(gh * gw, m * c).astype(np.float64)
+    col1 = c1.reshape(gh * gw, m * c)
+    col2 = c2.reshape(gh * gw, m * c)
     np.matmul(col2, _group_matrix(m, c, False), out=s2.reshape(gh * gw))
     if per_channel:  # s1 is channel-first [c, gh, gw]
         s1[...] = (col1 @ _group_matrix(m, c, True)).T.reshape(c, gh, gw)
@@ -154,7 +158,7 @@ def importance_levels(canvas: np.ndarray, sizes: list[int], importance: str,
                 sq_mean *= sq_mean
             var = s2[lvl] / n
             var -= sq_mean
-            np.maximum(var, 0.0, out=var)
+            np.putmask(var, var < VAR_FLOOR, 0.0)  # rounding of E[x^2] - E[x]^2 is not detail
             if importance == "std":
                 np.sqrt(var, out=var)
                 var *= 2.0

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import adapatch as ap
 from adapatch.app_support.images import (
-    ImageError, clean_name, compute_size, decode_upload, fit_for_compute, md_escape, upload_error_line)
+    ImageError, clean_name, decode_upload, fit_for_compute, md_escape, upload_error_line)
 from adapatch.export import layout_from_settings, needs_saliency, normalize_settings, settings_json, settings_snippet
 from adapatch.samples import load_sample
 
@@ -58,7 +59,7 @@ def test_snippet_reproduces_the_layout(case: dict, capsys) -> None:
 def test_snippet_repeats_the_apps_downscale() -> None:
     big = cv2.resize(load_sample("rocket"), (2400, 1600), interpolation=cv2.INTER_CUBIC)
     small, size = fit_for_compute(big, max_pixels=1_000_000)
-    assert size == compute_size(1600, 2400, 1_000_000) and small.shape[:2] == size
+    assert size == ap.fit_size(1600, 2400, 1_000_000) and small.shape[:2] == size
     settings = _settings(CASES[0], source="sample:rocket", resize=list(size))
     snippet = settings_snippet(settings)
     assert "ap.resize_image(image, " in snippet and "cv2" not in snippet

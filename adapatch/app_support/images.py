@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ImageError
 from ..image_io import open_image
-from ..resize import downscale_to_pixels, fit_size
+from ..resize import downscale_to_pixels
 from ..samples import describe_sample, list_samples, list_task_samples, sample_path
 
 DECODE_MAX_PIXELS = 50_000_000
@@ -87,13 +87,9 @@ def digest_of(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def compute_size(height: int, width: int, max_pixels: int = COMPUTE_MAX_PIXELS) -> tuple[int, int] | None:
-    """``(h, w)`` to downscale a ``height x width`` image to, or None when it fits."""
-    return fit_size(height, width, max_pixels)
-
-
 def fit_for_compute(array: np.ndarray, max_pixels: int = COMPUTE_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """The array downscaled (``adapatch.resize_image``, as the exported snippet does) when too large."""
+    """The array downscaled (``adapatch.resize_image``, as the exported snippet does) when over
+    ``max_pixels``, and the size it was downscaled to (None when it fits)."""
     return downscale_to_pixels(array, max_pixels)
 
 

@@ -29,13 +29,16 @@ def _model_scorer_ready(scorer: str) -> tuple[model_source.ModelRef, object] | N
     return picked
 
 
-def _model_numbers(res, model, container) -> None:
-    """Prediction from the kept tokens and the model's own MACs, full grid vs pruned."""
+def _model_numbers(res, ref: model_source.ModelRef, model, container) -> None:
+    """Prediction from the kept tokens and the model's own MACs, full grid vs pruned (the true digit
+    only for the bundled task model on one of its digit samples: other models have other classes)."""
     from adapatch.model import pruned_macs
     full, pruned = pruned_macs(model, res)
     c1, c2 = container.columns(7)[:2]
     pred = "no classifier head" if res.prediction is None else f"class {res.prediction}"
-    truth = task_sample_label(state.current_key()[len("sample:"):]) if state.current_key().startswith("sample:") else None
+    key = state.current_key()
+    truth = (task_sample_label(key[len("sample:"):]) if ref.kind == "task" and key.startswith("sample:")
+             else None)
     c1.metric("Prediction", pred, delta=None if truth is None else f"true digit {truth}",
               delta_color="off", delta_arrow="off", help="What the model predicts from the tokens it kept.")
     c2.metric("Model MACs", f"×{pruned / full:.3f}", delta=f"{pruned / 1e6:.1f} M of {full / 1e6:.1f} M",
@@ -86,7 +89,7 @@ def pruning_view(entry: ImageEntry) -> None:
         eff = ap.efficiency(lay, vit)
         slots = ui.efficiency_metrics(eff, lay, container=top, against_finest=model_based)
         if model_based:
-            _model_numbers(res, picked[1], top)
+            _model_numbers(res, picked[0], picked[1], top)
         with right:
             if model_based:
                 model_source.image_caveat(picked[0], state.current_key())

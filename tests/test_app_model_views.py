@@ -55,6 +55,12 @@ def _snippet_layout(at: AppTest) -> ap.PatchLayout:
     return ns["layout"]
 
 
+def _delta(at: AppTest, label: str) -> str:
+    values = [m.proto.delta for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r}"
+    return values[0]
+
+
 def _errors(at: AppTest) -> list[str]:
     return [e.value.replace("\\", "") for e in at.error]
 
@@ -84,6 +90,7 @@ def test_learned_and_attention_pruning_match_the_library(task, digit, capsys) ->
     res = prune_tokens_learned(digit, model_grid(task), task, keep_ratio=0.5, device="cpu")
     assert _tokens(at) == res.layout.num_tokens == ap.keep_count(64, 0.5)
     assert _metric(at, "Prediction") == f"class {res.prediction}"
+    assert _delta(at, "Prediction") == "true digit 5"  # the bundled model on its own digit sample
     assert _snippet_layout(at) == res.layout  # the exported snippet keeps exactly these tokens
     at.slider(key="w_keep_ratio").set_value(0.25).run()
     _ok(at)
@@ -185,6 +192,7 @@ def test_uploaded_checkpoint_through_the_picker(task, digit, checkpoints, monkey
     assert any("Local checkpoint file · task_vit.safetensors" in m.value.replace("\\", "") for m in at.markdown)
     res = prune_tokens_attention(digit, model_grid(task), task.vit, keep_ratio=0.5, device="cpu")
     assert _tokens(at) == res.layout.num_tokens
+    assert "true digit" not in _delta(at, "Prediction")  # a file's classes are not the task's digits
     monkeypatch.chdir(checkpoints)  # the snippet loads the checkpoint by its file name
     assert _snippet_layout(at) == res.layout
 
@@ -251,3 +259,76 @@ def test_timm_name_failure_is_one_line_and_success_loads(monkeypatch) -> None:
     _ok(at)
     assert any("timm model name · vit_fake_tiny_32" in m.value.replace("\\", "") for m in at.markdown)
     assert _tokens(at) == ap.keep_count(4, 0.5)  # the fake model's own 2x2 grid
+
+
+def test_malformed_upload_is_one_line_and_not_parsed_on_every_rerun(tmp_path, monkeypatch) -> None:
+    import json
+
+    import adapatch.model as am
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vit = create_model("ViT-Ti", device="cpu", img_size=32, depth=2, num_classes=10)
+    path = tmp_path / "bad_meta.safetensors"
+    save_file(dict(vit.state_dict()), str(path),
+              metadata={"adapatch.config": json.dumps({**vit.config.to_dict(), "mean": 5})})
+    calls = []
+    real = am.load_model_bytes
+    monkeypatch.setattr(am, "load_model_bytes", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    at = _app("pages/pruning.py")
+    at.selectbox(key="w_prune_scorer").set_value("attention").run()
+    at.radio(key="w_model_source").set_value("file").run()
+    _upload(at, path)
+    assert not at.exception
+    errors = _errors(at)
+    assert len(errors) == 1 and "mean must be 3 numbers" in errors[0] and "\n" not in errors[0], errors
+    at.run()
+    at.run()
+    assert not at.exception and calls == ["bad_meta.safetensors"]  # read once, remembered
+    assert "ap_model_file" not in at.session_state
+    assert any(k.startswith("file:") for k in at.session_state["ap_model_errors"])
+
+
+def test_timm_box_refuses_other_families_and_remembers_non_vit_models(monkeypatch) -> None:
+    calls: list[str] = []
+    mod = types.ModuleType("timm")
+
+    def create_model_(name: str, pretrained: bool = False):
+        calls.append(name)
+        return torch.nn.Linear(2, 2)  # a timm model that is not a ViT: no blocks, no cls_token
+    mod.create_model = create_model_
+    monkeypatch.setitem(sys.modules, "timm", mod)
+    at = _app("pages/pruning.py")
+    at.selectbox(key="w_prune_scorer").set_value("attention").run()
+    at.radio(key="w_model_source").set_value("timm").run()
+    at.text_input(key="w_model_timm_name").set_value("resnet50").run()
+    assert not at.exception
+    errors = _errors(at)
+    assert len(errors) == 1 and "vit_*/deit_*" in errors[0], errors
+    assert calls == []  # refused before timm is asked
+    at.text_input(key="w_model_timm_name").set_value("vit_not_a_vit").run()
+    assert not at.exception
+    errors = _errors(at)
+    assert len(errors) == 1 and "vit_not_a_vit" in errors[0] and "\n" not in errors[0], errors
+    at.run()
+    assert not at.exception and calls == ["vit_not_a_vit"]  # remembered, not retried on a rerun
+    assert "timm:vit_not_a_vit" in at.session_state["ap_model_errors"]
+
+
+def test_model_frame_token_maps_are_tinted_without_enlargement(monkeypatch) -> None:
+    """A model with a 272 px input is not enlarged for display, but its dropped tokens are still
+    tinted blue, as the pruning page's caption says."""
+    import cv2
+
+    from adapatch.app_support import compute
+
+    img = np.full((272, 272, 3), 0.5, np.float32)
+    grid = ap.uniform(272, 272, 16)
+    lay = grid.with_tokens(np.arange(grid.num_tokens) < 10)
+    for name, fn in {"full_settings": lambda e, s: s, "in_model_frame": lambda s: True,
+                     "display_factor": lambda e, s: 1, "frame": lambda e, s: img, "layout": lambda e, s: lay,
+                     "settings_key": lambda s: "tint-test"}.items():
+        monkeypatch.setattr(compute, name, fn)
+    png = compute.overlay_png(types.SimpleNamespace(digest="tint-test-272"), {}, kind="tokens", max_side=None)
+    b, g, r = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[264, 264].astype(int)  # a dropped token
+    assert b > r + 30, (b, g, r)

@@ -29,7 +29,7 @@ DISPLAY_SIDE = 1024
 MODEL_DISPLAY_SIDE = 512
 """Model-input frames (64 px for the bundled model) are enlarged by an integer factor to about this."""
 DROPPED_TINT = (70, 90, 170)
-"""Colour washed over dropped tokens in model-frame token maps."""
+"""Colour washed over dropped tokens in every model-frame token map (enlarged or not)."""
 
 
 def canonical(obj: Any) -> str:
@@ -206,12 +206,11 @@ def fidelity(entry: ImageEntry, settings: dict, device: str = "auto") -> dict:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _overlay_png(digest: str, key: str, kind: str, max_side: int | None, factor: int, _image: np.ndarray,
-                 _layout: ap.PatchLayout) -> bytes:
-    tint = None
-    if factor > 1:  # a small model-input frame (dark digits): enlarged, dropped tokens washed in colour
+def _overlay_png(digest: str, key: str, kind: str, max_side: int | None, factor: int, model_frame: bool,
+                 _image: np.ndarray, _layout: ap.PatchLayout) -> bytes:
+    tint = DROPPED_TINT if model_frame else None  # model frames: dropped tokens washed in colour
+    if factor > 1:  # a small model-input frame (dark digits): enlarged for display
         _image, _layout = render.enlarge(_image, _layout, factor)
-        tint = DROPPED_TINT
     if kind == "tokens":
         return render.to_png_bytes(render.token_map(_image, _layout, max_side=max_side, dropped_tint=tint))
     return render.to_png_bytes(render.layout_overlay(_image, _layout, max_side=max_side))
@@ -221,7 +220,7 @@ def overlay_png(entry: ImageEntry, settings: dict, kind: str = "layout", max_sid
     """PNG of the layout overlay (``kind="layout"``) or pruned-token map (``"tokens"``)."""
     s = full_settings(entry, settings)
     return _overlay_png(entry.digest, settings_key(s), kind, max_side, display_factor(entry, settings),
-                        frame(entry, settings), layout(entry, settings))
+                        in_model_frame(s), frame(entry, settings), layout(entry, settings))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -7,7 +7,7 @@ that would run code is refused) and never written to disk; its bytes stay in thi
 (``MODEL_FILE``, one file, <= the upload limit) so the model can be rebuilt if the bounded
 resource cache dropped it. Loaded models are shared, read-only, in ``st.cache_resource``.
 A source that failed to load is remembered per session with its one-line reason (``MODEL_ERRORS``)
-so an unreachable hub is not retried on every rerun.
+so an unreachable hub is not retried, and a bad upload not parsed again, on every rerun.
 """
 
 from __future__ import annotations
@@ -19,17 +19,19 @@ from typing import Any
 
 import streamlit as st
 
+from adapatch.model.sources import MODEL_DEVICE
+from adapatch.model.weights import CHECKPOINT_SUFFIXES
+
 from . import state
 from .images import clean_name, digest_of, md_escape
 
 SOURCES = {"task": "Bundled task model (cluttered digits)", "file": "Local checkpoint file",
            "timm": "timm model name"}
-CHECKPOINT_TYPES = ("safetensors", "pt", "pth")
+CHECKPOINT_TYPES = tuple(s.lstrip(".") for s in CHECKPOINT_SUFFIXES)  # the file uploader's types
 MODEL_FILE = "ap_model_file"  # {"name", "digest", "data", "file_id"} of the uploaded checkpoint
 MODEL_ERRORS = "ap_model_errors"  # {ModelRef.key: one-line reason} of sources that failed to load
 MODEL_UPLOAD = "ap_model_upload"  # {"file_id", "error"} of the last checkpoint upload read
 NO_FILE = "(no checkpoint uploaded)"
-MODEL_DEVICE = "cpu"
 
 
 @dataclass(frozen=True)
@@ -115,9 +117,15 @@ def load(ref: ModelRef):
                 raise ValueError("this checkpoint is no longer loaded; upload it again")
             return _file_model(f["digest"], f["name"], f["data"])
         return _timm_model(ref.name)
-    except ValueError as e:
-        ss[MODEL_ERRORS][ref.key] = " ".join(str(e).split())[:300]
+    except Exception as e:  # noqa: BLE001 - remembered, whatever it is, so a rerun does not retry it
+        ss[MODEL_ERRORS][ref.key] = _reason(e)
         raise ValueError(ss[MODEL_ERRORS][ref.key]) from None
+
+
+def _reason(e: Exception) -> str:
+    """One line (<= 300 characters) saying why a model could not be had."""
+    text = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {str(e).strip() or 'no detail'}"
+    return " ".join(text.split())[:300]
 
 
 def current_model() -> tuple[ModelRef, Any]:
@@ -128,7 +136,8 @@ def current_model() -> tuple[ModelRef, Any]:
 
 def checkpoint_name(raw: str) -> str:
     """An uploaded file's name fit to show and to write in settings, its suffix kept (it picks the reader)."""
-    suffix = clean_name(PurePath(str(raw)).suffix.lower())[:12]
+    suffix = PurePath(str(raw)).suffix.lower()
+    suffix = clean_name(suffix)[:12] if suffix else ""
     name = clean_name(raw)
     return name if name.lower().endswith(suffix) else clean_name(PurePath(str(raw)).stem)[:40] + suffix
 
@@ -137,12 +146,20 @@ def accept_upload(name: str, data: bytes, file_id: str = "") -> ModelRef:
     """Load an uploaded checkpoint from its bytes; on success it becomes this session's file.
 
     Raises ``ValueError`` (one line) for an unreadable, code-running or non-ViT checkpoint; the
-    previous file, if any, stays.
+    previous file, if any, stays. A failure is remembered for these bytes (``MODEL_ERRORS``), so
+    the same file is not parsed again in this session (``Forget``/a new upload of other bytes only).
     """
     ss = _session()
     name = checkpoint_name(name)
     digest = digest_of(bytes(data))
-    _file_model(digest, name, bytes(data))  # validates: raises ValueError before anything is kept
+    key = f"file:{digest}"
+    if key in ss[MODEL_ERRORS]:
+        raise ValueError(ss[MODEL_ERRORS][key])
+    try:
+        _file_model(digest, name, bytes(data))  # validates: raises before anything is kept
+    except Exception as e:  # noqa: BLE001
+        ss[MODEL_ERRORS][key] = _reason(e)
+        raise ValueError(ss[MODEL_ERRORS][key]) from None
     ss[MODEL_FILE] = {"name": name, "digest": digest, "data": bytes(data), "file_id": file_id}
     ss[MODEL_ERRORS].pop(f"file:{digest}", None)
     return ModelRef("file", name, digest)
@@ -155,8 +172,9 @@ def forget_upload() -> None:
 # ------------------------------------------------------------------ widgets
 def _file_widgets() -> None:
     ss = _session()
-    f = st.file_uploader("Checkpoint (.safetensors, .pt, .pth)", type=list(CHECKPOINT_TYPES), key="w_model_file",
-                         help="A timm-format ViT state dict. Read in memory, never stored; .pt/.pth files load "
+    f = st.file_uploader(f"Checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})", type=list(CHECKPOINT_TYPES),
+                         key="w_model_file",
+                         help="A timm-format ViT state dict. Read in memory, never stored; .pt/.pth/.bin files load "
                               "with torch.load(weights_only=True): a pickle that would run code is refused.")
     last = ss.get(MODEL_UPLOAD) or {}
     if f is not None:
@@ -165,8 +183,8 @@ def _file_widgets() -> None:
             last = {"file_id": fid, "error": None}
             try:
                 accept_upload(f.name, f.getvalue(), fid)
-            except ValueError as e:
-                last["error"] = " ".join(str(e).split())[:300]
+            except Exception as e:  # noqa: BLE001 - remembered: the upload is not read again on a rerun
+                last["error"] = _reason(e)
             ss[MODEL_UPLOAD] = last
         if last.get("error"):
             st.error(md_escape(last["error"]), icon=":material/error:")
@@ -180,8 +198,8 @@ def _file_widgets() -> None:
 def _timm_widgets() -> None:
     ss = _session()
     name = state.widget("model_timm_name", st.text_input, "timm model name", placeholder="vit_small_patch16_224",
-                        help="A timm vit_*/deit_* name, e.g. vit_small_patch16_224. The weights come from timm's "
-                             "hub, so this needs network access on the server.")
+                        help="A timm vit_*/deit_* name (other timm models are refused), e.g. vit_small_patch16_224. "
+                             "The weights come from timm's hub, so this needs network access on the server.")
     key = f"timm:{str(name or '').strip()}"
     if key in ss[MODEL_ERRORS] and st.button("Try again", key="w_model_retry", icon=":material/refresh:"):
         ss[MODEL_ERRORS].pop(key, None)

@@ -101,13 +101,14 @@ def attention_saliency(image: np.ndarray, model, mode: str = "rollout", head_fus
 def _attention_method(image: np.ndarray, model=None, mode: str = "rollout", head_fusion: str = "mean",
                       discard_ratio: float = 0.9) -> np.ndarray:
     """Registry entry: ``model=None`` uses the bundled task model (raises if it is missing); a
-    string is a model source (``"task"``, a checkpoint path, a timm name; ``resolve_model``).
+    string is a model source (``"task"``, a checkpoint path, a timm name; ``resolve_model``),
+    loaded once and kept (``cache=True``: the last two sources) rather than on every call.
     Runs on the model's own device."""
     if model is None:
         from .task import cached_task_model
         model = cached_task_model()
     elif isinstance(model, str):
         from .sources import resolve_model
-        model = resolve_model(model)
+        model = resolve_model(model, cache=True)
     device = next(as_vit(model).parameters()).device  # run where the model lives: a shared model never moves
     return attention_saliency(image, model, mode, head_fusion, discard_ratio, device=device)

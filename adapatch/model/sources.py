@@ -1,18 +1,20 @@
 """Where a model comes from and what it is: the bundled task model, a checkpoint, a timm name.
 
 ``resolve_model("task")`` is the bundled cluttered-digits ``TaskModel`` (ViT + trained pruner +
-selector); any other string goes to ``load_model`` (a local ``.safetensors``/``.pt``/``.pth``
-file, or a timm name when timm is installed). ``describe_model`` summarises a loaded model in
+selector); any other string goes to ``load_model`` (a local ``.safetensors``/``.pt``/``.pth``/``.bin``
+file, or a timm name when timm is installed); ``cache=True`` keeps the last two such models. ``describe_model`` summarises a loaded model in
 plain fields (for the app's "what is loaded" panel). Nothing here downloads anything by itself.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..device import resolve_device
 from .task import TaskModel, as_vit, load_task_model
 from .vit import VisionTransformer
 
@@ -28,18 +30,42 @@ def _task_model(device: str) -> TaskModel:
     return load_task_model(device=device)[0]
 
 
+@lru_cache(maxsize=2)
+def _loaded_model(source: str, device: str, stamp: tuple | None) -> VisionTransformer:
+    """``load_model(source)``, kept for the last two (source, device, file stamp) keys."""
+    from .weights import load_model
+    return load_model(source, device=device)
+
+
+def _file_stamp(source: str) -> tuple | None:
+    """(size, mtime) of a local file, so a cached model is reloaded when the file changes; None otherwise."""
+    try:
+        st = Path(source).stat()
+    except (OSError, ValueError):
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def resolve_model(source: str | TaskModel | VisionTransformer | None = TASK,
-                  device: str | torch.device = MODEL_DEVICE) -> TaskModel | VisionTransformer:
+                  device: str | torch.device = MODEL_DEVICE, cache: bool = False) -> TaskModel | VisionTransformer:
     """A model object for ``source``: a model is returned as is, ``"task"`` (or None) is the
-    bundled task model (loaded once per device), any other string is ``load_model(source)``."""
+    bundled task model (loaded once per device), any other string is ``load_model(source)``.
+
+    ``device`` may be ``"auto"`` (``adapatch.device.resolve_device``). With ``cache=True`` a
+    checkpoint or timm model is shared with earlier calls for the same source and device (the
+    last two are kept; a checkpoint file that changed on disk is read again): treat it as read-only."""
     if isinstance(source, (TaskModel, VisionTransformer)):
         return source
+    dev = str(resolve_device(device))
     if source is None or source == TASK:
-        return _task_model(str(torch.device(device)))
+        return _task_model(dev)
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"model must be 'task', a checkpoint path or a timm name, got {source!r}")
+    source = source.strip()
+    if cache:
+        return _loaded_model(source, dev, _file_stamp(source))
     from .weights import load_model
-    return load_model(source.strip(), device=device)
+    return load_model(source, device=dev)
 
 
 def describe_model(model: TaskModel | VisionTransformer) -> dict[str, Any]:

@@ -21,11 +21,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layout import PatchLayout
-from ..validation import check_choice, check_int
+from ..validation import check_choice, check_float, check_int
 from .embed import AdaptivePatchEmbed, TokenBatch
 from .posenc import PosMLP, sample_pos_embed
 
 POS_MODES = ("interp", "mlp", "interp+mlp")
+MAX_DIM = 16384
+"""Largest token width a ``ViTConfig`` accepts (ViT-22B is 6144 wide)."""
+MAX_CLASSES = 1_000_000
+
+
+def _three_floats(name: str, value) -> tuple[float, float, float]:
+    """``value`` as a tuple of 3 finite floats (per-channel mean / std)."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or len(value) != 3:
+        raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {value!r}"[:200])
+    return tuple(check_float(f"{name}[{i}]", v) for i, v in enumerate(value))
 
 
 @dataclass
@@ -51,15 +61,28 @@ class ViTConfig:
         check_int("patch_size", self.patch_size, 1, 1024)
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size must be a multiple of patch_size, got {self.img_size} and {self.patch_size}")
-        check_int("dim", self.dim, 1)
+        check_int("dim", self.dim, 1, MAX_DIM)
         check_int("depth", self.depth, 1, 256)
         check_int("heads", self.heads, 1, 256)
         if self.dim % self.heads:
             raise ValueError(f"dim must be divisible by heads, got dim={self.dim}, heads={self.heads}")
-        check_int("num_classes", self.num_classes, 0)
+        check_float("mlp_ratio", self.mlp_ratio, 0.0, 64.0)
+        if int(self.dim * self.mlp_ratio) < 1:
+            raise ValueError(f"mlp_ratio must give an MLP of at least one unit, got {self.mlp_ratio!r} at dim {self.dim}")
+        check_int("num_classes", self.num_classes, 0, MAX_CLASSES)
+        if not isinstance(self.qkv_bias, bool):
+            raise ValueError(f"qkv_bias must be true or false, got {self.qkv_bias!r}")
+        if not isinstance(self.pos_mode, str):
+            raise ValueError(f"pos_mode must be one of {', '.join(map(repr, POS_MODES))}; got {self.pos_mode!r}")
         check_choice("pos_mode", self.pos_mode, POS_MODES)
-        self.mean = tuple(float(v) for v in self.mean)
-        self.std = tuple(float(v) for v in self.std)
+        self.mean = _three_floats("mean", self.mean)
+        self.std = _three_floats("std", self.std)
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be 3 positive numbers, got {list(self.std)}")
+        if not isinstance(self.name, str):
+            raise ValueError(f"name must be a string, got {self.name!r}")
+        if not isinstance(self.extra, dict):
+            raise ValueError(f"extra must be a dict, got {type(self.extra).__name__}")
 
     @property
     def grid_size(self) -> int:

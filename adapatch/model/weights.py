@@ -11,6 +11,7 @@ import io
 import json
 import math
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -38,6 +39,9 @@ def create_model(preset: str = "ViT-Ti", device: str | torch.device = "auto", **
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 CHECKPOINT_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
+"""Checkpoint file suffixes (compared lower-cased: ``X.SAFETENSORS`` is a safetensors file)."""
+TIMM_PREFIXES = ("vit_", "deit_")
+"""timm model families this ViT reproduces; other timm names are refused before timm is asked."""
 
 
 def _torch_load(source, name: str) -> dict[str, torch.Tensor]:
@@ -59,6 +63,18 @@ def _first_line(e: BaseException) -> str:
     return ((str(e).strip().splitlines() or [type(e).__name__])[0])[:160]
 
 
+def _one_line(text: object, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _as_value_error(e: Exception, what: str) -> ValueError:
+    """``e`` as a one-line ``ValueError``: a ValueError keeps its text, anything else (TypeError,
+    RuntimeError, MemoryError...) is named and prefixed with ``what``."""
+    if isinstance(e, ValueError):
+        return ValueError(_one_line(e))
+    return ValueError(_one_line(f"{what}: {type(e).__name__}: {_first_line(e)}"))
+
+
 def _tensors_only(sd: object, name: str) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint (``state_dict`` / ``model`` wrappers unwrapped)."""
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
@@ -75,7 +91,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"path must be an existing weights file, got {str(path)!r}")
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
         try:
             return load_file(str(path))
@@ -89,8 +105,16 @@ def read_state_dict_bytes(data: bytes, name: str = "checkpoint.safetensors") -> 
 
     ``name``'s suffix picks the reader: ``.safetensors`` -> ``safetensors.torch.load``; ``.pt``,
     ``.pth``, ``.bin`` -> ``torch.load(BytesIO, weights_only=True)`` (a pickle that would run code
-    is refused with a ``ValueError``). Any other suffix is refused.
+    is refused with a ``ValueError``). Any other suffix is refused. Every failure is a one-line
+    ``ValueError``.
     """
+    try:
+        return _read_state_dict_bytes(data, name)
+    except Exception as e:  # noqa: BLE001 - an upload must never surface as anything but one line
+        raise _as_value_error(e, f"{name} could not be read") from None
+
+
+def _read_state_dict_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
     suffix = Path(str(name)).suffix.lower()
     if suffix not in CHECKPOINT_SUFFIXES:
         raise ValueError(f"{name}: checkpoint must be {', '.join(CHECKPOINT_SUFFIXES)}, got {suffix or 'no suffix'!r}")
@@ -106,32 +130,132 @@ def read_state_dict_bytes(data: bytes, name: str = "checkpoint.safetensors") -> 
     return _torch_load(io.BytesIO(bytes(data)), name)
 
 
+_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")
+
+
 def config_from_state_dict(sd: dict[str, torch.Tensor], **overrides) -> ViTConfig:
-    """Infer a ``ViTConfig`` from timm-named tensors (heads from the width unless given)."""
+    """Infer a ``ViTConfig`` from timm-named tensors (heads from the width unless given).
+
+    Every failure (missing keys, tensors of the wrong rank, an invalid config) is a one-line
+    ``ValueError``. The config is not checked against all the tensors here: ``model_from_state_dict``
+    does that before it builds anything (``check_state_dict``).
+    """
+    try:
+        return _config_from_state_dict(sd, overrides)
+    except Exception as e:  # noqa: BLE001
+        raise _as_value_error(e, "not a timm ViT state dict") from None
+
+
+def _config_from_state_dict(sd: dict[str, torch.Tensor], overrides: dict) -> ViTConfig:
     for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight",
                 "blocks.0.mlp.fc1.weight"):
         if key not in sd:
             raise ValueError(f"not a timm ViT state dict: missing {key!r}")
     if "dist_token" in sd:
         raise ValueError("distilled DeiT checkpoints (dist_token) are not supported; use a deit_*_patch16 model")
-    dim = sd["cls_token"].shape[-1]
-    patch = sd["patch_embed.proj.weight"].shape[-1]
-    grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
-    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    for key, ndim in (("cls_token", 3), ("pos_embed", 3), ("patch_embed.proj.weight", 4),
+                      ("blocks.0.mlp.fc1.weight", 2), ("head.weight", 2)):
+        if key in sd and sd[key].ndim != ndim:
+            raise ValueError(f"not a timm ViT state dict: {key} has {sd[key].ndim} dimensions, expected {ndim}")
+    dim = int(sd["cls_token"].shape[-1])
+    if dim < 1:
+        raise ValueError("not a timm ViT state dict: cls_token is empty")
+    patch = int(sd["patch_embed.proj.weight"].shape[-1])
+    grid = math.isqrt(max(0, sd["pos_embed"].shape[1] - 1))
+    depth = 1 + max(int(m.group(1)) for m in map(_BLOCK_KEY.match, sd) if m)
     kw = dict(img_size=grid * patch, patch_size=patch, dim=dim, depth=depth,
               heads=_HEADS_BY_DIM.get(dim, max(1, dim // 64)),
               mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / dim,
-              num_classes=sd["head.weight"].shape[0] if "head.weight" in sd else 0,
+              num_classes=int(sd["head.weight"].shape[0]) if "head.weight" in sd else 0,
               qkv_bias="blocks.0.attn.qkv.bias" in sd,
               pos_mode="interp+mlp" if "pos_mlp.fc1.weight" in sd else "interp")
     kw.update(overrides)
     return ViTConfig(**kw)
 
 
+def config_from_metadata(text: str, overrides: dict | None = None, source: str = "checkpoint") -> ViTConfig:
+    """The ``ViTConfig`` of ``save_model``'s ``adapatch.config`` metadata (JSON object of
+    ``ViTConfig`` fields), ``overrides`` applied. Malformed metadata (not JSON, not an object,
+    fields of the wrong type or out of range) is a one-line ``ValueError``; nothing is built."""
+    try:
+        d = json.loads(text)
+    except Exception:  # noqa: BLE001 - ValueError, RecursionError on deep nesting
+        raise ValueError(f"{source}: its adapatch config metadata is not JSON") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: its adapatch config metadata must be a JSON object, got {type(d).__name__}")
+    try:
+        return ViTConfig.from_dict({**d, **(overrides or {})})
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(_one_line(f"{source}: its adapatch config metadata is invalid: {_first_line(e)}")) from None
+
+
+def config_param_count(cfg: ViTConfig, pos_mlp: bool = True) -> int:
+    """Parameters of ``VisionTransformer(cfg)``, computed from the config alone (nothing is built).
+    ``pos_mlp=False`` leaves out the position MLP (an ``interp+mlp`` model may load without it)."""
+    d, p, g, c = cfg.dim, cfg.patch_size, cfg.grid_size, cfg.num_classes
+    h = int(d * cfg.mlp_ratio)
+    n = 3 * p * p * d + d + d + (1 + g * g) * d  # patch_embed.proj, cls_token, pos_embed
+    if pos_mlp and "mlp" in cfg.pos_mode:
+        n += 3 * 64 + 64 + 64 * d + d  # PosMLP(dim, hidden=64)
+    block = (2 * d + 3 * d * d + (3 * d if cfg.qkv_bias else 0) + d * d + d  # norm1, attn.qkv, attn.proj
+             + 2 * d + h * d + h + h * d + d)  # norm2, mlp.fc1, mlp.fc2
+    return n + cfg.depth * block + 2 * d + (d * c + c if c else 0)  # blocks, norm, head
+
+
+def _values_held(sd: dict[str, torch.Tensor]) -> int:
+    """How many values the tensors really hold (distinct storages: a stride-0 view of one value
+    that claims a large shape counts as the one value)."""
+    held: dict[tuple, int] = {}
+    for v in sd.values():
+        if v.layout != torch.strided or v.device.type == "meta":
+            raise ValueError("the checkpoint holds a tensor that is not a plain dense tensor")
+        st = v.untyped_storage()
+        key = (str(v.device), st.data_ptr())
+        held[key] = max(held.get(key, 0), st.nbytes() // max(1, v.element_size()))
+    return sum(held.values())
+
+
+def check_state_dict(sd: dict[str, torch.Tensor], cfg: ViTConfig, source: str = "state dict") -> None:
+    """Refuse (one-line ``ValueError``) a config that the tensors do not back, before any module is built.
+
+    The config must agree with the shapes of ``cls_token``, ``pos_embed``,
+    ``patch_embed.proj.weight``, every block's ``attn.qkv`` and ``mlp.fc1`` weights and the head,
+    and the parameters it implies must not exceed the values the file holds: loading is strict, so
+    the file supplies every parameter, and a small file can never make a large model.
+    """
+    d, p, g, h = cfg.dim, cfg.patch_size, cfg.grid_size, int(cfg.dim * cfg.mlp_ratio)
+    pos_mlp = "mlp" in cfg.pos_mode and not (cfg.pos_mode == "interp+mlp" and "pos_mlp.fc1.weight" not in sd)
+    need, held = config_param_count(cfg, pos_mlp), _values_held(sd)
+    if need > held:
+        raise ValueError(f"{source}: its config ({cfg.depth} blocks of width {d}, {cfg.img_size} px input) needs "
+                         f"{need:,} parameters but the file holds only {held:,} values; refused")
+
+    def expect(key: str, shape: tuple[int, ...]) -> None:
+        t = sd.get(key)
+        if t is None:
+            raise ValueError(f"{source}: weights do not match its config: missing {key!r}")
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{source}: weights do not match its config: {key} is {list(t.shape)}, "
+                             f"the config needs {list(shape)}")
+
+    expect("cls_token", (1, 1, d))
+    expect("pos_embed", (1, 1 + g * g, d))
+    expect("patch_embed.proj.weight", (d, 3, p, p))
+    for i in range(cfg.depth):
+        expect(f"blocks.{i}.attn.qkv.weight", (3 * d, d))
+        expect(f"blocks.{i}.mlp.fc1.weight", (h, d))
+    if cfg.num_classes:
+        expect("head.weight", (cfg.num_classes, d))
+
+
 def model_from_state_dict(sd: dict[str, torch.Tensor], config: ViTConfig | None = None, source: str = "state dict",
                           device: str | torch.device = "auto") -> VisionTransformer:
-    """Build a ViT and load timm-named tensors strictly (unknown or missing keys raise)."""
+    """Build a ViT and load timm-named tensors strictly (unknown or missing keys raise).
+
+    The config is checked against the tensors first (``check_state_dict``): nothing is built for a
+    config the tensors do not back."""
     cfg = config or config_from_state_dict(sd)
+    check_state_dict(sd, cfg, source)
     model = VisionTransformer(cfg)
     sd = {k: v for k, v in sd.items() if k not in ("fc_norm.weight", "fc_norm.bias") or v.numel()}
     try:
@@ -155,30 +279,44 @@ def load_model(source: str | Path, device: str | torch.device = "auto", **overri
     ``pretrained=False`` (its attention is refused as meaningless).
     """
     path = Path(source)
-    if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
-        sd = read_state_dict(path)
-        meta: dict[str, str] = {}
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-            with safe_open(str(path), "pt") as f:
-                meta = dict(f.metadata() or {})
-        cfg_file = path.with_name("config.json")
-        if "adapatch.config" not in meta and cfg_file.is_file():
-            d = json.loads(cfg_file.read_text()).get("vit", {})
-            if d:
-                meta["adapatch.config"] = json.dumps(d)
-        return _model_with_metadata(sd, meta, f"file {path.name}", device, overrides)
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES or path.exists():
+        try:
+            return _load_file(path, device, overrides)
+        except Exception as e:  # noqa: BLE001
+            raise _as_value_error(e, f"{path.name} could not be loaded") from None
     return load_timm(str(source), device, **overrides)
+
+
+def _load_file(path: Path, device: str | torch.device, overrides: dict) -> VisionTransformer:
+    sd = read_state_dict(path)
+    meta: dict[str, str] = {}
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+    cfg_file = path.with_name("config.json")
+    if "adapatch.config" not in meta and cfg_file.is_file():
+        d = json.loads(cfg_file.read_text()).get("vit", {})
+        if d:
+            meta["adapatch.config"] = json.dumps(d)
+    return _model_with_metadata(sd, meta, f"file {path.name}", device, overrides)
 
 
 def load_model_bytes(data: bytes, name: str = "checkpoint.safetensors", device: str | torch.device = "auto",
                      **overrides) -> VisionTransformer:
     """A ViT from checkpoint bytes (see ``read_state_dict_bytes``). The architecture comes from
     ``overrides``, then the config ``save_model`` writes into safetensors files, else it is
-    inferred from the tensors; an untrained ``save_model`` file keeps ``pretrained=False``."""
-    sd = read_state_dict_bytes(data, name)
-    meta = safetensors_metadata(data) if str(name).lower().endswith(".safetensors") else {}
-    return _model_with_metadata(sd, meta, f"file {name}", device, overrides)
+    inferred from the tensors; an untrained ``save_model`` file keeps ``pretrained=False``.
+
+    Whatever is wrong with the bytes (unreadable, code-running pickle, malformed metadata, a config
+    the tensors do not back), the error is a one-line ``ValueError`` and no module is built for a
+    config that would need more parameters than the file holds."""
+    try:
+        sd = read_state_dict_bytes(data, name)
+        meta = safetensors_metadata(data) if str(name).lower().endswith(".safetensors") else {}
+        return _model_with_metadata(sd, meta, f"file {name}", device, overrides)
+    except Exception as e:  # noqa: BLE001
+        raise _as_value_error(e, f"{name} could not be loaded") from None
 
 
 def safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -190,7 +328,7 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
         return {}
     try:
         meta = json.loads(bytes(data[8:8 + n])).get("__metadata__") or {}
-    except (ValueError, AttributeError):
+    except Exception:  # noqa: BLE001 - ValueError, AttributeError (not an object), RecursionError
         return {}
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
@@ -199,11 +337,7 @@ def _model_with_metadata(sd: dict[str, torch.Tensor], meta: dict[str, str], sour
                          device: str | torch.device, overrides: dict) -> VisionTransformer:
     """Build the ViT (config from metadata when present) and mark untrained ``save_model`` files."""
     if "adapatch.config" in meta:
-        try:
-            d = json.loads(meta["adapatch.config"])
-        except ValueError:
-            raise ValueError(f"{source}: its adapatch config metadata is not JSON") from None
-        cfg = ViTConfig.from_dict({**d, **overrides})
+        cfg = config_from_metadata(meta["adapatch.config"], overrides, source)
     else:
         cfg = config_from_state_dict(sd, **overrides)
     model = model_from_state_dict(sd, cfg, source, device)
@@ -214,7 +348,13 @@ def _model_with_metadata(sd: dict[str, torch.Tensor], meta: dict[str, str], sour
 
 
 def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> VisionTransformer:
-    """Weights of a timm ``vit_*``/``deit_*`` model via timm (needs timm and network access)."""
+    """Weights of a timm ``vit_*``/``deit_*`` model via timm (needs timm and network access).
+
+    Other names are refused before timm is asked; every failure is a one-line ``ValueError``."""
+    name = str(name).strip()
+    if not name.startswith(TIMM_PREFIXES):
+        raise ValueError(_one_line(f"{name!r} is not a local checkpoint file nor a timm vit_*/deit_* model name "
+                                   "(only those timm ViT families load)"))
     try:
         import timm  # optional: never imported at module import time
     except ImportError:
@@ -225,13 +365,16 @@ def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> Vi
     except Exception as e:  # hub unreachable, unknown name
         raise ValueError(f"timm could not provide pretrained weights for {name!r}: {type(e).__name__}: "
                          f"{_first_line(e)}") from None
-    sd = tm.state_dict()
-    dc = getattr(tm, "pretrained_cfg", {}) or {}
-    cfg = config_from_state_dict(sd, heads=getattr(tm.blocks[0].attn, "num_heads", None) or
-                                 _HEADS_BY_DIM.get(sd["cls_token"].shape[-1], 1),
-                                 mean=tuple(dc.get("mean", (0.5,) * 3)), std=tuple(dc.get("std", (0.5,) * 3)),
-                                 name=name, **overrides)
-    return model_from_state_dict(sd, cfg, f"timm {name}", device)
+    try:
+        sd = tm.state_dict()
+        dc = getattr(tm, "pretrained_cfg", {}) or {}
+        cfg = config_from_state_dict(sd, heads=getattr(tm.blocks[0].attn, "num_heads", None) or
+                                     _HEADS_BY_DIM.get(sd["cls_token"].shape[-1], 1),
+                                     mean=tuple(dc.get("mean", (0.5,) * 3)), std=tuple(dc.get("std", (0.5,) * 3)),
+                                     name=name, **overrides)
+        return model_from_state_dict(sd, cfg, f"timm {name}", device)
+    except Exception as e:  # noqa: BLE001 - e.g. a timm model without .blocks: not a ViT this reproduces
+        raise _as_value_error(e, f"timm model {name!r} is not a ViT adapatch can load") from None
 
 
 def save_model(model: VisionTransformer, path: str | Path) -> None:

@@ -37,6 +37,9 @@ import numpy as np
 
 from .importance import SALIENCY_MEASURES
 from .layout import PatchLayout
+from .model.sources import MODEL_DEVICE
+from .model.sources import TASK as TASK_MODEL
+from .model.weights import CHECKPOINT_SUFFIXES
 from .pruning import prune, token_scores
 from .saliency import saliency as compute_saliency
 from .strategies import STRATEGIES, layout_for_budget, make_layout
@@ -48,9 +51,6 @@ SALIENCY_SCORERS = ("mean", "max")
 MODEL_SCORERS = ("learned", "attention")
 PRUNE_SCORERS = SALIENCY_SCORERS + MODEL_SCORERS
 MODEL_STRATEGIES = ("learned_selector",)
-TASK_MODEL = "task"
-MODEL_DEVICE = "cpu"
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 def normalize_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapatch.export import MODEL_SCORERS, PRUNE_SCORERS as _SCORER_NAMES
+
 from . import state
 from .compute import saliency_spec
 
 SIZE_OPTIONS = (2, 4, 8, 16, 32, 64, 128)
-PRUNE_SCORERS = {"mean": "saliency mean per token", "max": "saliency max per token",
-                 "learned": "learned (model's TokenPruner)", "attention": "attention (EViT: CLS attention, rest fused)"}
-MODEL_SCORERS = ("learned", "attention")
+_SCORER_LABELS = {"mean": "saliency mean per token", "max": "saliency max per token",
+                  "learned": "learned (model's TokenPruner)", "attention": "attention (EViT: CLS attention, rest fused)"}
+PRUNE_SCORERS = {s: _SCORER_LABELS[s] for s in _SCORER_NAMES}  # the export format's scorers, with labels
 STRATEGIES = {"quadtree": "quadtree", "greedy": "greedy", "learned_selector": "selector"}
 
 

@@ -186,12 +186,19 @@ def to_png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` (``[H, W]`` or ``[H, W, C]``) enlarged by an integer ``factor``, nearest neighbour:
+    every pixel becomes a ``factor x factor`` square (small model frames and grid maps for display)."""
+    factor = check_int("factor", factor, 1, 1024)
+    a = np.asarray(image)
+    return a if factor == 1 else a.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
 def enlarge(image: np.ndarray, layout: PatchLayout, factor: int) -> tuple[np.ndarray, PatchLayout]:
     """A small image and its layout enlarged by an integer ``factor`` (nearest neighbour), so a
     tiny model-input frame (e.g. 64x64) can be drawn with thin lines at display size."""
     factor = check_int("factor", factor, 1, 64)
-    a = np.asarray(image)
-    big = cv2.resize(a, (a.shape[1] * factor, a.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
+    big = upscale(image, factor)
     lay = PatchLayout(layout.height * factor, layout.width * factor, (layout.canvas[0] * factor, layout.canvas[1] * factor),
                       layout.boxes.astype(np.int64) * factor, layout.dropped.astype(np.int64) * factor,
                       layout.strategy, dict(layout.params))

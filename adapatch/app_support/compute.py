@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import cv2
 import numpy as np
 import streamlit as st
 
@@ -227,9 +226,7 @@ def overlay_png(entry: ImageEntry, settings: dict, kind: str = "layout", max_sid
 def _reconstruction_png(digest: str, key: str, device: str, max_side: int, factor: int, _image: np.ndarray,
                         _layout: ap.PatchLayout) -> bytes:
     rec = ap.reconstruct(_image, _layout, device=device)
-    if factor > 1:
-        rec = cv2.resize(rec, (rec.shape[1] * factor, rec.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
-    return render.to_png_bytes(to_display(rec, max_side))
+    return render.to_png_bytes(to_display(render.upscale(rec, factor), max_side))
 
 
 def reconstruction_png(entry: ImageEntry, settings: dict, device: str = "auto", max_side: int = DISPLAY_SIDE) -> bytes:

@@ -3,7 +3,6 @@ and the learned selector's map of the current image for the Patch layout page.""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import streamlit as st
 
@@ -44,7 +43,7 @@ def selector_pngs(name: str, k: int) -> tuple[bytes, bytes]:
     model, _ = task_model()
     small = resize_for_model(img, model)
     imp = selector_importance(img, model, device="cpu")
-    imp_full = np.kron(imp, np.ones((small.shape[0] // imp.shape[0], small.shape[1] // imp.shape[1]), np.float32))
+    imp_full = render.upscale(imp, small.shape[0] // imp.shape[0])
     lay = selector_layout(img, model, k=k, device="cpu")
     return (render.to_png_bytes(render.heatmap(small, imp_full, alpha=0.6, max_side=64)),
             render.to_png_bytes(render.token_map(small, lay, dim=0.25, max_side=64)))
@@ -79,8 +78,8 @@ def selector_map(entry: ImageEntry) -> np.ndarray:
 @st.cache_data(max_entries=32, show_spinner=False)
 def _selector_png(digest: str, model_key: str, factor: int, alpha: float, _frame: np.ndarray,
                   _map: np.ndarray) -> bytes:
-    big = cv2.resize(_frame, (_frame.shape[1] * factor, _frame.shape[0] * factor), interpolation=cv2.INTER_NEAREST)
-    heat = cv2.resize(_map, (big.shape[1], big.shape[0]), interpolation=cv2.INTER_NEAREST)
+    big = render.upscale(_frame, factor)
+    heat = render.upscale(_map, big.shape[0] // _map.shape[0])
     return render.to_png_bytes(render.heatmap(big, heat, alpha=alpha))
 
 

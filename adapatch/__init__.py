@@ -14,7 +14,8 @@ from .fidelity import fidelity, psnr_ssim
 from .greedy import greedy
 from .image_io import DEFAULT_MAX_PIXELS, LoadedImage, load_image, open_image
 from .importance import IMPORTANCE_MEASURES
-from .layout import PatchLayout, uniform
+from .layout import PatchLayout, uniform, uniform_for_budget
+from .multiscale import multiscale
 from .patches import extract_patches, reconstruct
 from .pruning import keep_count, prune, token_scores
 from .quadtree import ThresholdCurve, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
@@ -28,8 +29,8 @@ __all__ = [
     "PatchLayout", "STRATEGIES", "ThresholdCurve", "VIT_PRESETS", "ViTPreset", "available_devices",
     "downscale_to_pixels", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
     "fidelity", "fit_size", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout",
-    "mean_speedups", "open_image", "prune", "psnr_ssim", "quadtree", "quadtree_batch", "reconstruct",
+    "mean_speedups", "multiscale", "open_image", "prune", "psnr_ssim", "quadtree", "quadtree_batch", "reconstruct",
     "register_saliency", "render", "resize_image", "resolve_device", "saliency", "saliency_methods",
-    "threshold_curve", "threshold_for_budget", "token_scores", "uniform", "vit_flops",
+    "threshold_curve", "threshold_for_budget", "token_scores", "uniform", "uniform_for_budget", "vit_flops",
 ]
 __version__ = "0.1.0"

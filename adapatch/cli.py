@@ -11,23 +11,28 @@ from .efficiency import VIT_PRESETS, efficiency
 from .errors import ImageError
 from .fidelity import fidelity
 from .image_io import DEFAULT_MAX_PIXELS, open_image
+from .greedy import ALLOCATIONS
 from .importance import IMPORTANCE_MEASURES
 from .saliency import saliency, saliency_methods
 from .samples import list_samples, sample_path
-from .strategies import make_layout
+from .strategies import layout_for_budget, make_layout
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m adapatch", description="Adaptive patch layout of an image.")
     p.add_argument("image", help=f"image file, or sample:NAME for a bundled sample ({', '.join(list_samples())})")
-    p.add_argument("--strategy", choices=("quadtree", "greedy"), default="quadtree")
+    p.add_argument("--strategy", choices=("quadtree", "greedy", "multiscale", "uniform"), default="quadtree",
+                   help="multiscale and uniform need --budget (uniform: the equal-token grid of any patch size)")
     p.add_argument("--threshold", type=float, default=None, help="quadtree split threshold in [0, 1] (default 0.1)")
     p.add_argument("--budget", type=int, default=None, help="maximum number of tokens")
     p.add_argument("--min-size", type=int, default=8, help="smallest patch (power of two)")
     p.add_argument("--max-size", type=int, default=32, help="largest patch (power of two)")
-    p.add_argument("--importance", choices=IMPORTANCE_MEASURES, default="std")
+    p.add_argument("--importance", choices=IMPORTANCE_MEASURES, default=None,
+                   help="quadtree importance (default: distortion with --budget, std without)")
     p.add_argument("--saliency", default="edges", help="saliency method for greedy / saliency importances")
     p.add_argument("--uncovered", choices=("fill", "drop"), default="fill", help="greedy: what the budget leaves")
+    p.add_argument("--allocation", choices=ALLOCATIONS, default="saliency",
+                   help="greedy: saliency rule or rate-distortion allocation")
     p.add_argument("--vit", choices=list(VIT_PRESETS), default="ViT-B")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     p.add_argument("--json", type=Path, help="write the layout JSON here")
@@ -50,14 +55,19 @@ def main(argv: list[str] | None = None) -> int:
                                  max_size=args.max_size, importance=args.importance)
             if needs_sal:
                 layout.params["saliency"] = args.saliency
+        elif args.strategy in ("multiscale", "uniform"):
+            if args.budget is None:
+                raise ValueError(f"--strategy {args.strategy} needs --budget")
+            layout = layout_for_budget(image, args.strategy, args.budget)
         else:
             sizes = []
             s = args.min_size
             while s <= args.max_size:
                 sizes.append(s)
                 s *= 2
-            layout = make_layout(image, "greedy", args.saliency, patch_sizes=sizes or [args.min_size],
-                                 budget=args.budget, uncovered=args.uncovered)
+            sal = args.saliency if args.allocation == "saliency" else None
+            layout = make_layout(image, "greedy", sal, patch_sizes=sizes or [args.min_size],
+                                 budget=args.budget, uncovered=args.uncovered, allocation=args.allocation)
         eff = efficiency(layout, vit=args.vit)
         fid = fidelity(image, layout)
     except (ImageError, ValueError) as e:

@@ -154,8 +154,8 @@ def _uses_saliency(s: dict[str, Any]) -> bool:
     if s["prune"] is not None:
         return s["prune"]["scorer"] in SALIENCY_SCORERS
     if s["strategy"] == "greedy":
-        return True
-    return s["strategy"] == "quadtree" and s["params"].get("importance", "std") in SALIENCY_MEASURES
+        return s["params"].get("allocation", "saliency") == "saliency"
+    return s["strategy"] == "quadtree" and s["params"].get("importance") in SALIENCY_MEASURES
 
 
 def resolve_settings_model(settings: dict[str, Any], model: Any = None) -> Any:

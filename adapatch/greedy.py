@@ -16,6 +16,13 @@ What the budget leaves uncovered (``uncovered=``):
 * ``"drop"``: cells are served at their desired size until the budget runs out; the first one
   that does not fit gets the finest size that still fits, the remaining cells get no token and
   are reported in ``PatchLayout.dropped`` (as ``max_size`` boxes).
+
+``allocation="distortion"`` replaces the saliency rule by rate-distortion allocation: each cell's
+options are its tilings at every size (``(max_size / s) ** 2`` tokens, error = the exact squared
+error of what a ``token_size`` embedding sees, ``adapatch.importance.reconstruction_sse``; with
+``"drop"`` also no token at all, painted with the image's mean colour). Upgrades are taken in
+order of error removed per added token along each cell's lower convex hull (the Lagrangian
+greedy of multiple-choice allocation), until the next one does not fit. No saliency is used.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .importance import pad_to_canvas
+from .importance import TOKEN_SIZE, block_sums, pad_to_canvas, reconstruction_sse
 from .layout import PatchLayout, padded_canvas
 from .validation import check_choice, check_int, check_power_of_two
+
+ALLOCATIONS = ("saliency", "distortion")
 
 
 def _check_patch_sizes(patch_sizes: Sequence[int]) -> list[int]:
@@ -40,11 +49,14 @@ def _check_patch_sizes(patch_sizes: Sequence[int]) -> list[int]:
 
 
 def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch_sizes: Sequence[int] = (8, 16, 32),
-           budget: int | None = None, uncovered: str = "fill") -> PatchLayout:
-    """Greedy saliency allocation (see module docstring). ``saliency``: map ``[H, W]`` in [0, 1]
-    or a method name (default ``"edges"``). ``budget=None`` means no limit."""
+           budget: int | None = None, uncovered: str = "fill", allocation: str = "saliency",
+           token_size: int = TOKEN_SIZE) -> PatchLayout:
+    """Greedy allocation (see module docstring). ``saliency``: map ``[H, W]`` in [0, 1] or a method
+    name (default ``"edges"``; unused with ``allocation="distortion"``). ``budget=None`` means no
+    limit."""
     sizes = _check_patch_sizes(patch_sizes)
     uncovered = check_choice("uncovered", uncovered, ("fill", "drop"))
+    allocation = check_choice("allocation", allocation, ALLOCATIONS)
     if budget is not None:
         budget = check_int("budget", budget, 1)
     img = np.asarray(image)
@@ -52,6 +64,10 @@ def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch
         raise ValueError(f"image must be a float RGB array [H, W, 3], got shape {img.shape}")
     h, w = img.shape[:2]
     params: dict[str, Any] = {"patch_sizes": sizes, "budget": budget, "uncovered": uncovered}
+    if allocation == "distortion":
+        token_size = check_power_of_two("token_size", token_size, 1, 1024)
+        params.update(allocation=allocation, token_size=token_size)
+        return _rd_greedy(np.asarray(img, np.float32), sizes, budget, uncovered, token_size, params)
     if saliency is None or isinstance(saliency, str):
         from .saliency import saliency as compute
         params["saliency"] = saliency or "edges"
@@ -101,6 +117,70 @@ def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch
                 size_idx[order[n_ok]] = max(int(fits.min()), int(want[order[n_ok]]))
 
     boxes, dropped = _cell_boxes(size_idx, sizes_arr, gw, big)
+    return PatchLayout(h, w, canvas, boxes, dropped, strategy="greedy", params=params)
+
+
+def _lower_hull(tokens: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """``[n, k]`` bool: which of each cell's ``k`` options (``tokens`` ascending, shared) lie on the
+    lower convex hull of (tokens, error) and strictly lower the error of every cheaper one."""
+    n, k = err.shape
+    on = np.ones((n, k), bool)
+    best = np.minimum.accumulate(err, axis=1)
+    on[:, 1:] = err[:, 1:] < best[:, :-1]  # dominated: no less error than a cheaper option
+    for j in range(1, k - 1):  # above a chord between a cheaper and a dearer option: off the hull
+        for i in range(j):
+            for m in range(j + 1, k):
+                t = (tokens[j] - tokens[i]) / (tokens[m] - tokens[i])
+                chord = err[:, i] + t * (err[:, m] - err[:, i])
+                on[:, j] &= ~(on[:, i] & on[:, m] & (err[:, j] >= chord))
+    return on
+
+
+def _rd_greedy(img: np.ndarray, sizes: list[int], budget: int | None, uncovered: str, token_size: int,
+               params: dict[str, Any]) -> PatchLayout:
+    """Rate-distortion allocation of one size per cell (see the module docstring)."""
+    h, w = img.shape[:2]
+    big = sizes[-1]
+    canvas = padded_canvas(h, w, big)
+    padded = pad_to_canvas(img[None], canvas)
+    gh, gw = canvas[0] // big, canvas[1] // big
+    n0 = gh * gw
+    desc = sizes[::-1]
+    sse = reconstruction_sse(padded, desc, token_size)
+    err = [x[0].reshape(gh, big // s, gw, big // s).sum(axis=(1, 3)).ravel() for x, s in zip(sse, desc)]
+    tokens = [(big // s) ** 2 for s in desc]  # ascending with the sizes descending
+    if uncovered == "drop":  # no token: the cell painted with the image's mean colour
+        s1, s2 = block_sums(padded, big, per_channel=True)
+        mean = img.reshape(-1, 3).astype(np.float64).mean(axis=0)
+        s1 = s1.reshape(3, gh * gw)
+        err = [s2.ravel() - 2 * (mean @ s1) + big * big * float(mean @ mean)] + err
+        tokens = [0] + tokens
+    err_a = np.maximum(np.stack(err, axis=1), 0.0)  # [cells, options]
+    tok = np.array(tokens, np.int64)
+    base = 0 if uncovered == "drop" else n0
+    if budget is None:  # the cheapest option with the least error
+        choice = np.argmin(err_a, axis=1)
+    else:
+        if uncovered == "fill" and budget < n0:
+            raise ValueError(f"budget must be >= {n0} (one {big}px token per cell of a {h}x{w} image) "
+                             f"with uncovered='fill', got {budget}; use uncovered='drop' or a larger budget")
+        on = _lower_hull(tok.astype(np.float64), err_a)
+        cells, opts = np.nonzero(on)  # row-major: each cell's hull points in token order
+        first = np.r_[True, cells[1:] != cells[:-1]]
+        prev = np.where(first, -1, np.r_[0, opts[:-1]])
+        seg = ~first  # upgrade segments from the previous hull point
+        c, a, b = cells[seg], prev[seg], opts[seg]
+        dt = tok[b] - tok[a]
+        slope = (err_a[c, a] - err_a[c, b]) / dt
+        order = np.lexsort((np.arange(len(c)), -slope))  # most error removed per token first
+        spent = base + np.cumsum(dt[order])
+        n_ok = int(np.searchsorted(spent, budget, side="right"))
+        choice = np.zeros(n0, np.int64)
+        taken = order[:n_ok]
+        np.maximum.at(choice, c[taken], b[taken])  # hull points are taken in order per cell
+    size_idx = choice - (1 if uncovered == "drop" else 0)  # -1 = dropped; else index into desc
+    asc_idx = np.where(size_idx < 0, -1, len(sizes) - 1 - size_idx)
+    boxes, dropped = _cell_boxes(asc_idx, np.array(sizes), gw, big)
     return PatchLayout(h, w, canvas, boxes, dropped, strategy="greedy", params=params)
 
 

@@ -14,6 +14,13 @@ threshold means the same on every image:
 - ``"mean_saliency"`` / ``"max_saliency"``: mean / max of a saliency map over the square.
 - ``"entropy"``: Shannon entropy of the square's grey-level histogram (``bins`` levels, as APT)
   / log2(bins).
+- ``"distortion"``: rate-distortion gain of splitting the square, for a model whose tokens are
+  ``token_size`` px (16): the exact squared error of what the model sees (the square area-resized
+  to ``token_size`` and painted back) minus that of its four children, per value, as
+  ``2 * sqrt(gain / (3 s^2))`` (the RMS error a split removes / 0.5). Unlike the per-pixel
+  measures it counts area: a 64 px square with a little detail can gain more than a busy 16 px
+  one. A square of at most ``token_size`` px is seen losslessly, so splitting it gains nothing.
+  ``reconstruction_sse`` and ``distortion_gains`` give the absolute squared errors behind it.
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ VAR_FLOOR = 1e-12
 about 1e-16, while one 8-bit step in a 64x64 square is a variance of about 1e-9; so a flat
 square has importance exactly 0 and never splits, even at threshold 0."""
 
-IMPORTANCE_MEASURES = ("std", "variance", "mean_saliency", "max_saliency", "entropy")
+IMPORTANCE_MEASURES = ("std", "variance", "mean_saliency", "max_saliency", "entropy", "distortion")
 SALIENCY_MEASURES = ("mean_saliency", "max_saliency")
 ENTROPY_BINS = 16
+TOKEN_SIZE = 16
+"""Side, in pixels, of the token image a fixed-width patch embedding sees (ViT-B/16 and most ViTs)."""
 
 
 def pad_to_canvas(images: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
@@ -133,14 +142,91 @@ def block_sums(canvas: np.ndarray, m: int, per_channel: bool) -> tuple[np.ndarra
     return (s1.reshape(c * b, *shape[1:]) if per_channel else s1.reshape(shape)), s2.reshape(shape)
 
 
+def _pool(x: np.ndarray, f: int) -> np.ndarray:
+    """Sum over ``f x f`` blocks of axes 1, 2 of ``[B, gh, gw]``."""
+    if f == 1:
+        return x
+    b, gh, gw = x.shape
+    return x.reshape(b, gh // f, f, gw // f, f).sum(axis=(2, 4))
+
+
+def _cell_energy(canvas: np.ndarray, c0: int, nlev: int, b0: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(q, s2)`` of ``adapatch.kernels.cell_energy`` over ``[B, ch, cw, 3]`` (``[nlev, B, gh, gw]`` and
+    ``[B, gh, gw]``, boxes of ``b0`` px); two strips on two threads for large inputs."""
+    from .kernels import cell_energy  # numba: imported on first use, not with adapatch
+
+    b, ch, cw, c = canvas.shape
+    flat = canvas.reshape(b * ch, cw * c)
+    gh = b * ch // b0
+    q = np.zeros((nlev, gh, cw // b0))
+    s2 = np.zeros((gh, cw // b0))
+    top = max(b0, c0 << (nlev - 1)) // b0  # box rows per largest cell: strips start on its edges
+    if canvas.size >= _PARALLEL_MIN_VALUES and gh >= 2 * top:
+        mid = (gh // top // 2) * top
+        fut = _POOL.submit(cell_energy, flat[:mid * b0], c0, nlev, b0, q[:, :mid], s2[:mid])
+        cell_energy(flat[mid * b0:], c0, nlev, b0, q[:, mid:], s2[mid:])
+        fut.result()
+    else:
+        cell_energy(flat, c0, nlev, b0, q, s2)
+    return q.reshape(nlev, b, ch // b0, cw // b0), s2.reshape(b, ch // b0, cw // b0)
+
+
+def reconstruction_sse(canvas: np.ndarray, sizes: list[int], token_size: int = TOKEN_SIZE) -> list[np.ndarray]:
+    """Squared error ``[B, ch // s, cw // s]`` (float64) of every ``s`` px square seen as one token.
+
+    The token is the square area-resized to ``token_size`` (each cell of ``c = s / token_size``
+    px becomes its mean) and painted back (replicated), so the error is ``S2 - sum over cells of
+    |S1|^2 / c^2`` (``S1`` a cell's per-channel sums, ``S2`` the square's sum of squares, all
+    channels). Squares of at most ``token_size`` px are seen losslessly (0). ``sizes`` are powers of
+    two dividing the canvas sides, ``token_size`` a power of two. One compiled pass over the image
+    gives every cell size at once (``adapatch.kernels.cell_energy``).
+    """
+    b, ch, cw, _ = canvas.shape
+    cells = sorted({s // token_size for s in sizes if s > token_size})
+    out = {s: np.zeros((b, ch // s, cw // s)) for s in sizes}
+    if cells:
+        c0 = cells[0]
+        b0 = c0 * token_size
+        nlev = int(np.log2(cells[-1] // c0)) + 1
+        q, s2 = _cell_energy(np.ascontiguousarray(canvas, np.float32), c0, nlev, b0)
+        for c in cells:
+            s = c * token_size
+            f = s // b0
+            err = _pool(s2, f) - _pool(q[int(np.log2(c // c0))], f)
+            np.putmask(err, err < VAR_FLOOR * 3 * s * s, 0.0)  # rounding is not detail
+            out[s] = err
+    return [out[s] for s in sizes]
+
+
+def distortion_gains(canvas: np.ndarray, sizes: list[int], token_size: int = TOKEN_SIZE) -> list[np.ndarray]:
+    """Squared error removed by splitting each square into four, ``[B, ch // s, cw // s]`` per size
+    in ``sizes`` (descending powers of two; the leaf level, which cannot split, is all 0)."""
+    sse = reconstruction_sse(canvas, sizes, token_size)
+    gains = [np.maximum(sse[i] - _pool2(sse[i + 1]), 0.0) for i in range(len(sizes) - 1)]
+    gains.append(np.zeros_like(sse[-1]))
+    for g, s in zip(gains, sizes):
+        np.putmask(g, g < VAR_FLOOR * 3 * s * s, 0.0)
+    return gains
+
+
+def gain_importance(gains: np.ndarray, size: int) -> np.ndarray:
+    """``2 * sqrt(gain / (3 size^2))`` clipped to [0, 1]: the RMS error a split removes, / 0.5."""
+    out = np.sqrt(gains / (3.0 * size * size))
+    out *= 2.0
+    return np.minimum(out, 1.0, out=out)
+
+
 def importance_levels(canvas: np.ndarray, sizes: list[int], importance: str,
-                      saliency: np.ndarray | None = None, bins: int = ENTROPY_BINS) -> list[np.ndarray]:
+                      saliency: np.ndarray | None = None, bins: int = ENTROPY_BINS,
+                      token_size: int = TOKEN_SIZE) -> list[np.ndarray]:
     """Importance ``[B, ch // s, cw // s]`` (float64, in [0, 1]) for each square size in ``sizes``.
 
     ``canvas`` is ``[B, ch, cw, 3]`` float32 (sides multiples of ``sizes[0]``); ``sizes`` are
     descending powers of two ending at the leaf size. ``saliency`` is ``[B, ch, cw]``.
     """
     m = sizes[-1]
+    if importance == "distortion":
+        return [gain_importance(g, s) for g, s in zip(distortion_gains(canvas, sizes, token_size), sizes)]
     if importance in ("std", "variance"):
         first, second = block_sums(canvas, m, per_channel=importance == "std")
         s1, s2 = [first], [second]

@@ -61,3 +61,142 @@ def column_sums(x: np.ndarray, m: int, c1: np.ndarray, c2: np.ndarray) -> None:
             _add_row(x[r], c1[gi], c2[gi], first)
             first = False
             r += 1
+
+
+@nb.njit(nogil=True, error_model="numpy", cache=True)
+def _pair_columns(v: np.ndarray, out: np.ndarray, scale: int) -> None:
+    """``out[3i + ch] = v[3 * scale * i + ch] + ...`` (``scale`` adjacent RGB pixels per output pixel)."""
+    if scale == 2:
+        for i in range(out.shape[0] // 3):
+            o = 6 * i
+            out[3 * i] = v[o] + v[o + 3]
+            out[3 * i + 1] = v[o + 1] + v[o + 4]
+            out[3 * i + 2] = v[o + 2] + v[o + 5]
+        return
+    for i in range(out.shape[0] // 3):
+        o = 3 * scale * i
+        sr = v[o]
+        sg = v[o + 1]
+        sb = v[o + 2]
+        for p in range(1, scale):
+            sr += v[o + 3 * p]
+            sg += v[o + 3 * p + 1]
+            sb += v[o + 3 * p + 2]
+        out[3 * i] = sr
+        out[3 * i + 1] = sg
+        out[3 * i + 2] = sb
+
+
+@nb.njit(nogil=True, error_model="numpy", cache=True)
+def _add_energy(cells: np.ndarray, c: int, b0: int, q_row: np.ndarray) -> None:
+    """Add ``|cell sum|^2 / c^2`` of a row of ``c``-px cells (``cells``: per-channel sums, RGB
+    interleaved) to the ``b0``-px box row ``q_row`` holding each cell's top-left pixel."""
+    inv = 1.0 / (c * c)
+    if c <= b0:
+        per_box = 3 * (b0 // c)
+        for box in range(q_row.shape[0]):
+            tot = 0.0
+            for k in range(box * per_box, (box + 1) * per_box):
+                tot += cells[k] * cells[k]
+            q_row[box] += tot * inv
+    else:
+        for cell in range(cells.shape[0] // 3):
+            k = 3 * cell
+            q_row[(cell * c) // b0] += (cells[k] * cells[k] + cells[k + 1] * cells[k + 1]
+                                        + cells[k + 2] * cells[k + 2]) * inv
+
+
+@nb.njit(nogil=True, error_model="numpy", cache=True)
+def cell_energy(x: np.ndarray, c0: int, nlev: int, b0: int, q: np.ndarray, s2: np.ndarray) -> None:
+    """One pass over ``x`` ``[rows, W*3]`` (float32, RGB interleaved) for the token-resize errors.
+
+    For the cell sizes ``c = c0 * 2**j`` (``j < nlev``), adds ``sum over cells of |S1|^2 / c^2``
+    (``S1`` the cell's per-channel sum) to ``q[j]``, and ``sum of x^2`` to ``s2``, both per box of
+    ``b0`` px (``q``: float64 ``[nlev, rows / b0, W / b0]``; ``s2``: ``[rows / b0, W / b0]``; a cell
+    larger than ``b0`` is added at the box of its top-left pixel). ``rows`` and ``W`` are multiples
+    of ``b0`` and of the largest cell; ``c0`` is even. Sums are float64: 2x2 pixel blocks are read
+    together, and each coarser cell row is the 2x2 sum of two finished rows of the level below.
+    """
+    ncols = x.shape[1]
+    width = ncols // 3
+    cells = [np.zeros(3 * (width // (c0 << j))) for j in range(nlev)]  # current cell row per level
+    pend = [np.zeros(3 * (width // (c0 << j))) for j in range(nlev)]  # first of two rows per level
+    colsum = np.zeros(ncols)
+    sqcol = np.zeros(ncols)
+    for r0 in range(0, x.shape[0], c0):
+        if c0 == 2:  # two rows, then 2x2 cells (contiguous loops: vectorised)
+            xa = x[r0]
+            xb = x[r0 + 1]
+            for k in range(ncols):
+                a = np.float64(xa[k])
+                b = np.float64(xb[k])
+                colsum[k] = a + b
+                sqcol[k] += a * a + b * b
+            _pair_columns(colsum, cells[0], 2)
+        else:
+            for k in range(ncols):
+                colsum[k] = 0.0
+            for r in range(r0, r0 + c0, 2):
+                xa = x[r]
+                xb = x[r + 1]
+                for k in range(ncols):
+                    a = np.float64(xa[k])
+                    b = np.float64(xb[k])
+                    colsum[k] += a + b
+                    sqcol[k] += a * a + b * b
+            _pair_columns(colsum, cells[0], c0)
+        _add_energy(cells[0], c0, b0, q[0, r0 // b0])
+        done = r0 // c0 + 1  # cell rows of size c0 finished so far
+        for j in range(1, nlev):  # a level-j row is two finished rows of level j - 1
+            lower = cells[j - 1]
+            if (done >> (j - 1)) % 2 == 1:
+                pj = pend[j - 1]
+                for k in range(lower.shape[0]):
+                    pj[k] = lower[k]
+                break
+            pj = pend[j - 1]
+            for k in range(lower.shape[0]):
+                pj[k] += lower[k]
+            _pair_columns(pj, cells[j], 2)
+            c = c0 << j
+            _add_energy(cells[j], c, b0, q[j, (r0 + c0 - c) // b0])
+        if (r0 + c0) % b0 == 0:
+            s2row = s2[r0 // b0]
+            per = 3 * b0
+            for k in range(ncols):
+                s2row[k // per] += sqcol[k]
+                sqcol[k] = 0.0
+
+
+@nb.njit(nogil=True, error_model="numpy", cache=True)
+def token_energy(tokens: np.ndarray, t: int, main: np.ndarray, off: np.ndarray, y2: np.ndarray,
+                 ygy: np.ndarray) -> None:
+    """Per ``t x t`` token of ``tokens`` ``[gh*t, gw*t, 3]`` (float64): ``y2 = |Y|^2`` and
+    ``ygy = <Y, G Y G>`` for the symmetric tridiagonal ``G`` (diagonal ``main``, ``off``), as
+    ``sum (G Y) * (Y G)``; both ``[gh, gw]``, overwritten."""
+    gh = tokens.shape[0] // t
+    gw = tokens.shape[1] // t
+    for a in range(gh):
+        for b in range(gw):
+            s2 = 0.0
+            q = 0.0
+            for i in range(t):
+                r = a * t + i
+                for j in range(t):
+                    col = b * t + j
+                    for c in range(3):
+                        v = tokens[r, col, c]
+                        gyv = main[i] * v
+                        if i > 0:
+                            gyv += off[i - 1] * tokens[r - 1, col, c]
+                        if i < t - 1:
+                            gyv += off[i] * tokens[r + 1, col, c]
+                        ygv = main[j] * v
+                        if j > 0:
+                            ygv += off[j - 1] * tokens[r, col - 1, c]
+                        if j < t - 1:
+                            ygv += off[j] * tokens[r, col + 1, c]
+                        s2 += v * v
+                        q += gyv * ygv
+            y2[a, b] = s2
+            ygy[a, b] = q

@@ -226,3 +226,23 @@ def uniform(height: int, width: int, patch_size: int = 16) -> PatchLayout:
     boxes = np.stack([ys.ravel(), xs.ravel(), np.full(ys.size, patch_size)], axis=1)
     return PatchLayout(height, width, (ch, cw), boxes, strategy="uniform",
                        params={"patch_size": patch_size})
+
+
+def uniform_for_budget(height: int, width: int, budget: int) -> PatchLayout:
+    """The equal-token uniform baseline: a grid of square patches of *any* integer size whose token
+    count is the closest to ``budget`` (ties: the fewer tokens).
+
+    This is what a ViT user gets by resizing the image so that a fixed grid has about ``budget``
+    patches. The counts ``ceil(H / s) * ceil(W / s)`` of all sizes ``s`` are compared at once.
+    """
+    from .validation import check_int
+
+    height = check_int("height", height, 1)
+    width = check_int("width", width, 1)
+    budget = check_int("budget", budget, 1)
+    sizes = np.arange(1, max(height, width) + 1, dtype=np.int64)
+    counts = -(-height // sizes) * -(-width // sizes)
+    err = np.abs(counts - budget)
+    best = np.flatnonzero(err == err.min())
+    size = int(sizes[best[np.argmin(counts[best])]])  # counts fall with size: fewer tokens wins ties
+    return uniform(height, width, size)

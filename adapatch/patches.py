@@ -3,11 +3,15 @@
 ``extract_patches`` turns every box of a layout into a fixed ``size x size`` token image (what a
 fixed-width patch embedding sees); ``reconstruct`` paints those tokens back at their boxes'
 sizes, so the difference to the original is exactly the information the layout throws away.
-Resizing uses area interpolation (``adaptive_avg_pool2d``): an exact block mean when a box is
-larger than ``size`` and pixel replication when it is smaller.
+Resizing is area interpolation (``area_resize``): every output pixel is the area-weighted mean of
+the input pixels it overlaps. For integer factors that is an exact block mean (down) or pixel
+replication (up); other sizes (a uniform grid of 20 px patches) use the same rule with fractional
+weights, as OpenCV's ``INTER_AREA`` does when shrinking.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -63,9 +67,23 @@ def _tiles(canvas: torch.Tensor, boxes: np.ndarray, s: int) -> torch.Tensor:
     return canvas[:, yy[:, :, None], xx[:, None, :]].permute(1, 0, 2, 3)
 
 
-def _resize(t: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-resize ``[n, c, s, s]`` to ``size``: block mean down, pixel replication up (exact for
-    integer factors, which is every power-of-two layout), adaptive pooling otherwise."""
+@lru_cache(maxsize=256)
+def area_weights(src: int, dst: int) -> np.ndarray:
+    """``[dst, src]`` float64 matrix of area interpolation along one axis (rows sum to 1).
+
+    Output pixel ``i`` covers ``[i * src / dst, (i + 1) * src / dst)`` of the input; its weight on
+    input pixel ``j`` is the overlap with ``[j, j + 1)`` divided by the covered length. Exact
+    integer arithmetic (everything scaled by ``dst``).
+    """
+    i = np.arange(dst)[:, None]
+    j = np.arange(src)[None, :]
+    overlap = np.minimum((j + 1) * dst, (i + 1) * src) - np.maximum(j * dst, i * src)
+    return np.clip(overlap, 0, None) / float(src)
+
+
+def area_resize(t: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-resize ``[n, c, s, s]`` to ``[n, c, size, size]``: block mean down, pixel replication up
+    for integer factors (every power-of-two layout), separable area weights otherwise."""
     s = t.shape[-1]
     if s == size:
         return t
@@ -74,7 +92,9 @@ def _resize(t: torch.Tensor, size: int) -> torch.Tensor:
     if size % s == 0:
         f = size // s
         return t[:, :, :, None, :, None].expand(-1, -1, -1, f, -1, f).reshape(t.shape[0], t.shape[1], size, size)
-    return F.adaptive_avg_pool2d(t, size) if s > size else F.interpolate(t, size=(size, size), mode="nearest-exact")
+    a = torch.as_tensor(area_weights(s, size), dtype=t.dtype, device=t.device)
+    return torch.matmul(torch.matmul(a, t), a.T)
+
 
 
 def extract_patches(image: np.ndarray | torch.Tensor, layout: PatchLayout, size: int = 16,
@@ -93,7 +113,7 @@ def _extract(canvas: torch.Tensor, layout: PatchLayout, size: int) -> torch.Tens
     sizes = layout.boxes[:, 2]
     for s in np.unique(sizes):
         idx = np.nonzero(sizes == s)[0]
-        tiles = _resize(_tiles(canvas, layout.boxes[idx], int(s)), size)
+        tiles = area_resize(_tiles(canvas, layout.boxes[idx], int(s)), size)
         out.index_copy_(0, torch.as_tensor(idx, device=canvas.device), tiles)
     return out
 
@@ -111,7 +131,7 @@ def paint_tokens(tokens: torch.Tensor, layout: PatchLayout, fill: torch.Tensor |
     for s in np.unique(sizes):
         s = int(s)
         idx = np.nonzero(sizes == s)[0]
-        t = _resize(tokens[torch.as_tensor(idx, device=dev)], s)
+        t = area_resize(tokens[torch.as_tensor(idx, device=dev)], s)
         b = layout.boxes[idx]
         if (b[:, :2] % s == 0).all() and ch % s == 0 and cw % s == 0:
             # aligned boxes: write through a [gh, gw, 3, s, s] view of the canvas (one scatter)

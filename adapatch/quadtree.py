@@ -9,6 +9,13 @@ Both modes are computed level by level on whole grids (no per-square Python loop
   pops squares in decreasing order of the *path importance* ``p(sq) = min(imp(sq), p(parent))``
   (a child cannot open before its parent), so the first ``k`` splits are simply the ``k``
   squares with the largest ``p`` (ties: coarser first, then row-major).
+* budget mode with ``importance="distortion"``: the greedy of rate-distortion coding, always
+  split the open square whose split removes the most squared error (+3 tokens each). Here the
+  order *within* a chain of children that gain more than their parent matters (they all share
+  the parent's ``p``), so the first ``k`` splits are computed exactly: a square's place in a
+  literal heap's pop order is its *record key* (the gain ranks along its ancestry that are worse
+  than every rank after them, ``_record_keys``), and one lexicographic sort of those keys gives
+  the heap's order without running the heap. Squares whose split gains nothing never split.
 
 The same ``p`` makes the tokens-vs-threshold curve exact and one-pass: in threshold mode a
 square splits iff ``p(sq) > threshold``, so ``tokens(t) = N0 + 3 * #{p > t}``.
@@ -25,11 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from .importance import ENTROPY_BINS, IMPORTANCE_MEASURES, SALIENCY_MEASURES, importance_levels, pad_to_canvas
+from .importance import (ENTROPY_BINS, IMPORTANCE_MEASURES, SALIENCY_MEASURES, TOKEN_SIZE, distortion_gains,
+                         gain_importance, importance_levels, pad_to_canvas)
 from .layout import BOX_DTYPE, PatchLayout, padded_canvas
 from .validation import check_choice, check_float, check_int, check_power_of_two
 
 DEFAULT_THRESHOLD = 0.1
+BUDGET_IMPORTANCE = "distortion"
+"""Default importance of budget mode: at equal tokens it keeps the most of the image (bench_rd.py)."""
+THRESHOLD_IMPORTANCE = "std"
+"""Default importance of threshold mode (thresholds tuned on ``std`` keep their meaning)."""
+
+
+def default_importance(budget: int | None) -> str:
+    """The importance used when none is given: ``distortion`` with a budget, ``std`` without."""
+    return BUDGET_IMPORTANCE if budget is not None else THRESHOLD_IMPORTANCE
 
 
 @dataclass
@@ -40,6 +57,7 @@ class _Prepared:
     sizes: list[int]  # descending: max_size ... min_size
     levels: list[np.ndarray]  # importance [B, ch/s, cw/s] per size
     params: dict[str, Any]
+    gains: list[np.ndarray] | None = None  # distortion: squared error a split removes, per size
 
 
 def check_sizes(min_size: int, max_size: int) -> tuple[int, int]:
@@ -61,9 +79,10 @@ def _as_batch(images: np.ndarray) -> np.ndarray:
 
 
 def _prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, importance: str,
-             saliency_method: str = "edges") -> _Prepared:
+             saliency_method: str = "edges", token_size: int = TOKEN_SIZE) -> _Prepared:
     min_size, max_size = check_sizes(min_size, max_size)
     check_choice("importance", importance, IMPORTANCE_MEASURES)
+    token_size = check_power_of_two("token_size", token_size, 1, 1024)
     batch = _as_batch(images)
     b, h, w = batch.shape[:3]
     canvas = padded_canvas(h, w, max_size)
@@ -84,6 +103,14 @@ def _prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, im
         sal = pad_to_canvas(sal, canvas)
     elif importance == "entropy":
         params["bins"] = ENTROPY_BINS
+    if importance == "distortion":
+        params["token_size"] = token_size
+        gains = distortion_gains(pad_to_canvas(batch, canvas), sizes, token_size)
+        for g, s in zip(gains, sizes):  # squares wholly in the padding hold no pixel of the image
+            g[:, -(-h // s):] = 0.0
+            g[:, :, -(-w // s):] = 0.0
+        levels = [gain_importance(g, s) for g, s in zip(gains, sizes)]
+        return _Prepared(h, w, canvas, sizes, levels, params, gains[:-1])
     levels = importance_levels(pad_to_canvas(batch, canvas), sizes, importance, sal)
     return _Prepared(h, w, canvas, sizes, levels, params)
 
@@ -130,10 +157,7 @@ def _budget_split(prep: _Prepared, p: list[np.ndarray], threshold: float | None,
     """Split masks of best-first refinement: the top-k squares by path importance, per image."""
     b = p[0].shape[0] if p else prep.levels[0].shape[0]
     n0 = prep.levels[0][0].size
-    if budget < n0:
-        raise ValueError(f"budget must be >= {n0} (the number of max_size={prep.sizes[0]} squares "
-                         f"covering a {prep.height}x{prep.width} image), got {budget}; "
-                         "raise the budget or max_size")
+    _check_base_budget(prep, budget)
     k = (budget - n0) // 3
     if not p:
         return []
@@ -162,6 +186,80 @@ def _budget_split(prep: _Prepared, p: list[np.ndarray], threshold: float | None,
     return out
 
 
+def _record_keys(gains: list[np.ndarray]) -> np.ndarray:
+    """``[B, M, L]`` int64 keys whose ascending lexicographic order is a literal heap's pop order.
+
+    ``rank`` numbers all ``M`` split-able squares of an image by gain, largest first (ties:
+    coarser level, then row-major). A best-first heap pops a square after its parent and before
+    any square that is worse than every rank on its path; so its key is the sequence of the ranks
+    along its ancestry (root first) that are worse than every rank after them, ending with its
+    own, padded with -1 (a chain of children that gain more than their parent pops right after it,
+    in its own heap order: the key's prefix rule). Keys are built level by level from the parent's.
+    """
+    b = gains[0].shape[0]
+    flat = np.concatenate([g.reshape(b, -1) for g in gains], axis=1)
+    m, depth = flat.shape[1], len(gains)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(m), order.shape), axis=1)
+    keys, start, parent = [], 0, None
+    for g in gains:
+        n = g[0].size
+        r = rank[:, start:start + n].reshape(g.shape)
+        start += n
+        if parent is None:
+            key = np.full((*g.shape, depth), -1, np.int64)
+            key[..., 0] = r
+        else:
+            up = parent.repeat(2, axis=1).repeat(2, axis=2)
+            worse = up > r[..., None]  # a prefix: keys decrease along their length
+            key = np.where(worse, up, -1)
+            np.put_along_axis(key, worse.sum(axis=-1, keepdims=True), r[..., None], axis=-1)
+        keys.append(key.reshape(b, n, depth))
+        parent = key
+    return np.concatenate(keys, axis=1)
+
+
+def _heap_order_split(prep: _Prepared, threshold: float | None, budget: int) -> list[np.ndarray]:
+    """Split masks of the literal greedy (largest squared-error reduction first) within ``budget``.
+
+    Candidates are squares whose path importance exceeds ``threshold`` (0 when None: a split that
+    removes no error is never made); the first ``k`` of them in heap order split.
+    """
+    gains = prep.gains
+    b = prep.levels[0].shape[0]
+    n0 = prep.levels[0][0].size
+    _check_base_budget(prep, budget)
+    if not gains:
+        return []
+    k = (budget - n0) // 3
+    cand = np.concatenate([p.reshape(b, -1) for p in _path_importance(prep.levels)], axis=1)
+    cand = cand > (threshold if threshold is not None else 0.0)
+    keys = _record_keys(gains)
+    m, depth = keys.shape[1:]
+    flat_keys = keys.reshape(b * m, depth)
+    order = np.lexsort([flat_keys[:, i] for i in range(depth - 1, -1, -1)] + [np.repeat(np.arange(b), m)])
+    order = order.reshape(b, m) - (np.arange(b) * m)[:, None]
+    cand_sorted = np.take_along_axis(cand, order, axis=1)
+    take = cand_sorted & (np.cumsum(cand_sorted, axis=1) <= k)
+    chosen = np.zeros_like(cand)
+    np.put_along_axis(chosen, order, take, axis=1)
+    out, start = [], 0
+    for g in gains:
+        n = g[0].size
+        out.append(chosen[:, start:start + n].reshape(g.shape))
+        start += n
+    return out
+
+
+def _check_base_budget(prep: _Prepared, budget: int) -> None:
+    n0 = prep.levels[0][0].size
+    if budget < n0:
+        raise ValueError(f"budget must be >= {n0} (the number of max_size={prep.sizes[0]} squares "
+                         f"covering a {prep.height}x{prep.width} image), got {budget}; "
+                         "raise the budget or max_size")
+
+
 def _check_threshold_budget(threshold: Any, budget: Any) -> tuple[float | None, int | None]:
     if threshold is not None:
         threshold = check_float("threshold", threshold, 0.0, 1.0)
@@ -172,7 +270,7 @@ def _check_threshold_budget(threshold: Any, budget: Any) -> tuple[float | None, 
 
 def quadtree(image: np.ndarray, saliency: np.ndarray | str | None = None, *, threshold: float | None = None,
              min_size: int = 8, max_size: int = 32, budget: int | None = None,
-             importance: str = "std") -> PatchLayout:
+             importance: str | None = None, token_size: int = TOKEN_SIZE) -> PatchLayout:
     """Quadtree layout of ``image`` (float RGB ``[H, W, 3]``).
 
     Args:
@@ -184,22 +282,30 @@ def quadtree(image: np.ndarray, saliency: np.ndarray | str | None = None, *, thr
         budget: maximum number of tokens; best-first refinement uses as much of it as it can
             (``num_tokens <= budget``; a budget below the number of ``max_size`` squares raises
             ``ValueError``).
-        importance: one of ``IMPORTANCE_MEASURES`` (see ``adapatch.importance``).
+        importance: one of ``IMPORTANCE_MEASURES`` (see ``adapatch.importance``). Default:
+            ``"distortion"`` with a budget (it keeps the most of the image at equal tokens),
+            ``"std"`` without one.
+        token_size: side of the token the model sees, for ``importance="distortion"`` (16):
+            squares of at most this size are seen losslessly, so they never split.
     """
     return quadtree_batch(image, saliency, threshold=threshold, min_size=min_size, max_size=max_size,
-                          budget=budget, importance=importance)[0]
+                          budget=budget, importance=importance, token_size=token_size)[0]
 
 
 def quadtree_batch(images: np.ndarray, saliency: np.ndarray | str | None = None, *,
                    threshold: float | None = None, min_size: int = 8, max_size: int = 32,
-                   budget: int | None = None, importance: str = "std") -> list[PatchLayout]:
+                   budget: int | None = None, importance: str | None = None,
+                   token_size: int = TOKEN_SIZE) -> list[PatchLayout]:
     """``quadtree`` for a batch ``[B, H, W, 3]`` of same-size images, vectorised over the batch."""
     threshold, budget = _check_threshold_budget(threshold, budget)
+    importance = importance if importance is not None else default_importance(budget)
     if threshold is None and budget is None:
         threshold = DEFAULT_THRESHOLD
-    prep = _prepare(images, saliency, min_size, max_size, importance)
+    prep = _prepare(images, saliency, min_size, max_size, importance, token_size=token_size)
     if budget is None:
         split = [lv > threshold for lv in prep.levels[:-1]]
+    elif prep.gains is not None:
+        split = _heap_order_split(prep, threshold, budget)
     else:
         split = _budget_split(prep, _path_importance(prep.levels), threshold, budget)
     params = {**prep.params, "threshold": threshold, "budget": budget}
@@ -253,16 +359,18 @@ class ThresholdCurve:
 
 
 def threshold_curve(image: np.ndarray, saliency: np.ndarray | str | None = None, *, min_size: int = 8,
-                    max_size: int = 32, importance: str = "std") -> ThresholdCurve:
-    """Tokens-vs-threshold curve of the quadtree in one pass (no re-run per threshold)."""
-    prep = _prepare(image, saliency, min_size, max_size, importance)
+                    max_size: int = 32, importance: str = THRESHOLD_IMPORTANCE,
+                    token_size: int = TOKEN_SIZE) -> ThresholdCurve:
+    """Tokens-vs-threshold curve of the threshold-mode quadtree in one pass (no re-run per threshold)."""
+    prep = _prepare(image, saliency, min_size, max_size, importance, token_size=token_size)
     p = _path_importance(prep.levels)
     vals = np.sort(np.concatenate([x[0].ravel() for x in p])) if p else np.zeros(0)
     return ThresholdCurve(vals, int(prep.levels[0][0].size), prep.params)
 
 
 def threshold_for_budget(image: np.ndarray, budget: int, saliency: np.ndarray | str | None = None, *,
-                         min_size: int = 8, max_size: int = 32, importance: str = "std") -> float:
-    """Smallest threshold in [0, 1] whose quadtree has at most ``budget`` tokens."""
+                         min_size: int = 8, max_size: int = 32, importance: str = THRESHOLD_IMPORTANCE,
+                         token_size: int = TOKEN_SIZE) -> float:
+    """Smallest threshold in [0, 1] whose threshold-mode quadtree has at most ``budget`` tokens."""
     return threshold_curve(image, saliency, min_size=min_size, max_size=max_size,
-                           importance=importance).threshold_for(budget)
+                           importance=importance, token_size=token_size).threshold_for(budget)

@@ -1,7 +1,7 @@
 """One entry point per strategy name, so settings (e.g. exported from the app) reproduce layouts.
 
 ``make_layout(image, "quadtree", threshold=0.2, ...)`` and ``layout_for_budget(image,
-"greedy", 900, ...)`` dispatch to ``quadtree``, ``greedy`` or ``uniform``.
+"greedy", 900, ...)`` dispatch to ``quadtree``, ``greedy``, ``uniform`` or ``multiscale``.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from .greedy import greedy
-from .layout import PatchLayout, uniform
-from .quadtree import quadtree, threshold_for_budget
+from .layout import PatchLayout, uniform, uniform_for_budget
+from .multiscale import multiscale
+from .quadtree import quadtree
 from .validation import check_choice, check_int
 
-STRATEGIES = ("quadtree", "greedy", "uniform")
+STRATEGIES = ("quadtree", "greedy", "uniform", "multiscale")
 
 
 def make_layout(image: np.ndarray, strategy: str = "quadtree", saliency: np.ndarray | str | None = None,
@@ -26,30 +27,30 @@ def make_layout(image: np.ndarray, strategy: str = "quadtree", saliency: np.ndar
         return quadtree(image, saliency, **params)
     if strategy == "greedy":
         return greedy(image, saliency, **params)
+    if strategy == "multiscale":
+        return multiscale(image, **params)
     h, w = np.shape(image)[:2]
     return uniform(h, w, **params)
 
 
 def layout_for_budget(image: np.ndarray, strategy: str, budget: int, saliency: np.ndarray | str | None = None,
                       **params: Any) -> PatchLayout:
-    """The strategy's layout with at most ``budget`` tokens.
+    """The strategy's layout for ``budget`` tokens: the equal-token comparison of strategies.
 
-    quadtree: the threshold is solved for the budget (``threshold_for_budget``) and recorded in
-    the layout's params; greedy: the budget is passed through; uniform: the finest power-of-two
-    grid whose token count fits.
+    quadtree, greedy and multiscale: budget mode (``num_tokens <= budget``; the quadtree's default
+    importance there is ``"distortion"``); uniform: the grid of square patches of any integer size whose
+    token count is the closest to ``budget`` (``uniform_for_budget``; within 5% of it whenever
+    some grid is), not a coarser power-of-two grid with far fewer tokens.
     """
     budget = check_int("budget", budget, 1)
     check_choice("strategy", strategy, STRATEGIES)
+    params.pop("budget", None)
     if strategy == "quadtree":
         params.pop("threshold", None)
-        params.pop("budget", None)
-        t = threshold_for_budget(image, budget, saliency, **params)
-        return quadtree(image, saliency, threshold=t, **params)
+        return quadtree(image, saliency, budget=budget, **params)
     if strategy == "greedy":
-        params.pop("budget", None)
         return greedy(image, saliency, budget=budget, **params)
+    if strategy == "multiscale":
+        return multiscale(image, budget, **params)
     h, w = np.shape(image)[:2]
-    size = 1
-    while uniform(h, w, size).num_tokens > budget and size < 1024:
-        size *= 2
-    return uniform(h, w, size)
+    return uniform_for_budget(h, w, budget)

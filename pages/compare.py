@@ -15,7 +15,7 @@ STRATEGIES = ["quadtree", "greedy", "uniform"]
 def _config_widgets(i: int, cfg: dict) -> dict:
     strategy = st.selectbox("Strategy", STRATEGIES, index=STRATEGIES.index(cfg.get("strategy", "quadtree")),
                             key=f"w_cmp_{i}_strategy")
-    importance = cfg.get("importance", "std")
+    importance = cfg.get("importance", "distortion")
     if strategy == "quadtree":
         importance = st.selectbox("Importance", ap.IMPORTANCE_MEASURES,
                                   index=list(ap.IMPORTANCE_MEASURES).index(importance), key=f"w_cmp_{i}_importance")
@@ -24,7 +24,8 @@ def _config_widgets(i: int, cfg: dict) -> dict:
         sizes = st.select_slider("Patch sizes (px)", options=list(recipes.SIZE_OPTIONS), value=sizes,
                                  key=f"w_cmp_{i}_sizes")
     else:
-        st.caption("Finest power-of-two grid within the budget.")
+        st.caption("Square patches of one size (any integer), token count closest to the budget: "
+                   "the equal-token baseline.")
     return {"strategy": strategy, "importance": importance, "sizes": tuple(sizes)}
 
 

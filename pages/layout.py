@@ -14,7 +14,10 @@ IMPORTANCE_HELP = {
     "mean_saliency": "mean of the saliency map (method from the Saliency page)",
     "max_saliency": "maximum of the saliency map",
     "entropy": "grey-level entropy of the square",
+    "distortion": "error a split removes from what 16 px tokens see (rate-distortion)",
 }
+ALLOCATION_HELP = {"saliency": "saliency (most salient cells first)",
+                   "distortion": "distortion (most error removed per token)"}
 
 
 def _clamp(lo: int, hi: int):
@@ -76,18 +79,27 @@ def layout_view(entry: ImageEntry) -> None:
             return
         with left:
             quad = strategy == "quadtree"
-            importance = state.widget("importance", st.selectbox, "Importance measure", options=ap.IMPORTANCE_MEASURES,
-                                      format_func=lambda m: f"{m} · {IMPORTANCE_HELP.get(m, '')}",
-                                      disabled=not quad, help="What makes a square worth splitting (quadtree).")
+            if quad or strategy != "greedy":
+                importance = state.widget("importance", st.selectbox, "Importance measure",
+                                          options=ap.IMPORTANCE_MEASURES,
+                                          format_func=lambda m: f"{m} · {IMPORTANCE_HELP.get(m, '')}",
+                                          disabled=not quad, help="What makes a square worth splitting (quadtree). "
+                                          "distortion (the default) keeps the most of the image at equal tokens.")
+            else:
+                importance = state.get("importance")
+                state.widget("greedy_allocation", st.selectbox, "Allocation", options=list(ALLOCATION_HELP),
+                             format_func=ALLOCATION_HELP.get,
+                             help="How greedy gives each cell of the largest size its patch size.")
             min_size, max_size = state.widget("sizes", st.select_slider, "Patch sizes (px)",
                                               options=list(recipes.SIZE_OPTIONS),
                                               clamp=lambda v: tuple(v) if len(tuple(v)) == 2 else (8, 64),
                                               help="Smallest and largest patch; every power of two in between is used.")
-            threshold = state.widget("threshold", st.slider, "Importance threshold", 0.0, 1.0, step=0.005,
-                                     format="%.3f", disabled=not quad,
-                                     help="A square splits while its importance is above this value.")
             use_budget = state.widget("use_budget", st.toggle, "Token budget",
-                                      help="Cap the number of tokens (quadtree refines best-first until it is used).")
+                                      help="Cap the number of tokens (quadtree refines best-first until it is used; "
+                                           "the threshold is then not used).")
+            threshold = state.widget("threshold", st.slider, "Importance threshold", 0.0, 1.0, step=0.005,
+                                     format="%.3f", disabled=not quad or use_budget,
+                                     help="Without a budget: a square splits while its importance is above this value.")
             if quad:
                 curve = compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance)
                 lo, hi = curve.base_tokens, max(curve.base_tokens + 1, curve.max_tokens)

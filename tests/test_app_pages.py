@@ -70,11 +70,12 @@ def test_opens_on_a_sample_with_numbers_from_the_library() -> None:
     _ok(at)
     assert at.session_state["ap_current"] == "sample:astronaut"
     img = load_sample("astronaut")
-    lay = ap.quadtree(img, threshold=0.1, min_size=8, max_size=64, budget=500, importance="std")
+    lay = ap.quadtree(img, min_size=16, max_size=64, budget=500)  # the library's budget-mode default
+    assert lay.params["importance"] == "distortion"
     eff = ap.efficiency(lay, "ViT-B")
     assert _int(_metric(at, "Tokens")) == lay.num_tokens
     assert _int(_metric(at, "Uniform 16 px")) == eff["uniform16_tokens"]
-    assert _int(_metric(at, "Uniform 8 px")) == eff["uniform_min_tokens"]
+    assert not [m for m in at.metric if m.label == "Uniform 8 px"]  # min size 16: no finer grid to quote
     assert _metric(at, "Reduction") == f"{100 * eff['token_reduction_vs_uniform16']:.1f}%"
     fid = ap.fidelity(img, lay)
     assert _metric(at, "PSNR dB") == f"{fid['psnr']:.2f}"
@@ -87,7 +88,8 @@ def test_threshold_slider_sets_tokens_to_the_library_value(threshold: float) -> 
     at.toggle(key="w_use_budget").set_value(False).run()
     at.slider(key="w_threshold").set_value(threshold).run()
     _ok(at)
-    expected = ap.quadtree(load_sample("astronaut"), threshold=threshold, min_size=8, max_size=64).num_tokens
+    expected = ap.quadtree(load_sample("astronaut"), threshold=threshold, min_size=16, max_size=64,
+                           importance="distortion").num_tokens
     assert _int(_metric(at, "Tokens")) == expected
 
 
@@ -96,7 +98,7 @@ def test_budget_slider_sets_tokens_to_the_library_value(budget: int) -> None:
     at = _app().run()
     at.slider(key="w_budget").set_value(budget).run()
     _ok(at)
-    expected = ap.quadtree(load_sample("astronaut"), threshold=0.1, min_size=8, max_size=64, budget=budget).num_tokens
+    expected = ap.quadtree(load_sample("astronaut"), min_size=16, max_size=64, budget=budget).num_tokens
     assert _int(_metric(at, "Tokens")) == expected
     assert expected <= budget
 
@@ -106,7 +108,7 @@ def test_sizes_strategy_and_greedy_budget() -> None:
     at.select_slider(key="w_sizes").set_value((16, 32)).run()
     _ok(at)
     img = load_sample("astronaut")
-    assert _int(_metric(at, "Tokens")) == ap.quadtree(img, threshold=0.1, min_size=16, max_size=32, budget=500).num_tokens
+    assert _int(_metric(at, "Tokens")) == ap.quadtree(img, min_size=16, max_size=32, budget=500).num_tokens
     at.button_group(key="w_strategy").set_value("greedy").run()
     _ok(at)
     sal = ap.saliency(img, "edges")
@@ -122,7 +124,8 @@ def test_settings_survive_page_switches() -> None:
         _ok(at)
     assert at.slider(key="w_threshold").value == pytest.approx(0.25)
     assert at.toggle(key="w_use_budget").value is False
-    expected = ap.quadtree(load_sample("astronaut"), threshold=0.25, min_size=8, max_size=64).num_tokens
+    expected = ap.quadtree(load_sample("astronaut"), threshold=0.25, min_size=16, max_size=64,
+                           importance="distortion").num_tokens
     assert _int(_metric(at, "Tokens")) == expected
 
 
@@ -135,7 +138,7 @@ def test_upload_becomes_the_current_image_everywhere() -> None:
     _ok(at)
     assert at.session_state["ap_current"].startswith("upload:")
     loaded = ap.load_image(data)
-    lay = ap.quadtree(loaded, threshold=0.1, min_size=8, max_size=64, budget=500)
+    lay = ap.quadtree(loaded, min_size=16, max_size=64, budget=500)
     assert _int(_metric(at, "Tokens")) == lay.num_tokens
     at.switch_page("pages/pruning.py").run()
     _ok(at)
@@ -186,13 +189,13 @@ def test_compare_solves_each_layout_for_the_same_budget() -> None:
     _ok(at)
     df = at.dataframe[0].value
     img = load_sample("astronaut")
-    sal = ap.saliency(img, "edges")
-    want = [ap.layout_for_budget(img, "quadtree", 400, None, min_size=8, max_size=64, importance="std").num_tokens,
-            ap.layout_for_budget(img, "quadtree", 400, sal, min_size=8, max_size=64,
-                                 importance="mean_saliency").num_tokens,
-            ap.layout_for_budget(img, "greedy", 400, sal, patch_sizes=[8, 16, 32, 64], uncovered="fill").num_tokens]
+    want = [ap.layout_for_budget(img, "quadtree", 400, None, min_size=16, max_size=64,
+                                 importance="distortion").num_tokens,
+            ap.layout_for_budget(img, "quadtree", 400, None, min_size=16, max_size=64, importance="std").num_tokens,
+            ap.layout_for_budget(img, "uniform", 400).num_tokens]
     assert list(df["tokens"]) == want
-    assert all(t <= 400 for t in want)
+    assert want[0] <= 400 and want[1] <= 400
+    assert abs(want[2] - 400) <= 0.05 * 400  # the equal-token uniform grid: any integer patch size
 
 
 def test_device_choices_come_from_the_library() -> None:
@@ -208,7 +211,7 @@ def test_efficiency_summary_is_the_library_summary() -> None:
     items = []
     for name in list_samples():
         img = load_sample(name)
-        lay = ap.quadtree(img, threshold=0.1, min_size=8, max_size=64, budget=500, importance="std")
+        lay = ap.quadtree(img, min_size=16, max_size=64, budget=500)
         items.append((name, "quadtree", lay, ap.fidelity(img, lay)))
     s = ap.efficiency_summary(ap.efficiency_rows(items), "quadtree", "ViT-B")
     text = " ".join(str(i.value) for i in at.info).replace("\\", "")  # drop Markdown escapes

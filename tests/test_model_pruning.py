@@ -31,7 +31,7 @@ def task():
 def test_pruners_keep_exactly_k_and_indices_match_map(task, keep, method):
     rng = np.random.default_rng(0)
     img = rng.random((32, 32, 3), dtype=np.float32)
-    lay = adapatch.quadtree(img, min_size=4, max_size=16, budget=40)
+    lay = adapatch.quadtree(img, min_size=4, max_size=16, budget=40, importance="std")
     fn = prune_tokens_learned if method == "learned" else prune_tokens_attention
     res = fn(img, lay, task, keep_ratio=keep, device="cpu")
     k = adapatch.keep_count(lay.num_tokens, keep)
@@ -48,7 +48,7 @@ def test_batched_pruning_with_padding_keeps_per_image_counts(task):
     vit = task.vit
     rng = np.random.default_rng(1)
     imgs = rng.random((3, 32, 32, 3), dtype=np.float32)
-    lays = [adapatch.quadtree(im, min_size=4, max_size=16, budget=b) for im, b in zip(imgs, (10, 31, 64))]
+    lays = [adapatch.quadtree(im, min_size=4, max_size=16, budget=b, importance="std") for im, b in zip(imgs, (10, 31, 64))]
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2)
     with torch.no_grad():
         tb = vit.tokenize(x, lays)

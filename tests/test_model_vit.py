@@ -105,7 +105,7 @@ def test_tokenize_matches_core_extract_patches():
     rng = np.random.default_rng(0)
     img = rng.random((40, 56, 3), dtype=np.float32)  # not a multiple of 32: canvas padding
     model = VisionTransformer(ViTConfig(img_size=32, patch_size=8, dim=24, depth=1, heads=2, num_classes=3))
-    lays = [adapatch.quadtree(img, min_size=4, max_size=32, budget=b) for b in (20, 60)]
+    lays = [adapatch.quadtree(img, min_size=4, max_size=32, budget=b, importance="std") for b in (20, 60)]
     t = torch.from_numpy(img).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
     tb = model.tokenize(t, lays)
     for i, lay in enumerate(lays):
@@ -119,7 +119,7 @@ def test_pad_mask_batch_equals_one_by_one_and_packing(loaded):
     _, model = loaded
     rng = np.random.default_rng(3)
     imgs = rng.random((4, IMG, IMG, 3), dtype=np.float32)
-    lays = [adapatch.quadtree(im, min_size=4, max_size=16, budget=b) for im, b in zip(imgs, (10, 25, 40, 64))]
+    lays = [adapatch.quadtree(im, min_size=4, max_size=16, budget=b, importance="std") for im, b in zip(imgs, (10, 25, 40, 64))]
     assert len({lay.num_tokens for lay in lays}) == 4
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2)
     with torch.no_grad():
@@ -189,7 +189,7 @@ def test_cpu_gpu_agreement(loaded):
     _, model = loaded
     rng = np.random.default_rng(4)
     imgs = rng.random((3, IMG, IMG, 3), dtype=np.float32)
-    lays = [adapatch.quadtree(im, min_size=4, max_size=16, budget=b) for im, b in zip(imgs, (10, 25, 40))]
+    lays = [adapatch.quadtree(im, min_size=4, max_size=16, budget=b, importance="std") for im, b in zip(imgs, (10, 25, 40))]
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2)
     with torch.no_grad():
         cpu = model.cpu()(x, lays)

@@ -47,12 +47,13 @@ def layout_settings(strategy: str | None = None, importance: str | None = None, 
     min_size, max_size = sizes or state.get("sizes")
     if budget == "setting":
         budget = int(state.get("budget")) if state.get("use_budget") else None
-    if strategy == "quadtree":
-        params = {"threshold": float(state.get("threshold") if threshold is None else threshold),
-                  "min_size": int(min_size), "max_size": int(max_size), "budget": budget,
+    if strategy == "quadtree":  # with a budget the threshold is not used: best-first until the budget is spent
+        thr = None if budget is not None else float(state.get("threshold") if threshold is None else threshold)
+        params = {"threshold": thr, "min_size": int(min_size), "max_size": int(max_size), "budget": budget,
                   "importance": importance or state.get("importance")}
     elif strategy == "greedy":
-        params = {"patch_sizes": powers_between(min_size, max_size), "budget": budget, "uncovered": "fill"}
+        params = {"patch_sizes": powers_between(min_size, max_size), "budget": budget, "uncovered": "fill",
+                  "allocation": state.get("greedy_allocation")}
     elif strategy == "learned_selector":
         params = {"k": int(state.get("selector_k")), "model": model_name()}
     else:
@@ -67,9 +68,10 @@ def budget_settings(config: dict, budget: int) -> dict[str, Any]:
     min_size, max_size = config["sizes"]
     if strategy == "quadtree":
         params: dict[str, Any] = {"min_size": int(min_size), "max_size": int(max_size),
-                                  "importance": config.get("importance", "std")}
+                                  "importance": config.get("importance", "distortion")}
     elif strategy == "greedy":
-        params = {"patch_sizes": powers_between(min_size, max_size), "uncovered": "fill"}
+        allocation = "distortion" if config.get("importance") == "distortion" else "saliency"
+        params = {"patch_sizes": powers_between(min_size, max_size), "uncovered": "fill", "allocation": allocation}
     else:
         params = {}
     return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": int(budget),
@@ -102,7 +104,8 @@ def describe(settings: dict) -> str:
         text = f"learned selector · top-{p.get('k')} cells · model input frame"
     elif settings["strategy"] == "greedy":
         sizes = p.get("patch_sizes") or []
-        text = f"greedy · {settings['saliency']['method']} · {min(sizes)}-{max(sizes)} px" if sizes else "greedy"
+        rule = "distortion" if p.get("allocation") == "distortion" else settings["saliency"]["method"]
+        text = f"greedy · {rule} · {min(sizes)}-{max(sizes)} px" if sizes else "greedy"
     else:
         text = "uniform grid" + (f" · {p['patch_size']} px" if "patch_size" in p else "")
     if settings.get("prune"):

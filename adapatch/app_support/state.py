@@ -31,9 +31,10 @@ DEFAULTS: dict[str, Any] = {
     "colormap": "turbo",
     # layout
     "strategy": "quadtree",
-    "importance": "std",
+    "importance": "distortion",  # the library's budget-mode default (README: equal-token results)
+    "greedy_allocation": "saliency",
     "threshold": 0.10,
-    "sizes": (8, 64),
+    "sizes": (16, 64),  # min 16 = the token size: smaller boxes carry no more pixels (docs/app.md)
     "use_budget": True,
     "budget": 500,
     "vit": "ViT-B",
@@ -50,10 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "compare_budget": 500,
     "compare_n": 3,
     "compare_configs": [
-        {"strategy": "quadtree", "importance": "std", "sizes": (8, 64)},
-        {"strategy": "quadtree", "importance": "mean_saliency", "sizes": (8, 64)},
-        {"strategy": "greedy", "importance": "std", "sizes": (8, 64)},
-        {"strategy": "uniform", "importance": "std", "sizes": (8, 64)},
+        {"strategy": "quadtree", "importance": "distortion", "sizes": (16, 64)},
+        {"strategy": "quadtree", "importance": "std", "sizes": (16, 64)},
+        {"strategy": "uniform", "importance": "distortion", "sizes": (16, 64)},
+        {"strategy": "greedy", "importance": "distortion", "sizes": (16, 64)},
     ],
     # efficiency
     "eff_samples": True,

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layout import PatchLayout
+from ..patches import area_resize
 
 
 @dataclass
@@ -110,8 +111,7 @@ def tokenize(images: torch.Tensor, layouts: Sequence[PatchLayout], patch_size: i
             yy = torch.as_tensor(by, device=dev)[:, None] + ar
             xx = torch.as_tensor(bx, device=dev)[:, None] + ar
             tiles = canvas[bb[:, None, None], :, yy[:, :, None], xx[:, None, :]].permute(0, 3, 1, 2)
-        if s != p:
-            tiles = F.adaptive_avg_pool2d(tiles, p)
+        tiles = area_resize(tiles, p)
         flat[torch.as_tensor(sel, device=dev)] = tiles
     # normalised coordinates and exact grid cells
     coords = np.stack([(ys + ss / 2) / h, (xs + ss / 2) / w, ss / max(h, w)], axis=1).astype(np.float32)

@@ -140,7 +140,7 @@ def test_upload_slider_every_page(page, app_url, artifacts, upload_1024):
     # the number on the page is the library's number for these settings
     threshold = float(_thumb_value(page, "Importance threshold"))
     image = ap.load_image(upload_1024)
-    expected = ap.quadtree(image, threshold=threshold, min_size=8, max_size=64, importance="std").num_tokens
+    expected = ap.quadtree(image, threshold=threshold, min_size=16, max_size=64, importance="distortion").num_tokens
     assert _tokens(page).replace(",", "") == str(expected)
 
     result = {

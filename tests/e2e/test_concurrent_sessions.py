@@ -66,7 +66,7 @@ def test_eight_sessions_see_only_their_own_image(browser, app_url, tmp_path):
             t = float(_thumb_value(p, "Importance threshold"))
             sizes = p.locator('[data-testid="stSlider"]').filter(has_text="Patch sizes")
             lo, hi = (int(v.inner_text()) for v in sizes.locator('[data-testid="stSliderThumbValue"]').all())
-            expected = ap.quadtree(img, threshold=t, min_size=lo, max_size=hi, importance="std").num_tokens
+            expected = ap.quadtree(img, threshold=t, min_size=lo, max_size=hi, importance="distortion").num_tokens
             assert _tokens(p).replace(",", "") == str(expected), f"session {i}: numbers of another image?"
         assert errors == []
     finally:

@@ -1,0 +1,191 @@
+"""Rate-distortion layouts over patch *scales*: the best of quadtrees on several base sizes and the
+equal-token uniform grid, by the exact squared error of what the model sees.
+
+Why: a quadtree of power-of-two sizes (16, 32, 64) mixes coarse and fine boxes, and on a budget
+between two of its sizes that mix can lose to a uniform grid of an in-between size (say 23 px):
+on a stationary texture the error of a uniform grid falls convexly with its token count, and a
+mix of 16 and 32 px boxes only reaches the chord. So ``multiscale`` also tries quadtrees whose
+boxes are ``u, 2u, ..., u * 2**levels`` for base sizes ``u`` between the token size and the
+equal-token uniform grid's size, each refined by the exact rate-distortion greedy of
+``quadtree(..., importance="distortion")``, and the uniform grid itself; the layout with the least
+squared error over the image's pixels wins. At a budget it is therefore never worse than the best
+uniform grid that fits, and ``params["base_size"]`` says which scale won (``levels = 0`` when the
+uniform grid did).
+
+Errors are exact for any box size (``token_sse``): a box of ``s`` px becomes a token ``Y`` by area
+resizing to ``t`` px (matrix ``D``, ``t x s``, per axis) and is painted back by area resizing
+(``U = (s / t) D^T``), so its squared error is ``S2 - 2 c^2 |Y|^2 + c^4 <Y, G Y G>`` with
+``c = s / t`` and ``G = D D^T``: one OpenCV area resize of the image gives every token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .importance import TOKEN_SIZE, gain_importance
+from .layout import PatchLayout, padded_canvas, uniform
+from .patches import area_resize, area_weights, reconstruct
+from .quadtree import _heap_order_split, _leaves, _Prepared
+from .validation import check_int, check_power_of_two
+
+DEFAULT_LEVELS = 2
+DEFAULT_SCALES = 5
+
+
+def _pool2(x: np.ndarray) -> np.ndarray:
+    return _box_sums(x, 2)
+
+
+def _box_sums(x: np.ndarray, f: int) -> np.ndarray:
+    """Sums over ``f x f`` blocks of a 2-D array (rows first: two contiguous reductions)."""
+    gh, gw = x.shape[0] // f, x.shape[1] // f
+    return x.reshape(gh, f, x.shape[1]).sum(axis=1).reshape(gh, gw, f).sum(axis=2)
+
+
+def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKEN_SIZE,
+              squares: np.ndarray | None = None) -> list[np.ndarray]:
+    """Squared error ``[ch / s, cw / s]`` (float64) of every box of ``s = base * 2**k`` px
+    (``k = 0..levels``, finest first) of ``canvas`` ``[ch, cw, 3]`` seen as one ``token_size`` token.
+
+    ``ch`` and ``cw`` are multiples of ``base * 2**levels`` and ``base >= token_size``. The tokens of
+    the base grid come from one area resize of the canvas (exact, float64); those of coarser boxes
+    are 2x2 means of them (area resizing composes over aligned integer steps). ``squares``: the
+    canvas's per-pixel sum of squares over channels, if the caller has it.
+    """
+    ch, cw = canvas.shape[:2]
+    t = token_size
+    x = np.asarray(canvas, np.float64)
+    tokens = x if base == t else cv2.resize(x, (cw // base * t, ch // base * t), interpolation=cv2.INTER_AREA)
+    sq = _box_sums(np.einsum("ijc,ijc->ij", x, x) if squares is None else squares, base)
+    out = []
+    for k in range(levels + 1):
+        s = base << k
+        gh, gw = ch // s, cw // s
+        c = s / t
+        if s % t == 0:  # integer factor: G = I / c, the error is S2 - c^2 |Y|^2
+            err = sq - c * c * _box_sums(np.einsum("ijc,ijc->ij", tokens, tokens), t)
+        else:  # G = D D^T is tridiagonal (neighbouring token pixels share at most one image pixel)
+            from .kernels import token_energy  # numba: imported on first use
+
+            g = area_weights(s, t) @ area_weights(s, t).T
+            y2, ygy = np.empty((gh, gw)), np.empty((gh, gw))
+            token_energy(np.ascontiguousarray(tokens), t, np.diag(g).copy(), np.diag(g, 1).copy(), y2, ygy)
+            err = sq - 2 * c * c * y2 + c ** 4 * ygy
+        out.append(np.maximum(err, 0.0))
+        if k < levels:
+            sq = _box_sums(sq, 2)
+            # each box is t x t in ``tokens``: 2x2 pixel means give its parent's token
+            tokens = 0.25 * ((tokens[0::2, 0::2] + tokens[1::2, 0::2]) + (tokens[0::2, 1::2] + tokens[1::2, 1::2]))
+    return out
+
+
+def _border_correction(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> float:
+    """Squared error, over padding pixels only, of the boxes that reach past the image: subtracted
+    from the canvas error so that only the image's pixels count."""
+    h, w = img.shape[:2]
+    out = 0.0
+    sel = (boxes[:, 0] + boxes[:, 2] > h) | (boxes[:, 1] + boxes[:, 2] > w)
+    ct = torch.from_numpy(np.ascontiguousarray(canvas, np.float64)).permute(2, 0, 1)
+    for s in np.unique(boxes[sel, 2]):
+        b = boxes[sel & (boxes[:, 2] == s)].astype(np.int64)
+        s = int(s)
+        ar = torch.arange(s)
+        yy = torch.as_tensor(b[:, 0])[:, None] + ar
+        xx = torch.as_tensor(b[:, 1])[:, None] + ar
+        tiles = ct[:, yy[:, :, None], xx[:, None, :]].permute(1, 0, 2, 3)  # [n, 3, s, s]
+        rec = area_resize(area_resize(tiles, token_size), s)
+        err = ((tiles - rec) ** 2).sum(1).numpy()  # [n, s, s]
+        outside = (yy.numpy()[:, :, None] >= h) | (xx.numpy()[:, None, :] >= w)
+        out += float(err[outside].sum())
+    return out
+
+
+def _layout_sse(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, sse: dict[int, np.ndarray],
+                token_size: int) -> float:
+    """Squared error over the image's pixels of a layout whose box errors are the maps ``sse``."""
+    total = 0.0
+    for s in np.unique(boxes[:, 2]):
+        b = boxes[boxes[:, 2] == s]
+        total += float(sse[int(s)][b[:, 0] // s, b[:, 1] // s].sum())
+    return total - _border_correction(img, canvas, boxes, token_size)
+
+
+def _pad(x: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    """Edge-replicate ``x`` at the bottom/right to ``canvas`` (OpenCV: much faster than ``np.pad``)."""
+    ph, pw = canvas[0] - x.shape[0], canvas[1] - x.shape[1]
+    return x if ph == pw == 0 else cv2.copyMakeBorder(x, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+
+
+def _smallest_fitting_size(h: int, w: int, budget: int) -> int:
+    """The smallest patch size whose uniform grid has at most ``budget`` tokens."""
+    sizes = np.arange(1, max(h, w) + 1, dtype=np.int64)
+    counts = -(-h // sizes) * -(-w // sizes)
+    return int(sizes[np.argmax(counts <= budget)])
+
+
+def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, levels: int,
+               token_size: int) -> tuple[float, PatchLayout]:
+    """Squared error over the image's pixels and the layout of one candidate (``levels = 0``: uniform).
+    ``img`` is float64, ``squares`` its per-pixel sum of squares."""
+    h, w = img.shape[:2]
+    if base < token_size:  # a uniform grid finer than the token: upsampled tokens, errors from the pixels
+        lay = uniform(h, w, base)
+        diff = img - reconstruct(img.astype(np.float32), lay, token_size, device="cpu")
+        return float(np.einsum("ijc,ijc->", diff, diff)), lay
+    canvas = padded_canvas(h, w, base << levels)
+    padded = _pad(img, canvas)
+    fine_first = token_sse(padded, base, levels, token_size, _pad(squares, canvas))
+    sse = {base << k: e for k, e in enumerate(fine_first)}
+    sizes = [base << k for k in range(levels, -1, -1)]
+    if levels == 0:
+        boxes = uniform(h, w, base).boxes
+    else:
+        gains = [np.maximum(sse[s] - _pool2(sse[s // 2]), 0.0) for s in sizes[:-1]]
+        for g, s in zip(gains, sizes):  # squares wholly in the padding hold no pixel of the image
+            g[-(-h // s):] = 0.0
+            g[:, -(-w // s):] = 0.0
+        levels_imp = [gain_importance(g, s)[None] for g, s in zip(gains, sizes)]
+        levels_imp.append(np.zeros((1, *sse[base].shape)))
+        prep = _Prepared(h, w, canvas, sizes, levels_imp, {}, [g[None] for g in gains])
+        boxes = _leaves(prep, _heap_order_split(prep, None, budget))[0]
+    return _layout_sse(img, padded, boxes, sse, token_size), PatchLayout(h, w, canvas, boxes)
+
+
+def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, scales: int = DEFAULT_SCALES,
+               token_size: int = TOKEN_SIZE) -> PatchLayout:
+    """The layout with at most ``budget`` tokens that keeps the most of ``image`` (least squared
+    error of what a ``token_size`` embedding sees), among: quadtrees with boxes ``u * 2**k``
+    (``k <= levels``) for ``scales`` base sizes ``u`` from ``token_size`` up to the finest uniform
+    grid that fits (geometrically spaced), refined by the rate-distortion greedy, and that uniform
+    grid. ``params["base_size"]``/``params["levels_used"]`` say which won.
+    """
+    budget = check_int("budget", budget, 1)
+    levels = check_int("levels", levels, 0, 8)
+    scales = check_int("scales", scales, 1, 64)
+    token_size = check_power_of_two("token_size", token_size, 1, 1024)
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
+        raise ValueError(f"image must be a float RGB array [H, W, 3], got shape {img.shape}")
+    img = np.ascontiguousarray(img, np.float32).astype(np.float64)
+    squares = np.einsum("ijc,ijc->ij", img, img)
+    h, w = img.shape[:2]
+    u_fit = _smallest_fitting_size(h, w, budget)
+    bases = np.unique(np.round(np.geomspace(token_size, max(token_size, u_fit), scales)).astype(int))
+    best: tuple[float, int, int, PatchLayout] | None = None
+    for base, lv in [(u_fit, 0)] + [(int(u), levels) for u in bases if levels > 0]:
+        canvas = padded_canvas(h, w, base << lv)
+        if (canvas[0] // (base << lv)) * (canvas[1] // (base << lv)) > budget:
+            continue  # the roots alone exceed the budget
+        err, lay = _candidate(img, squares, budget, base, lv, token_size)
+        key = (err, lay.num_tokens)
+        if best is None or key < (best[0], best[3].num_tokens):
+            best = (err, base, lv, lay)
+    assert best is not None  # the uniform grid of u_fit always fits
+    err, base, lv, lay = best
+    params: dict[str, Any] = {"budget": budget, "levels": levels, "scales": scales, "token_size": token_size,
+                              "base_size": base, "levels_used": lv}
+    return PatchLayout(h, w, lay.canvas, lay.boxes, strategy="multiscale", params=params)

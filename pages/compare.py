@@ -9,24 +9,41 @@ import adapatch as ap
 from adapatch.app_support import compute, recipes, state, ui
 from adapatch.app_support.images import ImageEntry, md_escape
 
-STRATEGIES = ["quadtree", "greedy", "uniform"]
+STRATEGIES = ["quadtree", "greedy", "uniform", "multiscale"]
 
 
 def _config_widgets(i: int, cfg: dict) -> dict:
     strategy = st.selectbox("Strategy", STRATEGIES, index=STRATEGIES.index(cfg.get("strategy", "quadtree")),
                             key=f"w_cmp_{i}_strategy")
     importance = cfg.get("importance", "distortion")
+    allocation = cfg.get("allocation", "saliency")
     if strategy == "quadtree":
         importance = st.selectbox("Importance", ap.IMPORTANCE_MEASURES,
                                   index=list(ap.IMPORTANCE_MEASURES).index(importance), key=f"w_cmp_{i}_importance")
-    sizes = tuple(cfg.get("sizes", (8, 64)))
-    if strategy != "uniform":
+    elif strategy == "greedy":
+        allocation = st.selectbox("Allocation", ["saliency", "distortion"],
+                                  index=["saliency", "distortion"].index(allocation), key=f"w_cmp_{i}_allocation")
+    sizes = tuple(cfg.get("sizes", (16, 64)))
+    if strategy == "multiscale":
+        st.caption("Best of quadtrees on several base patch sizes and the equal-token uniform grid, "
+                   "by the error of what the model sees.")
+    elif strategy != "uniform":
         sizes = st.select_slider("Patch sizes (px)", options=list(recipes.SIZE_OPTIONS), value=sizes,
                                  key=f"w_cmp_{i}_sizes")
     else:
         st.caption("Square patches of one size (any integer), token count closest to the budget: "
                    "the equal-token baseline.")
-    return {"strategy": strategy, "importance": importance, "sizes": tuple(sizes)}
+    return {"strategy": strategy, "importance": importance, "allocation": allocation, "sizes": tuple(sizes)}
+
+
+def _label(settings: dict, lay: ap.PatchLayout) -> str:
+    """The settings' label, with the patch size the equal-token uniform grid or multiscale chose."""
+    text = recipes.describe(settings)
+    if lay.strategy == "uniform":
+        return f"{text} · {lay.params['patch_size']} px"
+    if lay.strategy == "multiscale":
+        return f"multiscale · {lay.params['base_size']} px base" + (" (uniform won)" if not lay.params["levels_used"] else "")
+    return text
 
 
 @st.fragment
@@ -40,7 +57,8 @@ def compare_view(entry: ImageEntry) -> None:
         hi = max(lo + 1, ap.uniform(entry.height, entry.width, 4).num_tokens)
         budget = state.widget("compare_budget", c2.slider, "Token budget (the same for every layout)", lo, hi,
                               clamp=lambda v: int(min(max(int(v), lo), hi)),
-                              help="Each strategy's threshold is solved by the library so it uses at most this many tokens.")
+                              help="Every adaptive layout uses at most this many tokens; uniform takes the grid of square "
+                                   "patches (any size) whose token count is closest to it (within 5% where possible).")
         cols = st.columns(n, gap="small")
         rows, layouts = [], []
         for i in range(n):
@@ -52,12 +70,12 @@ def compare_view(entry: ImageEntry) -> None:
                     lay = compute.layout(entry, settings)
                     layouts.append((settings, lay))
                     st.image(compute.overlay_png(entry, settings, max_side=768), output_format="PNG", width="stretch",
-                             caption=f"{chr(65 + i)}: {ui.fmt_int(lay.num_tokens)} tokens · {recipes.describe(settings)}")
+                             caption=f"{chr(65 + i)}: {ui.fmt_int(lay.num_tokens)} tokens · {_label(settings, lay)}")
         vit = state.get("vit")
         for i, (settings, lay) in enumerate(layouts):
             eff = ap.efficiency(lay, vit)
             fid = compute.fidelity(entry, settings, state.device())
-            rows.append({"layout": f"{chr(65 + i)}: {recipes.describe(settings)}", "tokens": eff["tokens"],
+            rows.append({"layout": f"{chr(65 + i)}: {_label(settings, lay)}", "tokens": eff["tokens"],
                          f"{vit} GMACs": eff["flops"] / 1e9, "FLOPs vs uniform 16": eff["flops_ratio_vs_uniform16"],
                          "PSNR (dB)": fid["psnr"], "SSIM": fid["ssim"]})
         df = pd.DataFrame(rows).set_index("layout")

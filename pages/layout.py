@@ -71,6 +71,8 @@ def layout_view(entry: ImageEntry) -> None:
                                     format_func=lambda s: recipes.STRATEGIES.get(s, s),
                                     help="quadtree: split squares whose importance exceeds the threshold; "
                                          "greedy: give the most salient cells the smallest patches within a budget; "
+                                         "multiscale: the best of quadtrees on several base patch sizes and the "
+                                         "uniform grid at the budget, by the error of what the model sees; "
                                          "selector: the learned patch selector of the bundled model keeps the "
                                          "top-k cells of its grid.")
             strategy = strategy or "quadtree"
@@ -108,7 +110,8 @@ def layout_view(entry: ImageEntry) -> None:
                 lo = ap.uniform(entry.height, entry.width, max_size).num_tokens
                 hi = max(lo + 1, ap.uniform(entry.height, entry.width, min_size).num_tokens)
             budget = state.widget("budget", st.slider, "Budget (tokens)", lo, hi, clamp=_clamp(lo, hi),
-                                  disabled=not use_budget)
+                                  disabled=not (use_budget or strategy == "multiscale"),
+                                  help="multiscale always works to a budget." if strategy == "multiscale" else None)
             vit = state.widget("vit", st.selectbox, "ViT preset for FLOPs", options=ap.VIT_PRESETS)
             show_recon = state.widget("show_recon", st.toggle, "Show what the model sees",
                                       help="Each token resampled to 16x16 and painted back at its box.")
@@ -133,10 +136,18 @@ def layout_view(entry: ImageEntry) -> None:
             if curve is not None:
                 st.plotly_chart(ui.curve_figure(curve, threshold, lay.num_tokens, budget if use_budget else None),
                                 config=ui.PLOT_CONFIG, key="layout_curve")
+            elif strategy == "multiscale":
+                p = lay.params
+                won = (f"the uniform grid of {p['base_size']} px patches (no adaptive layout kept more here)"
+                       if p["levels_used"] == 0 else
+                       f"a quadtree of {p['base_size']}-{p['base_size'] << p['levels_used']} px boxes")
+                st.info(f"Best at this budget, by the squared error of what the model sees: {won}. "
+                        "Candidates: quadtrees on several base patch sizes and the equal-token uniform grid.",
+                        icon=":material/info:")
             else:
                 st.info("The tokens-vs-threshold curve applies to the quadtree; greedy spends the budget "
-                        "on the most salient cells (saliency method from the Saliency page).",
-                        icon=":material/info:")
+                        "on the most salient cells (saliency method from the Saliency page), or by "
+                        "rate-distortion allocation.", icon=":material/info:")
         ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
         ui.export_section(entry, settings, lay, key="layout_export")
 

@@ -16,7 +16,7 @@ SIZE_OPTIONS = (2, 4, 8, 16, 32, 64, 128)
 _SCORER_LABELS = {"mean": "saliency mean per token", "max": "saliency max per token",
                   "learned": "learned (model's TokenPruner)", "attention": "attention (EViT: CLS attention, rest fused)"}
 PRUNE_SCORERS = {s: _SCORER_LABELS[s] for s in _SCORER_NAMES}  # the export format's scorers, with labels
-STRATEGIES = {"quadtree": "quadtree", "greedy": "greedy", "learned_selector": "selector"}
+STRATEGIES = {"quadtree": "quadtree", "greedy": "greedy", "multiscale": "multiscale", "learned_selector": "selector"}
 
 
 def powers_between(min_size: int, max_size: int) -> list[int]:
@@ -45,8 +45,8 @@ def layout_settings(strategy: str | None = None, importance: str | None = None, 
     """Settings of the Patch layout page (arguments override the stored settings)."""
     strategy = strategy or state.get("strategy")
     min_size, max_size = sizes or state.get("sizes")
-    if budget == "setting":
-        budget = int(state.get("budget")) if state.get("use_budget") else None
+    if budget == "setting":  # multiscale always has a budget
+        budget = int(state.get("budget")) if state.get("use_budget") or strategy == "multiscale" else None
     if strategy == "quadtree":  # with a budget the threshold is not used: best-first until the budget is spent
         thr = None if budget is not None else float(state.get("threshold") if threshold is None else threshold)
         params = {"threshold": thr, "min_size": int(min_size), "max_size": int(max_size), "budget": budget,
@@ -56,6 +56,8 @@ def layout_settings(strategy: str | None = None, importance: str | None = None, 
                   "allocation": state.get("greedy_allocation")}
     elif strategy == "learned_selector":
         params = {"k": int(state.get("selector_k")), "model": model_name()}
+    elif strategy == "multiscale":
+        params = {"budget": int(budget)}
     else:
         params = {"patch_size": int(min_size)}
     return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": None,
@@ -70,9 +72,9 @@ def budget_settings(config: dict, budget: int) -> dict[str, Any]:
         params: dict[str, Any] = {"min_size": int(min_size), "max_size": int(max_size),
                                   "importance": config.get("importance", "distortion")}
     elif strategy == "greedy":
-        allocation = "distortion" if config.get("importance") == "distortion" else "saliency"
-        params = {"patch_sizes": powers_between(min_size, max_size), "uncovered": "fill", "allocation": allocation}
-    else:
+        params = {"patch_sizes": powers_between(min_size, max_size), "uncovered": "fill",
+                  "allocation": config.get("allocation", "saliency")}
+    else:  # uniform (the equal-token grid) and multiscale need only the budget
         params = {}
     return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": int(budget),
             "prune": None, "vit": state.get("vit"), "device": state.device()}
@@ -100,6 +102,8 @@ def describe(settings: dict) -> str:
     p = settings["params"]
     if settings["strategy"] == "quadtree":
         text = f"quadtree · {p.get('importance', 'std')} · {p.get('min_size')}-{p.get('max_size')} px"
+    elif settings["strategy"] == "multiscale":
+        text = "multiscale · best of scaled quadtrees and uniform"
     elif settings["strategy"] == "learned_selector":
         text = f"learned selector · top-{p.get('k')} cells · model input frame"
     elif settings["strategy"] == "greedy":

@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
         {"strategy": "quadtree", "importance": "distortion", "sizes": (16, 64)},
         {"strategy": "quadtree", "importance": "std", "sizes": (16, 64)},
         {"strategy": "uniform", "importance": "distortion", "sizes": (16, 64)},
-        {"strategy": "greedy", "importance": "distortion", "sizes": (16, 64)},
+        {"strategy": "multiscale", "importance": "distortion", "sizes": (16, 64)},
     ],
     # efficiency
     "eff_samples": True,

@@ -24,11 +24,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
-
 from .importance import TOKEN_SIZE, gain_importance
 from .layout import PatchLayout, padded_canvas, uniform
-from .patches import area_resize, area_weights, reconstruct
+from .patches import area_weights, reconstruct
 from .quadtree import _heap_order_split, _leaves, _Prepared
 from .validation import check_int, check_power_of_two
 
@@ -85,21 +83,21 @@ def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKE
 
 def _border_correction(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> float:
     """Squared error, over padding pixels only, of the boxes that reach past the image: subtracted
-    from the canvas error so that only the image's pixels count."""
+    from the canvas error so that only the image's pixels count (numpy: these are few, small boxes)."""
     h, w = img.shape[:2]
     out = 0.0
     sel = (boxes[:, 0] + boxes[:, 2] > h) | (boxes[:, 1] + boxes[:, 2] > w)
-    ct = torch.from_numpy(np.ascontiguousarray(canvas, np.float64)).permute(2, 0, 1)
     for s in np.unique(boxes[sel, 2]):
         b = boxes[sel & (boxes[:, 2] == s)].astype(np.int64)
         s = int(s)
-        ar = torch.arange(s)
-        yy = torch.as_tensor(b[:, 0])[:, None] + ar
-        xx = torch.as_tensor(b[:, 1])[:, None] + ar
-        tiles = ct[:, yy[:, :, None], xx[:, None, :]].permute(1, 0, 2, 3)  # [n, 3, s, s]
-        rec = area_resize(area_resize(tiles, token_size), s)
-        err = ((tiles - rec) ** 2).sum(1).numpy()  # [n, s, s]
-        outside = (yy.numpy()[:, :, None] >= h) | (xx.numpy()[:, None, :] >= w)
+        ar = np.arange(s)
+        yy = b[:, 0, None] + ar  # [n, s]
+        xx = b[:, 1, None] + ar
+        tiles = canvas[yy[:, :, None], xx[:, None, :]].transpose(0, 3, 1, 2)  # [n, 3, s, s]
+        down, up = area_weights(s, token_size), area_weights(token_size, s)
+        rec = up @ (down @ tiles @ down.T) @ up.T
+        err = ((tiles - rec) ** 2).sum(axis=1)  # [n, s, s]
+        outside = (yy[:, :, None] >= h) | (xx[:, None, :] >= w)
         out += float(err[outside].sum())
     return out
 

@@ -84,7 +84,8 @@ def test_experiment_quick_run_and_task_api(tmp_path):
               "results.json", "results.md"):
         assert (out / f).is_file()
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert len(rows) == len(res["rows"]) == 9 and all(0 <= r["accuracy"] <= 1 for r in rows)
+    # 9 original rows + distortion quadtree x2, equal-token uniform (budget 28), multiscale x2
+    assert len(rows) == len(res["rows"]) == 14 and all(0 <= r["accuracy"] <= 1 for r in rows)
     task, cfg = load_task_model(out, device="cpu")
     assert task.pretrained and cfg["prune_layer"] == task.prune_layer
     img = np.random.default_rng(0).random((80, 70, 3), dtype=np.float32)

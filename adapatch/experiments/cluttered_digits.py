@@ -97,6 +97,18 @@ def make_dataset(cfg: DatasetConfig | None = None) -> dict[str, np.ndarray]:
     return {"train_x": trx, "train_y": try_, "train_pos": trp, "test_x": tex, "test_y": tey, "test_pos": tep}
 
 
+def held_out_split(cfg: DatasetConfig) -> dict[str, np.ndarray]:
+    """``{"test_x", "test_y", "test_pos"}`` exactly as ``make_dataset(cfg)`` makes them.
+
+    Both splits draw from one generator, train first, so the test images depend on ``n_train``
+    (and on every other field): the train split is composed too, then dropped. A shorter test
+    split is not a prefix of a longer one either (each draw is vectorised over the split), so take
+    a subset by slicing this one, not by lowering ``n_test``.
+    """
+    data = make_dataset(cfg)
+    return {k: data[k] for k in ("test_x", "test_y", "test_pos")}
+
+
 def to_rgb(grey: np.ndarray) -> np.ndarray:
     """``[..., H, W]`` grey -> ``[..., H, W, 3]`` float32 (the layout functions' image format)."""
     return np.repeat(grey[..., None], 3, axis=-1)

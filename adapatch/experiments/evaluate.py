@@ -1,8 +1,8 @@
 """Evaluation of every tokenisation on the held-out split: tokens, accuracy, MACs, wall-clock.
 
 Timing covers what the model does per batch: cutting/resizing the patches, the selector CNN
-where used, the encoder and head (``torch.inference_mode``). Layout construction (quadtree) runs
-before and is reported separately as ``layout_ms_per_image``. Two wall-clock figures:
+where used, the encoder and head (``torch.inference_mode``). Layout construction (quadtree,
+multiscale) runs before and is reported separately as ``layout_ms_per_image``. Two wall-clock figures:
 ``speedup_batched`` (batches of ``batch_size``; variable token counts grouped by
 ``DynamicBatcher``) and ``speedup_batch1`` (median single-image latency over ``n_latency`` images).
 """
@@ -16,13 +16,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..layout import uniform
+from ..layout import uniform, uniform_for_budget
 from ..model.batching import DynamicBatcher
 from ..model.latency import model_macs
 from ..model.pruning import forward_pruned
 from ..model.selector import select_topk
 from ..model.task import TaskModel
-from .train import batch_tensor, quadtree_layouts
+from ..multiscale import multiscale
+from .cluttered_digits import to_rgb
+from .train import QT_MAX, QT_MIN, batch_tensor, quadtree_layouts
 
 BatchFn = Callable[[np.ndarray], torch.Tensor]
 
@@ -109,20 +111,55 @@ def evaluate(task: TaskModel, x: np.ndarray, y: np.ndarray, budgets: tuple[int, 
                 fn, np.full(n, nf), np.full(n, model_macs(cfg, nf, task.prune_layer, k, extra_tok)),
                 tokens_after=float(k + extra_tok), keep_ratio=keep, prune_layer=task.prune_layer)
 
-    for budget in budgets:
-        t0 = time.perf_counter()
-        lays = [lay for i in range(0, n, 512) for lay in quadtree_layouts(x[i:i + 512], budget)]
-        layout_ms = (time.perf_counter() - t0) * 1e3 / n
+    def add_layouts(name: str, kind: str, lays: list, layout_ms: float, **extra) -> None:
+        """A row of per-image layouts (variable token counts: batches by ``DynamicBatcher``)."""
         counts = np.array([lay.num_tokens for lay in lays])
         batches = list(DynamicBatcher(counts, batch_size))
 
-        def qfn(b, lays=lays):
+        def lfn(b, lays=lays):
             return vit.forward_tokens(vit.tokenize(batch_tensor(vit, x[b], dev), [lays[i] for i in b]))
 
-        add(f"quadtree budget {budget} (std, 8-32 px)", "quadtree", qfn, counts,
-            np.array([model_macs(cfg, int(c)) for c in counts]), batches=batches, layout_ms=layout_ms, budget=budget,
-            size_histogram={str(s): int(sum(lay.counts_per_size().get(s, 0) for lay in lays))
-                            for s in (8, 16, 32)})
+        add(name, kind, lfn, counts, np.array([model_macs(cfg, int(c)) for c in counts]), batches=batches,
+            layout_ms=layout_ms, **extra)
+
+    def size_histogram(lays: list) -> dict[str, int]:
+        return {str(s): int(sum(lay.counts_per_size().get(s, 0) for lay in lays)) for s in (8, 16, 32)}
+
+    def quadtree_rows(importance: str, **kw) -> None:
+        for budget in budgets:
+            t0 = time.perf_counter()
+            lays = [lay for i in range(0, n, 512) for lay in quadtree_layouts(x[i:i + 512], budget, importance, **kw)]
+            layout_ms = (time.perf_counter() - t0) * 1e3 / n
+            add_layouts(f"quadtree budget {budget} ({importance}, {QT_MIN}-{QT_MAX} px)", "quadtree", lays, layout_ms,
+                        budget=budget, size_histogram=size_histogram(lays), **kw)
+
+    quadtree_rows("std")
+    # rate-distortion split order, with the error of what this model sees (boxes -> patch_size tokens)
+    quadtree_rows("distortion", token_size=cfg.patch_size)
+
+    # the true equal-token uniform baseline: the grid of any integer patch size whose token count is
+    # the closest to the budget (the model area-resizes every patch to patch_size). Grids already in
+    # the table are not repeated: on 64x64 images budget 16 gives 16 px = the "coarse" row above.
+    for budget in budgets:
+        lay = uniform_for_budget(h, w, budget)
+        size = int(lay.boxes[0, 2])
+        if size in (cfg.patch_size, 2 * cfg.patch_size):
+            continue
+        add(f"uniform {size} px (equal tokens to {budget})", "uniform", grid_fn(lay), np.full(n, lay.num_tokens),
+            np.full(n, model_macs(cfg, lay.num_tokens)), equal_tokens_to=budget, patch_size=size)
+
+    # best of quadtrees on several base sizes and the equal-token uniform grid, by exact error
+    for budget in budgets:
+        t0 = time.perf_counter()
+        lays = [multiscale(to_rgb(x[i]), budget, token_size=cfg.patch_size) for i in range(n)]
+        layout_ms = (time.perf_counter() - t0) * 1e3 / n
+        bases: dict[str, int] = {}
+        for lay in lays:
+            key = f"{lay.params['base_size']}" + (" uniform" if lay.params["levels_used"] == 0 else "")
+            bases[key] = bases.get(key, 0) + 1
+        add_layouts(f"multiscale budget {budget} (token {cfg.patch_size})", "multiscale", lays, layout_ms,
+                    budget=budget, token_size=cfg.patch_size,
+                    base_size_counts=dict(sorted(bases.items(), key=lambda kv: -kv[1])))
 
     sel_macs = selector_macs(task.selector)
     for k in selector_ks:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..importance import TOKEN_SIZE
 from ..layout import uniform
 from ..quadtree import quadtree_batch
 from ..model.embed import TokenBatch
@@ -30,9 +31,12 @@ from .cluttered_digits import to_rgb
 QT_MIN, QT_MAX = 8, 32
 
 
-def quadtree_layouts(grey: np.ndarray, budget: int) -> list:
-    """Quadtree layouts (std importance, 8-32 px, at most ``budget`` tokens) of grey images."""
-    return quadtree_batch(to_rgb(grey), min_size=QT_MIN, max_size=QT_MAX, budget=budget, importance="std")
+def quadtree_layouts(grey: np.ndarray, budget: int, importance: str = "std", token_size: int = TOKEN_SIZE) -> list:
+    """Quadtree layouts (8-32 px, at most ``budget`` tokens) of grey images; ``importance`` as in
+    ``adapatch.quadtree`` (``token_size``, the side of the model's token, only matters for
+    ``"distortion"``: pass the model's patch size)."""
+    return quadtree_batch(to_rgb(grey), min_size=QT_MIN, max_size=QT_MAX, budget=budget, importance=importance,
+                          token_size=token_size)
 
 
 def batch_tensor(model: VisionTransformer, grey: np.ndarray, device: torch.device) -> torch.Tensor:

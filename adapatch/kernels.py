@@ -64,46 +64,94 @@ def column_sums(x: np.ndarray, m: int, c1: np.ndarray, c2: np.ndarray) -> None:
 
 
 @nb.njit(nogil=True, error_model="numpy", cache=True)
-def _pair_columns(v: np.ndarray, out: np.ndarray, scale: int) -> None:
-    """``out[3i + ch] = v[3 * scale * i + ch] + ...`` (``scale`` adjacent RGB pixels per output pixel)."""
-    if scale == 2:
-        for i in range(out.shape[0] // 3):
-            o = 6 * i
-            out[3 * i] = v[o] + v[o + 3]
-            out[3 * i + 1] = v[o + 1] + v[o + 4]
-            out[3 * i + 2] = v[o + 2] + v[o + 5]
-        return
-    for i in range(out.shape[0] // 3):
-        o = 3 * scale * i
-        sr = v[o]
-        sg = v[o + 1]
-        sb = v[o + 2]
-        for p in range(1, scale):
-            sr += v[o + 3 * p]
-            sg += v[o + 3 * p + 1]
-            sb += v[o + 3 * p + 2]
-        out[3 * i] = sr
-        out[3 * i + 1] = sg
-        out[3 * i + 2] = sb
+def _cell(v: np.ndarray, o: int, scale: int) -> tuple[float, float, float]:
+    """Per-channel sums of ``scale`` adjacent RGB pixels of ``v`` starting at element ``o``."""
+    sr = v[o]
+    sg = v[o + 1]
+    sb = v[o + 2]
+    for p in range(1, scale):
+        sr += v[o + 3 * p]
+        sg += v[o + 3 * p + 1]
+        sb += v[o + 3 * p + 2]
+    return sr, sg, sb
 
 
 @nb.njit(nogil=True, error_model="numpy", cache=True)
-def _add_energy(cells: np.ndarray, c: int, b0: int, q_row: np.ndarray) -> None:
-    """Add ``|cell sum|^2 / c^2`` of a row of ``c``-px cells (``cells``: per-channel sums, RGB
-    interleaved) to the ``b0``-px box row ``q_row`` holding each cell's top-left pixel."""
+def _cells_energy(v: np.ndarray, scale: int, c: int, b0: int, cells: np.ndarray, q_row: np.ndarray) -> None:
+    """One row of ``c``-px cells: ``cells`` (RGB interleaved) = sums of ``scale`` adjacent columns of
+    ``v``, and ``|cell|^2 / c^2`` added to the ``b0``-px box of ``q_row`` holding each cell's
+    top-left pixel. One pass (the cells are written and squared together)."""
     inv = 1.0 / (c * c)
+    ncell = cells.shape[0] // 3
     if c <= b0:
-        per_box = 3 * (b0 // c)
+        per = b0 // c
         for box in range(q_row.shape[0]):
             tot = 0.0
-            for k in range(box * per_box, (box + 1) * per_box):
-                tot += cells[k] * cells[k]
+            for i in range(box * per, box * per + per):
+                o = 3 * scale * i
+                if scale == 2:
+                    sr = v[o] + v[o + 3]
+                    sg = v[o + 1] + v[o + 4]
+                    sb = v[o + 2] + v[o + 5]
+                else:
+                    sr, sg, sb = _cell(v, o, scale)
+                cells[3 * i] = sr
+                cells[3 * i + 1] = sg
+                cells[3 * i + 2] = sb
+                tot += sr * sr + sg * sg + sb * sb
             q_row[box] += tot * inv
     else:
-        for cell in range(cells.shape[0] // 3):
-            k = 3 * cell
-            q_row[(cell * c) // b0] += (cells[k] * cells[k] + cells[k + 1] * cells[k + 1]
-                                        + cells[k + 2] * cells[k + 2]) * inv
+        for i in range(ncell):
+            sr, sg, sb = _cell(v, 3 * scale * i, scale)
+            cells[3 * i] = sr
+            cells[3 * i + 1] = sg
+            cells[3 * i + 2] = sb
+            q_row[(i * c) // b0] += (sr * sr + sg * sg + sb * sb) * inv
+
+
+@nb.njit(nogil=True, error_model="numpy", cache=True)
+def _cell_energy_rows8(x: np.ndarray, nlev: int, b0: int, q: np.ndarray, s2: np.ndarray) -> None:
+    """``cell_energy`` for 2 px cells and up to three levels (2, 4, 8 px), eight rows at a time:
+    one read of the rows gives the four row-pair sums, the 4- and 8-row sums and the squares."""
+    ncols = x.shape[1]
+    cs0 = np.empty(ncols)
+    cs1 = np.empty(ncols)
+    cs2 = np.empty(ncols)
+    cs3 = np.empty(ncols)
+    sqcol = np.zeros(ncols)
+    cells = np.empty(ncols // 2)
+    for r0 in range(0, x.shape[0], 8):
+        x0, x1, x2, x3 = x[r0], x[r0 + 1], x[r0 + 2], x[r0 + 3]
+        x4, x5, x6, x7 = x[r0 + 4], x[r0 + 5], x[r0 + 6], x[r0 + 7]
+        for k in range(ncols):
+            a0, a1, a2, a3 = np.float64(x0[k]), np.float64(x1[k]), np.float64(x2[k]), np.float64(x3[k])
+            a4, a5, a6, a7 = np.float64(x4[k]), np.float64(x5[k]), np.float64(x6[k]), np.float64(x7[k])
+            cs0[k] = a0 + a1
+            cs1[k] = a2 + a3
+            cs2[k] = a4 + a5
+            cs3[k] = a6 + a7
+            sqcol[k] += ((a0 * a0 + a1 * a1) + (a2 * a2 + a3 * a3)) + ((a4 * a4 + a5 * a5) + (a6 * a6 + a7 * a7))
+        bi = r0 // b0
+        _cells_energy(cs0, 2, 2, b0, cells, q[0, bi])
+        _cells_energy(cs1, 2, 2, b0, cells, q[0, bi])
+        _cells_energy(cs2, 2, 2, b0, cells, q[0, bi])
+        _cells_energy(cs3, 2, 2, b0, cells, q[0, bi])
+        if nlev >= 2:
+            for k in range(ncols):
+                cs0[k] += cs1[k]
+                cs2[k] += cs3[k]
+            _cells_energy(cs0, 4, 4, b0, cells, q[1, bi])
+            _cells_energy(cs2, 4, 4, b0, cells, q[1, bi])
+        if nlev >= 3:
+            for k in range(ncols):
+                cs0[k] += cs2[k]
+            _cells_energy(cs0, 8, 8, b0, cells, q[2, bi])
+        if (r0 + 8) % b0 == 0:
+            s2row = s2[bi]
+            per = 3 * b0
+            for k in range(ncols):
+                s2row[k // per] += sqcol[k]
+                sqcol[k] = 0.0
 
 
 @nb.njit(nogil=True, error_model="numpy", cache=True)
@@ -114,9 +162,12 @@ def cell_energy(x: np.ndarray, c0: int, nlev: int, b0: int, q: np.ndarray, s2: n
     (``S1`` the cell's per-channel sum) to ``q[j]``, and ``sum of x^2`` to ``s2``, both per box of
     ``b0`` px (``q``: float64 ``[nlev, rows / b0, W / b0]``; ``s2``: ``[rows / b0, W / b0]``; a cell
     larger than ``b0`` is added at the box of its top-left pixel). ``rows`` and ``W`` are multiples
-    of ``b0`` and of the largest cell; ``c0`` is even. Sums are float64: 2x2 pixel blocks are read
-    together, and each coarser cell row is the 2x2 sum of two finished rows of the level below.
+    of ``b0`` and of the largest cell; ``c0`` is even. Sums are float64: the rows of a cell row are
+    added in pairs, and each coarser cell row is the 2x2 sum of two finished rows of the level below.
     """
+    if c0 == 2 and nlev <= 3 and b0 % 8 == 0:
+        _cell_energy_rows8(x, nlev, b0, q, s2)
+        return
     ncols = x.shape[1]
     width = ncols // 3
     cells = [np.zeros(3 * (width // (c0 << j))) for j in range(nlev)]  # current cell row per level
@@ -124,42 +175,34 @@ def cell_energy(x: np.ndarray, c0: int, nlev: int, b0: int, q: np.ndarray, s2: n
     colsum = np.zeros(ncols)
     sqcol = np.zeros(ncols)
     for r0 in range(0, x.shape[0], c0):
-        if c0 == 2:  # two rows, then 2x2 cells (contiguous loops: vectorised)
-            xa = x[r0]
-            xb = x[r0 + 1]
-            for k in range(ncols):
-                a = np.float64(xa[k])
-                b = np.float64(xb[k])
-                colsum[k] = a + b
-                sqcol[k] += a * a + b * b
-            _pair_columns(colsum, cells[0], 2)
-        else:
-            for k in range(ncols):
-                colsum[k] = 0.0
-            for r in range(r0, r0 + c0, 2):
-                xa = x[r]
-                xb = x[r + 1]
+        for r in range(r0, r0 + c0, 2):
+            xa = x[r]
+            xb = x[r + 1]
+            if r == r0:
+                for k in range(ncols):
+                    a = np.float64(xa[k])
+                    b = np.float64(xb[k])
+                    colsum[k] = a + b
+                    sqcol[k] += a * a + b * b
+            else:
                 for k in range(ncols):
                     a = np.float64(xa[k])
                     b = np.float64(xb[k])
                     colsum[k] += a + b
                     sqcol[k] += a * a + b * b
-            _pair_columns(colsum, cells[0], c0)
-        _add_energy(cells[0], c0, b0, q[0, r0 // b0])
+        _cells_energy(colsum, c0, c0, b0, cells[0], q[0, r0 // b0])
         done = r0 // c0 + 1  # cell rows of size c0 finished so far
         for j in range(1, nlev):  # a level-j row is two finished rows of level j - 1
             lower = cells[j - 1]
+            pj = pend[j - 1]
             if (done >> (j - 1)) % 2 == 1:
-                pj = pend[j - 1]
                 for k in range(lower.shape[0]):
                     pj[k] = lower[k]
                 break
-            pj = pend[j - 1]
             for k in range(lower.shape[0]):
                 pj[k] += lower[k]
-            _pair_columns(pj, cells[j], 2)
             c = c0 << j
-            _add_energy(cells[j], c, b0, q[j, (r0 + c0 - c) // b0])
+            _cells_energy(pj, 2, c, b0, cells[j], q[j, (r0 + c0 - c) // b0])
         if (r0 + c0) % b0 == 0:
             s2row = s2[r0 // b0]
             per = 3 * b0

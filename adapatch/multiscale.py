@@ -31,7 +31,7 @@ from .quadtree import _heap_order_split, _leaves, _Prepared
 from .validation import check_int, check_power_of_two
 
 DEFAULT_LEVELS = 2
-DEFAULT_SCALES = 5
+DEFAULT_SCALES = 6
 
 
 def _pool2(x: np.ndarray) -> np.ndarray:
@@ -158,8 +158,9 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     """The layout with at most ``budget`` tokens that keeps the most of ``image`` (least squared
     error of what a ``token_size`` embedding sees), among: quadtrees with boxes ``u * 2**k``
     (``k <= levels``) for ``scales`` base sizes ``u`` from ``token_size`` up to the finest uniform
-    grid that fits (geometrically spaced), refined by the rate-distortion greedy, and that uniform
-    grid. ``params["base_size"]``/``params["levels_used"]`` say which won.
+    grid that fits (geometrically spaced, then the two midpoints around the best one), refined by
+    the rate-distortion greedy, and that uniform grid. ``params["base_size"]`` and
+    ``params["levels_used"]`` say which won (``levels_used == 0``: the uniform grid).
     """
     budget = check_int("budget", budget, 1)
     levels = check_int("levels", levels, 0, 8)
@@ -172,16 +173,34 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     squares = np.einsum("ijc,ijc->ij", img, img)
     h, w = img.shape[:2]
     u_fit = _smallest_fitting_size(h, w, budget)
-    bases = np.unique(np.round(np.geomspace(token_size, max(token_size, u_fit), scales)).astype(int))
-    best: tuple[float, int, int, PatchLayout] | None = None
-    for base, lv in [(u_fit, 0)] + [(int(u), levels) for u in bases if levels > 0]:
+    bases = [int(u) for u in np.unique(np.round(np.geomspace(token_size, max(token_size, u_fit), scales)))]
+    tried: dict[tuple[int, int], tuple[float, PatchLayout] | None] = {}
+
+    def run(base: int, lv: int) -> None:
+        if (base, lv) in tried:
+            return
         canvas = padded_canvas(h, w, base << lv)
-        if (canvas[0] // (base << lv)) * (canvas[1] // (base << lv)) > budget:
-            continue  # the roots alone exceed the budget
-        err, lay = _candidate(img, squares, budget, base, lv, token_size)
-        key = (err, lay.num_tokens)
+        fits = (canvas[0] // (base << lv)) * (canvas[1] // (base << lv)) <= budget  # roots within budget
+        tried[(base, lv)] = _candidate(img, squares, budget, base, lv, token_size) if fits else None
+
+    run(u_fit, 0)
+    if levels > 0:
+        for u in bases:
+            run(u, levels)
+        # one refinement: the midpoints between the best base size and its neighbours
+        scored = [(tried[(u, levels)][0], i) for i, u in enumerate(bases) if tried[(u, levels)] is not None]
+        if scored:
+            i = min(scored)[1]
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(bases):
+                    run((bases[i] + bases[j]) // 2, levels)
+    best: tuple[float, int, int, PatchLayout] | None = None
+    for (base, lv), res in tried.items():
+        if res is None:
+            continue
+        key = (res[0], res[1].num_tokens)
         if best is None or key < (best[0], best[3].num_tokens):
-            best = (err, base, lv, lay)
+            best = (res[0], base, lv, res[1])
     assert best is not None  # the uniform grid of u_fit always fits
     err, base, lv, lay = best
     params: dict[str, Any] = {"budget": budget, "levels": levels, "scales": scales, "token_size": token_size,

@@ -93,7 +93,8 @@ def _direct_sse(img: np.ndarray, s: int, token: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("sizes,token,shape", [
-    ([64, 32, 16, 8], 16, (2, 128, 192)),  # cells of 2 and 4 px, batch of 2
+    ([64, 32, 16, 8], 16, (2, 128, 192)),  # cells of 2 and 4 px, batch of 2 (the 8-row compiled path)
+    ([128, 64, 32, 16], 16, (1, 256, 128)),  # cells of 2, 4 and 8 px (8-row path, three levels)
     ([256, 128, 64, 32], 16, (1, 256, 256)),
     ([128, 64], 16, (1, 128, 256)),  # smallest cell 4 px: the general row path
     ([32, 16, 8, 4], 8, (3, 64, 96)),  # token size 8
@@ -314,3 +315,14 @@ def test_multiscale_small_and_odd_images(shape, budget):
     assert lay.num_tokens <= budget
     assert lay.strategy == "multiscale" and lay.params["base_size"] >= 1
     assert ap.make_layout(img, "multiscale", **{k: lay.params[k] for k in ("budget", "levels", "scales")}) == lay
+
+
+def test_batch_equals_one_by_one():
+    rng = np.random.default_rng(6)
+    imgs = rng.random((3, 100, 70, 3)).astype(np.float32)
+    imgs[1] = np.floor(imgs[1] * 3) / 3
+    imgs[2, :50] = 0.5
+    for budget in (12, 40, 200):
+        batch = ap.quadtree_batch(imgs, budget=budget, min_size=16, max_size=64, importance="distortion")
+        for img, lay in zip(imgs, batch):
+            assert lay == ap.quadtree(img, budget=budget, min_size=16, max_size=64, importance="distortion")

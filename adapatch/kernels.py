@@ -214,7 +214,8 @@ def cell_energy(x: np.ndarray, c0: int, nlev: int, b0: int, q: np.ndarray, s2: n
 @nb.njit(nogil=True, error_model="numpy", cache=True)
 def token_energy(tokens: np.ndarray, t: int, main: np.ndarray, off: np.ndarray, y2: np.ndarray,
                  ygy: np.ndarray) -> None:
-    """Per ``t x t`` token of ``tokens`` ``[gh*t, gw*t, 3]`` (float64): ``y2 = |Y|^2`` and
+    """Per ``t x t`` token of ``tokens`` ``[gh*t, gw*t, 3]`` (float32 or float64; sums in float64):
+    ``y2 = |Y|^2`` and
     ``ygy = <Y, G Y G>`` for the symmetric tridiagonal ``G`` (diagonal ``main``, ``off``), as
     ``sum (G Y) * (Y G)``; both ``[gh, gw]``, overwritten."""
     gh = tokens.shape[0] // t
@@ -228,17 +229,17 @@ def token_energy(tokens: np.ndarray, t: int, main: np.ndarray, off: np.ndarray, 
                 for j in range(t):
                     col = b * t + j
                     for c in range(3):
-                        v = tokens[r, col, c]
+                        v = np.float64(tokens[r, col, c])
                         gyv = main[i] * v
                         if i > 0:
-                            gyv += off[i - 1] * tokens[r - 1, col, c]
+                            gyv += off[i - 1] * np.float64(tokens[r - 1, col, c])
                         if i < t - 1:
-                            gyv += off[i] * tokens[r + 1, col, c]
+                            gyv += off[i] * np.float64(tokens[r + 1, col, c])
                         ygv = main[j] * v
                         if j > 0:
-                            ygv += off[j - 1] * tokens[r, col - 1, c]
+                            ygv += off[j - 1] * np.float64(tokens[r, col - 1, c])
                         if j < t - 1:
-                            ygv += off[j] * tokens[r, col + 1, c]
+                            ygv += off[j] * np.float64(tokens[r, col + 1, c])
                         s2 += v * v
                         q += gyv * ygv
             y2[a, b] = s2

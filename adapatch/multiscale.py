@@ -20,11 +20,12 @@ resizing to ``t`` px (matrix ``D``, ``t x s``, per axis) and is painted back by 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
-from .importance import TOKEN_SIZE, gain_importance
+from .importance import TOKEN_SIZE, gain_importance, reconstruction_sse
 from .layout import PatchLayout, padded_canvas, uniform
 from .patches import area_weights, reconstruct
 from .quadtree import _heap_order_split, _leaves, _Prepared
@@ -49,35 +50,41 @@ def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKE
     """Squared error ``[ch / s, cw / s]`` (float64) of every box of ``s = base * 2**k`` px
     (``k = 0..levels``, finest first) of ``canvas`` ``[ch, cw, 3]`` seen as one ``token_size`` token.
 
-    ``ch`` and ``cw`` are multiples of ``base * 2**levels`` and ``base >= token_size``. The tokens of
-    the base grid come from one area resize of the canvas (exact, float64); those of coarser boxes
-    are 2x2 means of them (area resizing composes over aligned integer steps). ``squares``: the
-    canvas's per-pixel sum of squares over channels, if the caller has it.
+    ``ch`` and ``cw`` are multiples of ``base * 2**levels`` and ``base >= token_size``. Power-of-two
+    multiples of the token size go through the compiled block statistics
+    (``importance.reconstruction_sse``). Otherwise the tokens of the base grid come from one area
+    resize of the canvas (OpenCV, float32 like the image; the quadratic forms in float64) and those
+    of coarser boxes are 2x2 means of them (area resizing composes over aligned integer steps).
+    ``squares``: the canvas's per-pixel sum of squares over channels, if the caller has it.
     """
     ch, cw = canvas.shape[:2]
     t = token_size
-    x = np.asarray(canvas, np.float64)
-    tokens = x if base == t else cv2.resize(x, (cw // base * t, ch // base * t), interpolation=cv2.INTER_AREA)
-    sq = _box_sums(np.einsum("ijc,ijc->ij", x, x) if squares is None else squares, base)
+    ratio = base // t
+    if base % t == 0 and ratio & (ratio - 1) == 0:
+        sizes = [base << k for k in range(levels, -1, -1)]
+        return [e[0] for e in reconstruction_sse(np.ascontiguousarray(canvas, np.float32)[None], sizes, t)[::-1]]
+    from .kernels import token_energy  # numba: imported on first use
+
+    x32 = np.ascontiguousarray(canvas, np.float32)
+    tokens = cv2.resize(x32, (cw // base * t, ch // base * t), interpolation=cv2.INTER_AREA)
+    if squares is None:
+        x = x32.astype(np.float64)
+        squares = np.einsum("ijc,ijc->ij", x, x)
+    sq = _box_sums(squares, base)
     out = []
     for k in range(levels + 1):
         s = base << k
         gh, gw = ch // s, cw // s
         c = s / t
-        if s % t == 0:  # integer factor: G = I / c, the error is S2 - c^2 |Y|^2
-            err = sq - c * c * _box_sums(np.einsum("ijc,ijc->ij", tokens, tokens), t)
-        else:  # G = D D^T is tridiagonal (neighbouring token pixels share at most one image pixel)
-            from .kernels import token_energy  # numba: imported on first use
-
-            g = area_weights(s, t) @ area_weights(s, t).T
-            y2, ygy = np.empty((gh, gw)), np.empty((gh, gw))
-            token_energy(np.ascontiguousarray(tokens), t, np.diag(g).copy(), np.diag(g, 1).copy(), y2, ygy)
-            err = sq - 2 * c * c * y2 + c ** 4 * ygy
-        out.append(np.maximum(err, 0.0))
+        d = area_weights(s, t)
+        g = d @ d.T  # tridiagonal: neighbouring token pixels share at most one image pixel
+        y2, ygy = np.empty((gh, gw)), np.empty((gh, gw))
+        token_energy(tokens, t, np.diag(g).copy(), np.diag(g, 1).copy(), y2, ygy)
+        out.append(np.maximum(sq - 2 * c * c * y2 + c ** 4 * ygy, 0.0))
         if k < levels:
             sq = _box_sums(sq, 2)
             # each box is t x t in ``tokens``: 2x2 pixel means give its parent's token
-            tokens = 0.25 * ((tokens[0::2, 0::2] + tokens[1::2, 0::2]) + (tokens[0::2, 1::2] + tokens[1::2, 1::2]))
+            tokens = cv2.resize(tokens, (tokens.shape[1] // 2, tokens.shape[0] // 2), interpolation=cv2.INTER_AREA)
     return out
 
 
@@ -93,7 +100,7 @@ def _border_correction(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, t
         ar = np.arange(s)
         yy = b[:, 0, None] + ar  # [n, s]
         xx = b[:, 1, None] + ar
-        tiles = canvas[yy[:, :, None], xx[:, None, :]].transpose(0, 3, 1, 2)  # [n, 3, s, s]
+        tiles = canvas[yy[:, :, None], xx[:, None, :]].transpose(0, 3, 1, 2).astype(np.float64)  # [n, 3, s, s]
         down, up = area_weights(s, token_size), area_weights(token_size, s)
         rec = up @ (down @ tiles @ down.T) @ up.T
         err = ((tiles - rec) ** 2).sum(axis=1)  # [n, s, s]
@@ -102,14 +109,17 @@ def _border_correction(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, t
     return out
 
 
-def _layout_sse(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, sse: dict[int, np.ndarray],
-                token_size: int) -> float:
-    """Squared error over the image's pixels of a layout whose box errors are the maps ``sse``."""
-    total = 0.0
+def _canvas_sse(canvas_h: int, canvas_w: int, h: int, w: int, boxes: np.ndarray,
+                sse: dict[int, np.ndarray]) -> tuple[float, float]:
+    """``(total, straddling)``: the canvas error of a layout, and the part in boxes that reach past
+    the image (an upper bound of what the padding contributes)."""
+    total = straddle = 0.0
     for s in np.unique(boxes[:, 2]):
         b = boxes[boxes[:, 2] == s]
-        total += float(sse[int(s)][b[:, 0] // s, b[:, 1] // s].sum())
-    return total - _border_correction(img, canvas, boxes, token_size)
+        e = sse[int(s)][b[:, 0] // s, b[:, 1] // s]
+        total += float(e.sum())
+        straddle += float(e[(b[:, 0] + s > h) | (b[:, 1] + s > w)].sum())
+    return total, straddle
 
 
 def _pad(x: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
@@ -125,15 +135,32 @@ def _smallest_fitting_size(h: int, w: int, budget: int) -> int:
     return int(sizes[np.argmax(counts <= budget)])
 
 
+@dataclass
+class _Candidate:
+    layout: PatchLayout
+    canvas_error: float  # squared error over the canvas (padding included)
+    straddling: float  # canvas error in boxes that reach past the image: >= the padding's share
+    padded: np.ndarray
+    exact: float | None = None  # squared error over the image's pixels, once computed
+
+    def error(self, img: np.ndarray, token_size: int) -> float:
+        if self.exact is None:
+            self.exact = self.canvas_error
+            if self.straddling > 0:
+                self.exact -= _border_correction(img, self.padded, self.layout.boxes, token_size)
+        return self.exact
+
+
 def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, levels: int,
-               token_size: int) -> tuple[float, PatchLayout]:
-    """Squared error over the image's pixels and the layout of one candidate (``levels = 0``: uniform).
-    ``img`` is float64, ``squares`` its per-pixel sum of squares."""
+               token_size: int) -> _Candidate:
+    """One candidate layout (``levels = 0``: the uniform grid) with its errors. ``img`` is float32,
+    ``squares`` its per-pixel sum of squares (float64)."""
     h, w = img.shape[:2]
     if base < token_size:  # a uniform grid finer than the token: upsampled tokens, errors from the pixels
         lay = uniform(h, w, base)
-        diff = img - reconstruct(img.astype(np.float32), lay, token_size, device="cpu")
-        return float(np.einsum("ijc,ijc->", diff, diff)), lay
+        diff = img.astype(np.float64) - reconstruct(img, lay, token_size, device="cpu")
+        err = float(np.einsum("ijc,ijc->", diff, diff))
+        return _Candidate(lay, err, 0.0, img, err)
     canvas = padded_canvas(h, w, base << levels)
     padded = _pad(img, canvas)
     fine_first = token_sse(padded, base, levels, token_size, _pad(squares, canvas))
@@ -150,7 +177,8 @@ def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, lev
         levels_imp.append(np.zeros((1, *sse[base].shape)))
         prep = _Prepared(h, w, canvas, sizes, levels_imp, {}, [g[None] for g in gains])
         boxes = _leaves(prep, _heap_order_split(prep, None, budget))[0]
-    return _layout_sse(img, padded, boxes, sse, token_size), PatchLayout(h, w, canvas, boxes)
+    total, straddle = _canvas_sse(*canvas, h, w, boxes, sse)
+    return _Candidate(PatchLayout(h, w, canvas, boxes), total, straddle, padded)
 
 
 def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, scales: int = DEFAULT_SCALES,
@@ -169,12 +197,13 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     img = np.asarray(image)
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"image must be a float RGB array [H, W, 3], got shape {img.shape}")
-    img = np.ascontiguousarray(img, np.float32).astype(np.float64)
-    squares = np.einsum("ijc,ijc->ij", img, img)
+    img = np.ascontiguousarray(img, np.float32)
+    img64 = img.astype(np.float64)
+    squares = np.einsum("ijc,ijc->ij", img64, img64)
     h, w = img.shape[:2]
     u_fit = _smallest_fitting_size(h, w, budget)
     bases = [int(u) for u in np.unique(np.round(np.geomspace(token_size, max(token_size, u_fit), scales)))]
-    tried: dict[tuple[int, int], tuple[float, PatchLayout] | None] = {}
+    tried: dict[tuple[int, int], _Candidate | None] = {}
 
     def run(base: int, lv: int) -> None:
         if (base, lv) in tried:
@@ -188,21 +217,25 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
         for u in bases:
             run(u, levels)
         # one refinement: the midpoints between the best base size and its neighbours
-        scored = [(tried[(u, levels)][0], i) for i, u in enumerate(bases) if tried[(u, levels)] is not None]
+        scored = [(tried[(u, levels)].canvas_error, i) for i, u in enumerate(bases) if tried[(u, levels)] is not None]
         if scored:
             i = min(scored)[1]
             for j in (i - 1, i + 1):
                 if 0 <= j < len(bases):
                     run((bases[i] + bases[j]) // 2, levels)
-    best: tuple[float, int, int, PatchLayout] | None = None
-    for (base, lv), res in tried.items():
-        if res is None:
+    # exact errors (padding removed) only where needed: a candidate whose error with its whole
+    # straddling share removed is still above the best canvas error cannot win
+    live = [(k, c) for k, c in tried.items() if c is not None]
+    bound = min(c.canvas_error for _, c in live)
+    best_key, best_val = None, None
+    for key, cand in live:
+        if cand.canvas_error - cand.straddling > bound:
             continue
-        key = (res[0], res[1].num_tokens)
-        if best is None or key < (best[0], best[3].num_tokens):
-            best = (res[0], base, lv, res[1])
-    assert best is not None  # the uniform grid of u_fit always fits
-    err, base, lv, lay = best
+        val = (cand.error(img, token_size), cand.layout.num_tokens)
+        if best_val is None or val < best_val:
+            best_key, best_val = key, val
+    base, lv = best_key
+    lay = tried[best_key].layout
     params: dict[str, Any] = {"budget": budget, "levels": levels, "scales": scales, "token_size": token_size,
                               "base_size": base, "levels_used": lv}
     return PatchLayout(h, w, lay.canvas, lay.boxes, strategy="multiscale", params=params)

@@ -30,6 +30,12 @@ CASES = [
     {"strategy": "quadtree", "params": {"min_size": 8, "max_size": 64, "importance": "entropy"}, "solve_budget": 400},
     {"strategy": "greedy", "params": {"patch_sizes": [8, 16, 32, 64], "uncovered": "fill"}, "solve_budget": 450},
     {"strategy": "uniform", "params": {}, "solve_budget": 500},
+    {"strategy": "multiscale", "params": {"budget": 300}},
+    {"strategy": "multiscale", "params": {}, "solve_budget": 250},
+    {"strategy": "greedy", "params": {"patch_sizes": [16, 32, 64], "budget": 300, "uncovered": "fill",
+                                      "allocation": "distortion"}},
+    {"strategy": "quadtree", "params": {"min_size": 16, "max_size": 64, "importance": "distortion"},
+     "solve_budget": 300},
     {"strategy": "uniform", "params": {"patch_size": 16}, "prune": {"keep_ratio": 0.35, "reduce": "mean"}},
     {"strategy": "uniform", "params": {"patch_size": 8}, "prune": {"keep_ratio": 0.5, "reduce": "max"}},
 ]

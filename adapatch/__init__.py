@@ -6,8 +6,9 @@ and renderings of all of them. Model-side pieces (ViT, attention, learned prunin
 selection) live in ``adapatch.model``.
 """
 
+from typing import TYPE_CHECKING
+
 from . import render
-from .device import available_devices, resolve_device
 from .efficiency import VIT_PRESETS, ViTPreset, efficiency, vit_flops
 from .errors import ImageError
 from .fidelity import fidelity, psnr_ssim
@@ -16,7 +17,6 @@ from .image_io import DEFAULT_MAX_PIXELS, LoadedImage, load_image, open_image
 from .importance import IMPORTANCE_MEASURES
 from .layout import PatchLayout, uniform, uniform_for_budget
 from .multiscale import multiscale
-from .patches import extract_patches, reconstruct
 from .pruning import keep_count, prune, token_scores
 from .quadtree import ThresholdCurve, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
 from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
@@ -34,3 +34,25 @@ __all__ = [
     "threshold_curve", "threshold_for_budget", "token_scores", "uniform", "uniform_for_budget", "vit_flops",
 ]
 __version__ = "0.1.0"
+
+# Names whose modules import torch: loaded on first use, so ``import adapatch`` (the CLI, the app's
+# first paint, layout-only users) does not pay for torch.
+_LAZY = {"available_devices": "device", "resolve_device": "device",
+         "extract_patches": "patches", "reconstruct": "patches"}
+
+if TYPE_CHECKING:
+    from .device import available_devices, resolve_device
+    from .patches import extract_patches, reconstruct
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -7,12 +7,15 @@ scikit-image's (``structural_similarity``), computed on the luminance channel.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from skimage.metrics import structural_similarity
 
 from .layout import PatchLayout
-from .patches import reconstruct
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_PSNR = 100.0
 """PSNR reported for a perfect reconstruction (instead of infinity, so it stays JSON-friendly)."""
@@ -47,5 +50,7 @@ def psnr_ssim(reference: np.ndarray, test: np.ndarray) -> dict[str, float]:
 def fidelity(image: np.ndarray, layout: PatchLayout, size: int = 16,
              device: str | torch.device | None = "auto") -> dict[str, float]:
     """PSNR/SSIM of ``reconstruct(image, layout, size)`` against ``image``."""
+    from .patches import reconstruct  # torch loads here, not with ``adapatch``
+
     rec = reconstruct(image, layout, size, device)
     return psnr_ssim(image, rec)

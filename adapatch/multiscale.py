@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from .importance import TOKEN_SIZE, gain_importance, reconstruction_sse
 from .layout import PatchLayout, padded_canvas, uniform
-from .patches import area_weights, reconstruct
+from .resize import area_weights
 from .quadtree import _heap_order_split, _leaves, _Prepared
 from .validation import check_int, check_power_of_two
 
@@ -157,6 +157,8 @@ def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, lev
     ``squares`` its per-pixel sum of squares (float64)."""
     h, w = img.shape[:2]
     if base < token_size:  # a uniform grid finer than the token: upsampled tokens, errors from the pixels
+        from .patches import reconstruct  # torch: only for this rare case
+
         lay = uniform(h, w, base)
         diff = img.astype(np.float64) - reconstruct(img, lay, token_size, device="cpu")
         err = float(np.einsum("ijc,ijc->", diff, diff))

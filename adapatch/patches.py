@@ -11,14 +11,13 @@ weights, as OpenCV's ``INTER_AREA`` does when shrinking.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .device import resolve_device
 from .layout import PatchLayout
+from .resize import area_weights
 from .validation import check_int
 
 
@@ -65,20 +64,6 @@ def _tiles(canvas: torch.Tensor, boxes: np.ndarray, s: int) -> torch.Tensor:
     yy = torch.as_tensor(ys, device=dev, dtype=torch.long)[:, None] + ar  # [n, s]
     xx = torch.as_tensor(xs, device=dev, dtype=torch.long)[:, None] + ar
     return canvas[:, yy[:, :, None], xx[:, None, :]].permute(1, 0, 2, 3)
-
-
-@lru_cache(maxsize=256)
-def area_weights(src: int, dst: int) -> np.ndarray:
-    """``[dst, src]`` float64 matrix of area interpolation along one axis (rows sum to 1).
-
-    Output pixel ``i`` covers ``[i * src / dst, (i + 1) * src / dst)`` of the input; its weight on
-    input pixel ``j`` is the overlap with ``[j, j + 1)`` divided by the covered length. Exact
-    integer arithmetic (everything scaled by ``dst``).
-    """
-    i = np.arange(dst)[:, None]
-    j = np.arange(src)[None, :]
-    overlap = np.minimum((j + 1) * dst, (i + 1) * src) - np.maximum(j * dst, i * src)
-    return np.clip(overlap, 0, None) / float(src)
 
 
 def area_resize(t: torch.Tensor, size: int) -> torch.Tensor:

@@ -7,6 +7,8 @@ snippet reproduces the app's pixels exactly (``ap.resize_image(image, (h, w))``)
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
@@ -46,3 +48,17 @@ def downscale_to_pixels(image: np.ndarray, max_pixels: int) -> tuple[np.ndarray,
     if size is None:
         return image, None
     return resize_image(image, size), size
+
+
+@lru_cache(maxsize=256)
+def area_weights(src: int, dst: int) -> np.ndarray:
+    """``[dst, src]`` float64 matrix of area interpolation along one axis (rows sum to 1).
+
+    Output pixel ``i`` covers ``[i * src / dst, (i + 1) * src / dst)`` of the input; its weight on
+    input pixel ``j`` is the overlap with ``[j, j + 1)`` divided by the covered length. Exact
+    integer arithmetic (everything scaled by ``dst``).
+    """
+    i = np.arange(dst)[:, None]
+    j = np.arange(src)[None, :]
+    overlap = np.minimum((j + 1) * dst, (i + 1) * src) - np.maximum(j * dst, i * src)
+    return np.clip(overlap, 0, None) / float(src)

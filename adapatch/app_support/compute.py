@@ -21,12 +21,14 @@ from adapatch import render
 from adapatch.export import (in_model_frame, layout_from_settings, model_prune_from_settings,
                              needs_saliency, normalize_settings, settings_model)
 
-from .images import ImageEntry, load_sample_entry, to_display
+from .images import ImageEntry, to_display
 
 DISPLAY_SIDE = 1024
 """Longest side, in pixels, of images sent to the browser (overlays are drawn at this size)."""
 MODEL_DISPLAY_SIDE = 512
 """Model-input frames (64 px for the bundled model) are enlarged by an integer factor to about this."""
+PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
+"""Plotly config of every chart (no mode bar)."""
 DROPPED_TINT = (70, 90, 170)
 """Colour washed over dropped tokens in every model-frame token map (enlarged or not)."""
 
@@ -34,11 +36,6 @@ DROPPED_TINT = (70, 90, 170)
 def canonical(obj: Any) -> str:
     """Stable JSON text of settings, used as a cache key."""
     return json.dumps(obj, sort_keys=True, default=lambda x: x.tolist() if hasattr(x, "tolist") else list(x))
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def sample_entry(name: str) -> ImageEntry:
-    return load_sample_entry(name)
 
 
 # ------------------------------------------------------------------ saliency

@@ -108,9 +108,9 @@ def load(ref: ModelRef):
     if ref.key in ss[MODEL_ERRORS]:
         raise ValueError(ss[MODEL_ERRORS][ref.key])
     try:
-        if ref.kind == "task":
-            from .model_view import task_model
-            return task_model()[0]
+        if ref.kind == "task":  # the library's one cache of the bundled model
+            from adapatch.model.sources import MODEL_DEVICE, resolve_model
+            return resolve_model("task", device=MODEL_DEVICE)
         if ref.kind == "file":
             f = ss.get(MODEL_FILE)
             if not f or f["digest"] != ref.digest:

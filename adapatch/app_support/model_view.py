@@ -13,11 +13,11 @@ from . import compute
 from .images import ImageEntry
 
 
-@st.cache_resource(max_entries=1, show_spinner="Loading the bundled task model…")
 def task_model():
-    """The bundled cluttered-digits ViT + pruner + selector, on the CPU (tiny model)."""
-    from adapatch.model import load_task_model
-    return load_task_model(device="cpu")
+    """The bundled cluttered-digits ViT + pruner + selector on ``MODEL_DEVICE`` (the library's one
+    cache of it, ``resolve_model("task")``)."""
+    from adapatch.model.sources import MODEL_DEVICE, resolve_model
+    return resolve_model("task", device=MODEL_DEVICE)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -30,7 +30,7 @@ def sample(name: str) -> tuple[np.ndarray, int]:
 def attention_png(name: str, mode: str, head_fusion: str, discard_ratio: float, alpha: float) -> bytes:
     from adapatch.model import attention_saliency
     img, _ = sample(name)
-    model, _ = task_model()
+    model = task_model()
     sal = attention_saliency(img, model, mode, head_fusion, discard_ratio, device="cpu")
     return render.to_png_bytes(render.heatmap(img, sal, alpha=alpha, max_side=64))
 
@@ -40,7 +40,7 @@ def selector_pngs(name: str, k: int) -> tuple[bytes, bytes]:
     """Selector keep-probabilities over the image, and the selected top-k cells."""
     from adapatch.model import resize_for_model, selector_importance, selector_layout
     img, _ = sample(name)
-    model, _ = task_model()
+    model = task_model()
     small = resize_for_model(img, model)
     imp = selector_importance(img, model, device="cpu")
     imp_full = render.upscale(imp, small.shape[0] // imp.shape[0])
@@ -54,7 +54,7 @@ def pruned(name: str, method: str, keep_ratio: float) -> tuple[bytes, int, int, 
     """Token map of the model's 8 px grid after pruning, kept count, total, predicted class."""
     from adapatch.model import prune_tokens_attention, prune_tokens_learned, resize_for_model
     img, _ = sample(name)
-    model, _ = task_model()
+    model = task_model()
     small = resize_for_model(img, model)
     grid = ap.uniform(small.shape[0], small.shape[1], model.config.patch_size)
     fn = prune_tokens_learned if method == "learned" else prune_tokens_attention
@@ -113,8 +113,6 @@ def latency_chart(key: str) -> None:
     import plotly.graph_objects as go
     from adapatch.model.results import latency_curves
 
-    from .ui import PLOT_CONFIG
-
     curves = latency_curves()
     preset = st.segmented_control("ViT preset (random weights, timing only)", list(curves), default="ViT-B",
                                   key=f"{key}_preset") or "ViT-B"
@@ -128,6 +126,6 @@ def latency_chart(key: str) -> None:
                     name="predicted from FLOPs", line={"dash": "dash"})
     fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="tokens",
                       yaxis_title="speed-up vs 196 tokens", legend={"orientation": "h"})
-    st.plotly_chart(fig, config=PLOT_CONFIG, key=f"{key}_chart")
+    st.plotly_chart(fig, config=compute.PLOT_CONFIG, key=f"{key}_chart")
     st.caption("Measured on this machine's CPU by `python benchmarks/bench_latency.py`; at batch 1 fixed "
                "overheads eat much of the saving, batched runs follow the FLOPs prediction closely.")

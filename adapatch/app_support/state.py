@@ -13,8 +13,8 @@ from typing import Any
 import streamlit as st
 
 from ..errors import ImageError
-from .images import (MAX_UPLOADS, ImageEntry, clean_name, decode_upload, sample_keys, task_sample_keys,
-                     upload_error_line)
+from .images import (MAX_UPLOADS, ImageEntry, clean_name, decode_upload, load_sample_entry, sample_keys,
+                     task_sample_keys, upload_error_line)
 
 IMAGES = "ap_images"  # dict key -> ImageEntry for uploaded images (samples come from the cache)
 UPLOADS = "ap_uploads"  # dict file_id -> {"name", "key" | None, "error" | None}
@@ -59,6 +59,12 @@ DEFAULTS: dict[str, Any] = {
     # efficiency
     "eff_samples": True,
 }
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def sample_entry(name: str) -> ImageEntry:
+    """A bundled sample, decoded once per server (shared by all sessions; read-only)."""
+    return load_sample_entry(name)
 
 
 def init() -> None:
@@ -182,7 +188,6 @@ def entry(key: str) -> ImageEntry:
     """The image for ``key`` (uploads from session state, samples from the bounded cache)."""
     init()
     if key.startswith("sample:"):
-        from .compute import sample_entry
         return sample_entry(key[len("sample:"):])
     try:
         return st.session_state[IMAGES][key]

@@ -24,7 +24,7 @@ from .images import ImageEntry, md_escape
 
 log = logging.getLogger("adapatch.app")
 
-PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
+PLOT_CONFIG = compute.PLOT_CONFIG
 
 
 @contextmanager

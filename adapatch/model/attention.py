@@ -105,8 +105,8 @@ def _attention_method(image: np.ndarray, model=None, mode: str = "rollout", head
     loaded once and kept (``cache=True``: the last two sources) rather than on every call.
     Runs on the model's own device."""
     if model is None:
-        from .task import cached_task_model
-        model = cached_task_model()
+        from .sources import resolve_model  # the one cache of the bundled model
+        model = resolve_model(device="auto")
     elif isinstance(model, str):
         from .sources import resolve_model
         model = resolve_model(model, cache=True)

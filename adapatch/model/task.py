@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -100,8 +99,3 @@ def load_task_model(path: str | Path | None = None, device: str | torch.device =
     tm = TaskModel(vit, pruner, sel, cfg["prune_layer"], cfg).to(dev).eval()
     return tm, cfg
 
-
-@lru_cache(maxsize=1)
-def cached_task_model() -> TaskModel:
-    """``load_task_model()`` on the default device, loaded once per process."""
-    return load_task_model()[0]

@@ -33,7 +33,7 @@ import numpy as np
 
 from .importance import TOKEN_SIZE, block_sums, pad_to_canvas, reconstruction_sse
 from .layout import PatchLayout, padded_canvas
-from .validation import check_choice, check_int, check_power_of_two
+from .validation import check_choice, check_int, check_power_of_two, check_rgb
 
 ALLOCATIONS = ("saliency", "distortion")
 
@@ -59,19 +59,17 @@ def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch
     allocation = check_choice("allocation", allocation, ALLOCATIONS)
     if budget is not None:
         budget = check_int("budget", budget, 1)
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image must be a float RGB array [H, W, 3], got shape {img.shape}")
+    img = check_rgb(image)
     h, w = img.shape[:2]
     params: dict[str, Any] = {"patch_sizes": sizes, "budget": budget, "uncovered": uncovered}
     if allocation == "distortion":
         token_size = check_power_of_two("token_size", token_size, 1, 1024)
         params.update(allocation=allocation, token_size=token_size)
-        return _rd_greedy(np.asarray(img, np.float32), sizes, budget, uncovered, token_size, params)
+        return _rd_greedy(img, sizes, budget, uncovered, token_size, params)
     if saliency is None or isinstance(saliency, str):
         from .saliency import saliency as compute
         params["saliency"] = saliency or "edges"
-        sal = compute(np.asarray(img, np.float32), params["saliency"])
+        sal = compute(img, params["saliency"])
     else:
         from .saliency import check_saliency_map
         sal = check_saliency_map(saliency, (h, w))

@@ -25,11 +25,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from .importance import TOKEN_SIZE, gain_importance, reconstruction_sse
 from .layout import PatchLayout, padded_canvas, uniform
-from .resize import area_weights
 from .quadtree import _heap_order_split, _leaves, _Prepared
-from .validation import check_int, check_power_of_two
+from .resize import area_weights
+from .validation import check_int, check_power_of_two, check_rgb
 
 DEFAULT_LEVELS = 2
 DEFAULT_SCALES = 6
@@ -196,10 +197,7 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     levels = check_int("levels", levels, 0, 8)
     scales = check_int("scales", scales, 1, 64)
     token_size = check_power_of_two("token_size", token_size, 1, 1024)
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
-        raise ValueError(f"image must be a float RGB array [H, W, 3], got shape {img.shape}")
-    img = np.ascontiguousarray(img, np.float32)
+    img = check_rgb(image)
     img64 = img.astype(np.float64)
     squares = np.einsum("ijc,ijc->ij", img64, img64)
     h, w = img.shape[:2]

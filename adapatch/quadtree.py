@@ -35,7 +35,7 @@ import numpy as np
 from .importance import (ENTROPY_BINS, IMPORTANCE_MEASURES, SALIENCY_MEASURES, TOKEN_SIZE, distortion_gains,
                          gain_importance, importance_levels, pad_to_canvas)
 from .layout import BOX_DTYPE, PatchLayout, padded_canvas
-from .validation import check_choice, check_float, check_int, check_power_of_two
+from .validation import check_choice, check_float, check_int, check_power_of_two, check_rgb
 
 DEFAULT_THRESHOLD = 0.1
 BUDGET_IMPORTANCE = "distortion"
@@ -69,21 +69,12 @@ def check_sizes(min_size: int, max_size: int) -> tuple[int, int]:
     return min_size, max_size
 
 
-def _as_batch(images: np.ndarray) -> np.ndarray:
-    a = np.asarray(images)
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4 or a.shape[3] != 3 or a.shape[1] < 1 or a.shape[2] < 1:
-        raise ValueError(f"image must be a float RGB array [H, W, 3] (or a batch [B, H, W, 3]), got shape {np.shape(images)}")
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
 def _prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, importance: str,
              saliency_method: str = "edges", token_size: int = TOKEN_SIZE) -> _Prepared:
     min_size, max_size = check_sizes(min_size, max_size)
     check_choice("importance", importance, IMPORTANCE_MEASURES)
     token_size = check_power_of_two("token_size", token_size, 1, 1024)
-    batch = _as_batch(images)
+    batch = check_rgb(images, batch=True)
     b, h, w = batch.shape[:3]
     canvas = padded_canvas(h, w, max_size)
     sizes = [max_size >> i for i in range(int(np.log2(max_size // min_size)) + 1)]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .validation import check_float, check_int
+from .validation import check_float, check_int, check_rgb
 
 SaliencyFn = Callable[..., np.ndarray]
 
@@ -93,7 +93,7 @@ def saliency_methods() -> dict[str, SaliencyMethod]:
 
 def saliency(image: np.ndarray, method: str = "edges", **params: Any) -> np.ndarray:
     """Float32 ``[H, W]`` saliency map in ``[0, 1]`` of an RGB float image by ``method``."""
-    image = _check_image(image)
+    image = check_rgb(image)
     m = _resolve(method)
     if m.fn is None:
         raise ValueError(f"saliency method {method!r} is not available: {m.reason or 'not installed'}")
@@ -132,14 +132,6 @@ def normalize(m: np.ndarray) -> np.ndarray:
         return np.zeros_like(m)
     out = cv2.normalize(m, None, 0.0, 1.0, cv2.NORM_MINMAX, dtype=cv2.CV_32F)
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    a = np.asarray(image)
-    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"image must be a float RGB array [H, W, 3], got shape {a.shape} "
-                         "(use adapatch.load_image to convert)")
-    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

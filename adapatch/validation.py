@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+import numpy as np
+
 
 def check_power_of_two(name: str, value: Any, low: int = 1, high: int = 4096) -> int:
     """Return ``value`` as int if it is a power of two in ``[low, high]``."""
@@ -45,6 +47,21 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def check_rgb(image: Any, batch: bool = False) -> np.ndarray:
+    """``image`` as a C-contiguous float32 RGB array ``[H, W, 3]`` (with ``batch``: also
+    ``[B, H, W, 3]``, returned as a batch), every side at least 1. The one image check of the
+    library, so every entry point says the same thing."""
+    a = np.asarray(image)
+    ok = a.ndim == 3 or (batch and a.ndim == 4)
+    if not ok or a.shape[-1] != 3 or min(a.shape[-3:-1], default=0) < 1:
+        shapes = "[H, W, 3] (or a batch [B, H, W, 3])" if batch else "[H, W, 3]"
+        raise ValueError(f"image must be a float RGB array {shapes} in [0, 1], got shape {a.shape}; "
+                         "adapatch.load_image converts files and other formats")
+    if batch and a.ndim == 3:
+        a = a[None]
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _range(low: float | None, high: float | None) -> str:

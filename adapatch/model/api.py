@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from ..layout import PatchLayout, uniform
-from ..validation import check_float, check_int
+from ..validation import check_float, check_int, check_rgb
 from .pruning import forward_pruned
 from .selector import select_topk
-from .task import TaskModel, as_vit, check_image, prepare_image
+from .task import TaskModel, as_vit, prepare_image
 
 
 class PruneResult(NamedTuple):
@@ -36,7 +36,7 @@ def _prune(image: np.ndarray, layout: PatchLayout, model, keep_ratio: float, lay
            device) -> PruneResult:
     if not isinstance(layout, PatchLayout):
         raise ValueError(f"layout must be a PatchLayout, got {type(layout).__name__}")
-    img = check_image(image)
+    img = check_rgb(image)
     if img.shape[:2] != (layout.height, layout.width):
         raise ValueError(f"layout must be made for this image ({img.shape[0]}x{img.shape[1]}), "
                          f"got {layout.height}x{layout.width}")

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..device import resolve_device
+from ..validation import check_rgb
 from .pruning import TokenPruner
 from .selector import LearnedPatchSelector
 from .vit import ViTConfig, VisionTransformer
@@ -51,19 +52,12 @@ def as_vit(model) -> VisionTransformer:
     raise ValueError(f"model must be a VisionTransformer or TaskModel, got {type(model).__name__}")
 
 
-def check_image(image: np.ndarray) -> np.ndarray:
-    a = np.asarray(image)
-    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"image must be a float RGB array [H, W, 3] in [0, 1], got shape {a.shape}")
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
 def resize_for_model(image: np.ndarray, model) -> np.ndarray:
     """The image resized (aspect not kept) to the model's ``img_size`` square, float32 [0, 1].
 
     Area interpolation when shrinking, bilinear when enlarging.
     """
-    a = check_image(image)
+    a = check_rgb(image)
     s = as_vit(model).config.img_size
     if a.shape[:2] == (s, s):
         return a
@@ -73,7 +67,7 @@ def resize_for_model(image: np.ndarray, model) -> np.ndarray:
 
 def prepare_image(image: np.ndarray, model, device: str | torch.device = "auto", resize: bool = True) -> torch.Tensor:
     """Normalised ``[1, 3, S, S]`` model input (``resize=False`` keeps the image's own size)."""
-    a = resize_for_model(image, model) if resize else check_image(image)
+    a = resize_for_model(image, model) if resize else check_rgb(image)
     t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].to(resolve_device(device))
     return as_vit(model).normalize(t)
 

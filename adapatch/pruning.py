@@ -7,7 +7,6 @@ pruned tokens, so the same renderers and metrics apply.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -43,12 +42,14 @@ def token_scores(saliency_map: np.ndarray, layout: PatchLayout, reduce: str = "m
     return out
 
 
-def keep_count(num_tokens: int, keep_ratio: float) -> int:
-    """Tokens kept at ``keep_ratio``: ``ceil(ratio * N)``, at least 1 when N > 0."""
+def keep_count(num_tokens: int | np.ndarray, keep_ratio: float) -> int | np.ndarray:
+    """Tokens kept at ``keep_ratio``: ``ceil(ratio * N)``, at least 1 when N > 0 (the one rule;
+    ``N`` may be an array of per-image counts, as the model's batched pruning passes)."""
     keep_ratio = check_float("keep_ratio", keep_ratio, 0.0, 1.0)
-    if num_tokens == 0:
-        return 0
-    return min(num_tokens, max(1, math.ceil(keep_ratio * num_tokens - 1e-9)))
+    n = np.asarray(num_tokens, dtype=np.int64)
+    k = np.minimum(n, np.maximum(1, np.ceil(keep_ratio * n - 1e-9).astype(np.int64)))
+    k = np.where(n == 0, 0, k)
+    return int(k) if k.ndim == 0 else k
 
 
 def prune(layout: PatchLayout, scores: np.ndarray, keep_ratio: float) -> PatchLayout:

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..pruning import keep_count
 from ..validation import check_choice, check_float, check_int
 from .embed import TokenBatch
 
@@ -43,9 +44,8 @@ class TokenPruner(nn.Module):
 
 
 def keep_counts(valid_counts: torch.Tensor, keep_ratio: float) -> torch.Tensor:
-    """``ceil(ratio * n)`` clamped to ``[1, n]`` per image (same rule as ``adapatch.keep_count``)."""
-    k = torch.ceil(valid_counts.double() * keep_ratio - 1e-9).long()
-    return torch.minimum(valid_counts, k.clamp(min=1))
+    """Tokens kept per image: ``adapatch.keep_count`` (the one rule) of each image's count."""
+    return torch.as_tensor(keep_count(valid_counts.detach().cpu().numpy(), keep_ratio), device=valid_counts.device)
 
 
 def topk_keep(scores: torch.Tensor, valid: torch.Tensor | None, keep_ratio: float

@@ -74,10 +74,7 @@ def attention_tokens(image: np.ndarray, model, mode: str = "rollout", head_fusio
     x = prepare_image(image, vit, device)
     vit = vit.to(x.device)
     g = vit.config.grid_size
-    cls = (vit.cls_token + vit.pos_embed[:, :1])
-    tok = vit.patch_embed.proj(x).flatten(2).transpose(1, 2) + vit.position(
-        vit.patch_embed.grid_coords(x.device)[None], torch.arange(g * g, device=x.device)[None])
-    _, attns = vit.forward_features(torch.cat([cls, tok], 1), return_attn=True)
+    _, attns = vit.forward_features(vit.embed_fixed(x), return_attn=True)
     m = cls_attention(attns, head_fusion) if mode == "cls" else rollout(attns, head_fusion, discard_ratio)
     return m[0].reshape(g, g).float().cpu().numpy()
 

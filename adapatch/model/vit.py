@@ -272,8 +272,9 @@ class VisionTransformer(nn.Module):
             return self.forward_fixed(images)
         return self.forward_tokens(self.tokenize(images, layouts))
 
-    def forward_fixed(self, images: torch.Tensor) -> torch.Tensor:
-        """The ordinary fixed-grid ViT forward (Conv2d patch embedding, learned ``pos_embed``)."""
+    def embed_fixed(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 1 + G*G, D]``: the fixed grid's tokens (Conv2d patch embedding, learned ``pos_embed``)
+        after the CLS token; the one fixed-grid embedding (``forward_fixed``, attention maps)."""
         b, _, h, w = images.shape
         if (h, w) != (self.config.img_size, self.config.img_size):
             raise ValueError(f"images must be {self.config.img_size}x{self.config.img_size} for the fixed grid, "
@@ -286,5 +287,9 @@ class VisionTransformer(nn.Module):
             pos = pos + self.pos_mlp(self.patch_embed.grid_coords(images.device, images.dtype))[None]
         x = x + pos
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
-        x, _ = self.forward_features(torch.cat([cls, x], dim=1))
+        return torch.cat([cls, x], dim=1)
+
+    def forward_fixed(self, images: torch.Tensor) -> torch.Tensor:
+        """The ordinary fixed-grid ViT forward (Conv2d patch embedding, learned ``pos_embed``)."""
+        x, _ = self.forward_features(self.embed_fixed(images))
         return self.forward_head(x)

@@ -9,7 +9,7 @@ import adapatch as ap
 from adapatch.app_support import compute, recipes, state, ui
 from adapatch.app_support.images import ImageEntry, md_escape
 
-STRATEGIES = ["quadtree", "greedy", "uniform", "multiscale"]
+STRATEGIES = list(ap.STRATEGIES)  # the library's layout strategies (model-based ones live on Model)
 
 
 def _config_widgets(i: int, cfg: dict) -> dict:

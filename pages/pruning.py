@@ -55,8 +55,8 @@ def pruning_view(entry: ImageEntry) -> None:
         picked = None
         with left:
             st.markdown("**Pruning settings**")
-            scorer = state.widget("prune_scorer", st.selectbox, "Token scorer", options=list(recipes.PRUNE_SCORERS),
-                                  format_func=lambda s: recipes.PRUNE_SCORERS[s],
+            scorer = state.widget("prune_scorer", st.selectbox, "Token scorer", options=list(recipes.SCORER_LABELS),
+                                  format_func=lambda s: recipes.SCORER_LABELS[s],
                                   help="Saliency (method from the Saliency page) averaged or maxed over each token, "
                                        "or a ViT's own scores: its learned TokenPruner, or EViT's CLS attention "
                                        "(the dropped tokens are fused into one).")

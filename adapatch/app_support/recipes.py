@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapatch.export import MODEL_SCORERS, PRUNE_SCORERS as _SCORER_NAMES
+from adapatch.export import MODEL_SCORERS, MODEL_STRATEGIES, PRUNE_SCORERS
+from adapatch.strategies import STRATEGIES
 
 from . import state
 from .compute import saliency_spec
@@ -15,8 +16,10 @@ from .compute import saliency_spec
 SIZE_OPTIONS = (2, 4, 8, 16, 32, 64, 128)
 _SCORER_LABELS = {"mean": "saliency mean per token", "max": "saliency max per token",
                   "learned": "learned (model's TokenPruner)", "attention": "attention (EViT: CLS attention, rest fused)"}
-PRUNE_SCORERS = {s: _SCORER_LABELS[s] for s in _SCORER_NAMES}  # the export format's scorers, with labels
-STRATEGIES = {"quadtree": "quadtree", "greedy": "greedy", "multiscale": "multiscale", "learned_selector": "selector"}
+SCORER_LABELS = {s: _SCORER_LABELS[s] for s in PRUNE_SCORERS}  # the export format's scorers, with labels
+LAYOUT_STRATEGY_LABELS = {s: "selector" if s == "learned_selector" else s
+                          for s in STRATEGIES + MODEL_STRATEGIES if s != "uniform"}
+"""Strategies of the Patch layout page (the library's names; uniform is the baseline, on Compare)."""
 
 
 def powers_between(min_size: int, max_size: int) -> list[int]:

@@ -37,9 +37,8 @@ import numpy as np
 
 from .importance import SALIENCY_MEASURES
 from .layout import PatchLayout
-from .model.sources import MODEL_DEVICE
-from .model.sources import TASK as TASK_MODEL
-from .model.weights import CHECKPOINT_SUFFIXES
+from .model_refs import CHECKPOINT_SUFFIXES, MODEL_DEVICE
+from .model_refs import TASK as TASK_MODEL
 from .pruning import prune, token_scores
 from .saliency import saliency as compute_saliency
 from .strategies import STRATEGIES, layout_for_budget, make_layout

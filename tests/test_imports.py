@@ -96,3 +96,10 @@ def test_import_adapatch_loads_neither_torch_nor_streamlit():
             "assert 'torch' not in sys.modules, 'torch after a layout'; "
             "adapatch.reconstruct; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_the_settings_format_does_not_load_the_model_stack():
+    code = ("import sys, adapatch.export as e; "
+            "e.normalize_settings({'strategy': 'quadtree', 'prune': {'keep_ratio': 0.5, 'scorer': 'learned'}, "
+            "'params': {}} | {'strategy': 'uniform'}); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

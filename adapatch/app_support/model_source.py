@@ -19,8 +19,7 @@ from typing import Any
 
 import streamlit as st
 
-from adapatch.model.sources import MODEL_DEVICE
-from adapatch.model.weights import CHECKPOINT_SUFFIXES
+from adapatch.model_refs import CHECKPOINT_SUFFIXES, MODEL_DEVICE
 
 from . import state
 from .images import clean_name, digest_of, md_escape

@@ -15,14 +15,10 @@ from typing import Any
 import torch
 
 from ..device import resolve_device
+from ..model_refs import MODEL_DEVICE, TASK
 from .task import TaskModel, as_vit, load_task_model
 from .vit import VisionTransformer
 
-TASK = "task"
-"""Source name of the bundled task model (in settings, snippets and ``resolve_model``)."""
-MODEL_DEVICE = "cpu"
-"""Device of model calls made from settings (app and exported snippets): the same kept tokens on
-every machine, and a cached model shared between sessions is never moved between devices."""
 
 
 @lru_cache(maxsize=2)

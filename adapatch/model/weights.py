@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..device import resolve_device
+from ..model_refs import CHECKPOINT_SUFFIXES
 from ..validation import check_choice
 from .vit import ViTConfig, VisionTransformer
 
@@ -37,9 +38,6 @@ def create_model(preset: str = "ViT-Ti", device: str | torch.device = "auto", **
     return VisionTransformer(cfg).to(resolve_device(device))
 
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin")
-CHECKPOINT_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
-"""Checkpoint file suffixes (compared lower-cased: ``X.SAFETENSORS`` is a safetensors file)."""
 TIMM_PREFIXES = ("vit_", "deit_")
 """timm model families this ViT reproduces; other timm names are refused before timm is asked."""
 

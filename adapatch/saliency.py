@@ -145,17 +145,34 @@ def _odd(n: float) -> int:
 
 
 # --------------------------------------------------------------------------- methods
+SEED_EDGE_KSIZES = (0, 5, 9, 15, 21, 31)
+"""Kernel sizes offered for the seed-exact edge blur (0: blur by ``sigma`` instead; 15: the seed's)."""
+
+
 @register_saliency("edges", "Canny edge density, blurred: dense edges = detail.",
-                   param_ranges={"low": (0, 255, 5), "high": (0, 255, 5), "sigma": (0.5, 32, 0.5)})
-def edge_saliency(image: np.ndarray, low: float = 50, high: float = 150, sigma: float = 4.0) -> np.ndarray:
-    """Canny edges of the grey image (thresholds in 0-255 grey levels), Gaussian-blurred."""
+                   param_ranges={"low": (0, 255, 5), "high": (0, 255, 5), "sigma": (0.5, 32, 0.5)},
+                   param_choices={"ksize": SEED_EDGE_KSIZES})
+def edge_saliency(image: np.ndarray, low: float = 50, high: float = 150, sigma: float = 4.0,
+                  ksize: int = 0) -> np.ndarray:
+    """Canny edges of the grey image (thresholds in 0-255 grey levels), Gaussian-blurred.
+
+    ``ksize=0`` (default): blur with ``sigma`` and a reflected border (no dark rim at the image's
+    edge). ``ksize=15`` is the seed exactly: ``cv2.GaussianBlur(canny, (15, 15), 0)`` with OpenCV's
+    default border and the sigma OpenCV derives from the kernel size (about 2.6); any odd ``ksize``
+    works the same way, and ``sigma`` is then unused.
+    """
     low = check_float("low", low, 0, 255)
     high = check_float("high", high, 0, 255)
     if low > high:
         raise ValueError(f"low must be <= high (both in [0, 255]), got low={low}, high={high}")
     sigma = check_float("sigma", sigma, 0.1, 256)
+    ksize = check_int("ksize", ksize, 0, 255)
+    if ksize and ksize % 2 == 0:
+        raise ValueError(f"ksize must be 0 (blur by sigma) or odd, got {ksize}")
     grey = (to_gray(image) * 255 + 0.5).astype(np.uint8)
     edges = cv2.Canny(grey, low, high).astype(np.float32)
+    if ksize:
+        return cv2.GaussianBlur(edges, (ksize, ksize), 0)
     return cv2.GaussianBlur(edges, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
 

@@ -62,3 +62,17 @@ def test_bad_method_and_params():
         ap.saliency(img, "edges", low=200, high=100)
     with pytest.raises(ValueError, match="image"):
         ap.saliency(np.zeros((8, 8)), "edges")
+
+
+def test_seed_exact_edges(astronaut):
+    """``ksize=15`` reproduces the seed literally: Canny, ``GaussianBlur(.., (15, 15), 0)`` with
+    OpenCV's default border, min-max normalised."""
+    import cv2
+    grey = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    canny = cv2.Canny((grey * 255 + 0.5).astype(np.uint8), 50, 150).astype(np.float32)
+    blur = cv2.GaussianBlur(canny, (15, 15), 0)
+    ref = (blur - blur.min()) / (blur.max() - blur.min())
+    np.testing.assert_allclose(ap.saliency(astronaut, "edges", ksize=15), ref, atol=1e-6)
+    assert not np.allclose(ap.saliency(astronaut, "edges"), ref, atol=1e-3)  # the default differs
+    with pytest.raises(ValueError, match="odd"):
+        ap.saliency(astronaut, "edges", ksize=14)

@@ -8,6 +8,7 @@ the widget returns is written back.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import streamlit as st
@@ -103,17 +104,18 @@ def widget(name: str, factory, *args, clamp=None, options=None, **kwargs):
     value = get(name)
     if clamp is not None:
         value = clamp(value)
-    if options is not None:
+    if options is not None:  # how the widget takes its initial value, from its own signature
         options = list(options)
-        if factory.__name__ == "select_slider":
+        accepts = inspect.signature(factory).parameters
+        if "index" in accepts:  # selectbox, radio
+            kwargs["index"] = options.index(value) if value in options else 0
+            args = (*args, options)
+        elif "default" in accepts:  # segmented control, pills
+            kwargs["default"] = value if value in options else options[0]
+            args = (*args, options)
+        else:  # select_slider
             kwargs["value"] = value
             kwargs["options"] = options
-        elif factory.__name__ in ("segmented_control", "pills"):
-            kwargs["default"] = value if value in options else options[0]
-        else:
-            kwargs["index"] = options.index(value) if value in options else 0
-        if factory.__name__ != "select_slider":
-            args = (*args, options)
     else:
         kwargs["value"] = value
     out = factory(*args, key=f"w_{name}", **kwargs)

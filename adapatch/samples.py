@@ -1,20 +1,24 @@
-"""The sample images bundled with adapatch: photos and documents in ``assets/samples`` (licences
+"""The sample images bundled with adapatch: photos and documents in ``adapatch/assets/samples`` (licences
 in its LICENSE.md), and the task model's own held-out cluttered-digit images in
-``assets/model/samples`` (``list_task_samples``; the bundled model's maps mean something on
+``adapatch/assets/model/samples`` (``list_task_samples``; the bundled model's maps mean something on
 these). ``sample_path`` finds both kinds by name."""
 
 from __future__ import annotations
 
 import json
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
 from .image_io import load_image
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
-TASK_SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "model" / "samples"
+ASSETS_DIR = Path(str(files("adapatch") / "assets"))
+"""Package data (``importlib.resources``): the bundled samples and the task model, found the same way
+in a checkout and in an installed wheel."""
+SAMPLES_DIR = ASSETS_DIR / "samples"
+TASK_SAMPLES_DIR = ASSETS_DIR / "model" / "samples"
 _DESCRIPTIONS = {
     "astronaut": "natural scene (portrait)",
     "coffee": "natural scene (still life)",

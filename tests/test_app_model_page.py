@@ -30,7 +30,7 @@ def test_model_page_renders_and_prunes_exactly_k() -> None:
     grid = ap.uniform(small.shape[0], small.shape[1], model.config.patch_size)
     res = prune_tokens_learned(small, grid, model, keep_ratio=0.25, device="cpu")
     assert res.layout.num_tokens == ap.keep_count(grid.num_tokens, 0.25)
-    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 14  # rows of assets/model/results.json
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 14  # rows of adapatch/assets/model/results.json
 
 
 def test_attention_saliency_with_choices_on_the_saliency_page() -> None:

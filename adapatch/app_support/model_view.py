@@ -90,7 +90,7 @@ def selector_png(entry: ImageEntry, settings: dict, alpha: float = 0.6) -> bytes
 
 
 def results_table() -> None:
-    """The task experiment's results table (``assets/model/results.json``)."""
+    """The task experiment's results table (``adapatch/assets/model/results.json``)."""
     import pandas as pd
     from adapatch.model.results import task_results
 

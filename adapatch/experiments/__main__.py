@@ -2,7 +2,7 @@
 evaluate the cluttered-digits experiment, write weights, config, results and sample images.
 
 ``python -m adapatch.experiments --eval-only [--out DIR] [--threads N]``: evaluate the checkpoint
-already in ``DIR`` (default assets/model) on its training run's held-out split, without
+already in ``DIR`` (default: the package's bundled model, adapatch/assets/model) on its training run's held-out split, without
 retraining, and rewrite ``results.json`` (keeping the training log) and ``results.md``."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from ..device import resolve_device
 from ..model.pruning import TokenPruner
 from ..model.selector import LearnedPatchSelector
-from ..model.task import TaskModel
+from ..model.task import ASSET_DIR, TaskModel
 from ..model.vit import ViTConfig, VisionTransformer
 from ..model.weights import save_model
 from .cluttered_digits import DatasetConfig, make_dataset, to_rgb
@@ -36,7 +36,7 @@ QUICK = dict(n_train=256, n_test=128, vit_epochs=1, pruner_epochs=1, selector_ep
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m adapatch.experiments", description=__doc__)
-    ap.add_argument("--out", default="assets/model", help="output folder (default: assets/model)")
+    ap.add_argument("--out", default=str(ASSET_DIR), help="output folder (default: the bundled model, adapatch/assets/model)")
     ap.add_argument("--quick", action="store_true", help="seconds-long smoke run on a tiny dataset")
     ap.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")

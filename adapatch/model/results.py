@@ -1,5 +1,5 @@
 """The bundled task model's measured results and samples (written by ``python -m adapatch.experiments``
-and ``benchmarks/bench_latency.py`` into ``assets/model``), read back for display."""
+and ``benchmarks/bench_latency.py`` into ``adapatch/assets/model``), read back for display."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The bundled task model (ViT + token pruner + patch selector) and image preparation.
 
-``assets/model`` holds what ``python -m adapatch.experiments`` trained on cluttered digits:
+``adapatch/assets/model`` (package data) holds what ``python -m adapatch.experiments`` trained on cluttered digits:
 ``task_vit.safetensors`` (timm names), ``task_pruner.safetensors``,
 ``task_selector.safetensors`` and ``config.json``. Loading never downloads anything.
 """
@@ -16,12 +16,13 @@ import torch
 import torch.nn as nn
 
 from ..device import resolve_device
+from ..samples import ASSETS_DIR
 from ..validation import check_rgb
 from .pruning import TokenPruner
 from .selector import LearnedPatchSelector
 from .vit import ViTConfig, VisionTransformer
 
-ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "model"
+ASSET_DIR = ASSETS_DIR / "model"
 
 
 class TaskModel(nn.Module):

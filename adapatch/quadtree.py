@@ -169,12 +169,7 @@ def _budget_split(prep: _Prepared, p: list[np.ndarray], threshold: float | None,
         ties = keyed == kth
         need = k - above.sum(axis=1, keepdims=True)
         chosen = (above | (ties & (np.cumsum(ties, axis=1) <= need))) & cand
-    out, start = [], 0
-    for x in p:
-        n = x[0].size
-        out.append(chosen[:, start:start + n].reshape(x.shape))
-        start += n
-    return out
+    return _per_level(chosen, p)
 
 
 def _record_keys(gains: list[np.ndarray]) -> np.ndarray:
@@ -235,10 +230,16 @@ def _heap_order_split(prep: _Prepared, threshold: float | None, budget: int) -> 
     take = cand_sorted & (np.cumsum(cand_sorted, axis=1) <= k)
     chosen = np.zeros_like(cand)
     np.put_along_axis(chosen, order, take, axis=1)
+    return _per_level(chosen, gains)
+
+
+def _per_level(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    """Split ``[B, M]`` (levels concatenated, coarse to fine, row-major) back into arrays shaped
+    like ``like``."""
     out, start = [], 0
-    for g in gains:
-        n = g[0].size
-        out.append(chosen[:, start:start + n].reshape(g.shape))
+    for x in like:
+        n = x[0].size
+        out.append(flat[:, start:start + n].reshape(x.shape))
         start += n
     return out
 

@@ -67,7 +67,7 @@ def layout_view(entry: ImageEntry) -> None:
         left, right = st.columns([1, 2.6], gap="medium")
         with left:
             st.markdown("**Layout settings**")
-            strategy = state.widget("strategy", st.segmented_control, "Strategy", options=list(recipes.LAYOUT_STRATEGY_LABELS),
+            strategy = state.widget("strategy", st.selectbox, "Strategy", options=list(recipes.LAYOUT_STRATEGY_LABELS),
                                     format_func=lambda s: recipes.LAYOUT_STRATEGY_LABELS.get(s, s),
                                     help="quadtree: split squares whose importance exceeds the threshold; "
                                          "greedy: give the most salient cells the smallest patches within a budget; "

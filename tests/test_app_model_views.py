@@ -126,7 +126,7 @@ def test_bundled_model_on_a_photo_warns_and_offers_a_digit() -> None:
 
 def test_layout_page_learned_selector(task, digit) -> None:
     at = _app("pages/layout.py")
-    at.button_group(key="w_strategy").set_value("learned_selector").run()
+    at.selectbox(key="w_strategy").set_value("learned_selector").run()
     _ok(at)
     assert _tokens(at) == 16
     at.slider(key="w_selector_k").set_value(9).run()
@@ -137,7 +137,7 @@ def test_layout_page_learned_selector(task, digit) -> None:
     assert _metric(at, "Reduction") == f"{100 * (1 - 9 / 64):.1f}%"
     assert at.slider(key="w_selector_k").max == 64
     assert any("64x64 input frame" in c.value for c in at.caption)
-    at.button_group(key="w_strategy").set_value("quadtree").run()  # back to the usual page
+    at.selectbox(key="w_strategy").set_value("quadtree").run()  # back to the usual page
     _ok(at)
     assert at.slider(key="w_threshold") is not None
 

@@ -109,7 +109,7 @@ def test_sizes_strategy_and_greedy_budget() -> None:
     _ok(at)
     img = load_sample("astronaut")
     assert _int(_metric(at, "Tokens")) == ap.quadtree(img, min_size=16, max_size=32, budget=500).num_tokens
-    at.button_group(key="w_strategy").set_value("greedy").run()
+    at.selectbox(key="w_strategy").set_value("greedy").run()
     _ok(at)
     sal = ap.saliency(img, "edges")
     assert _int(_metric(at, "Tokens")) == ap.greedy(img, sal, patch_sizes=(16, 32), budget=500).num_tokens

@@ -260,7 +260,7 @@ def test_model_pruning_learned_scorer_and_checkpoint_upload(page, app_url, artif
 
     # the learned selector on the Patch layout page (back to the bundled model)
     _goto_page(page, "Patch layout")
-    main.get_by_text("selector", exact=True).click()
+    _select(page, "Strategy", "selector")
     _wait_idle(page)
     main.get_by_text("Bundled task model (cluttered digits)", exact=True).click()
     _wait_idle(page)

@@ -89,14 +89,14 @@ def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKE
     return out
 
 
-def _border_correction(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> float:
-    """Squared error, over padding pixels only, of the boxes that reach past the image: subtracted
-    from the canvas error so that only the image's pixels count (numpy: these are few, small boxes)."""
+def _padding_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> np.ndarray:
+    """Per box: the squared error over its padding pixels (0 for boxes inside the image)."""
     h, w = img.shape[:2]
-    out = 0.0
+    out = np.zeros(len(boxes))
     sel = (boxes[:, 0] + boxes[:, 2] > h) | (boxes[:, 1] + boxes[:, 2] > w)
     for s in np.unique(boxes[sel, 2]):
-        b = boxes[sel & (boxes[:, 2] == s)].astype(np.int64)
+        idx = np.flatnonzero(sel & (boxes[:, 2] == s))
+        b = boxes[idx].astype(np.int64)
         s = int(s)
         ar = np.arange(s)
         yy = b[:, 0, None] + ar  # [n, s]
@@ -106,8 +106,14 @@ def _border_correction(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, t
         rec = up @ (down @ tiles @ down.T) @ up.T
         err = ((tiles - rec) ** 2).sum(axis=1)  # [n, s, s]
         outside = (yy[:, :, None] >= h) | (xx[:, None, :] >= w)
-        out += float(err[outside].sum())
+        out[idx] = (err * outside).sum(axis=(1, 2))
     return out
+
+
+def _border_correction(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> float:
+    """Squared error, over padding pixels only, of the boxes that reach past the image: subtracted
+    from the canvas error so that only the image's pixels count (numpy: these are few, small boxes)."""
+    return float(_padding_errors(img, canvas, boxes, token_size).sum())
 
 
 def _canvas_sse(canvas_h: int, canvas_w: int, h: int, w: int, boxes: np.ndarray,

@@ -206,6 +206,20 @@ def _record_keys(gains: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(keys, axis=1)
 
 
+def heap_order(prep: _Prepared, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, cand)``: every split-able square's index (levels concatenated, coarse to fine,
+    row-major) in a literal best-first heap's pop order, ``[B, M]``; and which squares may split
+    (path importance above ``threshold``, 0 when None: no split that removes nothing)."""
+    b = prep.levels[0].shape[0]
+    cand = np.concatenate([p.reshape(b, -1) for p in _path_importance(prep.levels)], axis=1)
+    cand = cand > (threshold if threshold is not None else 0.0)
+    keys = _record_keys(prep.gains)
+    m, depth = keys.shape[1:]
+    flat_keys = keys.reshape(b * m, depth)
+    order = np.lexsort([flat_keys[:, i] for i in range(depth - 1, -1, -1)] + [np.repeat(np.arange(b), m)])
+    return order.reshape(b, m) - (np.arange(b) * m)[:, None], cand
+
+
 def _heap_order_split(prep: _Prepared, threshold: float | None, budget: int) -> list[np.ndarray]:
     """Split masks of the literal greedy (largest squared-error reduction first) within ``budget``.
 
@@ -213,19 +227,12 @@ def _heap_order_split(prep: _Prepared, threshold: float | None, budget: int) -> 
     removes no error is never made); the first ``k`` of them in heap order split.
     """
     gains = prep.gains
-    b = prep.levels[0].shape[0]
     n0 = prep.levels[0][0].size
     _check_base_budget(prep, budget)
     if not gains:
         return []
     k = (budget - n0) // 3
-    cand = np.concatenate([p.reshape(b, -1) for p in _path_importance(prep.levels)], axis=1)
-    cand = cand > (threshold if threshold is not None else 0.0)
-    keys = _record_keys(gains)
-    m, depth = keys.shape[1:]
-    flat_keys = keys.reshape(b * m, depth)
-    order = np.lexsort([flat_keys[:, i] for i in range(depth - 1, -1, -1)] + [np.repeat(np.arange(b), m)])
-    order = order.reshape(b, m) - (np.arange(b) * m)[:, None]
+    order, cand = heap_order(prep, threshold)
     cand_sorted = np.take_along_axis(cand, order, axis=1)
     take = cand_sorted & (np.cumsum(cand_sorted, axis=1) <= k)
     chosen = np.zeros_like(cand)

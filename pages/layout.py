@@ -133,7 +133,11 @@ def layout_view(entry: ImageEntry) -> None:
         with c1:
             ui.size_legend(lay, key="layout_legend")
         with c2:
-            if curve is not None:
+            if curve is not None and use_budget and importance == "distortion":
+                fid = compute.fidelity(entry, settings, state.device())
+                st.plotly_chart(ui.quality_figure(compute.quality_curves(entry, min_size, max_size), lay.num_tokens,
+                                                  fid["psnr"]), config=ui.PLOT_CONFIG, key="layout_quality")
+            elif curve is not None:
                 st.plotly_chart(ui.curve_figure(curve, threshold, lay.num_tokens, budget if use_budget else None),
                                 config=ui.PLOT_CONFIG, key="layout_curve")
             elif strategy == "multiscale":

@@ -230,3 +230,14 @@ def test_efficiency_page_without_any_adaptive_layout() -> None:
     _ok(at)
     assert any("budget must be" in c.value for c in at.caption)
     assert any("No adaptive layout" in c.value for c in at.caption)
+
+
+def test_budget_mode_shows_quality_against_equal_token_uniform() -> None:
+    """Default view (budget, distortion): the PSNR-vs-tokens chart of the quadtree and the uniform grid."""
+    at = _app().run()
+    _ok(at)
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("PSNR vs tokens" in s and "uniform" in s and "quadtree · distortion" in s for s in specs)
+    at.toggle(key="w_use_budget").set_value(False).run()  # threshold mode: the tokens-vs-threshold curve
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Tokens vs threshold" in s for s in specs) and not any("PSNR vs tokens" in s for s in specs)

@@ -191,6 +191,18 @@ def threshold_curve(entry: ImageEntry, sal_spec: dict, min_size: int, max_size: 
     return _curve(entry.digest, key, min_size, max_size, importance, entry.array, sal)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _quality(digest: str, min_size: int, max_size: int, _image: np.ndarray):
+    from adapatch.quality import quadtree_quality, uniform_quality
+    return quadtree_quality(_image, min_size, max_size), uniform_quality(_image)
+
+
+def quality_curves(entry: ImageEntry, min_size: int, max_size: int):
+    """PSNR vs tokens of the distortion quadtree (every budget) and of the uniform grid (every patch
+    size), against the original (``adapatch.quality``; one cached pass per image and size range)."""
+    return _quality(entry.digest, min_size, max_size, entry.array)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def _fidelity(digest: str, key: str, device: str, _image: np.ndarray, _layout: ap.PatchLayout) -> dict:
     return ap.fidelity(_image, _layout, device=device)

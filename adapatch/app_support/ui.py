@@ -146,6 +146,25 @@ def curve_figure(curve: ap.ThresholdCurve, threshold: float, tokens: int, budget
     return fig
 
 
+def quality_figure(curves, tokens: int, psnr: float | None) -> go.Figure:
+    """PSNR vs tokens of each curve (``adapatch.quality.QualityCurve``), the current layout marked."""
+    fig = go.Figure()
+    for c, color in zip(curves, ("#4b8bff", "#ffa421")):
+        fig.add_trace(go.Scatter(x=c.tokens, y=c.psnr, mode="lines" if len(c.tokens) > 40 else "lines+markers",
+                                 name=c.label, line=dict(color=color),
+                                 hovertemplate=c.label + ": %{x} tokens, %{y:.2f} dB<extra></extra>"))
+    if psnr is not None:
+        fig.add_trace(go.Scatter(x=[tokens], y=[psnr], mode="markers", name="current",
+                                 marker=dict(size=12, color="#ff4b4b", line=dict(width=2, color="white")),
+                                 hovertemplate="current: %{x} tokens, %{y:.2f} dB<extra></extra>"))
+    finite = np.concatenate([c.psnr[c.psnr < 100.0] for c in curves] + [np.zeros(0)])
+    yrange = [float(finite.min()) - 1, float(finite.max()) + 3] if finite.size else None  # lossless: off scale
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25),
+                      title=dict(text="PSNR vs tokens, against the original (equal tokens)", font_size=13),
+                      xaxis_title="tokens", yaxis_title="PSNR (dB)", yaxis_range=yrange)
+    return fig
+
+
 def histogram_figure(counts: np.ndarray, edges: np.ndarray, title: str) -> go.Figure:
     centers = (edges[:-1] + edges[1:]) / 2
     fig = go.Figure(go.Bar(x=centers, y=counts, width=np.diff(edges), marker_color="#4b8bff",

@@ -217,16 +217,15 @@ def gain_importance(gains: np.ndarray, size: int) -> np.ndarray:
 
 
 def importance_levels(canvas: np.ndarray, sizes: list[int], importance: str,
-                      saliency: np.ndarray | None = None, bins: int = ENTROPY_BINS,
-                      token_size: int = TOKEN_SIZE) -> list[np.ndarray]:
+                      saliency: np.ndarray | None = None, bins: int = ENTROPY_BINS) -> list[np.ndarray]:
     """Importance ``[B, ch // s, cw // s]`` (float64, in [0, 1]) for each square size in ``sizes``.
 
     ``canvas`` is ``[B, ch, cw, 3]`` float32 (sides multiples of ``sizes[0]``); ``sizes`` are
     descending powers of two ending at the leaf size. ``saliency`` is ``[B, ch, cw]``.
     """
     m = sizes[-1]
-    if importance == "distortion":
-        return [gain_importance(g, s) for g, s in zip(distortion_gains(canvas, sizes, token_size), sizes)]
+    if importance == "distortion":  # its importance comes with the gains behind it
+        raise ValueError("distortion levels come from distortion_gains (see quadtree.prepared_from_gains)")
     if importance in ("std", "variance"):
         first, second = block_sums(canvas, m, per_channel=importance == "std")
         s1, s2 = [first], [second]

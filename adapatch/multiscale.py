@@ -26,9 +26,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .importance import TOKEN_SIZE, gain_importance, reconstruction_sse
+from .importance import TOKEN_SIZE, reconstruction_sse
 from .layout import PatchLayout, padded_canvas, uniform
-from .quadtree import _heap_order_split, _leaves, _Prepared
+from .quadtree import _heap_order_split, _leaves, prepared_from_gains
 from .resize import area_weights
 from .validation import check_int, check_power_of_two, check_rgb
 
@@ -178,13 +178,8 @@ def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, lev
     if levels == 0:
         boxes = uniform(h, w, base).boxes
     else:
-        gains = [np.maximum(sse[s] - _pool2(sse[s // 2]), 0.0) for s in sizes[:-1]]
-        for g, s in zip(gains, sizes):  # squares wholly in the padding hold no pixel of the image
-            g[-(-h // s):] = 0.0
-            g[:, -(-w // s):] = 0.0
-        levels_imp = [gain_importance(g, s)[None] for g, s in zip(gains, sizes)]
-        levels_imp.append(np.zeros((1, *sse[base].shape)))
-        prep = _Prepared(h, w, canvas, sizes, levels_imp, {}, [g[None] for g in gains])
+        gains = [np.maximum(sse[s] - _pool2(sse[s // 2]), 0.0)[None] for s in sizes[:-1]]
+        prep = prepared_from_gains(h, w, canvas, sizes, gains, 1, {})
         boxes = _leaves(prep, _heap_order_split(prep, None, budget))[0]
     total, straddle = _canvas_sse(*canvas, h, w, boxes, sse)
     return _Candidate(PatchLayout(h, w, canvas, boxes), total, straddle, padded)

@@ -97,13 +97,22 @@ def _prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, im
     if importance == "distortion":
         params["token_size"] = token_size
         gains = distortion_gains(pad_to_canvas(batch, canvas), sizes, token_size)
-        for g, s in zip(gains, sizes):  # squares wholly in the padding hold no pixel of the image
-            g[:, -(-h // s):] = 0.0
-            g[:, :, -(-w // s):] = 0.0
-        levels = [gain_importance(g, s) for g, s in zip(gains, sizes)]
-        return _Prepared(h, w, canvas, sizes, levels, params, gains[:-1])
+        return prepared_from_gains(h, w, canvas, sizes, gains[:-1], b, params)
     levels = importance_levels(pad_to_canvas(batch, canvas), sizes, importance, sal)
     return _Prepared(h, w, canvas, sizes, levels, params)
+
+
+def prepared_from_gains(height: int, width: int, canvas: tuple[int, int], sizes: list[int],
+                        gains: list[np.ndarray], batch: int, params: dict[str, Any]) -> _Prepared:
+    """The rate-distortion refinement state from the squared error each split removes
+    (``gains[i]``: ``[B, gh, gw]`` for ``sizes[i]``, every size but the leaf): squares wholly in the
+    padding hold no pixel of the image and get no gain; importance is the per-value RMS gain."""
+    for g, s in zip(gains, sizes):
+        g[:, -(-height // s):] = 0.0
+        g[:, :, -(-width // s):] = 0.0
+    levels = [gain_importance(g, s) for g, s in zip(gains, sizes)]
+    levels.append(np.zeros((batch, canvas[0] // sizes[-1], canvas[1] // sizes[-1])))
+    return _Prepared(height, width, canvas, sizes, levels, params, gains)
 
 
 def _path_importance(levels: list[np.ndarray]) -> list[np.ndarray]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .layout import PatchLayout
 from .validation import check_choice, check_int
 
@@ -42,13 +44,17 @@ def vit_flops(num_tokens: int, vit: str = "ViT-B", patch_size: int = 16, cls_tok
     """MACs of one forward pass with ``num_tokens`` patch tokens (formula in the module doc)."""
     num_tokens = check_int("num_tokens", num_tokens, 0)
     patch_size = check_int("patch_size", patch_size, 1, 1024)
+    return int(vit_macs(np.int64(num_tokens), vit, patch_size, cls_token))
+
+
+def vit_macs(num_tokens: np.ndarray, vit: str = "ViT-B", patch_size: int = 16, cls_token: bool = True) -> np.ndarray:
+    """``vit_flops`` for an array of token counts at once (int64 MACs, same shape)."""
     p = VIT_PRESETS[check_choice("vit", vit, VIT_PRESETS)]
-    n = num_tokens + (1 if cls_token else 0)
+    t = np.asarray(num_tokens, dtype=np.int64)
+    n = t + (1 if cls_token else 0)
     d = p.dim
     block = 12 * n * d * d + 2 * n * n * d
-    embed = num_tokens * d * 3 * patch_size * patch_size
-    head = d * p.num_classes
-    return int(p.depth * block + embed + head)
+    return p.depth * block + t * d * 3 * patch_size * patch_size + d * p.num_classes
 
 
 def efficiency(layout: PatchLayout, vit: str = "ViT-B", patch_size: int = 16) -> dict[str, float | int | str]:

@@ -366,14 +366,64 @@ class ThresholdCurve:
         return xs, self.tokens_at(xs)
 
 
+@dataclass
+class PathImportance:
+    """Everything the threshold-mode quadtree of one image depends on, in a compact form.
+
+    ``values`` holds the path importance ``p`` of every split-able square (levels concatenated,
+    coarse to fine, row-major; float64): at threshold ``t`` exactly the squares with ``p > t``
+    split. From it come the image's exact tokens-vs-threshold curve and its layout at any
+    threshold, without the pixels (what dataset calibration keeps per image).
+    """
+
+    height: int
+    width: int
+    canvas: tuple[int, int]
+    sizes: list[int]  # descending: max_size ... min_size
+    values: np.ndarray
+    params: dict[str, Any]
+
+    @property
+    def base_tokens(self) -> int:
+        """Tokens with no split: the ``max_size`` squares covering the canvas."""
+        return (self.canvas[0] // self.sizes[0]) * (self.canvas[1] // self.sizes[0])
+
+    def curve(self) -> ThresholdCurve:
+        """The exact tokens-vs-threshold curve."""
+        return ThresholdCurve(np.sort(self.values), self.base_tokens, self.params)
+
+    def layout(self, threshold: float) -> PatchLayout:
+        """The layout ``quadtree(image, threshold=threshold, ...)`` gives, from ``values`` alone."""
+        threshold = check_float("threshold", threshold, 0.0, 1.0)
+        shapes = [(1, self.canvas[0] // s, self.canvas[1] // s) for s in self.sizes]
+        split, start = [], 0
+        for shp in shapes[:-1]:
+            n = shp[1] * shp[2]
+            split.append(self.values[start:start + n].reshape(shp) > threshold)
+            start += n
+        prep = _Prepared(self.height, self.width, self.canvas, self.sizes,
+                         [np.zeros(shp) for shp in shapes], self.params)
+        params = {**self.params, "threshold": threshold, "budget": None}
+        return PatchLayout(self.height, self.width, self.canvas, _leaves(prep, split)[0],
+                           strategy="quadtree", params=params)
+
+
+def path_importance(image: np.ndarray, saliency: np.ndarray | str | None = None, *, min_size: int = 8,
+                    max_size: int = 32, importance: str = THRESHOLD_IMPORTANCE,
+                    token_size: int = TOKEN_SIZE) -> PathImportance:
+    """The path importances of ``image``'s threshold-mode quadtree (see ``PathImportance``)."""
+    prep = _prepare(image, saliency, min_size, max_size, importance, token_size=token_size)
+    p = _path_importance(prep.levels)
+    vals = np.concatenate([x[0].ravel() for x in p]) if p else np.zeros(0)
+    return PathImportance(prep.height, prep.width, prep.canvas, prep.sizes, vals, prep.params)
+
+
 def threshold_curve(image: np.ndarray, saliency: np.ndarray | str | None = None, *, min_size: int = 8,
                     max_size: int = 32, importance: str = THRESHOLD_IMPORTANCE,
                     token_size: int = TOKEN_SIZE) -> ThresholdCurve:
     """Tokens-vs-threshold curve of the threshold-mode quadtree in one pass (no re-run per threshold)."""
-    prep = _prepare(image, saliency, min_size, max_size, importance, token_size=token_size)
-    p = _path_importance(prep.levels)
-    vals = np.sort(np.concatenate([x[0].ravel() for x in p])) if p else np.zeros(0)
-    return ThresholdCurve(vals, int(prep.levels[0][0].size), prep.params)
+    return path_importance(image, saliency, min_size=min_size, max_size=max_size, importance=importance,
+                           token_size=token_size).curve()
 
 
 def threshold_for_budget(image: np.ndarray, budget: int, saliency: np.ndarray | str | None = None, *,

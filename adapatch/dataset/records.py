@@ -1,0 +1,88 @@
+"""The per-image step of calibration: bytes -> decoded image -> path importances (or a one-line reason).
+
+This is the only work an engine distributes; everything after it (curve, solver, layouts) reads
+the compact ``PathImportance`` of each image, never the pixels again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import ImageError
+from ..image_io import DEFAULT_MAX_PIXELS, load_image
+from ..importance import IMPORTANCE_MEASURES, SALIENCY_MEASURES, TOKEN_SIZE
+from ..quadtree import PathImportance, check_sizes, path_importance
+from ..validation import check_choice, check_int, check_power_of_two
+from .sources import ItemReader, ItemRef
+
+CALIBRATION_IMPORTANCE = "distortion"
+"""Calibration's default importance: the rate-distortion one (at equal tokens it keeps the most of an image)."""
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """How every image's quadtree is built (the same for all images of a calibration)."""
+
+    min_size: int = 8
+    max_size: int = 64
+    importance: str = CALIBRATION_IMPORTANCE
+    token_size: int = TOKEN_SIZE
+    saliency: str = "edges"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        check_sizes(self.min_size, self.max_size)
+        check_choice("importance", self.importance, IMPORTANCE_MEASURES)
+        check_power_of_two("token_size", self.token_size, 1, 1024)
+        check_int("max_pixels", self.max_pixels, 1)
+        if self.importance in SALIENCY_MEASURES:
+            from ..saliency import saliency_methods
+            check_choice("saliency", self.saliency, saliency_methods())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ItemResult:
+    """What one image gave: its path importances, or why it was skipped."""
+
+    index: int
+    path: str
+    record: PathImportance | None = None
+    reason: str | None = None
+
+
+def image_record(data: bytes, settings: CurveSettings) -> PathImportance:
+    """Path importances of the image encoded in ``data`` (``ImageError`` when it cannot be used)."""
+    image = load_image(data, max_pixels=settings.max_pixels)
+    sal = settings.saliency if settings.importance in SALIENCY_MEASURES else None
+    return path_importance(image, sal, min_size=settings.min_size, max_size=settings.max_size,
+                           importance=settings.importance, token_size=settings.token_size)
+
+
+def process_item(index: int, ref: ItemRef, reader: ItemReader, settings: CurveSettings) -> ItemResult:
+    """Read and process one item; any failure of *this file* becomes a skip reason, never an exception."""
+    try:
+        data = reader.read(ref)
+    except (OSError, ValueError, KeyError) as e:
+        return ItemResult(index, ref.path, reason=_reason(e, "cannot read file"))
+    return process_bytes(index, ref.path, data, settings)
+
+
+def process_bytes(index: int, path: str, data: bytes, settings: CurveSettings) -> ItemResult:
+    """``process_item`` once the bytes are read (the Ray engine reads them itself)."""
+    try:
+        return ItemResult(index, path, record=image_record(data, settings))
+    except ImageError as e:
+        msg = str(e)
+        if msg.startswith("image: "):  # bytes have no name: the report names the file
+            msg = msg[len("image: "):]
+        return ItemResult(index, path, reason=msg)
+    except (ValueError, MemoryError) as e:
+        return ItemResult(index, path, reason=_reason(e, "cannot process image"))
+
+
+def _reason(e: BaseException, what: str) -> str:
+    detail = " ".join(str(getattr(e, "strerror", None) or e).split())[:160] or type(e).__name__
+    return f"{what}: {detail}"

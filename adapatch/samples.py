@@ -1,7 +1,9 @@
 """The sample images bundled with adapatch: photos and documents in ``adapatch/assets/samples`` (licences
 in its LICENSE.md), and the task model's own held-out cluttered-digit images in
 ``adapatch/assets/model/samples`` (``list_task_samples``; the bundled model's maps mean something on
-these). ``sample_path`` finds both kinds by name."""
+these). ``sample_path`` finds both kinds by name. A small, varied sample dataset for dataset calibration
+(photos, documents, diagrams, flat images, digits) is in ``adapatch/assets/dataset``
+(``dataset_sample_paths``, ``dataset_category``)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,11 @@ ASSETS_DIR = Path(str(files("adapatch") / "assets"))
 in a checkout and in an installed wheel."""
 SAMPLES_DIR = ASSETS_DIR / "samples"
 TASK_SAMPLES_DIR = ASSETS_DIR / "model" / "samples"
+DATASET_DIR = ASSETS_DIR / "dataset"
+"""The bundled sample dataset for dataset calibration: small images named ``<category>_<name>.<ext>``
+(written by ``benchmarks/make_dataset_samples.py``; sources and licences in its LICENSE.md)."""
+DATASET_CATEGORIES = ("photo", "document", "diagram", "flat", "digits")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _DESCRIPTIONS = {
     "astronaut": "natural scene (portrait)",
     "coffee": "natural scene (still life)",
@@ -73,3 +80,20 @@ def sample_path(name: str) -> Path:
 def load_sample(name: str) -> np.ndarray:
     """The sample as float32 RGB ``[H, W, 3]`` in [0, 1]."""
     return load_image(sample_path(name))
+
+
+def dataset_sample_paths() -> list[Path]:
+    """The image files of the bundled sample dataset, sorted by name (empty if the folder is missing)."""
+    if not DATASET_DIR.is_dir():
+        return []
+    return sorted(p for p in DATASET_DIR.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def dataset_category(path: str | Path) -> str:
+    """The category of a dataset sample, from its file name ``<category>_<name>.<ext>`` (one of
+    ``DATASET_CATEGORIES``); raises ValueError for any other name."""
+    category = Path(path).name.split("_", 1)[0]
+    if category not in DATASET_CATEGORIES or "_" not in Path(path).name:
+        raise ValueError(f"not a dataset sample name (<category>_<name>.<ext>, category one of "
+                         f"{', '.join(DATASET_CATEGORIES)}): {Path(path).name!r}")
+    return category

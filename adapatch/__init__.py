@@ -9,6 +9,7 @@ selection) live in ``adapatch.model``.
 from typing import TYPE_CHECKING
 
 from . import render
+from .budgets import RelativeBudget, relative_budget
 from .efficiency import VIT_PRESETS, ViTPreset, efficiency, vit_flops
 from .errors import ImageError
 from .fidelity import fidelity, psnr_ssim
@@ -18,7 +19,7 @@ from .importance import IMPORTANCE_MEASURES
 from .layout import PatchLayout, uniform, uniform_for_budget
 from .multiscale import multiscale
 from .pruning import keep_count, prune, token_scores
-from .quadtree import ThresholdCurve, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
+from .quadtree import PathImportance, ThresholdCurve, path_importance, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
 from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
 from .resize import downscale_to_pixels, fit_size, resize_image
 from .saliency import register_saliency, saliency, saliency_methods
@@ -26,11 +27,11 @@ from .strategies import STRATEGIES, layout_for_budget, make_layout
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "EfficiencySummary", "IMPORTANCE_MEASURES", "ImageError", "LoadedImage",
-    "PatchLayout", "STRATEGIES", "ThresholdCurve", "VIT_PRESETS", "ViTPreset", "available_devices",
+    "PatchLayout", "PathImportance", "RelativeBudget", "STRATEGIES", "ThresholdCurve", "VIT_PRESETS", "ViTPreset", "available_devices",
     "downscale_to_pixels", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
     "fidelity", "fit_size", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout",
-    "mean_speedups", "multiscale", "open_image", "prune", "psnr_ssim", "quadtree", "quadtree_batch", "reconstruct",
-    "register_saliency", "render", "resize_image", "resolve_device", "saliency", "saliency_methods",
+    "mean_speedups", "multiscale", "open_image", "path_importance", "prune", "psnr_ssim", "quadtree", "quadtree_batch", "reconstruct",
+    "register_saliency", "relative_budget", "render", "resize_image", "resolve_device", "saliency", "saliency_methods",
     "threshold_curve", "threshold_for_budget", "token_scores", "uniform", "uniform_for_budget", "vit_flops",
 ]
 __version__ = "0.1.0"

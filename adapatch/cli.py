@@ -1,4 +1,5 @@
-"""Command line: ``python -m adapatch IMAGE [options]`` prints tokens, reduction and fidelity."""
+"""Command line: ``python -m adapatch IMAGE [options]`` prints tokens, reduction and fidelity;
+``python -m adapatch calibrate|layouts SOURCE ...`` work on datasets (``adapatch.dataset.cli``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from .strategies import layout_for_budget, make_layout
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m adapatch", description="Adaptive patch layout of an image.")
+    p = argparse.ArgumentParser(prog="python -m adapatch", description="Adaptive patch layout of an image. "
+                                "Datasets: python -m adapatch calibrate SOURCE --out DIR, "
+                                "python -m adapatch layouts SOURCE --threshold T --out FILE (see --help of each).")
     p.add_argument("image", help=f"image file, or sample:NAME for a bundled sample ({', '.join(list_samples())})")
     p.add_argument("--strategy", choices=("quadtree", "greedy", "multiscale", "uniform"), default="quadtree",
                    help="multiscale and uniform need --budget (uniform: the equal-token grid of any patch size)")
@@ -40,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SUBCOMMANDS = ("calibrate", "layouts")
+"""Dataset commands (``adapatch.dataset.cli``); any other first argument is an image."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        from .dataset import cli as dataset_cli
+        return dataset_cli.calibrate_main(argv[1:]) if argv[0] == "calibrate" else dataset_cli.layouts_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         src = sample_path(args.image[7:]) if args.image.startswith("sample:") else args.image

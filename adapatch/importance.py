@@ -182,13 +182,45 @@ def reconstruction_sse(canvas: np.ndarray, sizes: list[int], token_size: int = T
     gives every cell size at once (``adapatch.kernels.cell_energy``).
     """
     b, ch, cw, _ = canvas.shape
+    cells, c0, b0, nlev = _cell_plan(sizes, token_size)
+    energy = _cell_energy(np.ascontiguousarray(canvas, np.float32), c0, nlev, b0) if cells else None
+    return _sse_levels(energy, b, ch, cw, sizes, cells, c0, b0, token_size)
+
+
+def reconstruction_sse_rgb8(image: np.ndarray, canvas: tuple[int, int], sizes: list[int],
+                            token_size: int = TOKEN_SIZE) -> list[np.ndarray]:
+    """``reconstruction_sse`` of one 8-bit RGB image ``[H, W, 3]`` (uint8) padded to ``canvas``, read
+    as ``load_image`` reads it (``BYTE_TO_FLOAT``): bit-identical results, without making the float
+    image or the padded copy where the compiled 8-row pass applies (``kernels.cell_energy_u8``)."""
+    from .image_io import BYTE_TO_FLOAT
+    cells, c0, b0, nlev = _cell_plan(sizes, token_size)
+    ch, cw = canvas
+    if cells and c0 == 2 and nlev <= 3 and b0 % 8 == 0:
+        from .kernels import cell_energy_u8
+        q = np.zeros((nlev, ch // b0, cw // b0))
+        s2 = np.zeros((ch // b0, cw // b0))
+        h, w = image.shape[:2]
+        cell_energy_u8(np.ascontiguousarray(image, np.uint8).reshape(h, w * 3), ch, cw, nlev, b0, q, s2)
+        energy = (q.reshape(nlev, 1, ch // b0, cw // b0), s2.reshape(1, ch // b0, cw // b0))
+        return _sse_levels(energy, 1, ch, cw, sizes, cells, c0, b0, token_size)
+    return reconstruction_sse(pad_to_canvas(BYTE_TO_FLOAT[image][None], canvas), sizes, token_size)
+
+
+def _cell_plan(sizes: list[int], token_size: int) -> tuple[list[int], int, int, int]:
+    """Cell sizes (px per token pixel) of the squares larger than a token, the finest ``c0``, the box
+    ``b0`` the pass accumulates over and the number of cell levels."""
     cells = sorted({s // token_size for s in sizes if s > token_size})
+    if not cells:
+        return cells, 0, 0, 0
+    c0 = cells[0]
+    return cells, c0, c0 * token_size, int(np.log2(cells[-1] // c0)) + 1
+
+
+def _sse_levels(energy: tuple[np.ndarray, np.ndarray] | None, b: int, ch: int, cw: int, sizes: list[int],
+                cells: list[int], c0: int, b0: int, token_size: int) -> list[np.ndarray]:
     out = {s: np.zeros((b, ch // s, cw // s)) for s in sizes}
-    if cells:
-        c0 = cells[0]
-        b0 = c0 * token_size
-        nlev = int(np.log2(cells[-1] // c0)) + 1
-        q, s2 = _cell_energy(np.ascontiguousarray(canvas, np.float32), c0, nlev, b0)
+    if energy is not None:
+        q, s2 = energy
         for c in cells:
             s = c * token_size
             f = s // b0
@@ -198,10 +230,12 @@ def reconstruction_sse(canvas: np.ndarray, sizes: list[int], token_size: int = T
     return [out[s] for s in sizes]
 
 
-def distortion_gains(canvas: np.ndarray, sizes: list[int], token_size: int = TOKEN_SIZE) -> list[np.ndarray]:
+def distortion_gains(canvas: np.ndarray, sizes: list[int], token_size: int = TOKEN_SIZE,
+                     sse: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Squared error removed by splitting each square into four, ``[B, ch // s, cw // s]`` per size
-    in ``sizes`` (descending powers of two; the leaf level, which cannot split, is all 0)."""
-    sse = reconstruction_sse(canvas, sizes, token_size)
+    in ``sizes`` (descending powers of two; the leaf level, which cannot split, is all 0). ``sse``:
+    the squares' reconstruction errors when already computed (then ``canvas`` is not read)."""
+    sse = reconstruction_sse(canvas, sizes, token_size) if sse is None else sse
     gains = [np.maximum(sse[i] - _pool2(sse[i + 1]), 0.0) for i in range(len(sizes) - 1)]
     gains.append(np.zeros_like(sse[-1]))
     for g, s in zip(gains, sizes):

@@ -110,48 +110,83 @@ def _cells_energy(v: np.ndarray, scale: int, c: int, b0: int, cells: np.ndarray,
 
 
 @nb.njit(nogil=True, error_model="numpy", cache=True)
+def _rows8_group(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, x3: np.ndarray, x4: np.ndarray, x5: np.ndarray,
+                 x6: np.ndarray, x7: np.ndarray, r0: int, nlev: int, b0: int, q: np.ndarray, s2: np.ndarray,
+                 cs0: np.ndarray, cs1: np.ndarray, cs2: np.ndarray, cs3: np.ndarray, sqcol: np.ndarray,
+                 cells: np.ndarray) -> None:
+    """One group of eight rows ``x0..x7`` (starting at row ``r0``) of ``_cell_energy_rows8``."""
+    ncols = x0.shape[0]
+    for k in range(ncols):
+        a0, a1, a2, a3 = np.float64(x0[k]), np.float64(x1[k]), np.float64(x2[k]), np.float64(x3[k])
+        a4, a5, a6, a7 = np.float64(x4[k]), np.float64(x5[k]), np.float64(x6[k]), np.float64(x7[k])
+        cs0[k] = a0 + a1
+        cs1[k] = a2 + a3
+        cs2[k] = a4 + a5
+        cs3[k] = a6 + a7
+        sqcol[k] += ((a0 * a0 + a1 * a1) + (a2 * a2 + a3 * a3)) + ((a4 * a4 + a5 * a5) + (a6 * a6 + a7 * a7))
+    bi = r0 // b0
+    _cells_energy(cs0, 2, 2, b0, cells, q[0, bi])
+    _cells_energy(cs1, 2, 2, b0, cells, q[0, bi])
+    _cells_energy(cs2, 2, 2, b0, cells, q[0, bi])
+    _cells_energy(cs3, 2, 2, b0, cells, q[0, bi])
+    if nlev >= 2:
+        for k in range(ncols):
+            cs0[k] += cs1[k]
+            cs2[k] += cs3[k]
+        _cells_energy(cs0, 4, 4, b0, cells, q[1, bi])
+        _cells_energy(cs2, 4, 4, b0, cells, q[1, bi])
+    if nlev >= 3:
+        for k in range(ncols):
+            cs0[k] += cs2[k]
+        _cells_energy(cs0, 8, 8, b0, cells, q[2, bi])
+    if (r0 + 8) % b0 == 0:
+        s2row = s2[bi]
+        per = 3 * b0
+        for k in range(ncols):
+            s2row[k // per] += sqcol[k]
+            sqcol[k] = 0.0
+
+
+@nb.njit(nogil=True, error_model="numpy", cache=True)
 def _cell_energy_rows8(x: np.ndarray, nlev: int, b0: int, q: np.ndarray, s2: np.ndarray) -> None:
     """``cell_energy`` for 2 px cells and up to three levels (2, 4, 8 px), eight rows at a time:
     one read of the rows gives the four row-pair sums, the 4- and 8-row sums and the squares."""
     ncols = x.shape[1]
-    cs0 = np.empty(ncols)
-    cs1 = np.empty(ncols)
-    cs2 = np.empty(ncols)
-    cs3 = np.empty(ncols)
+    cs0, cs1, cs2, cs3 = np.empty(ncols), np.empty(ncols), np.empty(ncols), np.empty(ncols)
     sqcol = np.zeros(ncols)
     cells = np.empty(ncols // 2)
     for r0 in range(0, x.shape[0], 8):
-        x0, x1, x2, x3 = x[r0], x[r0 + 1], x[r0 + 2], x[r0 + 3]
-        x4, x5, x6, x7 = x[r0 + 4], x[r0 + 5], x[r0 + 6], x[r0 + 7]
-        for k in range(ncols):
-            a0, a1, a2, a3 = np.float64(x0[k]), np.float64(x1[k]), np.float64(x2[k]), np.float64(x3[k])
-            a4, a5, a6, a7 = np.float64(x4[k]), np.float64(x5[k]), np.float64(x6[k]), np.float64(x7[k])
-            cs0[k] = a0 + a1
-            cs1[k] = a2 + a3
-            cs2[k] = a4 + a5
-            cs3[k] = a6 + a7
-            sqcol[k] += ((a0 * a0 + a1 * a1) + (a2 * a2 + a3 * a3)) + ((a4 * a4 + a5 * a5) + (a6 * a6 + a7 * a7))
-        bi = r0 // b0
-        _cells_energy(cs0, 2, 2, b0, cells, q[0, bi])
-        _cells_energy(cs1, 2, 2, b0, cells, q[0, bi])
-        _cells_energy(cs2, 2, 2, b0, cells, q[0, bi])
-        _cells_energy(cs3, 2, 2, b0, cells, q[0, bi])
-        if nlev >= 2:
-            for k in range(ncols):
-                cs0[k] += cs1[k]
-                cs2[k] += cs3[k]
-            _cells_energy(cs0, 4, 4, b0, cells, q[1, bi])
-            _cells_energy(cs2, 4, 4, b0, cells, q[1, bi])
-        if nlev >= 3:
-            for k in range(ncols):
-                cs0[k] += cs2[k]
-            _cells_energy(cs0, 8, 8, b0, cells, q[2, bi])
-        if (r0 + 8) % b0 == 0:
-            s2row = s2[bi]
-            per = 3 * b0
-            for k in range(ncols):
-                s2row[k // per] += sqcol[k]
-                sqcol[k] = 0.0
+        _rows8_group(x[r0], x[r0 + 1], x[r0 + 2], x[r0 + 3], x[r0 + 4], x[r0 + 5], x[r0 + 6], x[r0 + 7], r0,
+                     nlev, b0, q, s2, cs0, cs1, cs2, cs3, sqcol, cells)
+
+
+@nb.njit(nogil=True, error_model="numpy", cache=True)
+def cell_energy_u8(img: np.ndarray, ch: int, cw: int, nlev: int, b0: int, q: np.ndarray, s2: np.ndarray) -> None:
+    """``cell_energy`` (2 px cells, up to three levels) straight from an 8-bit RGB image ``[h, w * 3]``.
+
+    Each group of eight canvas rows is converted to float32 (``byte * float32(1 / 255)``, the value
+    ``load_image`` gives each byte) and padded by edge replication to ``cw`` columns (rows past the image repeat its
+    last row) in a small buffer, then summed exactly as ``_cell_energy_rows8`` sums the padded float32
+    canvas: same values, same order, so the results are bit-identical, without the float image or the
+    padded copy ever being made.
+    """
+    h, w3 = img.shape[0], img.shape[1]
+    ncols = 3 * cw
+    scale = np.float32(1.0) / np.float32(255.0)
+    buf = np.empty((8, ncols), np.float32)
+    cs0, cs1, cs2, cs3 = np.empty(ncols), np.empty(ncols), np.empty(ncols), np.empty(ncols)
+    sqcol = np.zeros(ncols)
+    cells = np.empty(ncols // 2)
+    for r0 in range(0, ch, 8):
+        for i in range(8):
+            src = img[min(r0 + i, h - 1)]
+            row = buf[i]
+            for k in range(w3):  # the float32 product load_image computes (vectorised)
+                row[k] = np.float32(src[k]) * scale
+            for k in range(w3, ncols):  # edge replication of the last pixel
+                row[k] = row[k - 3]
+        _rows8_group(buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7], r0,
+                     nlev, b0, q, s2, cs0, cs1, cs2, cs3, sqcol, cells)
 
 
 @nb.njit(nogil=True, error_model="numpy", cache=True)

@@ -102,6 +102,20 @@ def _prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, im
     return _Prepared(h, w, canvas, sizes, levels, params)
 
 
+def _prepare_distortion_rgb8(image: np.ndarray, min_size: int, max_size: int, token_size: int) -> _Prepared:
+    """``_prepare(..., importance="distortion")`` of one uint8 RGB image (bit-identical results)."""
+    from .importance import reconstruction_sse_rgb8
+    min_size, max_size = check_sizes(min_size, max_size)
+    token_size = check_power_of_two("token_size", token_size, 1, 1024)
+    h, w = image.shape[:2]
+    canvas = padded_canvas(h, w, max_size)
+    sizes = [max_size >> i for i in range(int(np.log2(max_size // min_size)) + 1)]
+    params: dict[str, Any] = {"min_size": min_size, "max_size": max_size, "importance": "distortion",
+                              "token_size": token_size}
+    gains = distortion_gains(None, sizes, token_size, sse=reconstruction_sse_rgb8(image, canvas, sizes, token_size))
+    return prepared_from_gains(h, w, canvas, sizes, gains[:-1], 1, params)
+
+
 def prepared_from_gains(height: int, width: int, canvas: tuple[int, int], sizes: list[int],
                         gains: list[np.ndarray], batch: int, params: dict[str, Any]) -> _Prepared:
     """The rate-distortion refinement state from the squared error each split removes
@@ -411,7 +425,22 @@ class PathImportance:
 def path_importance(image: np.ndarray, saliency: np.ndarray | str | None = None, *, min_size: int = 8,
                     max_size: int = 32, importance: str = THRESHOLD_IMPORTANCE,
                     token_size: int = TOKEN_SIZE) -> PathImportance:
-    """The path importances of ``image``'s threshold-mode quadtree (see ``PathImportance``)."""
+    """The path importances of ``image``'s threshold-mode quadtree (see ``PathImportance``).
+
+    ``image`` is float RGB ``[H, W, 3]`` in [0, 1], or 8-bit RGB (uint8, as ``load_rgb8`` gives), read
+    as ``load_image`` reads bytes: the result is bit-identical to that of the float image. With
+    ``importance="distortion"`` the 8-bit image is read directly by the compiled pass (no float or
+    padded copy: what makes dataset calibration cheap next to decoding).
+    """
+    a = np.asarray(image)
+    if a.dtype == np.uint8:
+        if importance == "distortion" and a.ndim == 3 and a.shape[2] == 3 and min(a.shape[:2]) >= 1:
+            prep = _prepare_distortion_rgb8(a, min_size, max_size, token_size)
+            p = _path_importance(prep.levels)
+            vals = np.concatenate([x[0].ravel() for x in p]) if p else np.zeros(0)
+            return PathImportance(prep.height, prep.width, prep.canvas, prep.sizes, vals, prep.params)
+        from .image_io import BYTE_TO_FLOAT
+        image = BYTE_TO_FLOAT[a]
     prep = _prepare(image, saliency, min_size, max_size, importance, token_size=token_size)
     p = _path_importance(prep.levels)
     vals = np.concatenate([x[0].ravel() for x in p]) if p else np.zeros(0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import ImageError
-from ..image_io import DEFAULT_MAX_PIXELS, load_image
+from ..image_io import DEFAULT_MAX_PIXELS, load_rgb8
 from ..importance import IMPORTANCE_MEASURES, SALIENCY_MEASURES, TOKEN_SIZE
 from ..quadtree import PathImportance, check_sizes, path_importance
 from ..validation import check_choice, check_int, check_power_of_two
@@ -54,8 +54,11 @@ class ItemResult:
 
 
 def image_record(data: bytes, settings: CurveSettings) -> PathImportance:
-    """Path importances of the image encoded in ``data`` (``ImageError`` when it cannot be used)."""
-    image = load_image(data, max_pixels=settings.max_pixels)
+    """Path importances of the image encoded in ``data`` (``ImageError`` when it cannot be used).
+
+    8-bit images stay 8-bit (``load_rgb8``): the distortion importance reads the bytes directly,
+    bit-identical to the float image ``load_image`` gives, at a fraction of the cost."""
+    image = load_rgb8(data, max_pixels=settings.max_pixels)
     sal = settings.saliency if settings.importance in SALIENCY_MEASURES else None
     return path_importance(image, sal, min_size=settings.min_size, max_size=settings.max_size,
                            importance=settings.importance, token_size=settings.token_size)

@@ -1,6 +1,7 @@
 """Per-image path importances of a whole dataset, spilled to disk so memory stays flat.
 
-Each image's ``PathImportance.values`` (float64) is appended to one binary file; only a few
+Each image's ``PathImportance.values`` (float64, trailing zeros dropped: the squares that can never
+split, such as the finest level of the distortion importance) is appended to one binary file; only a few
 integers per image (size, token base, offset) and its path stay in memory. Every dataset
 question is then a *scan* of that file in bounded chunks: token counts at a set of thresholds
 (``tokens_at``), the values inside a threshold bracket (for the exact solver), or one image's
@@ -37,7 +38,7 @@ class CurveStore:
         os.makedirs(self.directory, exist_ok=True)
         self._spill_path = os.path.join(self.directory, "values.f64")
         self._spill = open(self._spill_path, "wb")
-        self._rows: list[tuple[int, int, int, int, int]] = []  # index, height, width, n_values, file offset
+        self._rows: list[tuple[int, int, int, int, int, int]] = []  # index, height, width, stored, offset, total
         self._paths: list[str] = []
         self._skipped: list[tuple[int, str, str]] = []
         self._written = 0
@@ -56,9 +57,11 @@ class CurveStore:
         if self.params is None:
             self.params = dict(rec.params)
         vals = np.ascontiguousarray(rec.values, dtype=np.float64)
-        self._spill.write(vals.tobytes())
-        self._rows.append((result.index, rec.height, rec.width, len(vals), self._written))
-        self._written += len(vals)
+        nz = np.flatnonzero(vals)
+        kept = vals[:nz[-1] + 1] if len(nz) else vals[:0]  # trailing zeros never split: not stored
+        self._spill.write(kept.tobytes())
+        self._rows.append((result.index, rec.height, rec.width, len(kept), self._written, len(vals)))
+        self._written += len(kept)
         self._paths.append(result.path)
 
     def finish(self) -> "CurveStore":
@@ -66,7 +69,7 @@ class CurveStore:
         if self.finished:
             return self
         self._spill.close()
-        rows = np.asarray(self._rows, np.int64).reshape(-1, 5)
+        rows = np.asarray(self._rows, np.int64).reshape(-1, 6)
         order = np.argsort(rows[:, 0], kind="stable")
         rows = rows[order]
         self.source_index = rows[:, 0]
@@ -74,6 +77,7 @@ class CurveStore:
         self.widths = rows[:, 2]
         self.counts = rows[:, 3]
         self._file_offsets = rows[:, 4]
+        self._full_counts = rows[:, 5]
         self.paths = [self._paths[i] for i in order]
         self._rows, self._paths = [], []
         s0 = self.settings.max_size
@@ -90,6 +94,7 @@ class CurveStore:
 
     @property
     def n_values(self) -> int:
+        """Stored values (every non-zero path importance; zeros never split at a threshold >= 0)."""
         return int(self.counts.sum())
 
     @property
@@ -97,10 +102,12 @@ class CurveStore:
         return self.heights * self.widths / 1e6
 
     def values_of(self, i: int) -> np.ndarray:
-        """Image ``i``'s path importances (store order)."""
+        """Image ``i``'s path importances (store order), all of them (trailing zeros restored)."""
+        out = np.zeros(int(self._full_counts[i]))
         with open(self._spill_path, "rb") as f:
             f.seek(int(self._file_offsets[i]) * 8)
-            return np.fromfile(f, np.float64, int(self.counts[i]))
+            out[:int(self.counts[i])] = np.fromfile(f, np.float64, int(self.counts[i]))
+        return out
 
     def record(self, i: int) -> PathImportance:
         """Image ``i``'s ``PathImportance`` (everything its quadtree depends on)."""

@@ -18,6 +18,10 @@ Settings (``"format": "adapatch.settings/1"``)::
                  model's ``TokenPruner`` / EViT attentive pruning (``adapatch.model``) on a uniform grid.
                  Older settings ``{"keep_ratio", "reduce": "mean" | "max"}`` are read as ``scorer``.
     vit:         ViT preset for the FLOPs numbers;  device: "auto" | "cpu" | "cuda"
+    relative_budget: None | {"unit": "fraction" | "tokens_per_mp", "value": v}  (``adapatch.budgets``)
+                 the relative setting the budget came from (the app keeps the fraction of the 16 px
+                 grid between images); a record only: the budget used is params.budget /
+                 solve_budget (the relative budget of this image, kept within the strategy's range)
 
 Model-based settings (``MODEL_STRATEGIES``: strategy ``"learned_selector"`` with params
 ``{"k", "model"}``; or a learned/attention ``prune``) work in the model's input frame: the image is
@@ -35,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .budgets import RelativeBudget
 from .importance import SALIENCY_MEASURES
 from .layout import PatchLayout
 from .model_refs import CHECKPOINT_SUFFIXES, MODEL_DEVICE
@@ -45,7 +50,8 @@ from .strategies import STRATEGIES, layout_for_budget, make_layout
 from .validation import check_choice
 
 SETTINGS_FORMAT = "adapatch.settings/1"
-SETTINGS_KEYS = ("format", "image", "saliency", "strategy", "params", "solve_budget", "prune", "vit", "device")
+SETTINGS_KEYS = ("format", "image", "saliency", "strategy", "params", "solve_budget", "prune", "vit", "device",
+                 "relative_budget")
 SALIENCY_SCORERS = ("mean", "max")
 MODEL_SCORERS = ("learned", "attention")
 PRUNE_SCORERS = SALIENCY_SCORERS + MODEL_SCORERS
@@ -76,6 +82,7 @@ def normalize_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "prune": _normalize_prune(prune_s),
         "vit": str(s.get("vit", "ViT-B")),
         "device": str(s.get("device", "auto")),
+        "relative_budget": _normalize_relative(s.get("relative_budget")),
     }
     for where in ("params", "saliency"):
         params = out[where]["params"] if where == "saliency" else out[where]
@@ -91,8 +98,19 @@ def normalize_settings(settings: dict[str, Any]) -> dict[str, Any]:
             raise ValueError("the learned selector takes its budget as params.k; prune and solve_budget must be None")
     if out["prune"] is not None and out["prune"]["scorer"] in MODEL_SCORERS and out["strategy"] != "uniform":
         raise ValueError("learned/attention pruning runs on a uniform grid: strategy must be 'uniform'")
+    if out["relative_budget"] is not None and out["solve_budget"] is None and out["params"].get("budget") is None:
+        raise ValueError("relative_budget records where a budget came from, but the settings have no budget")
     settings_model(out)  # one model per settings dict
     return out
+
+
+def _normalize_relative(r: Any) -> dict[str, Any] | None:
+    """``{"unit", "value"}`` of ``adapatch.budgets.RelativeBudget`` (checked), or None."""
+    if r is None:
+        return None
+    if not isinstance(r, dict) or "value" not in r:
+        raise ValueError(f"relative_budget must be None or a dict with unit and value, got {r!r}")
+    return RelativeBudget(str(r.get("unit", "fraction")), float(r["value"])).to_dict()
 
 
 def _normalize_prune(p: Any) -> dict[str, Any] | None:
@@ -280,6 +298,12 @@ def settings_snippet(settings: dict[str, Any]) -> str:
             body.append(f"sal = ap.saliency(image, {', '.join(args)})")
             sal_arg = "sal"
         extra = f", {_kwargs(params)}" if params else ""
+        rel = s["relative_budget"]
+        if rel is not None:
+            rule = (f"{100 * rel['value']:g}% of the image's 16 px grid" if rel["unit"] == "fraction"
+                    else f"{rel['value']:g} tokens per megapixel")
+            body.append(f"# the budget below: {rule} (adapatch.budgets.relative_budget(h, w, "
+                        f"{rel['unit']}={rel['value']!r})), kept within what the strategy can use on this image")
         if s["solve_budget"] is not None:
             body.append(f"layout = ap.layout_for_budget(image, {s['strategy']!r}, {int(s['solve_budget'])}, "
                         f"{sal_arg}{extra})")

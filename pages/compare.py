@@ -53,24 +53,33 @@ def compare_view(entry: ImageEntry) -> None:
         c1, c2 = st.columns([1, 3])
         n = c1.segmented_control("Layouts", [2, 3, 4], default=state.get("compare_n"), key="w_compare_n") or 2
         state.put("compare_n", n)
-        lo = max(ap.uniform(entry.height, entry.width, max(c["sizes"])).num_tokens for c in configs[:n])
-        hi = max(lo + 1, ap.uniform(entry.height, entry.width, 4).num_tokens)
-        budget = state.widget("compare_budget", c2.slider, "Token budget (the same for every layout)", lo, hi,
-                              clamp=lambda v: int(min(max(int(v), lo), hi)),
-                              help="Every adaptive layout uses at most this many tokens; uniform takes the grid of square "
-                                   "patches (any size) whose token count is closest to it (within 5% where possible).")
+        top_f = recipes.COMPARE_FRACTION_MAX
+        state.widget("compare_budget_fraction", c2.slider, "Token budget (% of the 16 px grid, the same for every layout)",
+                     recipes.FRACTION_MIN, top_f, step=recipes.FRACTION_STEP, format="percent",
+                     clamp=recipes.clamp_fraction(top_f),
+                     help="A share of the tokens a ViT/16 spends on the image, so every image gets the same relative "
+                          "compute. Every adaptive layout uses at most that many tokens; uniform takes the grid of "
+                          "square patches (any size) whose token count is closest to it (within 5% where possible).")
+        caption = c2.empty()
         cols = st.columns(n, gap="small")
-        rows, layouts = [], []
-        for i in range(n):
+        boxes = []
+        for i in range(n):  # the layouts' settings first: the budget's range depends on their patch sizes
             with cols[i]:
-                with st.container(border=True):
+                box = st.container(border=True)
+                with box:
                     st.markdown(f"**Layout {chr(65 + i)}**")
                     configs[i] = _config_widgets(i, configs[i])
-                    settings = recipes.budget_settings(configs[i], budget)
-                    lay = compute.layout(entry, settings)
-                    layouts.append((settings, lay))
-                    st.image(compute.overlay_png(entry, settings, max_side=768), output_format="PNG", width="stretch",
-                             caption=f"{chr(65 + i)}: {ui.fmt_int(lay.num_tokens)} tokens · {_label(settings, lay)}")
+                boxes.append(box)
+        budget = recipes.compare_budget(entry, configs[:n])
+        caption.caption(budget.caption())
+        rows, layouts = [], []
+        for i, box in enumerate(boxes):
+            with box:
+                settings = recipes.budget_settings(configs[i], budget)
+                lay = compute.layout(entry, settings)
+                layouts.append((settings, lay))
+                st.image(compute.overlay_png(entry, settings, max_side=768), output_format="PNG", width="stretch",
+                         caption=f"{chr(65 + i)}: {ui.fmt_int(lay.num_tokens)} tokens · {_label(settings, lay)}")
         vit = state.get("vit")
         for i, (settings, lay) in enumerate(layouts):
             eff = ap.efficiency(lay, vit)
@@ -85,7 +94,7 @@ def compare_view(entry: ImageEntry) -> None:
                   .highlight_min(subset=[f"{vit} GMACs"], color="rgba(33, 195, 84, 0.35)"))
         st.dataframe(styled, width="stretch")
         best = df["SSIM"].idxmax()
-        st.success(md_escape(f"At {budget:,} tokens, {best} keeps the most of the image "
+        st.success(md_escape(f"At {budget.tokens:,} tokens, {best} keeps the most of the image "
                              f"(SSIM {df.loc[best, 'SSIM']:.4f}, PSNR {df.loc[best, 'PSNR (dB)']:.2f} dB)."),
                    icon=":material/emoji_events:")
         state.put("compare_configs", configs)

@@ -102,21 +102,23 @@ def layout_view(entry: ImageEntry) -> None:
             threshold = state.widget("threshold", st.slider, "Importance threshold", 0.0, 1.0, step=0.005,
                                      format="%.3f", disabled=not quad or use_budget,
                                      help="Without a budget: a square splits while its importance is above this value.")
-            if quad:
-                curve = compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance)
-                lo, hi = curve.base_tokens, max(curve.base_tokens + 1, curve.max_tokens)
-            else:
-                curve = None
-                lo = ap.uniform(entry.height, entry.width, max_size).num_tokens
-                hi = max(lo + 1, ap.uniform(entry.height, entry.width, min_size).num_tokens)
-            budget = state.widget("budget", st.slider, "Budget (tokens)", lo, hi, clamp=_clamp(lo, hi),
-                                  disabled=not (use_budget or strategy == "multiscale"),
-                                  help="multiscale always works to a budget." if strategy == "multiscale" else None)
+            curve = (compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance)
+                     if quad else None)
+            top_f = recipes.fraction_max(min_size)  # the range depends on the sizes, never on the image
+            state.widget("budget_fraction", st.slider, "Budget (% of the 16 px grid)", recipes.FRACTION_MIN, top_f,
+                         step=recipes.FRACTION_STEP, format="percent", clamp=recipes.clamp_fraction(top_f),
+                         disabled=not (use_budget or strategy == "multiscale"),
+                         help="A share of the tokens a ViT/16 spends on the image, so every image gets the same "
+                              "relative compute (switching images keeps the share)."
+                              + (" multiscale always works to a budget." if strategy == "multiscale" else ""))
+            budget = recipes.layout_budget(entry, strategy, (min_size, max_size), importance)
+            if use_budget or strategy == "multiscale":
+                st.caption(budget.caption())
             vit = state.widget("vit", st.selectbox, "ViT preset for FLOPs", options=ap.VIT_PRESETS)
             show_recon = state.widget("show_recon", st.toggle, "Show what the model sees",
                                       help="Each token resampled to 16x16 and painted back at its box.")
 
-        settings = recipes.layout_settings()
+        settings = recipes.layout_settings(entry=entry)
         lay = compute.layout(entry, settings)
         eff = ap.efficiency(lay, vit)
         slots = ui.efficiency_metrics(eff, lay, container=top)
@@ -138,7 +140,7 @@ def layout_view(entry: ImageEntry) -> None:
                 st.plotly_chart(ui.quality_figure(compute.quality_curves(entry, min_size, max_size), lay.num_tokens,
                                                   fid["psnr"]), config=ui.PLOT_CONFIG, key="layout_quality")
             elif curve is not None:
-                st.plotly_chart(ui.curve_figure(curve, threshold, lay.num_tokens, budget if use_budget else None),
+                st.plotly_chart(ui.curve_figure(curve, threshold, lay.num_tokens, budget.tokens if use_budget else None),
                                 config=ui.PLOT_CONFIG, key="layout_curve")
             elif strategy == "multiscale":
                 p = lay.params

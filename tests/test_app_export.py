@@ -137,3 +137,31 @@ def test_parameter_names_must_be_identifiers(where, name) -> None:
         normalize_settings(settings)
     with pytest.raises(ValueError, match="identifiers"):
         settings_snippet(settings)
+
+
+def test_relative_budget_is_recorded_next_to_the_budget_used() -> None:
+    """The app's budgets are relative (a fraction of the 16 px grid): the settings keep the absolute
+    budget used (what reproduces the layout) and the relative setting it came from."""
+    from adapatch.budgets import relative_budget
+
+    image = load_sample("coffee")
+    budget = relative_budget(*image.shape[:2], fraction=0.3)
+    for case in ({"strategy": "quadtree", "params": {"min_size": 16, "max_size": 64, "budget": budget,
+                                                     "importance": "distortion", "threshold": None}},
+                 {"strategy": "uniform", "params": {}, "solve_budget": budget}):
+        settings = _settings({**case, "relative_budget": {"unit": "fraction", "value": 0.3}})
+        s = normalize_settings(settings)
+        assert s["relative_budget"] == {"unit": "fraction", "value": 0.3}
+        assert normalize_settings(json.loads(settings_json(settings))) == s
+        snippet = settings_snippet(settings)
+        assert "30% of the image's 16 px grid" in snippet and "fraction=0.3" in snippet
+        ns = _run(snippet)
+        assert ns["layout"] == layout_from_settings(image, settings)
+        assert ns["layout"] == layout_from_settings(image, _settings(case))  # a record only: same layout
+    assert normalize_settings(_settings(CASES[0]))["relative_budget"] is None
+    with pytest.raises(ValueError, match="no budget"):
+        normalize_settings(_settings({**CASES[0], "relative_budget": {"unit": "fraction", "value": 0.3}}))
+    with pytest.raises(ValueError, match="unit"):
+        normalize_settings(_settings({**CASES[3], "relative_budget": {"unit": "percent", "value": 30}}))
+    with pytest.raises(ValueError, match="> 0"):
+        normalize_settings(_settings({**CASES[3], "relative_budget": {"unit": "fraction", "value": 0}}))

@@ -17,6 +17,8 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import adapatch as ap  # noqa: E402
+from adapatch.app_support.state import DEFAULTS  # noqa: E402
+from adapatch.budgets import relative_budget  # noqa: E402
 from adapatch.samples import list_samples, load_sample  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -40,6 +42,18 @@ def _metric(at: AppTest, label: str) -> str:
 
 def _int(text: str) -> int:
     return int(text.replace(",", ""))
+
+
+def _budget(img: np.ndarray, fraction: float = DEFAULTS["budget_fraction"]) -> int:
+    """The absolute budget the app uses for ``img``: ``fraction`` of its 16 px grid (within range here)."""
+    return relative_budget(*img.shape[:2], fraction=fraction)
+
+
+def _snippet(at: AppTest) -> str:
+    """The export's Python snippet (it makes the same calls as the exported settings JSON)."""
+    code = [c.value for c in at.code]
+    assert code, "no export snippet"
+    return code[0]
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -70,8 +84,9 @@ def test_opens_on_a_sample_with_numbers_from_the_library() -> None:
     _ok(at)
     assert at.session_state["ap_current"] == "sample:astronaut"
     img = load_sample("astronaut")
-    lay = ap.quadtree(img, min_size=16, max_size=64, budget=500)  # the library's budget-mode default
+    lay = ap.quadtree(img, min_size=16, max_size=64, budget=_budget(img))  # the library's budget-mode default
     assert lay.params["importance"] == "distortion"
+    assert any(f"= {_budget(img):,} tokens for this 448x448 image" in c.value for c in at.caption)
     eff = ap.efficiency(lay, "ViT-B")
     assert _int(_metric(at, "Tokens")) == lay.num_tokens
     assert _int(_metric(at, "Uniform 16 px")) == eff["uniform16_tokens"]
@@ -93,14 +108,51 @@ def test_threshold_slider_sets_tokens_to_the_library_value(threshold: float) -> 
     assert _int(_metric(at, "Tokens")) == expected
 
 
-@pytest.mark.parametrize("budget", [200, 350, 777])
-def test_budget_slider_sets_tokens_to_the_library_value(budget: int) -> None:
+@pytest.mark.parametrize("fraction", [0.25, 0.45, 0.99])
+def test_budget_slider_sets_tokens_to_the_library_value(fraction: float) -> None:
     at = _app().run()
-    at.slider(key="w_budget").set_value(budget).run()
+    at.slider(key="w_budget_fraction").set_value(fraction).run()
     _ok(at)
-    expected = ap.quadtree(load_sample("astronaut"), min_size=16, max_size=64, budget=budget).num_tokens
+    img = load_sample("astronaut")
+    budget = _budget(img, fraction)
+    expected = ap.quadtree(img, min_size=16, max_size=64, budget=budget).num_tokens
     assert _int(_metric(at, "Tokens")) == expected
     assert expected <= budget
+    assert at.session_state["ap_settings"]["budget_fraction"] == pytest.approx(fraction)
+
+
+def test_relative_budget_carries_over_to_another_image() -> None:
+    """The fraction is the setting: on a new image of another size the absolute budget is that
+    fraction of the new image's 16 px grid (no absolute number leaks from the previous image)."""
+    at = _app().run()
+    at.slider(key="w_budget_fraction").set_value(0.2).run()
+    _ok(at)
+    big = load_sample("astronaut")
+    assert _int(_metric(at, "Tokens")) == ap.quadtree(big, min_size=16, max_size=64, budget=_budget(big, 0.2)).num_tokens
+    at.selectbox(key="w_image").set_value("sample:page").run()
+    _ok(at)
+    small = load_sample("page")
+    h, w = small.shape[:2]
+    assert (h, w) != big.shape[:2]
+    budget = relative_budget(h, w, fraction=0.2)
+    assert budget != _budget(big, 0.2)
+    assert at.slider(key="w_budget_fraction").value == pytest.approx(0.2)  # the fraction is kept
+    assert any(f"= {budget:,} tokens for this {w}x{h} image" in c.value for c in at.caption)
+    assert _int(_metric(at, "Tokens")) == ap.quadtree(small, min_size=16, max_size=64, budget=budget).num_tokens
+    # the export records the absolute budget used and the relative setting it came from
+    snippet = _snippet(at)
+    assert f"'budget': {budget}" in snippet or f"budget={budget}" in snippet
+    assert "fraction=0.2" in snippet
+
+
+def test_budget_below_the_strategys_range_is_raised_and_said_so() -> None:
+    at = _app().run()
+    at.slider(key="w_budget_fraction").set_value(0.01).run()  # 8 tokens on 448x448: below the 49 of the 64 px grid
+    _ok(at)
+    img = load_sample("astronaut")
+    assert _budget(img, 0.01) == 8
+    assert any("= 49 tokens for this 448x448 image (raised from 8" in c.value for c in at.caption)
+    assert _int(_metric(at, "Tokens")) == ap.quadtree(img, min_size=16, max_size=64, budget=49).num_tokens
 
 
 def test_sizes_strategy_and_greedy_budget() -> None:
@@ -108,11 +160,11 @@ def test_sizes_strategy_and_greedy_budget() -> None:
     at.select_slider(key="w_sizes").set_value((16, 32)).run()
     _ok(at)
     img = load_sample("astronaut")
-    assert _int(_metric(at, "Tokens")) == ap.quadtree(img, min_size=16, max_size=32, budget=500).num_tokens
+    assert _int(_metric(at, "Tokens")) == ap.quadtree(img, min_size=16, max_size=32, budget=_budget(img)).num_tokens
     at.selectbox(key="w_strategy").set_value("greedy").run()
     _ok(at)
     sal = ap.saliency(img, "edges")
-    assert _int(_metric(at, "Tokens")) == ap.greedy(img, sal, patch_sizes=(16, 32), budget=500).num_tokens
+    assert _int(_metric(at, "Tokens")) == ap.greedy(img, sal, patch_sizes=(16, 32), budget=_budget(img)).num_tokens
 
 
 def test_settings_survive_page_switches() -> None:
@@ -138,7 +190,7 @@ def test_upload_becomes_the_current_image_everywhere() -> None:
     _ok(at)
     assert at.session_state["ap_current"].startswith("upload:")
     loaded = ap.load_image(data)
-    lay = ap.quadtree(loaded, min_size=16, max_size=64, budget=500)
+    lay = ap.quadtree(loaded, min_size=16, max_size=64, budget=_budget(loaded))  # 30% of 320 tokens: 96
     assert _int(_metric(at, "Tokens")) == lay.num_tokens
     at.switch_page("pages/pruning.py").run()
     _ok(at)
@@ -185,17 +237,28 @@ def test_bad_setting_is_one_line_not_a_traceback() -> None:
 def test_compare_solves_each_layout_for_the_same_budget() -> None:
     at = _app().run()
     at.switch_page("pages/compare.py").run()
-    at.slider(key="w_compare_budget").set_value(400).run()
+    at.slider(key="w_compare_budget_fraction").set_value(0.5).run()
     _ok(at)
     df = at.dataframe[0].value
     img = load_sample("astronaut")
-    want = [ap.layout_for_budget(img, "quadtree", 400, None, min_size=16, max_size=64,
+    b = _budget(img, 0.5)  # 392 tokens: half the 16 px grid of a 448x448 image
+    assert any(f"= {b:,} tokens for this 448x448 image" in c.value for c in at.caption)
+    want = [ap.layout_for_budget(img, "quadtree", b, None, min_size=16, max_size=64,
                                  importance="distortion").num_tokens,
-            ap.layout_for_budget(img, "quadtree", 400, None, min_size=16, max_size=64, importance="std").num_tokens,
-            ap.layout_for_budget(img, "uniform", 400).num_tokens]
+            ap.layout_for_budget(img, "quadtree", b, None, min_size=16, max_size=64, importance="std").num_tokens,
+            ap.layout_for_budget(img, "uniform", b).num_tokens]
     assert list(df["tokens"]) == want
-    assert want[0] <= 400 and want[1] <= 400
-    assert abs(want[2] - 400) <= 0.05 * 400  # the equal-token uniform grid: any integer patch size
+    assert want[0] <= b and want[1] <= b
+    assert abs(want[2] - b) <= 0.05 * b  # the equal-token uniform grid: any integer patch size
+    at.selectbox(key="w_image").set_value("sample:coffee").run()  # another size: the same fraction
+    _ok(at)
+    coffee = load_sample("coffee")
+    b2 = _budget(coffee, 0.5)
+    assert b2 != b
+    assert list(at.dataframe[0].value["tokens"]) == [
+        ap.layout_for_budget(coffee, "quadtree", b2, None, min_size=16, max_size=64, importance="distortion").num_tokens,
+        ap.layout_for_budget(coffee, "quadtree", b2, None, min_size=16, max_size=64, importance="std").num_tokens,
+        ap.layout_for_budget(coffee, "uniform", b2).num_tokens]
 
 
 def test_device_choices_come_from_the_library() -> None:
@@ -211,24 +274,33 @@ def test_efficiency_summary_is_the_library_summary() -> None:
     items = []
     for name in list_samples():
         img = load_sample(name)
-        lay = ap.quadtree(img, min_size=16, max_size=64, budget=500)
+        curve = ap.threshold_curve(img, min_size=16, max_size=64, importance="distortion")
+        budget = min(max(_budget(img), curve.base_tokens), curve.max_tokens)  # each image: 30% of its grid
+        lay = ap.quadtree(img, min_size=16, max_size=64, budget=budget)
         items.append((name, "quadtree", lay, ap.fidelity(img, lay)))
     s = ap.efficiency_summary(ap.efficiency_rows(items), "quadtree", "ViT-B")
     text = " ".join(str(i.value) for i in at.info).replace("\\", "")  # drop Markdown escapes
-    assert f"uses on average {s.tokens:,.0f} tokens" in text
-    assert f"needs {s.uniform16_tokens:,.0f}" in text
+    assert f"uses {s.total_tokens:,} tokens in all: {s.tokens:,.0f} per image on average" in text
+    assert f"(median {s.p50_tokens:,}, p95 {s.p95_tokens:,}, max {s.max_tokens:,})" in text
+    assert f"{100 * s.reduction_vs_uniform16:.0f}% fewer" in text or f"{-100 * s.reduction_vs_uniform16:.0f}% more" in text
     assert f"PSNR {s.psnr:.1f} dB" in text
+    table = at.dataframe[1].value  # per strategy, all images together
+    assert table.loc["quadtree", "total tokens"] == f"{s.total_tokens:,}"
+    assert table.loc["quadtree", "ViT-B MACs vs uniform 16 px, ratio of totals"] == f"×{s.speedup_vs_uniform16:.2f} faster"
 
 
 def test_efficiency_page_without_any_adaptive_layout() -> None:
-    """A budget no image can meet: quadtree and greedy fail per image (one note each); the page keeps
-    working and shows the uniform grid, with no error."""
+    """Settings the library refuses on every image (a saliency importance with bad saliency
+    parameters): quadtree and greedy fail per image (one note each); the page keeps working and shows
+    the uniform grid, with no error. (A budget cannot fail: it is kept within each image's range.)"""
     at = _app().run()
     at.session_state["ap_settings"]["use_budget"] = True
-    at.session_state["ap_settings"]["budget"] = 1
+    at.session_state["ap_settings"]["budget_fraction"] = 0.01  # below every image's minimum: raised, no failure
+    at.session_state["ap_settings"]["importance"] = "mean_saliency"
+    at.session_state["ap_settings"]["saliency_params"] = {"edges": {"low": 200, "high": 100}}
     at.switch_page("pages/efficiency.py").run()
     _ok(at)
-    assert any("budget must be" in c.value for c in at.caption)
+    assert any("low must be" in c.value.replace("\\", "") for c in at.caption)
     assert any("No adaptive layout" in c.value for c in at.caption)
 
 

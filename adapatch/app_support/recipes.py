@@ -5,13 +5,17 @@ One function per page, so pages, tests and the exported snippet agree on what a 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from adapatch.budgets import RelativeBudget, relative_budget
 from adapatch.export import MODEL_SCORERS, MODEL_STRATEGIES, PRUNE_SCORERS
+from adapatch.layout import uniform
 from adapatch.strategies import STRATEGIES
 
-from . import state
+from . import compute, state
 from .compute import saliency_spec
+from .images import ImageEntry
 
 SIZE_OPTIONS = (2, 4, 8, 16, 32, 64, 128)
 _SCORER_LABELS = {"mean": "saliency mean per token", "max": "saliency max per token",
@@ -24,6 +28,96 @@ LAYOUT_STRATEGY_LABELS = {s: "selector" if s == "learned_selector" else s
 
 def powers_between(min_size: int, max_size: int) -> list[int]:
     return [s for s in SIZE_OPTIONS if min_size <= s <= max_size]
+
+
+# ------------------------------------------------------------------ budgets
+BUDGET_STRATEGIES = ("quadtree", "greedy", "multiscale")
+"""Strategies of the Patch layout page that take a token budget."""
+FRACTION_MIN = FRACTION_STEP = 0.01
+COMPARE_FRACTION_MAX = 4.0
+"""Compare's slider: up to 4x the 16 px grid's tokens (the 8 px grid's density)."""
+
+
+def fraction_max(min_size: int) -> float:
+    """Largest budget fraction the Patch layout slider offers: the ``min_size`` grid's density
+    relative to the 16 px grid (at least 100%)."""
+    return float(max(1.0, (16 / int(min_size)) ** 2))
+
+
+def clamp_fraction(hi: float):
+    """Fit a stored fraction into the slider's range (the range depends on the sizes, not the image)."""
+    return lambda v: float(min(max(round(float(v), 4), FRACTION_MIN), hi))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The token budget one image gets: ``fraction`` of its 16 px grid (``adapatch.budgets``),
+    kept within ``[lo, hi]``, what the strategy can use on this image (its coarsest grid / every split)."""
+
+    fraction: float
+    height: int
+    width: int
+    lo: int
+    hi: int
+
+    @property
+    def relative(self) -> int:
+        """``relative_budget(h, w, fraction=...)``: the budget before it is kept within range."""
+        return relative_budget(self.height, self.width, fraction=self.fraction)
+
+    @property
+    def tokens(self) -> int:
+        """The absolute budget passed to the library."""
+        return int(min(max(self.relative, self.lo), self.hi))
+
+    @property
+    def clamped(self) -> bool:
+        return self.tokens != self.relative
+
+    def record(self) -> dict[str, Any]:
+        """The relative setting, as the exported settings record it (``relative_budget``)."""
+        return RelativeBudget("fraction", self.fraction).to_dict()
+
+    def caption(self) -> str:
+        """E.g. "= 183 tokens for this 512x384 image", saying so when the budget was kept within range."""
+        text = f"= {self.tokens:,} tokens for this {self.width}x{self.height} image"
+        if self.relative < self.lo:
+            text += f" (raised from {self.relative:,}: the fewest tokens these patch sizes allow here)"
+        elif self.relative > self.hi:
+            text += f" (lowered from {self.relative:,}: the most tokens these patch sizes allow here)"
+        return text
+
+
+def budget_fraction(name: str = "budget_fraction") -> float:
+    """The stored budget fraction (of the 16 px grid), rounded to what the slider can set."""
+    return round(float(state.get(name)), 4)
+
+
+def layout_budget(entry: ImageEntry, strategy: str | None = None, sizes=None, importance: str | None = None,
+                  fraction: float | None = None) -> Budget:
+    """The Patch layout page's budget for ``entry`` (arguments override the stored settings).
+
+    The range is the library's: for the quadtree, the base and the fully split token counts of its
+    threshold curve; for greedy and multiscale, the grids of the largest and smallest patch size.
+    """
+    strategy = strategy or state.get("strategy")
+    min_size, max_size = sizes or state.get("sizes")
+    h, w = entry.height, entry.width
+    if strategy == "quadtree":
+        curve = compute.threshold_curve(entry, current_saliency(), int(min_size), int(max_size),
+                                        importance or state.get("importance"))
+        lo, hi = curve.base_tokens, curve.max_tokens
+    else:
+        lo, hi = uniform(h, w, int(max_size)).num_tokens, uniform(h, w, int(min_size)).num_tokens
+    return Budget(budget_fraction() if fraction is None else float(fraction), h, w, lo, max(lo, hi))
+
+
+def compare_budget(entry: ImageEntry, configs: list[dict], fraction: float | None = None) -> Budget:
+    """Compare's budget for ``entry``: at least every layout's coarsest grid, at most the 4 px grid."""
+    h, w = entry.height, entry.width
+    lo = max(uniform(h, w, int(max(c["sizes"]))).num_tokens for c in configs)
+    hi = max(lo, uniform(h, w, 4).num_tokens)
+    return Budget(budget_fraction("compare_budget_fraction") if fraction is None else float(fraction), h, w, lo, hi)
 
 
 def model_name() -> str:
@@ -44,12 +138,22 @@ def current_saliency() -> dict:
 
 def layout_settings(strategy: str | None = None, importance: str | None = None, sizes=None,
                     threshold: float | None = None, budget: int | None | str = "setting", vit: str | None = None,
-                    device: str | None = None) -> dict[str, Any]:
-    """Settings of the Patch layout page (arguments override the stored settings)."""
+                    device: str | None = None, entry: ImageEntry | None = None) -> dict[str, Any]:
+    """Settings of the Patch layout page (arguments override the stored settings).
+
+    ``budget="setting"``: the stored budget fraction made absolute for ``entry`` (``layout_budget``;
+    needed when a budget is in use), recorded as ``relative_budget`` next to the tokens it gave.
+    """
     strategy = strategy or state.get("strategy")
     min_size, max_size = sizes or state.get("sizes")
+    relative = None
     if budget == "setting":  # multiscale always has a budget
-        budget = int(state.get("budget")) if state.get("use_budget") or strategy == "multiscale" else None
+        budget = None
+        if strategy in BUDGET_STRATEGIES and (state.get("use_budget") or strategy == "multiscale"):
+            if entry is None:
+                raise ValueError("a relative budget needs the image it applies to")
+            b = layout_budget(entry, strategy, (min_size, max_size), importance)
+            budget, relative = b.tokens, b.record()
     if strategy == "quadtree":  # with a budget the threshold is not used: best-first until the budget is spent
         thr = None if budget is not None else float(state.get("threshold") if threshold is None else threshold)
         params = {"threshold": thr, "min_size": int(min_size), "max_size": int(max_size), "budget": budget,
@@ -64,11 +168,15 @@ def layout_settings(strategy: str | None = None, importance: str | None = None, 
     else:
         params = {"patch_size": int(min_size)}
     return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": None,
-            "prune": None, "vit": vit or state.get("vit"), "device": device or state.device()}
+            "prune": None, "vit": vit or state.get("vit"), "device": device or state.device(),
+            "relative_budget": relative}
 
 
-def budget_settings(config: dict, budget: int) -> dict[str, Any]:
-    """Settings of one Compare column: the strategy's layout solved for ``budget`` tokens."""
+def budget_settings(config: dict, budget: int | Budget) -> dict[str, Any]:
+    """Settings of one Compare column: the strategy's layout solved for ``budget`` tokens (a
+    ``Budget`` also records the relative setting it came from)."""
+    relative = budget.record() if isinstance(budget, Budget) else None
+    budget = budget.tokens if isinstance(budget, Budget) else budget
     strategy = config["strategy"]
     min_size, max_size = config["sizes"]
     if strategy == "quadtree":
@@ -80,7 +188,7 @@ def budget_settings(config: dict, budget: int) -> dict[str, Any]:
     else:  # uniform (the equal-token grid) and multiscale need only the budget
         params = {}
     return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": int(budget),
-            "prune": None, "vit": state.get("vit"), "device": state.device()}
+            "prune": None, "vit": state.get("vit"), "device": state.device(), "relative_budget": relative}
 
 
 def prune_settings(keep_ratio: float | None = None, patch_size: int | None = None,

@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "threshold": 0.10,
     "sizes": (16, 64),  # min 16 = the token size: smaller boxes carry no more pixels (docs/app.md)
     "use_budget": True,
-    "budget": 500,
+    "budget_fraction": 0.30,  # of the image's 16 px grid (relative: the same on every image)
     "vit": "ViT-B",
     "show_recon": False,
     # model picker (app_support.model_source): "task" | "file" | "timm"
@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "prune_scorer": "mean",
     "keep_ratio": 0.5,
     # compare
-    "compare_budget": 500,
+    "compare_budget_fraction": 0.30,  # of the 16 px grid, as on Patch layout
     "compare_n": 3,
     "compare_configs": [
         {"strategy": "quadtree", "importance": "distortion", "sizes": (16, 64)},

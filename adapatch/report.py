@@ -1,10 +1,16 @@
-"""Efficiency across many images: one row per (image, strategy), and the averages a reader quotes.
+"""Efficiency across many images: one row per (image, strategy), and the totals a reader quotes.
 
 ``efficiency_rows`` turns layouts (and optional fidelity numbers) into plain dict rows with the
-tokens, MACs and FLOPs speed-up of every ViT preset; ``mean_speedups`` averages the speed-ups per
-strategy; ``efficiency_summary`` gives the headline numbers of one strategy (means over images,
-best and worst image). All results are plain, JSON-serialisable data, so the app's Efficiency
-page only formats them.
+tokens, pixels, MACs and FLOPs speed-up of every ViT preset. Over several images every ratio is a
+*ratio of totals*, never a mean of per-image ratios (one 4000x800 panorama would otherwise count
+as much as, or far more than, all the small images together): ``mean_speedups`` gives, per
+strategy, the total MACs of the uniform 16 px grids over the total MACs of the layouts;
+``efficiency_summary`` gives the headline numbers of one strategy: token reductions as
+``1 - total tokens / total grid tokens``, tokens per megapixel (total tokens / total megapixels),
+p50 / p95 / max tokens per image (nearest-rank, as ``adapatch.dataset``), the mean PSNR of the
+images the layout does not reconstruct losslessly (a lossless layout reports ``MAX_PSNR``, not a
+measurement; they are counted instead), and the best and worst image. All results are plain,
+JSON-serialisable data, so the app's Efficiency page only formats them.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .efficiency import VIT_PRESETS, efficiency
+from .fidelity import MAX_PSNR
 from .layout import PatchLayout
 from .validation import check_choice
 
@@ -23,11 +30,12 @@ def efficiency_rows(items: Iterable[tuple[str, str, PatchLayout, Mapping[str, fl
                     vits: Iterable[str] = tuple(VIT_PRESETS)) -> list[dict]:
     """One row per ``(image, strategy, layout, fidelity-or-None)``.
 
-    Each row holds ``image``, ``strategy``, ``tokens``, ``uniform16`` (tokens of the 16 px
-    grid), ``reduction`` (fraction fewer than that grid), ``min_size``, ``uniform_min`` and
-    ``reduction_min`` (the same against the grid of the layout's finest patch), then
-    ``"<preset> GMACs"`` and ``"<preset> speedup"`` (MACs ratio against the 16 px grid) for each
-    ViT preset, and ``psnr`` / ``ssim`` when fidelity numbers are given.
+    Each row holds ``image``, ``strategy``, ``tokens``, ``pixels`` (height x width of the image the
+    layout covers), ``uniform16`` (tokens of the 16 px grid), ``reduction`` (fraction fewer than
+    that grid), ``min_size``, ``uniform_min`` and ``reduction_min`` (the same against the grid of
+    the layout's finest patch), then for each ViT preset ``"<preset> GMACs"``, ``"<preset> uniform16
+    GMACs"`` (the 16 px grid's) and ``"<preset> speedup"`` (their ratio, this image only), and
+    ``psnr`` / ``ssim`` when fidelity numbers are given.
     """
     vits = [check_choice("vit", v, VIT_PRESETS) for v in vits]
     rows = []
@@ -36,11 +44,12 @@ def efficiency_rows(items: Iterable[tuple[str, str, PatchLayout, Mapping[str, fl
         for i, vit in enumerate(vits):
             eff = efficiency(layout, vit)
             if i == 0:
-                row.update(tokens=eff["tokens"], uniform16=eff["uniform16_tokens"],
-                           reduction=eff["token_reduction_vs_uniform16"], min_size=eff["min_size"],
-                           uniform_min=eff["uniform_min_tokens"],
+                row.update(tokens=eff["tokens"], pixels=int(layout.height) * int(layout.width),
+                           uniform16=eff["uniform16_tokens"], reduction=eff["token_reduction_vs_uniform16"],
+                           min_size=eff["min_size"], uniform_min=eff["uniform_min_tokens"],
                            reduction_min=eff["token_reduction_vs_uniform_min"])
             row[f"{vit} GMACs"] = eff["flops"] / 1e9
+            row[f"{vit} uniform16 GMACs"] = eff["uniform16_flops"] / 1e9
             row[f"{vit} speedup"] = eff["speedup_vs_uniform16"]
         if fid is not None:
             row.update(psnr=float(fid["psnr"]), ssim=float(fid["ssim"]))
@@ -48,35 +57,59 @@ def efficiency_rows(items: Iterable[tuple[str, str, PatchLayout, Mapping[str, fl
     return rows
 
 
+def _speedup(sel: list[dict], vit: str) -> float:
+    """Total MACs of the 16 px grids / total MACs of the layouts (a ratio of totals)."""
+    macs = float(sum(r[f"{vit} GMACs"] for r in sel))
+    grid = float(sum(r[f"{vit} uniform16 GMACs"] for r in sel))
+    return grid / macs if macs else float("inf")
+
+
 def mean_speedups(rows: list[dict], vits: Iterable[str] = tuple(VIT_PRESETS),
                   exclude: Iterable[str] = ()) -> dict[str, dict[str, float]]:
-    """``{strategy: {preset: mean FLOPs speed-up over the 16 px grid}}``, strategies in row order."""
+    """``{strategy: {preset: FLOPs speed-up over the 16 px grid}}``, strategies in row order.
+
+    The speed-up of a strategy over its images is a ratio of totals: the total MACs of the uniform
+    16 px grids over the total MACs of the strategy's layouts (not the mean of per-image
+    speed-ups, which lets one image with a large ratio dominate).
+    """
     skip = set(exclude)
+    vits = list(vits)
     out: dict[str, dict[str, float]] = {}
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         if strategy in skip:
             continue
         sel = [r for r in rows if r["strategy"] == strategy]
-        out[strategy] = {v: float(np.mean([r[f"{v} speedup"] for r in sel])) for v in vits}
+        out[strategy] = {v: _speedup(sel, v) for v in vits}
     return out
 
 
 @dataclass
 class EfficiencySummary:
-    """Headline numbers of one strategy over ``images`` images (means unless said otherwise)."""
+    """Headline numbers of one strategy over ``images`` images.
+
+    Reductions and the speed-up are ratios of totals over the images; ``tokens``,
+    ``uniform_min_tokens`` and ``uniform16_tokens`` are mean tokens per image (totals / images).
+    """
 
     strategy: str
     vit: str
     images: int
-    tokens: float
+    tokens: float  # mean tokens per image
+    total_tokens: int
+    p50_tokens: int  # nearest-rank percentiles of tokens per image (a count some image has)
+    p95_tokens: int
+    max_tokens: int
+    tokens_per_mp: float  # total tokens / total megapixels
     finest_size: int
-    uniform_min_tokens: float  # the fixed grid with the layout's finest patch
-    reduction_vs_uniform_min: float
+    uniform_min_tokens: float  # the fixed grid with the layout's finest patch, mean per image
+    reduction_vs_uniform_min: float  # 1 - total tokens / total tokens of that grid
     uniform16_tokens: float
-    reduction_vs_uniform16: float
-    speedup_vs_uniform16: float  # FLOPs ratio for ``vit``
-    psnr: float | None
-    ssim: float | None
+    reduction_vs_uniform16: float  # 1 - total tokens / total 16 px grid tokens
+    speedup_vs_uniform16: float  # total MACs of the 16 px grids / total MACs of the layouts, for ``vit``
+    psnr: float | None  # mean over the images not reconstructed losslessly (None: no such image)
+    psnr_images: int  # images in that mean
+    lossless_images: int  # images whose PSNR is capped (MAX_PSNR: lossless), left out of the mean
+    ssim: float | None  # mean over every image with fidelity numbers
     best_image: str  # largest token reduction against the 16 px grid
     best_reduction: float
     worst_image: str
@@ -87,23 +120,39 @@ class EfficiencySummary:
 
 
 def efficiency_summary(rows: list[dict], strategy: str = "quadtree", vit: str = "ViT-B") -> EfficiencySummary | None:
-    """The summary of ``strategy``'s rows (``None`` when it has none)."""
+    """The summary of ``strategy``'s rows (``None`` when it has none); see ``EfficiencySummary``."""
+    # the dataset report's nearest-rank percentile (imported here: adapatch.dataset is not loaded by
+    # ``import adapatch``)
+    from .dataset.curve import percentile
+
     check_choice("vit", vit, VIT_PRESETS)
     sel = [r for r in rows if r["strategy"] == strategy]
     if not sel:
         return None
 
-    def mean(key: str) -> float:
-        return float(np.mean([r[key] for r in sel]))
+    def total(key: str) -> float:
+        return float(sum(r[key] for r in sel))
 
+    n = len(sel)
+    tokens = np.array([r["tokens"] for r in sel], np.int64)
+    t_tokens, t_u16, t_umin = int(tokens.sum()), total("uniform16"), total("uniform_min")
     red = [r["reduction"] for r in sel]
     best, worst = sel[int(np.argmax(red))], sel[int(np.argmin(red))]
-    has_fid = all("psnr" in r for r in sel)
+    psnr = ssim = None
+    measured = lossless = 0
+    if all("psnr" in r for r in sel):
+        values = np.array([r["psnr"] for r in sel], np.float64)
+        finite = values[np.isfinite(values) & (values < MAX_PSNR)]
+        measured, lossless = int(finite.size), int(n - finite.size)
+        psnr = float(finite.mean()) if finite.size else None
+        ssim = float(np.mean([r["ssim"] for r in sel]))
     return EfficiencySummary(
-        strategy=strategy, vit=vit, images=len(sel), tokens=mean("tokens"),
-        finest_size=int(min(r["min_size"] for r in sel)), uniform_min_tokens=mean("uniform_min"),
-        reduction_vs_uniform_min=mean("reduction_min"), uniform16_tokens=mean("uniform16"),
-        reduction_vs_uniform16=mean("reduction"), speedup_vs_uniform16=mean(f"{vit} speedup"),
-        psnr=mean("psnr") if has_fid else None, ssim=mean("ssim") if has_fid else None,
+        strategy=strategy, vit=vit, images=n, tokens=t_tokens / n, total_tokens=t_tokens,
+        p50_tokens=int(percentile(tokens, 50)), p95_tokens=int(percentile(tokens, 95)), max_tokens=int(tokens.max()),
+        tokens_per_mp=t_tokens / (total("pixels") / 1e6),
+        finest_size=int(min(r["min_size"] for r in sel)), uniform_min_tokens=t_umin / n,
+        reduction_vs_uniform_min=1.0 - t_tokens / t_umin, uniform16_tokens=t_u16 / n,
+        reduction_vs_uniform16=1.0 - t_tokens / t_u16, speedup_vs_uniform16=_speedup(sel, vit),
+        psnr=psnr, psnr_images=measured, lossless_images=lossless, ssim=ssim,
         best_image=best["image"], best_reduction=float(best["reduction"]),
         worst_image=worst["image"], worst_reduction=float(worst["reduction"]))

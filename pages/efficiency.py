@@ -11,14 +11,16 @@ from adapatch.app_support import compute, recipes, state, ui
 from adapatch.app_support.images import md_escape, sample_keys
 from adapatch.report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
 
+STRATEGIES = ("quadtree", "greedy", "uniform 16 px")
+"""The layouts compared per image: the Patch layout page's settings for each strategy, and the grid."""
 
-def _strategies() -> dict[str, dict]:
-    """The layouts compared per image: the Patch layout page's settings for each strategy, and the grid."""
-    return {
-        "quadtree": recipes.layout_settings(strategy="quadtree"),
-        "greedy": recipes.layout_settings(strategy="greedy"),
-        "uniform 16 px": {**recipes.layout_settings(strategy="uniform"), "params": {"patch_size": 16}},
-    }
+
+def _settings(name: str, entry) -> dict:
+    """The settings of ``name`` for ``entry``: a budget is the Patch layout page's fraction of this
+    image's 16 px grid, kept within the strategy's range on this image."""
+    if name == "uniform 16 px":
+        return {**recipes.layout_settings(strategy="uniform"), "params": {"patch_size": 16}}
+    return recipes.layout_settings(strategy=name, entry=entry)
 
 
 @st.fragment
@@ -28,13 +30,12 @@ def efficiency_view() -> None:
         include_samples = state.widget("eff_samples", c1.toggle, "Include the bundled samples",
                                        help="Uploaded images are always included.")
         with_fidelity = c2.toggle("Fidelity (slower)", value=True, key="w_eff_fid")
-        c3.caption("Quadtree and greedy use the settings of the Patch layout page "
-                   "(sizes, threshold, importance, budget).")
+        c3.caption("Quadtree and greedy use the settings of the Patch layout page (sizes, threshold, importance, "
+                   "budget). A budget is relative: the same share of each image's 16 px grid.")
         keys = [e.key for e in state.uploaded_entries()] + (sample_keys() if include_samples else [])
         if not keys:
             st.info("Upload images in the sidebar, or include the bundled samples.", icon=":material/info:")
             return
-        strategies = _strategies()
         items = []
         progress = st.progress(0.0, text="computing layouts…") if len(keys) > 3 else None
         for j, key in enumerate(keys):
@@ -42,10 +43,11 @@ def efficiency_view() -> None:
                 entry = state.entry(key)
             except ap.ImageError:
                 continue
-            for sname, settings in strategies.items():
+            for sname in STRATEGIES:
                 try:
+                    settings = _settings(sname, entry)
                     lay = compute.layout(entry, settings)
-                except ValueError as e:  # e.g. a budget below this image's minimum: note it, keep going
+                except ValueError as e:  # e.g. settings the library refuses on this image: note it, keep going
                     st.caption(md_escape(f"{entry.name} · {sname}: {e}"))
                     continue
                 fid = compute.fidelity(entry, settings, state.device()) if with_fidelity else None
@@ -65,13 +67,14 @@ def efficiency_view() -> None:
         if len(q):  # the fixed grid with the adaptive layout's finest detail, from efficiency()
             bars = pd.concat([bars, pd.DataFrame({"image": q["image"], "strategy": f"uniform {int(q['min_size'].min())} px",
                                                   "tokens": q["uniform_min"]})])
-        fig = px.bar(bars, x="image", y="tokens", color="strategy", barmode="group", height=380,
+        fig = px.bar(bars, x="image", y="tokens", color="strategy", barmode="group", height=380, log_y=True,
                      color_discrete_sequence=["#e8603c", "#ffa421", "#8a8d91", "#c5c8cc"],
-                     title="Tokens per image (fewer is cheaper)")
+                     title="Tokens per image (fewer is cheaper; log scale: images of any size side by side)")
         fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text=None, xaxis_title=None)
         st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="eff_bars")
 
-        st.markdown("**Theoretical speedup over the uniform 16 px grid** (FLOPs ratio, per ViT preset)")
+        st.markdown("**Theoretical speed-up over the uniform 16 px grid, all images together**: ViT MACs of the "
+                    "16 px grids / MACs of the layouts, ratio of totals (each image weighs by its compute, not one vote each)")
         speedups = mean_speedups(rows, vits, exclude=["uniform 16 px"])
         if speedups:
             speed = pd.DataFrame(speedups).T[vits]
@@ -79,28 +82,67 @@ def efficiency_view() -> None:
                          width="stretch")
         else:
             st.caption("No adaptive layout could be computed with the current settings (see the notes above).")
+        summaries = [x for x in (efficiency_summary(rows, s, state.get("vit")) for s in dict.fromkeys(df["strategy"]))
+                     if x is not None]
+        st.markdown("**Per strategy, all images together**")
+        st.dataframe(_summary_table(summaries), width="stretch")
         with st.expander("Per-image numbers", icon=":material/table:"):
             st.dataframe(df, width="stretch", hide_index=True)
-        summary = efficiency_summary(rows, "quadtree", state.get("vit"))
+        summary = next((x for x in summaries if x.strategy == "quadtree"), None)
         if summary is not None:
             st.info(md_escape(_summary_text(summary)), icon=":material/summarize:")
 
 
+def _summary_table(summaries: list[EfficiencySummary]) -> pd.DataFrame:
+    """One row per strategy: token statistics per image and the ratios of totals, labelled as such."""
+    rows = []
+    for s in summaries:
+        psnr = "–" if s.psnr is None else f"{s.psnr:.2f}"
+        if s.lossless_images:
+            psnr += f" ({s.lossless_images} lossless left out)"
+        rows.append({
+            "strategy": s.strategy, "images": s.images, "total tokens": f"{s.total_tokens:,}",
+            "mean tokens / image": f"{s.tokens:,.0f}", "p50 tokens / image": f"{s.p50_tokens:,}",
+            "p95 tokens / image": f"{s.p95_tokens:,}", "max tokens / image": f"{s.max_tokens:,}",
+            "tokens / MP": f"{s.tokens_per_mp:,.0f}",
+            "fewer tokens than uniform 16 px (ratio of totals)": f"{100 * s.reduction_vs_uniform16:.1f}%",
+            "fewer tokens than the finest patch's grid (ratio of totals)": f"{100 * s.reduction_vs_uniform_min:.1f}%",
+            f"{s.vit} MACs vs uniform 16 px, ratio of totals": ui.speedup_phrase(s.speedup_vs_uniform16),
+            "mean PSNR dB (lossy images)": psnr,
+            "mean SSIM": "–" if s.ssim is None else f"{s.ssim:.4f}",
+        })
+    return pd.DataFrame(rows).set_index("strategy")
+
+
 def _summary_text(s: EfficiencySummary) -> str:
-    """The summary as sentences for a slide."""
+    """The summary as sentences for a slide (ratios over several images are ratios of totals)."""
     n = s.images
-    text = (f"Across {n} image{'s' if n != 1 else ''}, the quadtree layout uses on average {s.tokens:,.0f} tokens. "
-            f"A fixed grid with the same finest detail ({s.finest_size} px) needs {s.uniform_min_tokens:,.0f} "
-            f"({ui.fewer_phrase(s.reduction_vs_uniform_min)} for the adaptive layout); the standard 16 px ViT grid "
-            f"needs {s.uniform16_tokens:,.0f} ({ui.fewer_phrase(s.reduction_vs_uniform16)}). For {s.vit} that is "
-            f"{ui.speedup_phrase(s.speedup_vs_uniform16)} than the 16 px grid, in theory (FLOPs). ")
+    if n == 1:
+        text = (f"On this image the quadtree layout uses {s.total_tokens:,} tokens ({s.tokens_per_mp:,.0f} per "
+                "megapixel). ")
+    else:
+        text = (f"Across {n} images the quadtree layout uses {s.total_tokens:,} tokens in all: {s.tokens:,.0f} per "
+                f"image on average (median {s.p50_tokens:,}, p95 {s.p95_tokens:,}, max {s.max_tokens:,}), "
+                f"{s.tokens_per_mp:,.0f} per megapixel. ")
+    every = "all these images" if n > 1 else "this image"
+    text += (f"Against a fixed grid with the same finest detail ({s.finest_size} px) that is "
+             f"{ui.fewer_phrase(s.reduction_vs_uniform_min)} tokens; against the standard 16 px ViT grid "
+             f"{ui.fewer_phrase(s.reduction_vs_uniform16)}, and for {s.vit} {ui.speedup_phrase(s.speedup_vs_uniform16)} "
+             f"in theory (MACs of {every} together). ")
     if s.psnr is not None:
-        text += (f"What the model sees stays close to the original: PSNR {s.psnr:.1f} dB, SSIM {s.ssim:.3f} "
-                 "on average. ")
+        text += f"What the model sees stays close to the original: PSNR {s.psnr:.1f} dB"
+        if s.lossless_images:
+            text += (f" on average over the {s.psnr_images} image{'s' if s.psnr_images != 1 else ''} not kept "
+                     f"losslessly ({s.lossless_images} lossless, left out of the mean)")
+        elif n > 1:
+            text += " on average"
+        text += f", SSIM {s.ssim:.3f}. "
+    elif s.lossless_images:
+        text += f"What the model sees is the original itself (lossless on {every}). "
     if n > 1:
         text += (f"Biggest saving: {s.best_image} ({ui.fewer_phrase(s.best_reduction)} tokens than 16 px); "
                  f"smallest: {s.worst_image} ({ui.fewer_phrase(s.worst_reduction)}). Flat images save the most; "
-                 "raise the threshold or set a budget on the Patch layout page to trade detail for tokens.")
+                 "raise the threshold or lower the budget on the Patch layout page to trade detail for tokens.")
     return text
 
 

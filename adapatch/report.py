@@ -26,6 +26,13 @@ from .layout import PatchLayout
 from .validation import check_choice
 
 
+def percentile(tokens: np.ndarray, q: float) -> np.ndarray:
+    """Nearest-rank percentile over images (axis 0): the smallest count with ``q``% of images at or
+    below it, so always a token count some image has (the definition of every cross-image summary
+    and of dataset calibration)."""
+    return np.percentile(tokens, q, axis=0, method="inverted_cdf")
+
+
 def efficiency_rows(items: Iterable[tuple[str, str, PatchLayout, Mapping[str, float] | None]],
                     vits: Iterable[str] = tuple(VIT_PRESETS)) -> list[dict]:
     """One row per ``(image, strategy, layout, fidelity-or-None)``.
@@ -121,9 +128,6 @@ class EfficiencySummary:
 
 def efficiency_summary(rows: list[dict], strategy: str = "quadtree", vit: str = "ViT-B") -> EfficiencySummary | None:
     """The summary of ``strategy``'s rows (``None`` when it has none); see ``EfficiencySummary``."""
-    # the dataset report's nearest-rank percentile (imported here: adapatch.dataset is not loaded by
-    # ``import adapatch``)
-    from .dataset.curve import percentile
 
     check_choice("vit", vit, VIT_PRESETS)
     sel = [r for r in rows if r["strategy"] == strategy]

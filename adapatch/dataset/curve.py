@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..efficiency import VIT_PRESETS, vit_macs
+from ..report import percentile
 from ..validation import check_choice, check_float
 from .store import CurveStore
 
@@ -39,11 +40,6 @@ GRID_POINTS = 96
 """Thresholds evaluated per narrowing round (one ``[images, G]`` count matrix)."""
 SAMPLE_CAP = 1 << 22
 """Most distinct values a narrowing round reads; larger brackets are sampled with a stride."""
-
-
-def percentile(tokens: np.ndarray, q: float) -> np.ndarray:
-    """Nearest-rank percentile over images (axis 0): the smallest count with ``q``% of images at or below."""
-    return np.percentile(tokens, q, axis=0, method="inverted_cdf")
 
 
 @dataclass

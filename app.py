@@ -27,6 +27,7 @@ PAGES = [
     st.Page("pages/pruning.py", title="Token pruning", icon=":material/content_cut:", url_path="token-pruning"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare-at-budget"),
     st.Page("pages/efficiency.py", title="Efficiency", icon=":material/speed:", url_path="efficiency-report"),
+    st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset-calibration"),
     st.Page("pages/model.py", title="Model", icon=":material/neurology:", url_path="task-model"),
 ]
 # Url paths differ from the file names on purpose: otherwise a page's hash equals the one Streamlit derives for a legacy

@@ -100,7 +100,7 @@ def layout_view(entry: ImageEntry) -> None:
                                       help="Cap the number of tokens (quadtree refines best-first until it is used; "
                                            "the threshold is then not used).")
             threshold = state.widget("threshold", st.slider, "Importance threshold", 0.0, 1.0, step=0.005,
-                                     format="%.3f", disabled=not quad or use_budget,
+                                     format="%.4f", disabled=not quad or use_budget,
                                      help="Without a budget: a square splits while its importance is above this value.")
             curve = (compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance)
                      if quad else None)

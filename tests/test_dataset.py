@@ -287,3 +287,17 @@ def test_relative_budgets():
         relative_budget(10, 10, fraction=0.0)
     with pytest.raises(ValueError):
         RelativeBudget("tokens", 1.0)
+
+
+def test_extremes_and_bounds(folder):
+    from adapatch.dataset import extremes
+    with scan(folder, CurveSettings(), workers=1) as store:
+        tok = store.tokens_at(np.array([0.05]))[:, 0]
+        ext = extremes(store, 0.05, k=3)
+        assert [r["tokens"] for r in ext["fewest"]] == sorted(tok)[:3]
+        assert [r["tokens"] for r in ext["most"]] == sorted(tok, reverse=True)[:3]
+        small = extremes(store, 0.05, k=100)  # a small set is split, never listed twice
+        ids = [r["index"] for r in small["fewest"] + small["most"]]
+        assert sorted(ids) == list(range(store.n_images))
+        lo, hi = Objectives(store).bounds("mean_tokens")
+        assert lo == store.base_tokens.mean() and hi == store.tokens_at(np.array([0.0])).mean()

@@ -27,7 +27,7 @@ from ..efficiency import VIT_PRESETS
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..validation import check_choice
 from .arrow import LayoutWriter
-from .curve import OBJECTIVES, DatasetCurve, DatasetStats, Objectives, dataset_curve, solve_threshold
+from .curve import OBJECTIVES, DatasetCurve, DatasetStats, Objectives, dataset_curve, extremes, solve_threshold
 from .engines import ENGINES, default_workers, run_local, run_ray
 from .records import CALIBRATION_IMPORTANCE, CurveSettings
 from .sources import SourceSpec, open_source
@@ -122,13 +122,8 @@ class Calibration:
         return self.store.tokens_at(np.array([self.threshold]))[:, 0]
 
     def extremes(self, k: int = EXTREMES) -> dict[str, list[dict]]:
-        """The ``k`` images with the fewest and the most tokens (ties by path)."""
-        tok = self.tokens()
-        order = np.lexsort((np.arange(len(tok)), tok))
-        row = lambda i: {"path": self.store.paths[i], "tokens": int(tok[i]),  # noqa: E731
-                         "uniform16_tokens": int(self.store.uniform16[i]),
-                         "height": int(self.store.heights[i]), "width": int(self.store.widths[i]), "index": int(i)}
-        return {"fewest": [row(i) for i in order[:k]], "most": [row(i) for i in order[::-1][:k]]}
+        """The ``k`` images with the fewest and the most tokens (``curve.extremes``)."""
+        return extremes(self.store, self.threshold, k)
 
     def layouts(self) -> Iterator[tuple[str, Any]]:
         """``(path, layout)`` of every image at the threshold, in source order."""

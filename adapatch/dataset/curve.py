@@ -84,6 +84,12 @@ class Objectives:
             return percentile(tokens, 95).astype(np.float64)
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {name!r}")
 
+    def bounds(self, name: str) -> tuple[float, float]:
+        """``(lowest, highest)`` value objective ``name`` can take on this data: every image as
+        max_size squares only (threshold 1), and every split made (threshold 0)."""
+        hi_lo = self.value(name, self.store.tokens_at(np.array([0.0, 1.0])))
+        return float(hi_lo[1]), float(hi_lo[0])
+
     def stats(self, threshold: float) -> DatasetStats:
         """Every statistic at one threshold."""
         tok = self.store.tokens_at(np.array([threshold]))
@@ -95,6 +101,21 @@ class Objectives:
             tokens_per_mp=float(col.sum() / self.total_mp),
             flops_ratio_vs_uniform16=float(self.value("flops_ratio", tok)[0]),
             uniform16_mean_tokens=float(self.store.uniform16.mean()), vit=self.vit)
+
+
+def extremes(store: CurveStore, threshold: float, k: int = 4) -> dict[str, list[dict]]:
+    """The images with the fewest and the most tokens at ``threshold`` (ties by source order), at
+    most ``k`` each and never the same image twice (a small set is split between the two lists)."""
+    tok = store.tokens_at(np.array([threshold]))[:, 0]
+    order = np.lexsort((np.arange(len(tok)), tok))
+    n_most = min(k, len(tok) // 2)
+    n_few = min(k, len(tok) - n_most)
+
+    def row(i: int) -> dict:
+        return {"path": store.paths[i], "tokens": int(tok[i]), "uniform16_tokens": int(store.uniform16[i]),
+                "height": int(store.heights[i]), "width": int(store.widths[i]), "index": int(i)}
+
+    return {"fewest": [row(i) for i in order[:n_few]], "most": [row(i) for i in order[::-1][:n_most]]}
 
 
 @dataclass

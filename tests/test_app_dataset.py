@@ -1,0 +1,197 @@
+"""The Dataset page under ``streamlit.testing.v1.AppTest``: the threshold it shows is the one
+``adapatch.dataset.solve`` finds on the same images, a target slider re-solves, uploads with bad
+files list them as skipped, and "Apply on Patch layout" hands over exactly that threshold."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import adapatch as ap  # noqa: E402
+from adapatch.app_support import dataset_view as dv  # noqa: E402
+from adapatch.dataset import CurveSettings, InfeasibleTarget, Objectives, Targets, scan, solve  # noqa: E402
+from adapatch.samples import dataset_sample_paths, load_sample  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE = "pages/dataset.py"
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _png(seed: int, size: int = 96) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.uint8)
+    img[size // 4: size // 2, size // 4: 3 * size // 4] = rng.integers(0, 255, (size // 4, size // 2, 3))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def store():
+    """The bundled set scanned by the library itself, named as the page names it."""
+    s = scan({p.name: p.read_bytes() for p in dataset_sample_paths()}, CurveSettings(16, 64, "distortion"))
+    yield s
+    s.close()
+
+
+def _dataset_app() -> AppTest:
+    """A new session opened on the Dataset page (its first run is that page: no Patch layout work)."""
+    return AppTest.from_file(APP, default_timeout=120).switch_page(PAGE).run()
+
+
+@pytest.fixture(scope="module")
+def at() -> AppTest:
+    app = _dataset_app()
+    _ok(app)
+    return app
+
+
+def test_page_renders_with_the_library_threshold(at: AppTest, store) -> None:
+    assert at.title[0].value == "Dataset calibration"
+    target = at.slider(key="w_ds_target_mean_tokens").value
+    assert target == round(store.uniform16.mean() / 2)  # default: half the uniform 16 px tokens
+    t, _ = solve(store, Targets(mean_tokens=target), "ViT-B")
+    shown = _metrics(at)
+    assert shown == dv.metric_values(Objectives(store, "ViT-B").stats(t))
+    assert shown["Threshold"] == f"{t:.6g}"
+    assert len(at.get("plotly_chart")) == 2  # the dataset curve and the histogram
+    assert len(at.image) == 2 * dv.GALLERY  # fewest and most tokens, with overlays
+    assert len(dataset_sample_paths()) >= 44 and "56 images in 5 categories" in " ".join(c.value for c in at.caption)
+
+
+def test_moving_the_target_re_solves(at: AppTest, store) -> None:
+    before = _metrics(at)["Threshold"]
+    at.slider(key="w_ds_target_mean_tokens").set_value(60).run()
+    _ok(at)
+    t, _ = solve(store, Targets(mean_tokens=60), "ViT-B")
+    assert _metrics(at)["Threshold"] == f"{t:.6g}" != before
+    assert float(_metrics(at)["Mean tokens"].replace(",", "")) <= 60
+
+    at.selectbox(key="w_ds_target_kind").set_value("flops_ratio").run()
+    at.slider(key="w_ds_target_flops_ratio").set_value(0.3).run()
+    _ok(at)
+    t, _ = solve(store, Targets(flops_ratio=0.3), "ViT-B")
+    assert _metrics(at)["Threshold"] == f"{t:.6g}"
+    assert float(_metrics(at)["MACs ratio ViT-B"].lstrip("×")) <= 0.3
+
+
+def test_p95_cap_and_an_infeasible_one(at: AppTest, store) -> None:
+    at.toggle(key="w_ds_use_p95").set_value(True).run()
+    at.number_input(key="w_ds_p95").set_value(150).run()
+    _ok(at)
+    t, _ = solve(store, Targets(flops_ratio=0.3, p95_tokens=150), "ViT-B")
+    assert _metrics(at)["Threshold"] == f"{t:.6g}"
+    at.number_input(key="w_ds_p95").set_value(3).run()  # below what max-size squares alone cost
+    assert not at.exception and not at.error
+    with pytest.raises(InfeasibleTarget):
+        solve(store, Targets(flops_ratio=0.3, p95_tokens=3), "ViT-B")
+    assert any("out of reach" in w.value for w in at.warning)
+    assert not [m for m in at.metric if m.label == "Threshold"]
+    at.toggle(key="w_ds_use_p95").set_value(False).run()  # and the page is usable again
+    _ok(at)
+    assert "Threshold" in _metrics(at)
+
+
+def test_apply_sets_the_exact_threshold_on_patch_layout(store) -> None:
+    app = _dataset_app()
+    app.slider(key="w_ds_target_mean_tokens").set_value(75).run()
+    t, _ = solve(store, Targets(mean_tokens=75), "ViT-B")
+    app.button(key="ds_apply").click().run()
+    _ok(app)
+    s = app.session_state["ap_settings"]
+    assert s["threshold"] == t  # exactly, not rounded to the slider's step
+    assert (s["strategy"], s["use_budget"], s["importance"], tuple(s["sizes"])) == ("quadtree", False, "distortion",
+                                                                                    (16, 64))
+    assert app.title[0].value == "Patch layout"
+    assert app.slider(key="w_threshold").value == t
+    expected = ap.quadtree(load_sample("astronaut"), threshold=t, min_size=16, max_size=64, importance="distortion")
+    assert int(_metrics(app)["Tokens"].replace(",", "")) == expected.num_tokens
+
+
+def test_uploads_with_bad_files_are_listed_as_skipped() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("set/a.png", _png(1))
+        zf.writestr("set/b.png", _png(2, 128))
+        zf.writestr("set/broken.png", b"\x89PNG\r\n\x1a\n not really")
+        zf.writestr("set/notes.txt", b"ignored: not an image")
+    files = [("set.zip", buf.getvalue(), "application/zip"), ("c.png", _png(3, 64), "image/png"),
+             ("bad.zip", b"PK\x03\x04 truncated", "application/zip")]
+    app = _dataset_app()
+    app.segmented_control(key="w_ds_source").set_value("uploads").run()
+    _ok(app)
+    assert not [m for m in app.metric if m.label == "Threshold"]  # nothing uploaded yet: a hint, no error
+    app.file_uploader(key="ds_uploader").set_value(files).run()
+    _ok(app)
+    assert "4 image files from 3 uploads" in " ".join(c.value for c in app.caption)
+    skipped = app.dataframe[0].value
+    assert sorted(skipped["file"]) == ["bad.zip", "set.zip/set/broken.png"]
+    assert all("\n" not in r and "Traceback" not in r for r in skipped["reason"])
+    good = {"set.zip/set/a.png": _png(1), "set.zip/set/b.png": _png(2, 128), "c.png": _png(3, 64)}
+    with scan(good, CurveSettings(16, 64, "distortion")) as s:
+        target = app.slider(key="w_ds_target_mean_tokens").value
+        t, _ = solve(s, Targets(mean_tokens=target), "ViT-B")
+    assert _metrics(app)["Threshold"] == f"{t:.6g}"
+
+
+def test_uploads_with_no_usable_image_give_one_short_error() -> None:
+    app = _dataset_app()
+    app.segmented_control(key="w_ds_source").set_value("uploads").run()
+    app.file_uploader(key="ds_uploader").set_value([("x.png", b"not an image", "image/png"),
+                                                     ("y.jpg", b"\xff\xd8\xff junk", "image/jpeg")]).run()
+    assert not app.exception
+    assert len(app.error) == 1 and "\n" not in app.error[0].value
+    assert "could be used" in app.error[0].value
+
+
+def test_upload_limits() -> None:
+    class F:
+        def __init__(self, name: str, data: bytes) -> None:
+            self.name, self.file_id, self._d = name, name, data
+
+        def getvalue(self) -> bytes:
+            return self._d
+
+    files = [F(f"{i}.png", b"x" * 10) for i in range(dv.MAX_UPLOAD_FILES + 3)]
+    src = dv.upload_source(files)
+    assert len(src.names) == dv.MAX_UPLOAD_FILES and src.notes and "3 more left out" in src.notes[0]
+    dup = dv.upload_source([F("a.png", b"1"), type("G", (F,), {})("a.png", b"2")])
+    assert dup is not None and len(dup.names) == 2
+
+
+def test_downloads_are_the_library_report_and_layouts(at: AppTest, store, tmp_path) -> None:
+    """What the two download buttons hand out (built by the same helpers the page calls)."""
+    import json
+
+    from adapatch.dataset import read_layouts
+
+    assert {b.label for b in at.get("download_button")} >= {"report.json", "layouts.parquet"}
+    src = dv.bundled_source()
+    settings = dv.curve_settings("distortion", (16, 64))
+    scanned = dv.scan_source(src, settings)
+    solved = dv.solve_targets(scanned.store, Targets(mean_tokens=80), "ViT-B")
+    cal = dv.calibration(scanned, solved, settings, dv.curve(src, settings, "ViT-B"))
+    report = json.loads(dv.report_json(cal, src))
+    t, _ = solve(store, Targets(mean_tokens=80), "ViT-B")
+    assert report["threshold"] == t and report["images"] == store.n_images and report["skipped"] == []
+    assert report["mean_tokens"] <= 80
+    (tmp_path / "layouts.parquet").write_bytes(dv.layouts_parquet(cal))
+    paths, layouts = read_layouts(tmp_path / "layouts.parquet")
+    assert paths == store.paths
+    assert [lay.num_tokens for lay in layouts] == store.tokens_at(np.array([t]))[:, 0].tolist()

@@ -49,9 +49,40 @@ def _init_worker(settings: CurveSettings) -> None:
         pass
 
 
-def _work(task: tuple[int, ItemRef]) -> ItemResult:
+def _work(task: tuple[int, ItemRef]) -> tuple:
+    """One item in a worker; the result travels as a flat tuple (``_pack``): cheap to pickle."""
     assert _SETTINGS is not None and _READER is not None
-    return process_item(task[0], task[1], _READER, _SETTINGS)
+    return _pack(process_item(task[0], task[1], _READER, _SETTINGS))
+
+
+def _pack(r: ItemResult) -> tuple:
+    if r.record is None:
+        return (r.index, r.reason)
+    rec = r.record
+    return (r.index, rec.height, rec.width, rec.values.tobytes(), json.dumps(rec.params, sort_keys=True))
+
+
+class _Unpacker:
+    """Rebuilds ``ItemResult``s from ``_pack`` tuples (paths from the item list, params parsed once)."""
+
+    def __init__(self, items: Sequence[ItemRef], settings: CurveSettings) -> None:
+        self.items, self.settings = items, settings
+        self.sizes = [settings.max_size >> k for k in range(int(np.log2(settings.max_size // settings.min_size)) + 1)]
+        self.params: dict[str, dict] = {}
+
+    def __call__(self, t: tuple) -> ItemResult:
+        from ..layout import padded_canvas
+        from ..quadtree import PathImportance
+        index = t[0]
+        path = self.items[index].path
+        if len(t) == 2:
+            return ItemResult(index, path, reason=t[1])
+        _, h, w, raw, params = t
+        if params not in self.params:
+            self.params[params] = json.loads(params)
+        rec = PathImportance(h, w, padded_canvas(h, w, self.settings.max_size), self.sizes,
+                             np.frombuffer(raw, np.float64), self.params[params])
+        return ItemResult(index, path, record=rec)
 
 
 def _context() -> mp.context.BaseContext:
@@ -74,8 +105,10 @@ def run_local(items: Sequence[ItemRef], settings: CurveSettings, workers: int | 
             reader.close()
         return
     chunk = max(1, min(32, len(items) // (workers * 8)))
+    unpack = _Unpacker(items, settings)
     with _context().Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
-        yield from pool.imap(_work, tasks, chunksize=chunk)
+        for t in pool.imap(_work, tasks, chunksize=chunk):
+            yield unpack(t)
 
 
 # ---------------------------------------------------------------------------------------------- Ray

@@ -26,6 +26,8 @@ from .records import CurveSettings, ItemResult, process_bytes, process_item
 from .sources import ItemReader, ItemRef
 
 ENGINES = ("local", "ray")
+RAY_BATCH = 64
+"""Images per Ray ``map_batches`` call (per-task overhead is paid once per batch)."""
 
 _SETTINGS: CurveSettings | None = None
 _READER: ItemReader | None = None
@@ -170,16 +172,18 @@ def run_ray(items: Sequence[ItemRef], settings: CurveSettings, workers: int | No
     if on_start is not None:
         on_start()
     files = all(ref.kind == "file" for ref in items)
+    cpus = int(ray.available_resources().get("CPU", workers or 1)) or 1
+    blocks = max(1, min(len(items) // RAY_BATCH, 4 * cpus))  # a few blocks per CPU: less per-task overhead
     if files:
         by_path = {_norm(ref.container): (i, ref.path) for i, ref in enumerate(items)}
         ds = ray.data.read_binary_files([ref.container for ref in items], include_paths=True,
-                                        ignore_missing_paths=True)
+                                        ignore_missing_paths=True, override_num_blocks=blocks)
         ds = ds.map_batches(_ray_map, fn_kwargs={"settings": settings, "by_path": by_path, "items": None},
-                            batch_size=16, batch_format="numpy")
+                            batch_size=RAY_BATCH, batch_format="numpy")
     else:
-        ds = ray.data.from_items([{"index": i} for i in range(len(items))])
+        ds = ray.data.from_items([{"index": i} for i in range(len(items))], override_num_blocks=blocks)
         ds = ds.map_batches(_ray_map, fn_kwargs={"settings": settings, "by_path": None, "items": list(items)},
-                            batch_size=16, batch_format="numpy")
+                            batch_size=RAY_BATCH, batch_format="numpy")
     sizes = [settings.max_size >> k for k in range(int(np.log2(settings.max_size // settings.min_size)) + 1)]
     seen = set()
     params_cache: dict[str, dict] = {}

@@ -301,3 +301,14 @@ def test_extremes_and_bounds(folder):
         assert sorted(ids) == list(range(store.n_images))
         lo, hi = Objectives(store).bounds("mean_tokens")
         assert lo == store.base_tokens.mean() and hi == store.tokens_at(np.array([0.0])).mean()
+
+
+def test_ray_engine_with_a_list_naming_a_file_twice(folder):
+    if not os.environ.get("CI"):
+        pytest.importorskip("ray")
+    from adapatch.dataset import open_source
+    refs = open_source(folder).items
+    listing = [refs[0].container, refs[1].container, refs[0].container]
+    with scan(listing, CurveSettings(), workers=2, engine="ray") as a, scan(listing, CurveSettings(), workers=1) as b:
+        assert a.n_images == b.n_images == 3 and not a.skipped
+        assert a.tokens_at(np.array([0.05])).tolist() == b.tokens_at(np.array([0.05])).tolist()

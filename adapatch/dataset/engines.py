@@ -171,7 +171,9 @@ def run_ray(items: Sequence[ItemRef], settings: CurveSettings, workers: int | No
     ctx.enable_progress_bars = False
     if on_start is not None:
         on_start()
-    files = all(ref.kind == "file" for ref in items)
+    # files go through read_binary_files; a list naming one file twice cannot be mapped back by path,
+    # so then (and for zip, Parquet and in-memory items) the workers read the items themselves
+    files = all(ref.kind == "file" for ref in items) and len({_norm(r.container) for r in items}) == len(items)
     cpus = int(ray.available_resources().get("CPU", workers or 1)) or 1
     blocks = max(1, min(len(items) // RAY_BATCH, 4 * cpus))  # a few blocks per CPU: less per-task overhead
     if files:

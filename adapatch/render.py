@@ -203,3 +203,37 @@ def enlarge(image: np.ndarray, layout: PatchLayout, factor: int) -> tuple[np.nda
                       layout.boxes.astype(np.int64) * factor, layout.dropped.astype(np.int64) * factor,
                       layout.strategy, dict(layout.params))
     return big, lay
+
+
+def colorbar(colormap: str = "turbo", width: int = 512, height: int = 14,
+             labels: tuple[str, ...] | list[str] = ("0", "1"),
+             background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """A horizontal colour bar for a heatmap drawn with ``colormap``: uint8 RGB ``[H, W, 3]``.
+
+    The top ``height`` rows are the colour map from 0 (left) to 1 (right), the same colours
+    ``colorize`` and ``heatmap`` give; below it, on ``background``, the ``labels`` are written in
+    black, spread evenly from the left end to the right end (the first left-aligned, the last
+    right-aligned, the others centred). No labels: the gradient alone.
+    """
+    check_choice("colormap", colormap, COLORMAPS)
+    width = check_int("width", width, 16, 4096)
+    height = check_int("height", height, 1, 512)
+    labels = [str(t) for t in labels]
+    ramp = np.broadcast_to(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, width))
+    bar = colorize(ramp, colormap)
+    if not labels:
+        return bar
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1
+    (_, th), base = cv2.getTextSize("0", font, scale, thick)
+    band = np.empty((th + base + 8, width, 3), np.uint8)
+    band[:] = np.asarray(background, np.uint8)
+    y = 4 + th
+    for i, text in enumerate(labels):
+        (tw, _), _ = cv2.getTextSize(text, font, scale, thick)
+        if len(labels) == 1:
+            x = 0
+        else:
+            at = i * (width - 1) / (len(labels) - 1)
+            x = 0 if i == 0 else width - tw if i == len(labels) - 1 else round(at - tw / 2)
+        cv2.putText(band, text, (int(max(0, min(x, width - tw))), y), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return np.ascontiguousarray(np.concatenate([bar, band], axis=0))

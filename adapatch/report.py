@@ -1,16 +1,17 @@
 """Efficiency across many images: one row per (image, strategy), and the totals a reader quotes.
 
 ``efficiency_rows`` turns layouts (and optional fidelity numbers) into plain dict rows with the
-tokens, pixels, MACs and FLOPs speed-up of every ViT preset. Over several images every ratio is a
+tokens, pixels, MACs and MACs speed-up of every ViT preset. Over several images every ratio is a
 *ratio of totals*, never a mean of per-image ratios (one 4000x800 panorama would otherwise count
 as much as, or far more than, all the small images together): ``mean_speedups`` gives, per
 strategy, the total MACs of the uniform 16 px grids over the total MACs of the layouts;
 ``efficiency_summary`` gives the headline numbers of one strategy: token reductions as
 ``1 - total tokens / total grid tokens``, tokens per megapixel (total tokens / total megapixels),
-p50 / p95 / max tokens per image (nearest-rank, as ``adapatch.dataset``), the mean PSNR of the
-images the layout does not reconstruct losslessly (a lossless layout reports ``MAX_PSNR``, not a
-measurement; they are counted instead), and the best and worst image. All results are plain,
-JSON-serialisable data, so the app's Efficiency page only formats them.
+p50 / p95 / max tokens per image (nearest-rank, as ``adapatch.dataset``), the PSNR of the mean
+squared error over the images (``mean_psnr``: never a mean of per-image PSNRs, which capped
+lossless values would pull up; a lossless image contributes an error of 0 and is counted), and the
+best and worst image. All results are plain, JSON-serialisable data, so the app's Efficiency page
+only formats them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,24 @@ def percentile(tokens: np.ndarray, q: float) -> np.ndarray:
     below it, so always a token count some image has (the definition of every cross-image summary
     and of dataset calibration)."""
     return np.percentile(tokens, q, axis=0, method="inverted_cdf")
+
+
+def mean_psnr(psnrs: Iterable[float]) -> float:
+    """PSNR (dB) of the mean squared error of images in ``[0, 1]`` given their PSNRs.
+
+    Each PSNR becomes its MSE, ``10 ** (-psnr / 10)``; a capped (lossless) value, ``psnr >=
+    MAX_PSNR``, is an error of 0. The result is ``10 * log10(1 / mean MSE)``, or ``MAX_PSNR`` when
+    the mean error is 0 (every image lossless), the same cap ``adapatch.fidelity`` uses. Unlike the
+    mean of the PSNRs, one lossless image cannot lift the average by tens of dB.
+    """
+    values = np.asarray(list(psnrs), np.float64)
+    if values.size == 0:
+        raise ValueError("mean_psnr needs at least one PSNR")
+    if np.isnan(values).any():
+        raise ValueError("PSNR values must not be NaN")
+    mse = np.where(values >= MAX_PSNR, 0.0, 10.0 ** (-np.minimum(values, MAX_PSNR) / 10.0))
+    m = float(mse.mean())
+    return MAX_PSNR if m <= 1e-10 else min(MAX_PSNR, 10.0 * float(np.log10(1.0 / m)))
 
 
 def efficiency_rows(items: Iterable[tuple[str, str, PatchLayout, Mapping[str, float] | None]],
@@ -73,7 +92,7 @@ def _speedup(sel: list[dict], vit: str) -> float:
 
 def mean_speedups(rows: list[dict], vits: Iterable[str] = tuple(VIT_PRESETS),
                   exclude: Iterable[str] = ()) -> dict[str, dict[str, float]]:
-    """``{strategy: {preset: FLOPs speed-up over the 16 px grid}}``, strategies in row order.
+    """``{strategy: {preset: MACs speed-up over the 16 px grid}}``, strategies in row order.
 
     The speed-up of a strategy over its images is a ratio of totals: the total MACs of the uniform
     16 px grids over the total MACs of the strategy's layouts (not the mean of per-image
@@ -113,9 +132,10 @@ class EfficiencySummary:
     uniform16_tokens: float
     reduction_vs_uniform16: float  # 1 - total tokens / total 16 px grid tokens
     speedup_vs_uniform16: float  # total MACs of the 16 px grids / total MACs of the layouts, for ``vit``
-    psnr: float | None  # mean over the images not reconstructed losslessly (None: no such image)
-    psnr_images: int  # images in that mean
-    lossless_images: int  # images whose PSNR is capped (MAX_PSNR: lossless), left out of the mean
+    psnr: float | None  # PSNR of the mean MSE over the images (``mean_psnr``; MAX_PSNR: all lossless;
+    #                     None: no fidelity numbers)
+    psnr_images: int  # images in that mean (every image with fidelity numbers)
+    lossless_images: int  # of those, images reconstructed losslessly (PSNR capped at MAX_PSNR; MSE 0)
     ssim: float | None  # mean over every image with fidelity numbers
     best_image: str  # largest token reduction against the 16 px grid
     best_reduction: float
@@ -146,9 +166,8 @@ def efficiency_summary(rows: list[dict], strategy: str = "quadtree", vit: str = 
     measured = lossless = 0
     if all("psnr" in r for r in sel):
         values = np.array([r["psnr"] for r in sel], np.float64)
-        finite = values[np.isfinite(values) & (values < MAX_PSNR)]
-        measured, lossless = int(finite.size), int(n - finite.size)
-        psnr = float(finite.mean()) if finite.size else None
+        measured, lossless = n, int(np.count_nonzero(values >= MAX_PSNR))
+        psnr = mean_psnr(values)
         ssim = float(np.mean([r["ssim"] for r in sel]))
     return EfficiencySummary(
         strategy=strategy, vit=vit, images=n, tokens=t_tokens / n, total_tokens=t_tokens,

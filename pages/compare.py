@@ -85,14 +85,18 @@ def compare_view(entry: ImageEntry) -> None:
             eff = ap.efficiency(lay, vit)
             fid = compute.fidelity(entry, settings, state.device())
             rows.append({"layout": f"{chr(65 + i)}: {_label(settings, lay)}", "tokens": eff["tokens"],
-                         f"{vit} GMACs": eff["flops"] / 1e9, "FLOPs vs uniform 16": eff["flops_ratio_vs_uniform16"],
+                         f"{vit} GMACs": eff["flops"] / 1e9, ui.MACS_RATIO: eff["flops_ratio_vs_uniform16"],
                          "PSNR (dB)": fid["psnr"], "SSIM": fid["ssim"]})
         df = pd.DataFrame(rows).set_index("layout")
-        styled = (df.style.format({f"{vit} GMACs": "{:.2f}", "FLOPs vs uniform 16": "×{:.3f}", "PSNR (dB)": "{:.2f}",
+        styled = (df.style.format({f"{vit} GMACs": "{:.2f}", ui.MACS_RATIO: "×{:.3f}", "PSNR (dB)": ui.fmt_psnr,
                                    "SSIM": "{:.4f}", "tokens": "{:,}"})
                   .highlight_max(subset=["PSNR (dB)", "SSIM"], color="rgba(33, 195, 84, 0.35)")
                   .highlight_min(subset=[f"{vit} GMACs"], color="rgba(33, 195, 84, 0.35)"))
-        st.dataframe(styled, width="stretch")
+        st.dataframe(styled, width="stretch", column_config={
+            f"{vit} GMACs": st.column_config.Column(help=f"{vit} multiply-accumulates per image, in billions. "
+                                                         + ui.MACS_HELP),
+            ui.MACS_RATIO: st.column_config.Column(help=f"{vit} MACs of the layout / MACs of the uniform 16 px grid "
+                                                        "of this image. " + ui.MACS_HELP)})
         best = df["SSIM"].idxmax()
         st.success(md_escape(f"At {budget.tokens:,} tokens, {best} keeps the most of the image "
                              f"(SSIM {df.loc[best, 'SSIM']:.4f}, PSNR {df.loc[best, 'PSNR (dB)']:.2f} dB)."),

@@ -1,4 +1,4 @@
-"""Efficiency: tokens, FLOPs and speedup for every loaded image at once, with a plain summary."""
+"""Efficiency: tokens, MACs and speed-up for every loaded image at once, with a plain summary."""
 
 from __future__ import annotations
 
@@ -87,28 +87,71 @@ def efficiency_view() -> None:
         st.markdown("**Per strategy, all images together**")
         st.dataframe(_summary_table(summaries), width="stretch")
         with st.expander("Per-image numbers", icon=":material/table:"):
-            st.dataframe(df, width="stretch", hide_index=True)
+            table, help_ = _per_image_table(df, vits)
+            st.dataframe(table, width="stretch", hide_index=True,
+                         column_config={k: st.column_config.Column(help=v) for k, v in help_.items()})
         summary = next((x for x in summaries if x.strategy == "quadtree"), None)
         if summary is not None:
             st.info(md_escape(_summary_text(summary)), icon=":material/summarize:")
+
+
+def _per_image_columns(vits: list[str]) -> dict[str, tuple[str, object, str | None]]:
+    """``efficiency_rows`` key -> (column name a reader understands, its format, its help)."""
+    cols: dict[str, tuple[str, object, str | None]] = {
+        "image": ("image", None, None), "strategy": ("strategy", None, None),
+        "tokens": ("tokens", "{:,}", "Tokens of this layout (what the ViT processes)."),
+        "pixels": ("pixels", "{:,}", "Height x width of the image."),
+        "uniform16": ("tokens, uniform 16 px", "{:,}", "Tokens of the standard ViT grid of 16 px patches."),
+        "reduction": ("fewer tokens than uniform 16 px", ui.fmt_pct,
+                      "1 - tokens / tokens of the 16 px grid (negative: more tokens than the grid)."),
+        "min_size": ("finest patch (px)", "{:,}", "The layout's smallest patch size."),
+        "uniform_min": ("tokens, uniform finest patch", "{:,}",
+                        "Tokens of a fixed grid at the layout's finest patch size (the same finest detail)."),
+        "reduction_min": ("fewer tokens than uniform finest patch", ui.fmt_pct,
+                          "1 - tokens / tokens of the finest patch's grid."),
+    }
+    for v in vits:
+        cols[f"{v} GMACs"] = (f"{v} GMACs", "{:.2f}", f"{v} multiply-accumulates, in billions. {ui.MACS_HELP}")
+        cols[f"{v} uniform16 GMACs"] = (f"{v} GMACs, uniform 16 px", "{:.2f}",
+                                        f"{v} GMACs of the 16 px grid of the same image.")
+        cols[f"{v} speedup"] = (f"{v} speed-up vs uniform 16 px", "×{:.2f}",
+                                f"{v} MACs of the 16 px grid / MACs of this layout (theoretical, this image).")
+    cols["psnr"] = ("PSNR (dB)", ui.fmt_psnr, "What the model sees against the original; lossless: an exact copy.")
+    cols["ssim"] = ("SSIM", "{:.4f}", "Structural similarity of what the model sees (luminance).")
+    return cols
+
+
+def _per_image_table(df: pd.DataFrame, vits: list[str]):
+    """The per-image rows with human column names, fractions as percentages: (Styler, column help)."""
+    cols = {k: c for k, c in _per_image_columns(vits).items() if k in df.columns}
+    out = df[list(cols)].rename(columns={k: c[0] for k, c in cols.items()})
+    fmt = {name: f for name, f, _ in cols.values() if f is not None}
+    return out.style.format(fmt, na_rep="–"), {name: h for name, _, h in cols.values() if h}
+
+
+def _psnr_cell(s: EfficiencySummary) -> str:
+    """The summary's PSNR (of the mean MSE), with how many images were lossless."""
+    if s.psnr is None:
+        return "–"
+    if s.lossless_images == s.psnr_images:
+        return "lossless"
+    text = f"{s.psnr:.2f}"
+    return text + f" ({s.lossless_images} of {s.psnr_images} images lossless)" if s.lossless_images else text
 
 
 def _summary_table(summaries: list[EfficiencySummary]) -> pd.DataFrame:
     """One row per strategy: token statistics per image and the ratios of totals, labelled as such."""
     rows = []
     for s in summaries:
-        psnr = "–" if s.psnr is None else f"{s.psnr:.2f}"
-        if s.lossless_images:
-            psnr += f" ({s.lossless_images} lossless left out)"
         rows.append({
             "strategy": s.strategy, "images": s.images, "total tokens": f"{s.total_tokens:,}",
             "mean tokens / image": f"{s.tokens:,.0f}", "p50 tokens / image": f"{s.p50_tokens:,}",
             "p95 tokens / image": f"{s.p95_tokens:,}", "max tokens / image": f"{s.max_tokens:,}",
             "tokens / MP": f"{s.tokens_per_mp:,.0f}",
-            "fewer tokens than uniform 16 px (ratio of totals)": f"{100 * s.reduction_vs_uniform16:.1f}%",
-            "fewer tokens than the finest patch's grid (ratio of totals)": f"{100 * s.reduction_vs_uniform_min:.1f}%",
+            "fewer tokens than uniform 16 px (ratio of totals)": ui.fmt_pct(s.reduction_vs_uniform16),
+            "fewer tokens than the finest patch's grid (ratio of totals)": ui.fmt_pct(s.reduction_vs_uniform_min),
             f"{s.vit} MACs vs uniform 16 px, ratio of totals": ui.speedup_phrase(s.speedup_vs_uniform16),
-            "mean PSNR dB (lossy images)": psnr,
+            "PSNR dB (of the mean MSE)": _psnr_cell(s),
             "mean SSIM": "–" if s.ssim is None else f"{s.ssim:.4f}",
         })
     return pd.DataFrame(rows).set_index("strategy")
@@ -129,16 +172,14 @@ def _summary_text(s: EfficiencySummary) -> str:
              f"{ui.fewer_phrase(s.reduction_vs_uniform_min)} tokens; against the standard 16 px ViT grid "
              f"{ui.fewer_phrase(s.reduction_vs_uniform16)}, and for {s.vit} {ui.speedup_phrase(s.speedup_vs_uniform16)} "
              f"in theory (MACs of {every} together). ")
-    if s.psnr is not None:
-        text += f"What the model sees stays close to the original: PSNR {s.psnr:.1f} dB"
-        if s.lossless_images:
-            text += (f" on average over the {s.psnr_images} image{'s' if s.psnr_images != 1 else ''} not kept "
-                     f"losslessly ({s.lossless_images} lossless, left out of the mean)")
-        elif n > 1:
-            text += " on average"
-        text += f", SSIM {s.ssim:.3f}. "
-    elif s.lossless_images:
+    if s.psnr is not None and s.lossless_images == s.psnr_images:
         text += f"What the model sees is the original itself (lossless on {every}). "
+    elif s.psnr is not None:
+        text += f"What the model sees stays close to the original: PSNR {s.psnr:.1f} dB"
+        if n > 1:
+            text += " (of the mean squared error over the images"
+            text += f"; {s.lossless_images} of them lossless)" if s.lossless_images else ")"
+        text += f", SSIM {s.ssim:.3f}{' on average' if n > 1 else ''}. "
     if n > 1:
         text += (f"Biggest saving: {s.best_image} ({ui.fewer_phrase(s.best_reduction)} tokens than 16 px); "
                  f"smallest: {s.worst_image} ({ui.fewer_phrase(s.worst_reduction)}). Flat images save the most; "
@@ -147,16 +188,16 @@ def _summary_text(s: EfficiencySummary) -> str:
 
 
 st.title("Efficiency")
-st.caption("Every loaded image at once: tokens per strategy, FLOPs and theoretical speedup for the ViT presets, "
-           "and a summary you can paste into a slide.")
+st.caption("Every loaded image at once: tokens per strategy, MACs (in GMACs) and theoretical speed-up for the ViT "
+           f"presets, and a summary you can paste into a slide. {ui.MACS_HELP}")
 efficiency_view()
 
 st.subheader("Measured, not just predicted")
-st.caption("FLOPs are a prediction. Wall-clock forward latency of ViT-Ti/S/B against the token count, measured "
-           "on this machine, and the bundled task model's accuracy and measured speed-up per method "
-           "(details on the Model page).")
+st.caption("MACs are a prediction. Below: wall-clock forward latency of ViT-Ti/S/B against the token count, and "
+           "the bundled task model's accuracy and measured speed-up per method, both bundled measurements (each "
+           "caption says where they were made; details, and a live measurement, on the Model page).")
 with ui.guard("model results"):
     from adapatch.app_support import model_view
 
-    model_view.latency_chart("eff_latency")
+    model_view.latency_chart("eff_latency")  # each captioned with where and when it was measured
     model_view.results_table()

@@ -72,6 +72,8 @@ def saliency_view(entry: ImageEntry) -> None:
                 what = f"{spec['params']['mode']} attention of {md_escape(model_source.current_ref().label)}, upsampled from its token grid,"
             c2.image(compute.heatmap_png(entry, spec, alpha, colormap), output_format="PNG", width="stretch",
                      caption=f"{what} over the image (opacity {alpha:.2f}, {colormap})")
+            ui.colorbar(colormap, "saliency, scaled per image from 0 (its least salient pixel) to 1 (its most "
+                        "salient)", labels=("0 (low)", "0.5", "1 (high)"), container=c2)
             counts, edges = compute.saliency_histogram(entry, spec)
             st.plotly_chart(ui.histogram_figure(counts, edges, "Saliency values (all pixels)"),
                             config=ui.PLOT_CONFIG, key="saliency_hist")

@@ -6,6 +6,7 @@ import pytest
 import adapatch as ap
 from adapatch.dataset.curve import percentile
 from adapatch.fidelity import MAX_PSNR
+from adapatch.report import mean_psnr
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +50,12 @@ def test_mean_speedups_and_summary(items):
     assert s.best_reduction > s.worst_reduction
     assert s.speedup_vs_uniform16 == pytest.approx(sp["quadtree"]["ViT-S"])
     assert s.ssim is not None
-    # the flat image is reconstructed losslessly (PSNR capped at MAX_PSNR): not in the PSNR mean
+    # the flat image is reconstructed losslessly (PSNR capped at MAX_PSNR): an error of 0 in the mean MSE
     flat_psnr = next(r["psnr"] for r in q if r["image"] == "flat")
     assert flat_psnr == MAX_PSNR
-    assert s.lossless_images == 1 and s.psnr_images == 1
-    assert s.psnr == pytest.approx(next(r["psnr"] for r in q if r["image"] == "astronaut"))
+    assert s.lossless_images == 1 and s.psnr_images == 2
+    astro = next(r["psnr"] for r in q if r["image"] == "astronaut")
+    assert s.psnr == pytest.approx(astro + 10 * np.log10(2))  # half the astronaut's MSE: +3.01 dB
     json.dumps(s.to_dict())
     grid = ap.efficiency_summary(rows, "uniform 16 px")
     assert grid.psnr is None and grid.ssim is None and grid.reduction_vs_uniform16 == pytest.approx(0.0)
@@ -120,12 +122,37 @@ def test_percentiles_are_nearest_rank(panorama_rows):
     assert (s10.p50_tokens, s10.p95_tokens, s10.max_tokens) == (5, 10, 10)
 
 
-def test_capped_psnr_is_left_out_of_the_mean(panorama_rows):
+def _psnr_of_mean_mse(psnrs) -> float:
+    """The definition, written out: images in [0, 1], MSE = 10^(-PSNR/10), a lossless image MSE 0."""
+    mse = [0.0 if p >= MAX_PSNR else 10 ** (-p / 10) for p in psnrs]
+    return 10 * np.log10(1 / np.mean(mse))
+
+
+def test_psnr_average_is_the_psnr_of_the_mean_mse(panorama_rows):
     s = ap.efficiency_summary(panorama_rows, "quadtree")
-    assert s.lossless_images == 1 and s.psnr_images == 4
-    assert s.psnr == pytest.approx(np.mean([20.0, 21.0, 22.0, 23.0]))  # not pulled up by the 100 dB
+    psnrs = [MAX_PSNR, 20.0, 21.0, 22.0, 23.0]  # the panorama is lossless (capped), the small images are not
+    assert [r["psnr"] for r in panorama_rows] == psnrs
+    assert s.lossless_images == 1 and s.psnr_images == 5
+    want = _psnr_of_mean_mse(psnrs)
+    assert s.psnr == pytest.approx(want)
+    assert s.psnr == pytest.approx(mean_psnr(psnrs))
+    # the mean of the PSNRs differs by far, with the capped value (37.2 dB) and without it (21.5 dB):
+    # the worst images' errors dominate the mean MSE, as they dominate what the model sees
+    assert want == pytest.approx(22.33, abs=0.01)
+    assert abs(np.mean(psnrs) - want) > 10 and abs(np.mean(psnrs[1:]) - want) > 0.5
     assert s.ssim == pytest.approx(np.mean([1.0, 0.5, 0.6, 0.7, 0.8]))  # SSIM is finite: every image
     lossless = [{**r, "psnr": MAX_PSNR} for r in panorama_rows]
     all_lossless = ap.efficiency_summary(lossless, "quadtree")
-    assert all_lossless.psnr is None and all_lossless.lossless_images == 5 and all_lossless.psnr_images == 0
+    assert all_lossless.psnr == MAX_PSNR and all_lossless.lossless_images == 5 and all_lossless.psnr_images == 5
     json.dumps(all_lossless.to_dict())
+
+
+def test_mean_psnr():
+    assert mean_psnr([30.0]) == pytest.approx(30.0)
+    assert mean_psnr([10.0, 30.0]) == pytest.approx(10 * np.log10(2 / (0.1 + 0.001)))  # 12.98 dB, not 20
+    assert mean_psnr([20.0, MAX_PSNR]) == pytest.approx(20.0 + 10 * np.log10(2))
+    assert mean_psnr([MAX_PSNR, MAX_PSNR, float("inf")]) == MAX_PSNR
+    with pytest.raises(ValueError):
+        mean_psnr([])
+    with pytest.raises(ValueError):
+        mean_psnr([float("nan")])

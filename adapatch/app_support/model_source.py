@@ -13,6 +13,7 @@ so an unreachable hub is not retried, and a bad upload not parsed again, on ever
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -31,6 +32,7 @@ MODEL_FILE = "ap_model_file"  # {"name", "digest", "data", "file_id"} of the upl
 MODEL_ERRORS = "ap_model_errors"  # {ModelRef.key: one-line reason} of sources that failed to load
 MODEL_UPLOAD = "ap_model_upload"  # {"file_id", "error"} of the last checkpoint upload read
 NO_FILE = "(no checkpoint uploaded)"
+log = logging.getLogger("adapatch.app")
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,38 @@ class ModelRef:
 
 
 def timm_unavailable() -> str | None:
-    """Why timm cannot be used here (one line), or None when ``import timm`` works."""
+    """Why timm cannot be used here (one line, in words), or None when ``import timm`` works."""
     try:
         importlib.import_module("timm")
     except Exception as e:  # ImportError, or a broken install  # noqa: BLE001
-        return f"timm is not installed ({type(e).__name__}); pip install timm to load models by name"
+        log.debug("import timm failed: %s: %s", type(e).__name__, e)  # the kind of failure: for the log only
+        return timm_reason(e)
     return None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0][:200] if lines else ""
+
+
+def timm_reason(e: BaseException) -> str:
+    """What is wrong with timm, said in words (never an exception class name), from the error
+    ``import timm`` raised: not installed, a package it needs missing, or an installed timm whose
+    torchvision does not match torch."""
+    detail = _first_line(e)
+    if isinstance(e, ModuleNotFoundError):  # a module that is not there: timm itself, or one it needs
+        missing = str(getattr(e, "name", None) or "")
+        if missing == "timm" or (not missing and "'timm'" in detail):
+            return "timm is not installed: pip install timm to load models by name"
+        top = missing.split(".")[0]
+        if top and top != "timm":
+            return (f"timm is installed but cannot be imported: it needs {top}, which is not installed "
+                    f"(pip install {top})")
+    if "torchvision" in detail:
+        return ("timm is installed but cannot be imported: its torchvision does not match torch"
+                + (f" ({detail})" if detail else "") + "; install the torchvision built for this torch")
+    return ("timm is installed but cannot be imported" + (f": {detail}" if detail else "")
+            + " (see the server log)")
 
 
 def _session() -> Any:
@@ -122,8 +150,19 @@ def load(ref: ModelRef):
 
 
 def _reason(e: Exception) -> str:
-    """One line (<= 300 characters) saying why a model could not be had."""
-    text = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {str(e).strip() or 'no detail'}"
+    """One line (<= 300 characters) saying why a model could not be had, in words: the library's
+    ``ValueError`` text as it is; anything else as a plain sentence (its kind goes to the log)."""
+    if isinstance(e, ValueError):
+        text = str(e)
+    else:
+        log.warning("model could not be loaded: %s: %s", type(e).__name__, e)
+        detail = _first_line(e)
+        if isinstance(e, ImportError):
+            text = f"a package the model needs cannot be imported: {detail or getattr(e, 'name', None) or 'no detail'}"
+        elif isinstance(e, MemoryError):
+            text = "not enough memory to load this model"
+        else:
+            text = f"the model could not be loaded: {detail or 'no detail (see the server log)'}"
     return " ".join(text.split())[:300]
 
 

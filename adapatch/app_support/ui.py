@@ -6,6 +6,7 @@ formats them. User-provided strings are shown escaped (``md_escape``), never as 
 
 from __future__ import annotations
 
+import functools
 import logging
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -18,6 +19,7 @@ import adapatch as ap
 from adapatch import render
 from adapatch.errors import ImageError
 from adapatch.export import settings_json, settings_snippet
+from adapatch.fidelity import MAX_PSNR
 
 from . import compute
 from .images import ImageEntry, md_escape
@@ -33,15 +35,18 @@ def guard(what: str = "") -> Iterator[None]:
     try:
         yield
     except (ImageError, ValueError) as e:
-        msg = " ".join(str(e).split())[:300] or type(e).__name__
+        msg = " ".join(str(e).split())[:300]
+        if not msg:  # no text to show: say so in words; the kind of failure goes to the log
+            log.warning("%s without a message%s", type(e).__name__, f" ({what})" if what else "")
+            msg = "these settings cannot be used on this image"
         st.error(md_escape(f"{what}: {msg}" if what else msg), icon=":material/error:")
     except Exception as e:  # noqa: BLE001 - last line of defence; details go to the server log
         from streamlit.errors import FragmentHandledException
         if isinstance(e, FragmentHandledException):
             raise
         log.exception("unexpected error in the app%s", f" ({what})" if what else "")
-        st.error(md_escape(f"{what + ': ' if what else ''}something went wrong ({type(e).__name__}); "
-                           "try other settings or another image"), icon=":material/error:")
+        st.error(md_escape(f"{what + ': ' if what else ''}something went wrong inside the app (the details are in "
+                           "the server log); try other settings or another image"), icon=":material/error:")
 
 
 def page_header(title: str, caption: str, entry: ImageEntry | None = None) -> None:
@@ -56,13 +61,43 @@ def fmt_int(n: float) -> str:
     return f"{int(n):,}"
 
 
-def fmt_flops(macs: float) -> str:
-    return f"{macs / 1e9:.2f} G"
+MACS_HELP = "MACs: multiply-accumulates, what ViT papers report as FLOPs."
+"""The one sentence stating the convention (a help tooltip where MACs are shown)."""
+MACS_RATIO = "MACs ratio vs uniform 16 px"
+"""The label of a layout's MACs over the 16 px grid's (``flops_ratio_vs_uniform16``)."""
+
+
+def fmt_gmacs(macs: float, digits: int = 2) -> str:
+    """``4.74e10`` -> "47.40 GMACs" (multiply-accumulates, what ViT papers call FLOPs)."""
+    return f"{macs / 1e9:.{digits}f} GMACs"
+
+
+def _rounded(value: float, digits: int) -> float:
+    """``value`` rounded to ``digits`` decimals, with -0.0 made 0.0 (no "-0.0" ever)."""
+    r = round(float(value), digits)
+    return 0.0 if r == 0 else r
+
+
+def fmt_psnr(psnr: float) -> str:
+    """PSNR in dB with 2 decimals, or "lossless" for the cap (``MAX_PSNR`` is not a measurement)."""
+    return "lossless" if psnr >= MAX_PSNR else f"{psnr:.2f}"
+
+
+def fmt_pct(fraction: float, digits: int = 1) -> str:
+    """``0.3612`` -> "36.1%"; rounded first, so a tiny negative fraction reads "0.0%", never "-0.0%"."""
+    return f"{_rounded(100 * fraction, digits):.{digits}f}%"
+
+
+def fmt_delta_pct(fraction: float, digits: int = 1) -> str | None:
+    """A metric delta in percent with its sign ("+12.5%", "-3.0%"), rounded first; ``None`` (no delta
+    shown) when it rounds to zero, so a delta never reads "-0.0%" or "+0.0%"."""
+    r = _rounded(100 * fraction, digits)
+    return None if r == 0 else f"{r:+.{digits}f}%"
 
 
 def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = None, container=None,
                        show_fidelity: bool = True, against_finest: bool = False):
-    """The row of numbers every layout view shows (tokens, baselines, reduction, FLOPs, PSNR/SSIM).
+    """The row of numbers every layout view shows (tokens, baselines, reduction, MACs, PSNR/SSIM).
 
     ``against_finest``: compare with the fixed grid of the layout's finest patch instead of the
     16 px grid (model-frame views, whose full grid is the model's own patch grid).
@@ -77,23 +112,23 @@ def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = Non
         ref = "uniform 16 px"
         red, ref_tokens = eff["token_reduction_vs_uniform16"], eff["uniform16_tokens"]
         ratio, ref_flops = eff["flops_ratio_vs_uniform16"], eff["uniform16_flops"]
-    cols[0].metric("Tokens", fmt_int(eff["tokens"]), delta=f"{-100 * red:+.1f}%", delta_color="inverse",
+    cols[0].metric("Tokens", fmt_int(eff["tokens"]), delta=fmt_delta_pct(-red), delta_color="inverse",
                    help=f"Tokens of this layout (what the ViT processes); the change is against {ref}.")
     cols[1].metric(ref.capitalize(), fmt_int(ref_tokens),
                    help="Tokens of the model's full patch grid." if against_finest else "Tokens of the standard ViT grid.")
     if eff["min_size"] != 16 and not against_finest:
         cols[2].metric(f"Uniform {eff['min_size']} px", fmt_int(eff["uniform_min_tokens"]),
-                       delta=f"{-100 * eff['token_reduction_vs_uniform_min']:+.1f}%", delta_color="inverse",
+                       delta=fmt_delta_pct(-eff["token_reduction_vs_uniform_min"]), delta_color="inverse",
                        help="Tokens of a fixed grid at this layout's finest patch size (the same finest detail); "
                             "the change is this layout's tokens against it.")
     else:
         cols[2].metric("Dropped", fmt_int(len(layout.dropped)),
                        help="Boxes of the layout that get no token (pruned, or left over by a budget).")
-    cols[3].metric("Reduction", f"{100 * red:.1f}%", help=f"1 - tokens / {ref} tokens.")
-    cols[4].metric(f"FLOPs {eff['vit']}", f"×{ratio:.3f}",
-                   delta=f"{eff['flops'] / 1e9:.1f} G", delta_color="off", delta_arrow="off",
-                   help=f"FLOPs relative to the {ref} grid: {fmt_flops(eff['flops'])}MAC vs "
-                        f"{fmt_flops(ref_flops)}MAC (ViT papers' convention: multiply-accumulates).")
+    cols[3].metric("Reduction", fmt_pct(red), help=f"1 - tokens / {ref} tokens.")
+    cols[4].metric(f"MACs ratio {eff['vit']}", f"×{ratio:.3f}",
+                   delta=fmt_gmacs(eff["flops"], 1), delta_color="off", delta_arrow="off",
+                   help=f"{eff['vit']} MACs of this layout relative to the {ref} grid: {fmt_gmacs(eff['flops'])} vs "
+                        f"{fmt_gmacs(ref_flops)}. {MACS_HELP}")
     if show_fidelity:
         slots = (cols[5].empty(), cols[6].empty())
         fidelity_metrics(slots, fid)
@@ -174,6 +209,64 @@ def histogram_figure(counts: np.ndarray, edges: np.ndarray, title: str) -> go.Fi
     return fig
 
 
+def colorbar_png(colormap: str, labels: tuple[str, ...] = ("0", "1"), width: int = 512) -> bytes:
+    """The PNG of ``render.colorbar`` (cached: a handful of colour maps and label sets)."""
+    return _colorbar_png(colormap, tuple(str(t) for t in labels), int(width))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _colorbar_png(colormap: str, labels: tuple[str, ...], width: int) -> bytes:
+    return render.to_png_bytes(render.colorbar(colormap, width, 14, labels))
+
+
+def colorbar(colormap: str, caption: str, labels: tuple[str, ...] = ("0", "1"), container=None) -> None:
+    """A colour bar under a heatmap drawn with ``colormap``: the map's colours from 0 to 1, labelled,
+    with ``caption`` saying what the values are."""
+    (container or st).image(colorbar_png(colormap, labels), output_format="PNG", width="stretch",
+                            caption=f"Colour bar ({colormap}): {caption}")
+
+
+def _env_words(env: dict) -> str:
+    """A measurement's recorded environment in words: "an x86_64 CPU, 2 threads, torch 2.13.0+cpu"."""
+    gpu = env.get("cuda") or env.get("gpu")
+    where = f"a {gpu} GPU" if gpu else f"an {env['machine']} CPU" if env.get("machine") else "a CPU"
+    parts = [where]
+    if env.get("threads"):
+        parts.append(f"{env['threads']} threads")
+    if env.get("torch"):
+        parts.append(f"torch {env['torch']}")
+    if env.get("python"):
+        parts.append(f"Python {env['python']}")
+    return ", ".join(parts)
+
+
+@functools.lru_cache(maxsize=8)
+def measurement_note(file: str, command: str | None = None) -> str:
+    """Where and when a bundled measurement (``adapatch/assets/model/<file>``) was made, in words,
+    from the JSON's own metadata (``environment``, ``command``, a date if the file records one);
+    ``command`` names the command when the file does not. Never "this machine": it was not."""
+    import json
+
+    from adapatch.samples import ASSETS_DIR
+
+    meta = json.loads((ASSETS_DIR / "model" / file).read_text())
+    meta = meta if isinstance(meta, dict) else {}
+    cmd = meta.get("command") or command
+    env = meta.get("environment")
+    env = json.loads(env) if isinstance(env, str) else env
+    date = next((meta[k] for k in ("date", "measured_at", "timestamp", "created") if meta.get(k)), None)
+    text = f"bundled measurement from `adapatch/assets/model/{file}`"
+    if cmd:
+        text += f", made with `{cmd}`"
+    redo = (meta.get("eval_only") or {}).get("command") if meta.get("rows_source") == "eval-only" else None
+    if redo:
+        text += f" (rows re-evaluated with `{redo}`)"
+    if isinstance(env, dict) and env:
+        text += f" on {_env_words(env)}"
+    text += f", {date}" if date else "; the file records no date"
+    return text + " (not a live measurement on the machine running this app)"
+
+
 def _full_overlay(image: np.ndarray, layout: ap.PatchLayout, kind: str) -> bytes:
     """Full-resolution overlay, drawn only when the download button is clicked."""
     if kind == "tokens":
@@ -182,12 +275,13 @@ def _full_overlay(image: np.ndarray, layout: ap.PatchLayout, kind: str) -> bytes
 
 
 def fewer_phrase(reduction: float) -> str:
-    """``0.36`` -> "36% fewer", ``-0.2`` -> "20% more"."""
-    return f"{abs(100 * reduction):.0f}% {'fewer' if reduction >= 0 else 'more'}"
+    """``0.36`` -> "36% fewer", ``-0.2`` -> "20% more"; rounded first, then the word ("0% fewer")."""
+    r = _rounded(100 * reduction, 0)
+    return f"{abs(r):.0f}% {'fewer' if r >= 0 else 'more'}"
 
 
 def speedup_phrase(speedup: float) -> str:
-    """``1.8`` -> "×1.80 faster", ``0.5`` -> "×2.00 slower" (theoretical, from FLOPs)."""
+    """``1.8`` -> "×1.80 faster", ``0.5`` -> "×2.00 slower" (theoretical, from MACs)."""
     if speedup >= 1:
         return f"×{speedup:.2f} faster"
     return f"×{1 / speedup:.2f} slower" if speedup > 0 else "no estimate"

@@ -70,12 +70,12 @@ def calibration_view(source: dv.DatasetSource) -> None:
             st.caption(f"Scanned {store.n_images} images in {scanned.seconds:.2f} s, once for these settings; moving a "
                        "target only re-solves.")
             st.markdown("**Compute target**")
-            vit = state.widget("vit", st.selectbox, "ViT preset for FLOPs", options=ap.VIT_PRESETS)
+            vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS)
             kind = state.widget("ds_target_kind", st.selectbox, "Target", options=list(dv.TARGET_KINDS),
                                 format_func=dv.TARGET_KINDS.get,
                                 help="A cap: the solved threshold is the smallest whose layouts meet it (and the "
-                                     "p95 cap, if set). FLOPs: multiply-accumulates of the ViT preset, summed over "
-                                     "the dataset, against the uniform 16 px grid.")
+                                     "p95 cap, if set). MACs: multiply-accumulates of the ViT preset (what ViT "
+                                     "papers report as FLOPs), summed over the dataset, against the uniform 16 px grid.")
             rng = dv.target_range(store, kind, vit)
             name = f"ds_target_{kind}"
             if rng.fixed:
@@ -121,7 +121,7 @@ def calibration_view(source: dv.DatasetSource) -> None:
         cols[0].metric("Threshold", values["Threshold"], help=f"Solved exactly: {t!r}. The smallest threshold whose "
                        "layouts meet every target (squares split while their importance is above it).")
         cols[1].metric("Mean tokens", values["Mean tokens"],
-                       delta=f"{100 * (s.mean_tokens / s.uniform16_mean_tokens - 1):+.1f}% vs 16 px",
+                       delta=(lambda d: d and f"{d} vs 16 px")(ui.fmt_delta_pct(s.mean_tokens / s.uniform16_mean_tokens - 1)),
                        delta_color="inverse", help=f"Per image; uniform 16 px: {s.uniform16_mean_tokens:,.1f}.")
         cols[2].metric("p50 tokens", values["p50 tokens"], help="Median tokens per image (nearest rank).")
         cols[3].metric("p95 tokens", values["p95 tokens"], help="95% of the images have at most this many tokens.")

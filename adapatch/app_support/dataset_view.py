@@ -61,7 +61,7 @@ SIZE_OPTIONS = (4, 8, 16, 32, 64, 128)
 TARGET_KINDS = {
     "mean_tokens": "Mean tokens per image",
     "tokens_per_mp": "Tokens per megapixel",
-    "flops_ratio": "FLOPs (MACs) ratio vs uniform 16 px",
+    "flops_ratio": "MACs ratio vs uniform 16 px",
 }
 SOURCE_LABELS = {"samples": "Bundled sample set", "uploads": "Upload images"}
 

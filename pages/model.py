@@ -1,5 +1,6 @@
-"""Model: the bundled task ViT's attention, learned/attention token pruning, learned patch
-selection, the trained results table and measured-vs-predicted latency."""
+"""Model: the bundled task ViT's attention, learned/attention token pruning, learned patch selection,
+accuracy vs tokens of the bundled results, the results table and measured-vs-predicted latency
+(bundled, or measured live on this machine)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ from adapatch.app_support import model_view as mv
 from adapatch.app_support import ui
 
 st.title("Model")
-st.caption("A tiny ViT (patch 8, width 96, depth 4) trained on this machine by `python -m adapatch.experiments` "
-           "on cluttered digits (64x64 canvases: one digit, distractor fragments, noise). It is not an ImageNet "
-           "model: its attention and scores are meaningful for this task only, so the maps below use the task's "
-           "own held-out images.")
 
 with ui.guard("model"):
     from adapatch.model.results import task_samples
 
+    st.caption(f"A tiny ViT (patch 8, width 96, depth 4), {mv.training_note()}, on cluttered digits (64x64 "
+               "canvases: one digit, distractor fragments, noise). It is not an ImageNet model: its attention and "
+               "scores are meaningful for this task only, so the maps below use the task's own held-out images.")
     samples = task_samples()
     names = [s["name"] for s in samples]
     labels = {s["name"]: s["label"] for s in samples}
@@ -24,6 +24,7 @@ with ui.guard("model"):
     @st.fragment
     def maps() -> None:
         with ui.guard():
+            dev = mv.model_device()
             c0, c1, c2, c3 = st.columns([1.2, 1, 1, 1])
             with c0:
                 name = st.selectbox("Task image", names, key="m_sample",
@@ -33,21 +34,30 @@ with ui.guard("model"):
                 discard = st.slider("Rollout discard ratio", 0.0, 0.99, 0.9, 0.01, key="m_discard")
                 keep = st.slider("Keep ratio (pruning)", 0.05, 1.0, 0.5, 0.05, key="m_keep")
                 k = st.slider("Selector top-k cells", 1, 64, 16, key="m_k")
-            c1.image(mv.attention_png(name, mode or "rollout", fusion or "mean", discard, 0.55), width="stretch",
+                st.caption(f"Model calls run on **{dev.upper()}** (the sidebar's device).")
+            c1.image(mv.attention_png(name, mode or "rollout", fusion or "mean", discard, 0.55, dev), width="stretch",
                      output_format="PNG", caption=f"{mode} attention (CLS)")
-            imp_png, sel_png = mv.selector_pngs(name, k)
+            imp_png, sel_png = mv.selector_pngs(name, k, dev)
             c2.image(imp_png, width="stretch", output_format="PNG", caption="Learned selector: keep probability")
             c3.image(sel_png, width="stretch", output_format="PNG", caption=f"Selector: top-{k} of 64 tokens")
             p1, p2, _ = st.columns([1.2, 1, 2])
             for col, method in ((p1, "learned"), (p2, "attention")):
-                png, kept, total, pred = mv.pruned(name, method, keep)
+                png, kept, total, pred = mv.pruned(name, method, keep, dev)
                 col.image(png, width="stretch", output_format="PNG",
                           caption=f"{method} pruning after block 1: {kept}/{total} tokens kept · predicts {pred} "
                                   f"(true {labels[name]})")
 
     maps()
 
+    st.subheader("Accuracy vs tokens on the held-out split")
+    mv.accuracy_chart("m_accuracy")
     st.subheader("Results on the held-out split")
     mv.results_table()
-    st.subheader("Latency: measured against the FLOPs prediction")
-    mv.latency_chart("m_latency")
+
+    @st.fragment
+    def latency() -> None:
+        with ui.guard("latency"):
+            st.subheader("Latency: measured against the MACs prediction")
+            mv.latency_chart("m_latency", measure=True)
+
+    latency()

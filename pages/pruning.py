@@ -10,6 +10,7 @@ import streamlit as st
 
 import adapatch as ap
 from adapatch.app_support import compute, model_source, recipes, state, ui
+from adapatch.app_support import model_view as mv
 from adapatch.app_support.images import ImageEntry
 from adapatch.samples import task_sample_label
 
@@ -43,8 +44,9 @@ def _model_numbers(res, ref: model_source.ModelRef, model, container) -> None:
               delta_color="off", delta_arrow="off", help="What the model predicts from the tokens it kept.")
     c2.metric("Model MACs", f"×{pruned / full:.3f}", delta=f"{pruned / 1e6:.1f} M of {full / 1e6:.1f} M",
               delta_color="off", delta_arrow="off",
-              help="This model's multiply-accumulates with pruning after block "
-                   f"{res.layout.params.get('prune_layer')} against its full grid (same formula as the FLOPs).")
+              help="This model's MACs with pruning after block "
+                   f"{res.layout.params.get('prune_layer')} against its full grid (the same formula as the preset's "
+                   f"GMACs). {mv.MACS_NOTE}")
 
 
 @st.fragment
@@ -67,7 +69,8 @@ def pruning_view(entry: ImageEntry) -> None:
                                       "the model's own patch grid).")
             keep = state.widget("keep_ratio", st.slider, "Keep ratio", 0.05, 1.0, step=0.05, format="%.2f",
                                 help="Fraction of tokens kept (the highest-scoring ones).")
-            vit = state.widget("vit", st.selectbox, "ViT preset for FLOPs", options=ap.VIT_PRESETS)
+            vit = state.widget("vit", st.selectbox, "ViT preset for GMACs", options=ap.VIT_PRESETS,
+                               help=f"The ViT whose GMACs (per image) the numbers above use. {mv.MACS_NOTE}")
             if model_based:
                 picked = _model_scorer_ready(scorer)
                 if picked is None:
@@ -103,6 +106,9 @@ def pruning_view(entry: ImageEntry) -> None:
                      width="stretch", caption=f"What the model sees: {seen}")
         ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
         ui.export_section(entry, settings, lay, kind="tokens", key="prune_export")
+        st.subheader("Keep ratio vs agreement with the full grid")
+        mv.agreement_chart(keep, recipes.current_saliency(), recipes.SCORER_LABELS, key="prune_agreement",
+                           current=scorer)
 
 
 with ui.guard("image"):

@@ -123,3 +123,92 @@ def test_attention_registered_with_core_saliency(task):
     m = adapatch.saliency(img, "attention", model=task, mode="cls")
     assert m.shape == (32, 32) and 0 <= m.min() and m.max() <= 1
     assert adapatch.saliency_methods()["attention"].available
+
+
+# ------------------------------------------------------------------ agreement with the full grid
+def test_score_tokens_then_prune_from_is_forward_pruned(task):
+    from adapatch.model.pruning import prune_from, score_tokens
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.random((2, 3, 32, 32), dtype=np.float32))
+    lay = adapatch.uniform(32, 32, 8)
+    with torch.no_grad():
+        tb = task.vit.tokenize(x, [lay, lay])
+        for method in ("learned", "attention"):
+            cut = score_tokens(task.vit, tb, 1, method, task.pruner)
+            for keep in (0.25, 0.5, 1.0):
+                a = forward_pruned(task.vit, tb, 1, keep, method, task.pruner)
+                b = prune_from(task.vit, cut, keep)
+                torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=0)
+                assert torch.equal(a.kept, b.kept) and torch.equal(a.kept_valid, b.kept_valid)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    from adapatch.model import load_task_model
+    from adapatch.samples import list_task_samples, load_sample
+    names = list_task_samples()
+    if not names:
+        pytest.skip("no bundled task samples")
+    return load_task_model(device="cpu")[0], [load_sample(n) for n in names]
+
+
+def test_agreement_is_one_at_keep_ratio_one_and_a_share_elsewhere(bundled):
+    from adapatch.export import PRUNE_SCORERS
+    from adapatch.model.agreement import DEFAULT_KEEP_RATIOS, SCORERS, prune_agreement
+    model, images = bundled
+    assert SCORERS == PRUNE_SCORERS  # one series per scorer the settings format knows
+    res = prune_agreement(model, images, device="cpu")
+    assert res.keep_ratios == list(DEFAULT_KEEP_RATIOS) and res.keep_ratios[-1] == 1.0
+    assert list(res.agreement) == list(SCORERS)
+    assert res.num_images == len(images) and res.total_tokens == 64
+    assert res.kept_tokens == [adapatch.keep_count(64, r) for r in res.keep_ratios]
+    for scorer, shares in res.agreement.items():
+        assert len(shares) == len(res.keep_ratios)
+        assert all(0.0 <= s <= 1.0 for s in shares), (scorer, shares)
+        assert all(abs(s * len(images) - round(s * len(images))) < 1e-9 for s in shares)  # a share of images
+        assert shares[-1] == 1.0, (scorer, shares)  # every token kept: the full grid's prediction
+    again = prune_agreement(model, images, device="cpu")
+    assert again.to_dict() == res.to_dict()  # deterministic
+
+
+def test_agreement_matches_the_per_image_api(bundled):
+    """The batched sweep gives the predictions ``prune_tokens_*`` give one image at a time, and the
+    saliency scorers the predictions of the ViT on ``adapatch.prune``'s kept tokens."""
+    from adapatch.model import model_grid, prepare_image
+    from adapatch.model.agreement import prune_agreement
+    model, images = bundled
+    grid = model_grid(model)
+    res = prune_agreement(model, images, keep_ratios=[0.3, 0.6], device="cpu")
+    with torch.no_grad():
+        full = [int(model.vit(prepare_image(im, model.vit, "cpu"), [grid]).argmax()) for im in images]
+    assert res.full_predictions == full
+    for i, keep in enumerate((0.3, 0.6)):
+        for scorer, fn in (("learned", prune_tokens_learned), ("attention", prune_tokens_attention)):
+            preds = [fn(im, grid, model, keep_ratio=keep, device="cpu").prediction for im in images]
+            assert res.agreement[scorer][i] == np.mean([p == f for p, f in zip(preds, full)])
+        preds = []
+        for im in images:
+            lay = adapatch.prune(grid, adapatch.token_scores(adapatch.saliency(im, "edges"), grid, "max"), keep)
+            with torch.no_grad():
+                preds.append(int(model.vit(prepare_image(im, model.vit, "cpu"), [lay]).argmax()))
+        assert res.agreement["max"][i] == np.mean([p == f for p, f in zip(preds, full)])
+
+
+def test_agreement_checks_its_inputs(task, bundled):
+    from adapatch.model.agreement import prune_agreement
+    model, images = bundled
+    rng = np.random.default_rng(0)
+    small = [rng.random((32, 32, 3), dtype=np.float32)]
+    with pytest.raises(ValueError, match="scorer"):
+        prune_agreement(model, images[:1], scorers=["nope"], device="cpu")
+    with pytest.raises(ValueError, match="at least one"):
+        prune_agreement(model, [], device="cpu")
+    with pytest.raises(ValueError, match="keep_ratio"):
+        prune_agreement(model, images[:1], keep_ratios=[1.5], device="cpu")
+    with pytest.raises(ValueError, match="trained pruner"):
+        prune_agreement(task.vit, small, scorers=["learned"], device="cpu")  # a plain ViT has no pruner
+    random_vit = VisionTransformer(ViTConfig(img_size=32, patch_size=8, dim=24, depth=2, heads=2, num_classes=3))
+    with pytest.raises(ValueError, match="random weights"):
+        prune_agreement(random_vit, small, scorers=["attention"], device="cpu")
+    res = prune_agreement(random_vit, small, keep_ratios=[0.5, 1.0], scorers=["mean"], device="cpu")
+    assert res.agreement["mean"][-1] == 1.0 and res.prune_layer == 1

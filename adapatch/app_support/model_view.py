@@ -1,23 +1,75 @@
 """Cached calls into ``adapatch.model`` for the Model page (the task model is a cached resource),
-and the learned selector's map of the current image for the Patch layout page."""
+the Token pruning page's agreement chart, and the learned selector's map of the current image for
+the Patch layout page.
+
+Model calls run on the sidebar's device (``model_device``: "auto" resolved, CUDA when present).
+The bundled model is kept once per device (``resolve_model("task", device=...)``) and any other
+picked model that lives elsewhere is copied to the device once (``on_device``), so a model shared
+between sessions is never moved. Every cached result is keyed on the device it ran on.
+
+Charts: accuracy vs tokens of the bundled results (one series per method), keep ratio vs
+prediction agreement with the full grid (``adapatch.model.agreement``), and latency vs tokens
+against the MACs prediction (bundled, or measured live on this machine: ``measure_latency``).
+"""
 
 from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
 
 import numpy as np
 import streamlit as st
 
 import adapatch as ap
 from adapatch import render
+from adapatch.model_refs import MODEL_DEVICE
 
-from . import compute
-from .images import ImageEntry
+from . import compute, state, ui
+from .images import ImageEntry, md_escape
+
+LIVE_LATENCY = "ap_live_latency"  # session: {preset: adapatch.model.latency.measure_latency(...) result}
+LIVE_RUN = {"token_counts": (25, 49, 98, 196), "batch_sizes": (1, 4), "repeats": 2, "warmup": 1}
+"""Size of the live latency run ("Measure on this machine"): ViT-B about 5 s on an idle 2-thread
+CPU (ViT-Ti about 1 s), 15-25 s when other work shares the CPU; tests shrink it."""
+MACS_NOTE = "MACs are multiply-accumulates, what ViT papers report as FLOPs."
+_TOP_LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}  # above the plot: clear of the x title
 
 
-def task_model():
-    """The bundled cluttered-digits ViT + pruner + selector on ``MODEL_DEVICE`` (the library's one
-    cache of it, ``resolve_model("task")``)."""
-    from adapatch.model.sources import MODEL_DEVICE, resolve_model
-    return resolve_model("task", device=MODEL_DEVICE)
+def model_device() -> str:
+    """The device model calls run on: the sidebar's choice with "auto" resolved ("cpu" / "cuda")."""
+    return str(ap.resolve_device(state.device()))
+
+
+def task_model(device: str = MODEL_DEVICE):
+    """The bundled cluttered-digits ViT + pruner + selector on ``device`` (the library's one cache
+    of it per device, ``resolve_model("task", device=...)``)."""
+    from adapatch.model.sources import resolve_model
+    return resolve_model("task", device=device)
+
+
+def _same_device(model, device: str) -> bool:
+    import torch
+    from adapatch.model.task import as_vit
+    have = next(as_vit(model).parameters()).device
+    want = torch.device(device)
+    return have.type == want.type and (want.index is None or want.index == have.index)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Copying the model to the selected device…")
+def _device_copy(model_key: str, device: str, _model):
+    import copy
+    return copy.deepcopy(_model).to(device).eval()
+
+
+def on_device(model_key: str, model, device: str):
+    """``model`` (the picked, shared one) as a model that lives on ``device``: itself when it is
+    there, the bundled model's copy for that device, or a cached copy (the last two kept)."""
+    if model is None or _same_device(model, device):
+        return model
+    if model_key == "task":
+        return task_model(device)
+    return _device_copy(model_key, device, model)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -26,57 +78,84 @@ def sample(name: str) -> tuple[np.ndarray, int]:
     return load_task_sample(name)
 
 
+# ------------------------------------------------------------------ the Model page's maps
 @st.cache_data(max_entries=64, show_spinner=False)
-def attention_png(name: str, mode: str, head_fusion: str, discard_ratio: float, alpha: float) -> bytes:
+def attention_map(name: str, mode: str, head_fusion: str, discard_ratio: float,
+                  device: str = MODEL_DEVICE) -> np.ndarray:
+    """The task model's attention saliency of a task sample (float32 ``[64, 64]``)."""
     from adapatch.model import attention_saliency
     img, _ = sample(name)
-    model = task_model()
-    sal = attention_saliency(img, model, mode, head_fusion, discard_ratio, device="cpu")
+    return attention_saliency(img, task_model(device), mode, head_fusion, discard_ratio, device=device)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def attention_png(name: str, mode: str, head_fusion: str, discard_ratio: float, alpha: float,
+                  device: str = MODEL_DEVICE) -> bytes:
+    img, _ = sample(name)
+    sal = attention_map(name, mode, head_fusion, discard_ratio, device)
     return render.to_png_bytes(render.heatmap(img, sal, alpha=alpha, max_side=64))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def selector_pngs(name: str, k: int) -> tuple[bytes, bytes]:
-    """Selector keep-probabilities over the image, and the selected top-k cells."""
-    from adapatch.model import resize_for_model, selector_importance, selector_layout
+def selector_result(name: str, k: int, device: str = MODEL_DEVICE) -> tuple[np.ndarray, ap.PatchLayout]:
+    """Selector keep probabilities (float32 ``[G, G]``) and its top-``k`` layout of a task sample."""
+    from adapatch.model import selector_importance, selector_layout
     img, _ = sample(name)
-    model = task_model()
-    small = resize_for_model(img, model)
-    imp = selector_importance(img, model, device="cpu")
+    model = task_model(device)
+    return selector_importance(img, model, device=device), selector_layout(img, model, k=k, device=device)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def selector_pngs(name: str, k: int, device: str = MODEL_DEVICE) -> tuple[bytes, bytes]:
+    """Selector keep-probabilities over the image, and the selected top-k cells."""
+    from adapatch.model import resize_for_model
+    img, _ = sample(name)
+    small = resize_for_model(img, task_model(device))
+    imp, lay = selector_result(name, k, device)
     imp_full = render.upscale(imp, small.shape[0] // imp.shape[0])
-    lay = selector_layout(img, model, k=k, device="cpu")
     return (render.to_png_bytes(render.heatmap(small, imp_full, alpha=0.6, max_side=64)),
             render.to_png_bytes(render.token_map(small, lay, dim=0.25, max_side=64)))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def pruned(name: str, method: str, keep_ratio: float) -> tuple[bytes, int, int, int]:
-    """Token map of the model's 8 px grid after pruning, kept count, total, predicted class."""
+def prune_result(name: str, method: str, keep_ratio: float, device: str = MODEL_DEVICE):
+    """``adapatch.model.PruneResult`` of learned/attention pruning on the model's 8 px grid of a task sample."""
     from adapatch.model import prune_tokens_attention, prune_tokens_learned, resize_for_model
     img, _ = sample(name)
-    model = task_model()
+    model = task_model(device)
     small = resize_for_model(img, model)
     grid = ap.uniform(small.shape[0], small.shape[1], model.config.patch_size)
     fn = prune_tokens_learned if method == "learned" else prune_tokens_attention
-    res = fn(small, grid, model, keep_ratio=keep_ratio, device="cpu")
+    return fn(small, grid, model, keep_ratio=keep_ratio, device=device)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def pruned(name: str, method: str, keep_ratio: float, device: str = MODEL_DEVICE) -> tuple[bytes, int, int, int]:
+    """Token map of the model's 8 px grid after pruning, kept count, total, predicted class."""
+    from adapatch.model import resize_for_model
+    img, _ = sample(name)
+    small = resize_for_model(img, task_model(device))
+    res = prune_result(name, method, keep_ratio, device)
+    total = res.layout.num_tokens + len(res.layout.dropped)
     return (render.to_png_bytes(render.token_map(small, res.layout, dim=0.25, max_side=64)),
-            res.layout.num_tokens, grid.num_tokens, res.prediction)
+            res.layout.num_tokens, total, res.prediction)
 
 
+# ------------------------------------------------------------------ the Patch layout page's selector map
 @st.cache_data(max_entries=32, show_spinner=False)
-def _selector_map(digest: str, model_key: str, _image: np.ndarray, _model) -> np.ndarray:
+def _selector_map(digest: str, model_key: str, device: str, _image: np.ndarray, _model) -> np.ndarray:
     from adapatch.model import selector_importance
-    from adapatch.model.sources import MODEL_DEVICE
-    return selector_importance(_image, _model, device=MODEL_DEVICE)
+    return selector_importance(_image, on_device(model_key, _model, device), device=device)
 
 
 def selector_map(entry: ImageEntry) -> np.ndarray:
     """The picked model's learned selector: keep probability per grid cell, float32 ``[G, G]``."""
-    return _selector_map(entry.digest, compute.model_key(True), entry.array, compute.picked_model(True))
+    key = compute.model_key(True)
+    return _selector_map(entry.digest, key, model_device(), entry.array, compute.picked_model(True))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _selector_png(digest: str, model_key: str, factor: int, alpha: float, _frame: np.ndarray,
+def _selector_png(digest: str, model_key: str, device: str, factor: int, alpha: float, _frame: np.ndarray,
                   _map: np.ndarray) -> bytes:
     big = render.upscale(_frame, factor)
     heat = render.upscale(_map, big.shape[0] // _map.shape[0])
@@ -85,10 +164,39 @@ def _selector_png(digest: str, model_key: str, factor: int, alpha: float, _frame
 
 def selector_png(entry: ImageEntry, settings: dict, alpha: float = 0.6) -> bytes:
     """The selector's keep probabilities over the model-input frame, enlarged for display."""
-    return _selector_png(entry.digest, compute.model_key(True), compute.display_factor(entry, settings), float(alpha),
-                         compute.frame(entry, settings), selector_map(entry))
+    return _selector_png(entry.digest, compute.model_key(True), model_device(),
+                         compute.display_factor(entry, settings), float(alpha), compute.frame(entry, settings),
+                         selector_map(entry))
 
 
+# ------------------------------------------------------------------ bundled results: where they come from
+@st.cache_data(max_entries=4, show_spinner=False)
+def _asset_meta(file: str) -> dict:
+    from adapatch.samples import ASSETS_DIR
+    meta = json.loads((ASSETS_DIR / "model" / file).read_text())
+    return {k: v for k, v in meta.items() if k not in ("rows", "curves")} if isinstance(meta, dict) else {}
+
+
+def training_note() -> str:
+    """How the bundled task model was trained, from ``results.json`` (never "on this machine")."""
+    meta = _asset_meta("results.json")
+    cmd = meta.get("command") or "python -m adapatch.experiments"
+    text = f"trained ahead of time by `{cmd}`"
+    env, secs = meta.get("train_environment") or meta.get("environment") or {}, meta.get("train_seconds")
+    if env or secs:
+        where = []
+        if secs:
+            where.append(f"{secs / 60:.0f} minutes")
+        if env.get("device") or env.get("machine"):
+            dev = str(env.get("device", "cpu")).upper()
+            where.append(f"on an {env['machine']} {dev}" if env.get("machine") else f"on a {dev}")
+        if env.get("threads"):
+            where.append(f"{env['threads']} threads")
+        text += f" ({', '.join(where)}, as recorded in the bundled `adapatch/assets/model/results.json`)"
+    return text
+
+
+# ------------------------------------------------------------------ results: table and accuracy vs tokens
 def results_table() -> None:
     """The task experiment's results table (``adapatch/assets/model/results.json``)."""
     import pandas as pd
@@ -103,29 +211,203 @@ def results_table() -> None:
     } for r in rows])
     fmt = st.column_config.NumberColumn
     st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "accuracy": fmt(format="%.3f"), "MACs (M)": fmt(format="%.2f"),
-        "predicted speed-up": fmt(format="%.2fx"), "measured speed-up (batch 256)": fmt(format="%.2fx"),
+        "accuracy": fmt(format="%.3f"), "MACs (M)": fmt(format="%.2f", help=f"Per image. {MACS_NOTE}"),
+        "predicted speed-up": fmt(format="%.2fx", help="From the MACs."),
+        "measured speed-up (batch 256)": fmt(format="%.2fx"),
         "measured speed-up (batch 1)": fmt(format="%.2fx")})
+    st.caption(f"Accuracy and speed-ups: {ui.measurement_note('results.json', 'python -m adapatch.experiments')}. "
+               f"{MACS_NOTE}")
 
 
-def latency_chart(key: str) -> None:
-    """Measured speed-up vs tokens for a ViT preset, next to the FLOPs prediction."""
+_QUADTREE_MEASURE = re.compile(r"\((\w+),")
+_SYMBOLS = ("circle", "x", "square", "triangle-up", "star", "cross", "triangle-down", "pentagon")
+"""Marker per series, so series on top of each other (multiscale and the distortion quadtree) both show."""
+
+
+def accuracy_series(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows of ``results.json`` as the accuracy chart's series, one per method (in the rows' order),
+    each a list of points ``{"tokens", "accuracy", "label"}`` sorted by tokens. Pruned runs are at
+    the tokens kept after the cut (the blocks before it see every token)."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        kind = str(r.get("kind", ""))
+        tokens = float(r["tokens"])
+        if kind == "uniform":
+            name = "uniform grid"
+        elif kind == "quadtree":
+            m = _QUADTREE_MEASURE.search(str(r.get("method", "")))
+            name = f"quadtree · {m.group(1)}" if m else "quadtree"
+        elif kind == "multiscale":
+            name = "multiscale"
+        elif kind == "selector":
+            name = "learned selector"
+        elif kind.startswith("prune_"):
+            name = {"prune_learned": "pruning · learned scorer",
+                    "prune_attention": "pruning · EViT attention"}.get(kind, f"pruning · {kind[6:]}")
+            if r.get("tokens_after_pruning") is not None:
+                tokens = float(r["tokens_after_pruning"])
+        else:
+            name = kind or str(r.get("method", "other"))
+        out.setdefault(name, []).append({"tokens": tokens, "accuracy": float(r["accuracy"]),
+                                         "label": str(r.get("method", name))})
+    return {k: sorted(v, key=lambda p: p["tokens"]) for k, v in out.items()}
+
+
+def full_grid_row(rows: list[dict]) -> dict | None:
+    """The reference row: the uniform grid with the most tokens (the model's full grid)."""
+    grid = [r for r in rows if r.get("kind") == "uniform"]
+    return max(grid, key=lambda r: r["tokens"]) if grid else None
+
+
+def accuracy_chart(key: str) -> None:
+    """Accuracy vs tokens of every method of the bundled results, the full grid as a reference line."""
+    import plotly.graph_objects as go
+    from adapatch.model.results import task_results
+
+    rows = task_results()
+    series = accuracy_series(rows)
+    full = full_grid_row(rows)
+    xs = [p["tokens"] for pts in series.values() for p in pts]
+    log = max(xs) / max(min(xs), 1e-9) >= 10  # a log axis only when the counts span an order of magnitude
+    fig = go.Figure()
+    for i, (name, pts) in enumerate(series.items()):
+        pruned_ = name.startswith("pruning")
+        symbol = ("diamond-open", "square-open")[i % 2] if pruned_ else _SYMBOLS[i % len(_SYMBOLS)]
+        fig.add_scatter(x=[p["tokens"] for p in pts], y=[p["accuracy"] for p in pts], name=name,
+                        mode="lines+markers", text=[p["label"] for p in pts],
+                        line={"dash": "dot"} if pruned_ else None, marker={"size": 10, "symbol": symbol},
+                        hovertemplate="%{text}<br>%{x:g} tokens · accuracy %{y:.3f}<extra></extra>")
+    if full is not None:
+        fig.add_hline(y=full["accuracy"], line_dash="dash", line_color="#555", line_width=1,
+                      annotation_text=f"full grid ({full['tokens']:g} tokens): {full['accuracy']:.3f}",
+                      annotation_position="top left")
+    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend=_TOP_LEGEND,
+                      xaxis={"title": "tokens per image" + (" (log scale)" if log else ""),
+                             "type": "log" if log else "linear"},
+                      yaxis={"title": "accuracy (held-out split)", "tickformat": ".0%"})
+    st.plotly_chart(fig, config=compute.PLOT_CONFIG, key=f"{key}_chart")
+    n_test = (_asset_meta("results.json").get("eval_only") or {}).get("n_test")
+    st.caption(f"Accuracy of the bundled task model{f' on {n_test:,} held-out images' if n_test else ''} against "
+               "the tokens it sees, one series per method; pruned runs (dotted, open markers) sit at the tokens "
+               "kept after block 1 (block 1 sees all of them). Numbers: "
+               f"{ui.measurement_note('results.json', 'python -m adapatch.experiments')}.")
+
+
+# ------------------------------------------------------------------ keep ratio vs agreement with the full grid
+@st.cache_data(max_entries=8, show_spinner="Running the bundled model on its digit samples at every keep ratio…")
+def agreement(saliency_json: str, device: str = MODEL_DEVICE) -> dict:
+    """``adapatch.model.agreement.prune_agreement`` of the bundled task model on its bundled digit
+    samples, every scorer, keep ratios 0.1..1.0 (``Agreement.to_dict()``)."""
+    from adapatch.model.agreement import prune_agreement
+    from adapatch.samples import list_task_samples, load_sample
+
+    spec = json.loads(saliency_json)
+    images = [load_sample(n) for n in list_task_samples()]
+    res = prune_agreement(task_model(device), images, saliency=spec["method"], saliency_params=spec.get("params"),
+                          device=device)
+    return res.to_dict()
+
+
+def agreement_chart(keep_ratio: float, saliency_spec: dict, labels: dict[str, str], key: str,
+                    current: str | None = None) -> None:
+    """Keep ratio vs the share of the bundled digit samples whose prediction from the kept tokens
+    equals the full grid's, one series per scorer, the current keep ratio marked."""
+    import plotly.graph_objects as go
+
+    dev = model_device()
+    res = agreement(json.dumps(saliency_spec, sort_keys=True, default=str), dev)
+    n = len(res["full_predictions"])
+    fig = go.Figure()
+    for scorer, shares in res["agreement"].items():
+        fig.add_scatter(x=res["keep_ratios"], y=shares, mode="lines+markers", name=labels.get(scorer, scorer),
+                        customdata=res["kept_tokens"], line={"width": 3.5 if scorer == current else 2},
+                        hovertemplate=(f"{labels.get(scorer, scorer)}<br>keep %{{x:.1f}} (%{{customdata}} of "
+                                       f"{res['total_tokens']} tokens)<br>same prediction: %{{y:.0%}}<extra></extra>"))
+    fig.add_vline(x=float(keep_ratio), line_dash="dot", line_color="#262730", line_width=1.5,
+                  annotation_text=f"keep ratio {keep_ratio:.2f}", annotation_position="bottom right")
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend=_TOP_LEGEND,
+                      xaxis={"title": "keep ratio", "range": [0.05, 1.02], "dtick": 0.1},
+                      yaxis={"title": "same prediction as the full grid", "tickformat": ".0%",
+                             "range": [-0.03, 1.05]})
+    st.plotly_chart(fig, config=compute.PLOT_CONFIG, key=f"{key}_chart")
+    sal = res["saliency"] or saliency_spec.get("method", "")
+    st.caption(f"The bundled task model on its {n} digit samples: the share whose predicted digit from the kept "
+               f"tokens equals the prediction from its full {res['total_tokens']}-token grid (steps of 1/{n}). "
+               f"Learned and attention scorers prune after block {res['prune_layer']}; the saliency "
+               f"scorers (method **{md_escape(sal)}**) drop tokens before the first block. Computed live on "
+               f"{dev.upper()} (`adapatch.model.agreement.prune_agreement`), whatever image or model is picked.")
+
+
+# ------------------------------------------------------------------ latency vs tokens
+def _measure(preset: str) -> None:
+    """Run the short live latency measurement of ``preset`` with a progress bar; store it in the session."""
+    from adapatch.model.latency import measure_latency
+
+    bar = st.progress(0.0, text=f"Measuring {preset} on this machine…")
+
+    def step(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Measuring {preset} on this machine… {done}/{total}")
+
+    res = measure_latency(preset, device=model_device(), progress=step, **LIVE_RUN)
+    bar.empty()
+    st.session_state.setdefault(LIVE_LATENCY, {})[preset] = res
+
+
+def _forget_live(preset: str) -> None:
+    st.session_state.get(LIVE_LATENCY, {}).pop(preset, None)
+
+
+def live_note(res: dict) -> str:
+    """Caption of a live measurement: where (CPU/CUDA) and when it ran."""
+    env = res["environment"]
+    where = f"CUDA, {env['cuda']}" if env.get("cuda") else f"CPU, {env.get('machine', '')}, {env['threads']} threads"
+    when = datetime.fromisoformat(res["measured_at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    s = res["settings"]
+    return (f"Measured on this machine just now ({where}, {when}; {res['seconds']:.1f} s): {res['preset']} with "
+            f"random weights, tokens {', '.join(map(str, s['token_counts']))}, batches "
+            f"{', '.join(map(str, s['batch_sizes']))}, median of {_runs(s['repeats'])} after {s['warmup']} "
+            f"warm-up {'run' if s['warmup'] == 1 else 'runs'} (torch {env['torch']}).")
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
+def latency_chart(key: str, measure: bool = False) -> None:
+    """Measured speed-up vs tokens for a ViT preset, next to the MACs prediction: the bundled
+    measurements, or this session's live ones. ``measure`` draws "Measure on this machine" (a short
+    live run with a progress bar that replaces the bundled numbers) and the way back."""
     import plotly.graph_objects as go
     from adapatch.model.results import latency_curves
 
     curves = latency_curves()
     preset = st.segmented_control("ViT preset (random weights, timing only)", list(curves), default="ViT-B",
                                   key=f"{key}_preset") or "ViT-B"
+    if measure:
+        c1, c2, _ = st.columns([1, 1, 2])
+        if c1.button("Measure on this machine", key=f"{key}_measure", icon=":material/timer:",
+                     help=f"Re-run the latency benchmark of {preset} live here (a short run, a few seconds to "
+                          "tens of seconds) and show it in place of the bundled numbers."):
+            _measure(preset)
+        if preset in st.session_state.get(LIVE_LATENCY, {}):
+            c2.button("Back to the bundled numbers", key=f"{key}_bundled", icon=":material/undo:",
+                      on_click=_forget_live, args=(preset,))
+    live = st.session_state.get(LIVE_LATENCY, {}).get(preset)
+    pts_all = live["curve"] if live else curves[preset]
     fig = go.Figure()
-    for batch in sorted({p["batch"] for p in curves[preset]}):
-        pts = [p for p in curves[preset] if p["batch"] == batch]
+    for batch in sorted({p["batch"] for p in pts_all}):
+        pts = [p for p in pts_all if p["batch"] == batch]
         fig.add_scatter(x=[p["tokens"] for p in pts], y=[p["measured_speedup"] for p in pts],
-                        mode="lines+markers", name=f"measured, batch {batch}")
-    pts = [p for p in curves[preset] if p["batch"] == min(q["batch"] for q in curves[preset])]
+                        mode="lines+markers", name=f"measured{' live' if live else ''}, batch {batch}")
+    pts = [p for p in pts_all if p["batch"] == min(q["batch"] for q in pts_all)]
     fig.add_scatter(x=[p["tokens"] for p in pts], y=[p["predicted_speedup"] for p in pts], mode="lines",
-                    name="predicted from FLOPs", line={"dash": "dash"})
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="tokens",
-                      yaxis_title="speed-up vs 196 tokens", legend={"orientation": "h"})
+                    name="predicted from MACs", line={"dash": "dash"})
+    ref = max(p["tokens"] for p in pts_all)
+    fig.update_layout(height=340, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="tokens",
+                      yaxis_title=f"speed-up vs {ref} tokens", legend=_TOP_LEGEND)
     st.plotly_chart(fig, config=compute.PLOT_CONFIG, key=f"{key}_chart")
-    st.caption("Measured on this machine's CPU by `python benchmarks/bench_latency.py`; at batch 1 fixed "
-               "overheads eat much of the saving, batched runs follow the FLOPs prediction closely.")
+    if live:
+        st.caption(live_note(live) + ("" if measure else " Back to the bundled numbers on the Model page."))
+    else:
+        st.caption(f"Latency: {ui.measurement_note('latency.json', 'python benchmarks/bench_latency.py')}. At batch 1 fixed "
+                   f"overheads eat much of the saving; batched runs follow the MACs prediction closely. {MACS_NOTE}")

@@ -1,15 +1,19 @@
-"""Measured forward latency against token count, next to the FLOPs (MACs) prediction.
+"""Measured forward latency against token count, next to the MACs prediction (multiply-accumulates,
+what ViT papers report as FLOPs).
 
 MACs follow ``adapatch.efficiency`` (12 N D^2 + 2 N^2 D per block, embedding N D 3 p^2, head);
 ``model_macs`` applies it to any ``ViTConfig`` and to pruned runs (N drops after a layer).
 Latency is the median wall-clock of ``repeats`` forward passes after ``warmup`` passes, with
-CUDA synchronised, under ``torch.inference_mode``.
+CUDA synchronised, under ``torch.inference_mode``. ``measure_latency`` is a short live run of one
+preset (the app's "Measure on this machine"), recording where and when it ran.
 """
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
+from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 import torch
@@ -68,15 +72,18 @@ def time_fn(fn: Callable[[], object], device: torch.device, repeats: int = 10, w
 
 
 def latency_curve(model, token_counts: Sequence[int], batch_sizes: Sequence[int] = (1, 32),
-                  device: str | torch.device = "auto", repeats: int = 10, warmup: int = 2) -> list[dict]:
+                  device: str | torch.device = "auto", repeats: int = 10, warmup: int = 2,
+                  progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Forward latency (embedding + encoder + head) per token count and batch size.
 
     Each row: tokens, batch, ms (per batch), ms_per_image, macs (per image), and the measured
     and predicted speed-ups against the largest token count at the same batch size.
+    ``progress(done, total)`` is called after each (batch size, token count) cell.
     """
     dev = resolve_device(device)
     model = model.to(dev).eval()
     rows = []
+    total, done = len(batch_sizes) * len(token_counts), 0
     for bs in batch_sizes:
         bs = check_int("batch_size", bs, 1)
         group = []
@@ -86,12 +93,47 @@ def latency_curve(model, token_counts: Sequence[int], batch_sizes: Sequence[int]
             sec = time_fn(lambda: model.forward_tokens(tb), dev, repeats, warmup)
             group.append({"tokens": n, "batch": bs, "ms": sec * 1e3, "ms_per_image": sec * 1e3 / bs,
                           "macs": model_macs(model.config, n)})
+            done += 1
+            if progress is not None:
+                progress(done, total)
         ref = max(group, key=lambda r: r["tokens"])
         for r in group:
             r["measured_speedup"] = ref["ms"] / r["ms"]
             r["predicted_speedup"] = ref["macs"] / r["macs"]
         rows += group
     return rows
+
+
+QUICK_TOKENS = (25, 49, 98, 196)
+"""Token counts of the short live run (the bundled curves also have 147)."""
+
+
+def environment(device: str | torch.device = "cpu") -> dict:
+    """Where a measurement runs: torch, threads, machine, the device and (CUDA) its name."""
+    dev = resolve_device(device)
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "device": dev.type, "cuda": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
+
+
+def measure_latency(preset: str = "ViT-B", token_counts: Sequence[int] = QUICK_TOKENS,
+                    batch_sizes: Sequence[int] = (1, 8), repeats: int = 3, warmup: int = 1,
+                    device: str | torch.device = "auto",
+                    progress: Callable[[int, int], None] | None = None) -> dict:
+    """A short live ``latency_curve`` of a randomly initialised ViT preset (timing only), with
+    where and when it ran: ``{"preset", "curve" (latency_curve rows), "environment",
+    "measured_at" (UTC, ISO 8601), "seconds", "settings"}``. The default run (ViT-B, 4 token counts,
+    batches 1 and 8, 3 repeats) takes about 10 s on a 2-thread CPU."""
+    from .weights import create_model
+
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    model = create_model(preset, device=dev).eval()
+    when = datetime.now(timezone.utc)
+    rows = latency_curve(model, token_counts, batch_sizes, dev, repeats, warmup, progress)
+    return {"preset": preset, "curve": rows, "environment": environment(dev),
+            "measured_at": when.isoformat(timespec="seconds"), "seconds": time.perf_counter() - t0,
+            "settings": {"token_counts": [int(n) for n in token_counts], "batch_sizes": [int(b) for b in batch_sizes],
+                         "repeats": int(repeats), "warmup": int(warmup)}}
 
 
 def compare_pad_pack(model, token_counts: Sequence[int], device: str | torch.device = "auto",

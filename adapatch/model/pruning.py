@@ -90,21 +90,47 @@ def forward_pruned(model, tb: TokenBatch, layer: int, keep_ratio: float, method:
     ``method="attention"`` (EViT) needs ``layer >= 1``; ``fuse`` (default: True for attention,
     False for learned) appends one token that is the score-weighted mean of the pruned ones.
     """
+    keep_ratio = check_float("keep_ratio", keep_ratio, 0.0, 1.0)
+    return prune_from(model, score_tokens(model, tb, layer, method, pruner), keep_ratio, fuse)
+
+
+@dataclass
+class ScoredTokens:
+    """The state at the cut of ``forward_pruned``: tokens after blocks ``[0, layer)`` (CLS first),
+    their validity and scores (``score_tokens``). One of these serves any number of keep ratios
+    (``prune_from``)."""
+
+    x: torch.Tensor
+    valid: torch.Tensor
+    scores: torch.Tensor
+    layer: int
+    method: str
+
+
+def score_tokens(model, tb: TokenBatch, layer: int, method: str = "learned",
+                 pruner: TokenPruner | None = None) -> ScoredTokens:
+    """Blocks ``[0, layer)`` on all tokens and the scorer's per-token scores (the first half of
+    ``forward_pruned``)."""
     check_choice("method", method, METHODS)
     layer = _check_layer(model, layer, method)
-    keep_ratio = check_float("keep_ratio", keep_ratio, 0.0, 1.0)
     if method == "learned" and pruner is None:
         raise ValueError("pruner must be a TokenPruner when method='learned'")
-    fuse = (method == "attention") if fuse is None else bool(fuse)
     x = model.embed(tb)
     mask = None if tb.mask is None else F.pad(tb.mask, (1, 0), value=True)
     x, attns = model.forward_features(x, mask, return_attn=method == "attention", start=0, end=layer)
     tokens = x[:, 1:]
     valid = tb.mask if tb.mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
-    if method == "attention":
-        scores = attns[-1][:, :, 0, 1:].mean(dim=1)
-    else:
-        scores = pruner(tokens)
+    scores = attns[-1][:, :, 0, 1:].mean(dim=1) if method == "attention" else pruner(tokens)
+    return ScoredTokens(x, valid, scores, layer, method)
+
+
+def prune_from(model, st: ScoredTokens, keep_ratio: float, fuse: bool | None = None) -> PruneOutput:
+    """Keep the top ``keep_ratio`` of ``st``'s tokens (optionally fuse the rest into one token) and
+    run blocks ``[layer, depth)`` and the head (the second half of ``forward_pruned``)."""
+    keep_ratio = check_float("keep_ratio", keep_ratio, 0.0, 1.0)
+    fuse = (st.method == "attention") if fuse is None else bool(fuse)
+    x, valid, scores = st.x, st.valid, st.scores
+    tokens = x[:, 1:]
     idx, kept_valid = topk_keep(scores, valid, keep_ratio)
     bi = torch.arange(x.shape[0], device=x.device)[:, None]
     parts, masks = [x[:, :1], tokens[bi, idx]], [torch.ones_like(kept_valid[:, :1]), kept_valid]
@@ -112,14 +138,14 @@ def forward_pruned(model, tb: TokenBatch, layer: int, keep_ratio: float, method:
         keep_mask = torch.zeros_like(valid)
         keep_mask[bi, idx] = kept_valid
         drop = valid & ~keep_mask
-        w = scores if method == "attention" else scores.softmax(dim=1)
+        w = scores if st.method == "attention" else scores.softmax(dim=1)
         w = w * drop
         fused = (w[..., None] * tokens).sum(1, keepdim=True) / w.sum(1).clamp(min=1e-12)[:, None, None]
         parts.append(fused)
         masks.append(drop.any(1, keepdim=True))
     x = torch.cat(parts, dim=1)
     m = torch.cat(masks, dim=1)
-    x, _ = model.forward_features(x, None if bool(m.all()) else m, start=layer)
+    x, _ = model.forward_features(x, None if bool(m.all()) else m, start=st.layer)
     return PruneOutput(model.forward_head(x), idx, kept_valid, scores)
 
 

@@ -114,7 +114,7 @@ def calibration_view(source: dv.DatasetSource) -> None:
                          help=f"Sets the Patch layout page to a quadtree ({importance}, {sizes[0]}-{sizes[1]} px, no "
                               f"budget) at exactly this threshold, and opens it."):
                 _apply(importance, sizes, t)
-                st.switch_page("pages/layout.py")
+                state.switch_page("pages/layout.py")
 
         values = dv.metric_values(s)
         cols = top.columns([1.25, 1, 1, 1, 1, 1, 1.1])

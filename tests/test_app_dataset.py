@@ -195,3 +195,22 @@ def test_downloads_are_the_library_report_and_layouts(at: AppTest, store, tmp_pa
     paths, layouts = read_layouts(tmp_path / "layouts.parquet")
     assert paths == store.paths
     assert [lay.num_tokens for lay in layouts] == store.tokens_at(np.array([t]))[:, 0].tolist()
+
+
+def test_apply_keeps_the_uploaded_image_current() -> None:
+    """st.switch_page empties the sidebar uploader for the next run; the session must not read that
+    as "the upload was removed" (state.switch_page)."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), np.uint8)).save(buf, "PNG")
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    at.file_uploader(key="uploader").set_value([("mine.png", buf.getvalue(), "image/png")]).run()
+    key = at.session_state["ap_current"]
+    assert key.startswith("upload:")
+    at.switch_page("pages/dataset.py").run()
+    next(b for b in at.button if "Apply" in b.label).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.run()
+    assert at.session_state["ap_current"] == key

@@ -22,6 +22,7 @@ UPLOADS = "ap_uploads"  # dict file_id -> {"name", "key" | None, "error" | None}
 CURRENT = "ap_current"  # key of the image being explored
 SETTINGS = "ap_settings"
 DEVICE = "ap_device"
+DETACHED = "ap_uploads_detached"  # the uploader widget lost its files (st.switch_page): keep ours
 DEFAULT_IMAGE = "sample:astronaut"
 
 DEFAULTS: dict[str, Any] = {
@@ -155,14 +156,25 @@ def sync_uploads(files: list | None) -> list[str]:
         except Exception as e:  # a decoder bug must not take the session down  # noqa: BLE001
             rec["error"] = upload_error_line(e)
         records[fid] = rec
-    for fid in [k for k in records if k not in ids]:  # removed from the uploader
-        del records[fid]
+    if ss.get(DETACHED) and set(records) <= set(ids):
+        ss[DETACHED] = False  # the uploader shows every file again: removals count again
+    if not ss.get(DETACHED):
+        for fid in [k for k in records if k not in ids]:  # removed from the uploader
+            del records[fid]
     live = {r["key"] for r in records.values() if r["key"]}
     for key in [k for k in images if k not in live]:
         del images[key]
     if ss[CURRENT] not in live and not ss[CURRENT].startswith("sample:"):
         ss[CURRENT] = DEFAULT_IMAGE
     return new_keys
+
+
+def switch_page(page: str) -> None:
+    """``st.switch_page`` that keeps the session's uploads: the sidebar uploader comes back empty after
+    a programmatic page switch (Streamlit 1.67), which would otherwise read as "every upload removed".
+    Until the uploader shows the files again, uploads are only added, never forgotten."""
+    st.session_state[DETACHED] = True
+    st.switch_page(page)
 
 
 def upload_records() -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -44,6 +45,60 @@ def _label(settings: dict, lay: ap.PatchLayout) -> str:
     if lay.strategy == "multiscale":
         return f"multiscale · {lay.params['base_size']} px base" + (" (uniform won)" if not lay.params["levels_used"] else "")
     return text
+
+
+GREEDY_POINTS = 10
+"""Budgets at which Compare samples a greedy layout's quality curve (one layout and fidelity each)."""
+
+
+def quality_chart(entry: ImageEntry, configs: list[dict], layouts: list, budget: recipes.Budget) -> None:
+    """Quality (PSNR, SSIM) vs tokens over the whole budget range for the compared layouts and the
+    equal-token uniform grid, each compared layout marked at the budget (``ui.quality_figure``).
+
+    Quadtrees: their exact curve (PSNR at every budget, SSIM at ``quality.SSIM_POINTS``); greedy:
+    sampled at ``GREEDY_POINTS`` budgets; multiscale (seconds per budget at 1 MP): its point only.
+    Every curve is cached per image and settings, so moving the budget only moves the marks.
+    """
+    from dataclasses import replace
+
+    from adapatch.layout import uniform
+    from adapatch.quality import SSIM_POINTS
+
+    curves, index, marks, sampled, alone = [], {}, [], [], []
+    uni = compute.uniform_quality(entry)
+    for i, (cfg, (settings, lay)) in enumerate(zip(configs, layouts)):
+        letter, p = chr(65 + i), settings["params"]
+        if cfg["strategy"] == "quadtree":
+            q = compute.quality_curves(entry, p["min_size"], p["max_size"], p["importance"], settings["saliency"])[0]
+            curves.append(replace(q, label=f"{letter}: {q.label} · {p['min_size']}-{p['max_size']} px"))
+            index[i] = len(curves) - 1
+        elif cfg["strategy"] == "greedy":
+            sizes = p["patch_sizes"]
+            lo = uniform(entry.height, entry.width, max(sizes)).num_tokens
+            hi = uniform(entry.height, entry.width, min(sizes)).num_tokens
+            budgets = sorted({round(float(b)) for b in np.linspace(lo, max(lo, hi), GREEDY_POINTS)})
+            curves.append(compute.sampled_quality(entry, settings, budgets, f"{letter}: {recipes.describe(settings)}"))
+            index[i] = len(curves) - 1
+            sampled.append(letter)
+        elif cfg["strategy"] == "multiscale":
+            alone.append(letter)
+        fid = compute.fidelity(entry, settings, state.device())
+        marks.append((letter, lay.num_tokens, fid["psnr"], fid["ssim"], index.get(i)))
+    curves.append(uni)
+    for i, cfg in enumerate(configs):  # uniform layouts take the uniform curve's colour
+        if cfg["strategy"] == "uniform":
+            marks[i] = (*marks[i][:4], len(curves) - 1)
+    st.plotly_chart(ui.quality_figure(curves, marks=marks, budget=budget.tokens), config=ui.PLOT_CONFIG,
+                    key="compare_quality")
+    notes = [(f"Each layout marked at the budget ({budget.tokens:,} tokens, dashed); curves over the whole range, "
+              "against the original image. Quadtrees: PSNR at every budget, SSIM exact at "
+              f"{SSIM_POINTS} budgets spread over the range; uniform: {len(uni.tokens)} patch sizes from "
+              f"{min(uni.extra['sizes'])} to {max(uni.extra['sizes'])} px (SSIM at {len(uni.ssim)} of them).")]
+    if sampled:
+        notes.append(f"Greedy ({', '.join(sampled)}): {GREEDY_POINTS} budgets over its range, one layout each.")
+    if alone:
+        notes.append(f"Multiscale ({', '.join(alone)}): its point only (a whole curve takes seconds per image).")
+    st.caption(" ".join(notes))
 
 
 @st.fragment
@@ -102,6 +157,7 @@ def compare_view(entry: ImageEntry) -> None:
                              f"(SSIM {df.loc[best, 'SSIM']:.4f}, PSNR {df.loc[best, 'PSNR (dB)']:.2f} dB)."),
                    icon=":material/emoji_events:")
         state.put("compare_configs", configs)
+        quality_chart(entry, configs[:n], layouts, budget)  # quality vs tokens, the budget marked
         best_i = list(df.index).index(best)
         ui.export_section(entry, layouts[best_i][0], layouts[best_i][1], key="compare_export")
 

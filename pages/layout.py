@@ -18,6 +18,8 @@ IMPORTANCE_HELP = {
 }
 ALLOCATION_HELP = {"saliency": "saliency (most salient cells first)",
                    "distortion": "distortion (most error removed per token)"}
+IMPLIED_KEY = "w_threshold_implied"
+"""Key of the disabled threshold slider shown in budget mode (never the user's ``w_threshold``)."""
 
 
 def _clamp(lo: int, hi: int):
@@ -40,7 +42,7 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
         cells = d["grid_size"] ** 2
         k = state.widget("selector_k", st.slider, "Tokens kept (top-k cells)", 1, cells, clamp=_clamp(1, cells),
                          help=f"The selector scores each of the model's {cells} grid cells; the k most likely are kept.")
-        vit = state.widget("vit", st.selectbox, "ViT preset for FLOPs", options=ap.VIT_PRESETS)
+        vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS)
     settings = recipes.layout_settings(strategy="learned_selector")
     lay = compute.layout(entry, settings)
     eff = ap.efficiency(lay, vit)
@@ -58,6 +60,28 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
                    "kept). The numbers above are for this frame.")
     ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
     ui.export_section(entry, settings, lay, kind="tokens", key="layout_export")
+
+
+def threshold_widget(curve: ap.ThresholdCurve | None, budget: recipes.Budget | None, quad: bool) -> float:
+    """The Importance threshold slider. With a budget (quadtree) it is disabled and shows the threshold
+    the budget implies (``ThresholdCurve.threshold_for``: the threshold-mode quadtree of the same
+    importance and sizes with at most the budget's tokens), under its own key, so the user's own
+    threshold setting is kept and comes back when the budget is turned off. Returns the threshold
+    the view stands for."""
+    if not (quad and budget is not None and curve is not None):
+        return state.widget("threshold", st.slider, "Importance threshold", 0.0, 1.0, step=0.005, format="%.4f",
+                            disabled=not quad or budget is not None,
+                            help="Without a budget: a square splits while its importance is above this value."
+                                 + ("" if quad else " (quadtree only)"))
+    implied = curve.threshold_for(budget.tokens)
+    st.session_state[IMPLIED_KEY] = float(min(max(implied, 0.0), 1.0))  # a display-only widget: set, never read
+    st.slider("Importance threshold", 0.0, 1.0, step=0.005, format="%.4f", disabled=True, key=IMPLIED_KEY,
+              help="Set by the budget: the threshold at which the threshold-mode quadtree (same importance and "
+                   "sizes) uses at most the budget's tokens. Turn the budget off to set your own threshold.")
+    n = curve.tokens_at(implied)
+    st.caption(f"The budget implies threshold {implied:.4f} (threshold mode: {n:,} token{'s' if n != 1 else ''}, "
+               "the same or fewer)")
+    return implied
 
 
 @st.fragment
@@ -92,19 +116,20 @@ def layout_view(entry: ImageEntry) -> None:
                 state.widget("greedy_allocation", st.selectbox, "Allocation", options=list(ALLOCATION_HELP),
                              format_func=ALLOCATION_HELP.get,
                              help="How greedy gives each cell of the largest size its patch size.")
-            min_size, max_size = state.widget("sizes", st.select_slider, "Patch sizes (px)",
-                                              options=list(recipes.SIZE_OPTIONS),
-                                              clamp=lambda v: tuple(v) if len(tuple(v)) == 2 else (8, 64),
-                                              help="Smallest and largest patch; every power of two in between is used.")
+            sizes = state.widget("sizes", st.select_slider, "Patch sizes (px)", options=list(recipes.SIZE_OPTIONS),
+                                 clamp=lambda v: tuple(v) if len(tuple(v)) == 2 else (8, 64),
+                                 help="Smallest and largest patch; every power of two in between is used.")
+            min_size, max_size = recipes.fit_sizes(entry.height, entry.width, sizes)  # a small image: fitted
+            note = recipes.sizes_note(entry.height, entry.width, sizes)
+            if note:
+                st.caption(note)
             use_budget = state.widget("use_budget", st.toggle, "Token budget",
                                       help="Cap the number of tokens (quadtree refines best-first until it is used; "
                                            "the threshold is then not used).")
-            threshold = state.widget("threshold", st.slider, "Importance threshold", 0.0, 1.0, step=0.005,
-                                     format="%.4f", disabled=not quad or use_budget,
-                                     help="Without a budget: a square splits while its importance is above this value.")
+            threshold_slot = st.container()  # filled once the budget is known: it shows the threshold implied
             curve = (compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance)
                      if quad else None)
-            top_f = recipes.fraction_max(min_size)  # the range depends on the sizes, never on the image
+            top_f = recipes.fraction_max(sizes[0])  # the range depends on the sizes, never on the image
             state.widget("budget_fraction", st.slider, "Budget (% of the 16 px grid)", recipes.FRACTION_MIN, top_f,
                          step=recipes.FRACTION_STEP, format="percent", clamp=recipes.clamp_fraction(top_f),
                          disabled=not (use_budget or strategy == "multiscale"),
@@ -114,7 +139,9 @@ def layout_view(entry: ImageEntry) -> None:
             budget = recipes.layout_budget(entry, strategy, (min_size, max_size), importance)
             if use_budget or strategy == "multiscale":
                 st.caption(budget.caption())
-            vit = state.widget("vit", st.selectbox, "ViT preset for FLOPs", options=ap.VIT_PRESETS)
+            with threshold_slot:
+                threshold = threshold_widget(curve, budget if use_budget else None, quad)
+            vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS)
             show_recon = state.widget("show_recon", st.toggle, "Show what the model sees",
                                       help="Each token resampled to 16x16 and painted back at its box.")
 
@@ -127,21 +154,28 @@ def layout_view(entry: ImageEntry) -> None:
             if show_recon:
                 st.image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
                          width="stretch", caption="What the model sees: every token resampled to 16 px and painted back")
-            else:
-                st.image(compute.overlay_png(entry, settings), output_format="PNG", width="stretch",
+            else:  # JPEG at display size: ~10 ms to encode where PNG takes ~90 ms at 1024 px (download: PNG)
+                st.image(compute.overlay_jpeg(entry, settings), output_format="JPEG", width="stretch",
                          caption=f"{ui.fmt_int(lay.num_tokens)} tokens · {recipes.describe(settings)}"
                                  " · colour = patch size")
+        fid = compute.fidelity(entry, settings, state.device())  # after the numbers and the overlay, before the
+        ui.fidelity_metrics(slots, fid)  # charts: the browser fetches the overlay while this runs
         c1, c2 = st.columns([1, 1.6])
         with c1:
             ui.size_legend(lay, key="layout_legend")
         with c2:
             if curve is not None and use_budget and importance == "distortion":
-                fid = compute.fidelity(entry, settings, state.device())
-                st.plotly_chart(ui.quality_figure(compute.quality_curves(entry, min_size, max_size), lay.num_tokens,
-                                                  fid["psnr"]), config=ui.PLOT_CONFIG, key="layout_quality")
-            elif curve is not None:
-                st.plotly_chart(ui.curve_figure(curve, threshold, lay.num_tokens, budget.tokens if use_budget else None),
-                                config=ui.PLOT_CONFIG, key="layout_curve")
+                q, u = compute.quality_curves(entry, min_size, max_size)
+                st.plotly_chart(ui.quality_figure([q, u], lay.num_tokens, fid["psnr"], fid["ssim"]),
+                                config=ui.PLOT_CONFIG, key="layout_quality")
+                st.caption(f"Quadtree: PSNR at every budget, SSIM exact at {len(q.ssim)} budgets spread over the range; "
+                           f"uniform: {len(u.tokens)} patch sizes (SSIM at {len(u.ssim)}); the current layout's values "
+                           "are exact. All against the original image.")
+            elif curve is not None:  # budget mode: the threshold it implies, on the curve, and the budget line
+                fig = (ui.curve_figure(curve, threshold, curve.tokens_at(threshold), budget.tokens,
+                                       label="threshold the budget implies") if use_budget else
+                       ui.curve_figure(curve, threshold, lay.num_tokens, None))
+                st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="layout_curve")
             elif strategy == "multiscale":
                 p = lay.params
                 won = (f"the uniform grid of {p['base_size']} px patches (no adaptive layout kept more here)"
@@ -154,7 +188,6 @@ def layout_view(entry: ImageEntry) -> None:
                 st.info("The tokens-vs-threshold curve applies to the quadtree; greedy spends the budget "
                         "on the most salient cells (saliency method from the Saliency page), or by "
                         "rate-distortion allocation.", icon=":material/info:")
-        ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
         ui.export_section(entry, settings, lay, key="layout_export")
 
 

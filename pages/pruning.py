@@ -69,7 +69,7 @@ def pruning_view(entry: ImageEntry) -> None:
                                       "the model's own patch grid).")
             keep = state.widget("keep_ratio", st.slider, "Keep ratio", 0.05, 1.0, step=0.05, format="%.2f",
                                 help="Fraction of tokens kept (the highest-scoring ones).")
-            vit = state.widget("vit", st.selectbox, "ViT preset for GMACs", options=ap.VIT_PRESETS,
+            vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS,
                                help=f"The ViT whose GMACs (per image) the numbers above use. {mv.MACS_NOTE}")
             if model_based:
                 picked = _model_scorer_ready(scorer)

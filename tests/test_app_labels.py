@@ -108,8 +108,6 @@ def test_patch_layout_metrics_say_macs_not_flops() -> None:
     assert not any(NEGATIVE_ZERO.search(t) for t in _metric_texts(at))
 
 
-@pytest.mark.xfail(strict=True, reason="pages/layout.py (another owner) still labels its selectbox 'ViT preset for "
-                                       "FLOPs'; remove this mark when it is relabelled")
 def test_patch_layout_widgets_say_macs_not_flops() -> None:
     at = _app().run()
     _ok(at)

@@ -160,4 +160,4 @@ def test_pruning_page_shows_agreement_per_scorer_with_the_keep_ratio_marked() ->
     fig = _figure(at, SCORER_LABELS[PRUNE_SCORERS[0]])
     assert [s["x0"] for s in fig["layout"]["shapes"] if s["x0"] == s["x1"]] == [0.25]
     labels = [w.label for w in at.selectbox]
-    assert "ViT preset for GMACs" in labels and not any("FLOPs" in x for x in labels)
+    assert "ViT preset (for MACs)" in labels and not any("FLOPs" in x for x in labels)

@@ -191,16 +191,52 @@ def threshold_curve(entry: ImageEntry, sal_spec: dict, min_size: int, max_size: 
     return _curve(entry.digest, key, min_size, max_size, importance, entry.array, sal)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def _quadtree_quality(digest: str, key: str, min_size: int, max_size: int, importance: str, _image: np.ndarray,
+                      _sal: np.ndarray | None):
+    from adapatch.quality import SSIM_POINTS, quadtree_quality
+    return quadtree_quality(_image, min_size, max_size, importance=importance, saliency=_sal, ssim_points=SSIM_POINTS)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def _quality(digest: str, min_size: int, max_size: int, _image: np.ndarray):
-    from adapatch.quality import quadtree_quality, uniform_quality
-    return quadtree_quality(_image, min_size, max_size), uniform_quality(_image)
+def _uniform_quality(digest: str, _image: np.ndarray):
+    from adapatch.quality import SSIM_POINTS, uniform_quality
+    return uniform_quality(_image, ssim_points=SSIM_POINTS)
 
 
-def quality_curves(entry: ImageEntry, min_size: int, max_size: int):
-    """PSNR vs tokens of the distortion quadtree (every budget) and of the uniform grid (every patch
-    size), against the original (``adapatch.quality``; one cached pass per image and size range)."""
-    return _quality(entry.digest, min_size, max_size, entry.array)
+def uniform_quality(entry: ImageEntry):
+    """PSNR (every patch size) and SSIM (``quality.SSIM_POINTS`` sizes) vs tokens of the uniform grid."""
+    return _uniform_quality(entry.digest, entry.array)
+
+
+def quality_curves(entry: ImageEntry, min_size: int, max_size: int, importance: str = "distortion",
+                   sal_spec: dict | None = None):
+    """``(quadtree, uniform)`` quality-vs-tokens curves against the original (``adapatch.quality``):
+    PSNR at every budget of the budget-mode quadtree (this importance and size range) and every
+    uniform patch size, SSIM at ``quality.SSIM_POINTS`` points of each; one cached pass per image
+    (and size range, importance, saliency), about 0.5-1 s at 1 MP."""
+    from adapatch.importance import SALIENCY_MEASURES
+    sal = saliency_map(entry, sal_spec) if importance in SALIENCY_MEASURES and sal_spec is not None else None
+    key = spec_key(sal_spec) if sal is not None else ""
+    q = _quadtree_quality(entry.digest, key, int(min_size), int(max_size), importance, entry.array, sal)
+    return q, uniform_quality(entry)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _sampled_quality(digest: str, key: str, settings_json: str, budgets: tuple[int, ...], label: str,
+                     _image: np.ndarray, _sal: np.ndarray | None):
+    from adapatch.quality import layouts_quality
+    s = json.loads(settings_json)
+    layouts = [layout_from_settings(_image, {**s, "solve_budget": int(b)}, _sal) for b in budgets]
+    return layouts_quality(_image, layouts, label)
+
+
+def sampled_quality(entry: ImageEntry, settings: dict, budgets, label: str):
+    """Quality vs tokens of ``settings`` (a ``solve_budget`` strategy) solved at each of ``budgets``:
+    one layout and one fidelity per budget (``quality.layouts_quality``), cached per image and settings."""
+    s = full_settings(entry, {**settings, "solve_budget": None, "relative_budget": None})
+    return _sampled_quality(entry.digest, settings_key(s), canonical(s), tuple(int(b) for b in budgets), label,
+                            entry.array, _sal_for(entry, s))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -229,6 +265,36 @@ def overlay_png(entry: ImageEntry, settings: dict, kind: str = "layout", max_sid
     s = full_settings(entry, settings)
     return _overlay_png(entry.digest, settings_key(s), kind, max_side, display_factor(entry, settings),
                         in_model_frame(s), frame(entry, settings), layout(entry, settings))
+
+
+DISPLAY_JPEG_QUALITY = 92
+"""JPEG quality of the Patch layout overlay (no chroma subsampling, so 1 px outlines keep their colour)."""
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = DISPLAY_JPEG_QUALITY) -> bytes:
+    """A uint8 RGB array as JPEG (4:4:4): about 10 ms at 1024 x 1024 where PNG takes about 90 ms."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="JPEG", quality=quality, subsampling=0)
+    return buf.getvalue()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _overlay_jpeg(digest: str, key: str, max_side: int, _base: np.ndarray, _layout: ap.PatchLayout) -> bytes:
+    return jpeg_bytes(render.layout_overlay(_base, _layout, max_side=max_side))
+
+
+def overlay_jpeg(entry: ImageEntry, settings: dict, max_side: int = DISPLAY_SIDE) -> bytes:
+    """The layout overlay at display size as JPEG, drawn on the cached display-size image: what the
+    Patch layout page shows on every slider move (``st.image(..., output_format="JPEG")``; the
+    full-size download stays PNG). Model-frame settings: ``overlay_png``."""
+    s = full_settings(entry, settings)
+    if in_model_frame(s):
+        raise ValueError("overlay_jpeg draws layouts of the image itself; use overlay_png for model frames")
+    return _overlay_jpeg(entry.digest, settings_key(s), int(max_side), display_image(entry, max_side),
+                         layout(entry, settings))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

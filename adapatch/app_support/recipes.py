@@ -30,6 +30,52 @@ def powers_between(min_size: int, max_size: int) -> list[int]:
     return [s for s in SIZE_OPTIONS if min_size <= s <= max_size]
 
 
+def covering_power(side: int) -> int:
+    """The smallest power of two ``>= side``."""
+    return 1 << max(0, int(side) - 1).bit_length()
+
+
+SMALL_IMAGE_TOKENS = 8
+"""On an image smaller than the patch range, the finest grid keeps at most this many times the
+tokens of the image's 16 px grid (``fit_sizes``): never a four-digit percentage against it."""
+
+
+def fit_sizes(height: int, width: int, sizes) -> tuple[int, int]:
+    """The patch-size range used on a ``height`` x ``width`` image: ``sizes`` unless the largest patch
+    is larger than the image needs (an image smaller than the range).
+
+    Then ``max_size`` drops to the smallest power of two covering the image's longer side (the
+    quadtree pads the image to a multiple of ``max_size``: a 20x20 icon under 64 px patches would be
+    a 64x64 canvas of mostly padding), and ``min_size`` to at most that, raised while the finest grid
+    of that canvas would have more than ``SMALL_IMAGE_TOKENS`` times the tokens of the image's 16 px
+    grid. The setting itself is kept (other images use it as it is)."""
+    lo, hi = int(sizes[0]), int(sizes[1])
+    h, w = int(height), int(width)
+    cap = covering_power(max(h, w))
+    if hi <= cap:
+        return lo, hi
+    hi = cap
+    lo = min(lo, hi)
+    ch, cw = -(-h // hi) * hi, -(-w // hi) * hi  # the canvas the quadtree pads to
+    limit = SMALL_IMAGE_TOKENS * relative_budget(h, w, fraction=1.0)  # the 16 px grid's tokens
+    while lo < hi and (ch // lo) * (cw // lo) > limit:
+        lo *= 2
+    return lo, hi
+
+
+def sizes_note(height: int, width: int, sizes) -> str | None:
+    """A line saying the range was fitted to a small image (``fit_sizes``), or None."""
+    fitted = fit_sizes(height, width, sizes)
+    if fitted == (int(sizes[0]), int(sizes[1])):
+        return None
+    used = f"{fitted[0]}-{fitted[1]} px" if fitted[0] != fitted[1] else f"{fitted[0]} px"
+    text = (f"This {width}x{height} image is smaller than the {int(sizes[1])} px patches: sizes {used} are used "
+            "here (the largest patch is the smallest power of two covering the image")
+    if fitted[0] > int(sizes[0]):
+        text += f"; the smallest keeps the tokens within {SMALL_IMAGE_TOKENS}x its 16 px grid"
+    return text + "). Your setting is kept for other images."
+
+
 # ------------------------------------------------------------------ budgets
 BUDGET_STRATEGIES = ("quadtree", "greedy", "multiscale")
 """Strategies of the Patch layout page that take a token budget."""
@@ -80,7 +126,7 @@ class Budget:
 
     def caption(self) -> str:
         """E.g. "= 183 tokens for this 512x384 image", saying so when the budget was kept within range."""
-        text = f"= {self.tokens:,} tokens for this {self.width}x{self.height} image"
+        text = f"= {self.tokens:,} token{'s' if self.tokens != 1 else ''} for this {self.width}x{self.height} image"
         if self.relative < self.lo:
             text += f" (raised from {self.relative:,}: the fewest tokens these patch sizes allow here)"
         elif self.relative > self.hi:
@@ -101,8 +147,8 @@ def layout_budget(entry: ImageEntry, strategy: str | None = None, sizes=None, im
     threshold curve; for greedy and multiscale, the grids of the largest and smallest patch size.
     """
     strategy = strategy or state.get("strategy")
-    min_size, max_size = sizes or state.get("sizes")
     h, w = entry.height, entry.width
+    min_size, max_size = fit_sizes(h, w, sizes or state.get("sizes"))
     if strategy == "quadtree":
         curve = compute.threshold_curve(entry, current_saliency(), int(min_size), int(max_size),
                                         importance or state.get("importance"))
@@ -146,6 +192,8 @@ def layout_settings(strategy: str | None = None, importance: str | None = None, 
     """
     strategy = strategy or state.get("strategy")
     min_size, max_size = sizes or state.get("sizes")
+    if entry is not None:  # a range larger than the image is fitted to it (``fit_sizes``)
+        min_size, max_size = fit_sizes(entry.height, entry.width, (min_size, max_size))
     relative = None
     if budget == "setting":  # multiscale always has a budget
         budget = None
@@ -176,9 +224,11 @@ def budget_settings(config: dict, budget: int | Budget) -> dict[str, Any]:
     """Settings of one Compare column: the strategy's layout solved for ``budget`` tokens (a
     ``Budget`` also records the relative setting it came from)."""
     relative = budget.record() if isinstance(budget, Budget) else None
+    min_size, max_size = config["sizes"]
+    if isinstance(budget, Budget):  # the image is known: a range larger than it is fitted to it
+        min_size, max_size = fit_sizes(budget.height, budget.width, (min_size, max_size))
     budget = budget.tokens if isinstance(budget, Budget) else budget
     strategy = config["strategy"]
-    min_size, max_size = config["sizes"]
     if strategy == "quadtree":
         params: dict[str, Any] = {"min_size": int(min_size), "max_size": int(max_size),
                                   "importance": config.get("importance", "distortion")}

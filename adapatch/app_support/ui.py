@@ -163,41 +163,123 @@ def size_legend(layout: ap.PatchLayout, key: str | None = None, height: int = 19
     st.plotly_chart(fig, config=PLOT_CONFIG, key=key)
 
 
-def curve_figure(curve: ap.ThresholdCurve, threshold: float, tokens: int, budget: int | None) -> go.Figure:
-    """Tokens vs threshold (exact step curve from the library), current point, budget line."""
+def _figure(spec: dict) -> go.Figure:
+    """A figure from a plain spec, without plotly's per-property validation (about 20-40 ms for the
+    charts below, redrawn on every slider move); tests build each spec validated too. Margins are
+    fixed (no ``automargin``: it makes the browser lay the chart out twice on every redraw)."""
+    return go.Figure(spec, _validate=False)
+
+
+def curve_figure(curve: ap.ThresholdCurve, threshold: float, tokens: int, budget: int | None,
+                 label: str = "current") -> go.Figure:
+    """Tokens vs threshold (exact step curve from the library), the point ``(threshold, tokens)``
+    marked (``label``: "current", or in budget mode the threshold the budget implies), budget line."""
     xs, ys = curve.as_xy(max_points=300)
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line_shape="hv", name="tokens",
-                             hovertemplate="threshold %{x:.3f}: %{y} tokens<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[threshold], y=[tokens], mode="markers", name="current",
-                             marker=dict(size=12, color="#ff4b4b", line=dict(width=2, color="white")),
-                             hovertemplate="current: %{y} tokens<extra></extra>"))
+    data = [
+        {"type": "scatter", "x": xs, "y": ys, "mode": "lines", "line": {"shape": "hv"}, "name": "tokens",
+         "hovertemplate": "threshold %{x:.3f}: %{y} tokens<extra></extra>"},
+        {"type": "scatter", "x": [min(max(float(threshold), 0.0), 1.0)], "y": [int(tokens)], "mode": "markers",
+         "name": label, "marker": {"size": 12, "color": "#ff4b4b", "line": {"width": 2, "color": "white"}},
+         "hovertemplate": f"{label}: threshold {float(threshold):.4f}, %{{y}} tokens<extra></extra>"},
+    ]
+    layout: dict[str, Any] = {
+        "height": 300, "margin": {"l": 55, "r": 10, "t": 30, "b": 40}, "showlegend": False,
+        "title": {"text": "Tokens vs threshold", "font": {"size": 13}},
+        "xaxis": {"title": {"text": "threshold"}, "range": [0, 1]}, "yaxis": {"title": {"text": "tokens"}}}
     if budget is not None:
-        fig.add_hline(y=budget, line_dash="dash", line_color="#ffa421",
-                      annotation_text=f"budget {budget}", annotation_position="top right")
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), showlegend=False,
-                      title=dict(text="Tokens vs threshold", font_size=13),
-                      xaxis_title="threshold", yaxis_title="tokens", xaxis_range=[0, 1])
-    return fig
+        layout["shapes"] = [{"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "yref": "y", "y0": budget,
+                             "y1": budget, "line": {"dash": "dash", "color": "#ffa421"}}]
+        layout["annotations"] = [{"text": f"budget {budget}", "xref": "x domain", "x": 1, "yref": "y", "y": budget,
+                                  "xanchor": "right", "yanchor": "bottom", "showarrow": False}]
+    return _figure({"data": data, "layout": layout})
 
 
-def quality_figure(curves, tokens: int, psnr: float | None) -> go.Figure:
-    """PSNR vs tokens of each curve (``adapatch.quality.QualityCurve``), the current layout marked."""
-    fig = go.Figure()
-    for c, color in zip(curves, ("#4b8bff", "#ffa421")):
-        fig.add_trace(go.Scatter(x=c.tokens, y=c.psnr, mode="lines" if len(c.tokens) > 40 else "lines+markers",
-                                 name=c.label, line=dict(color=color),
-                                 hovertemplate=c.label + ": %{x} tokens, %{y:.2f} dB<extra></extra>"))
-    if psnr is not None:
-        fig.add_trace(go.Scatter(x=[tokens], y=[psnr], mode="markers", name="current",
-                                 marker=dict(size=12, color="#ff4b4b", line=dict(width=2, color="white")),
-                                 hovertemplate="current: %{x} tokens, %{y:.2f} dB<extra></extra>"))
-    finite = np.concatenate([c.psnr[c.psnr < 100.0] for c in curves] + [np.zeros(0)])
-    yrange = [float(finite.min()) - 1, float(finite.max()) + 3] if finite.size else None  # lossless: off scale
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.25),
-                      title=dict(text="PSNR vs tokens, against the original (equal tokens)", font_size=13),
-                      xaxis_title="tokens", yaxis_title="PSNR (dB)", yaxis_range=yrange)
-    return fig
+DENSE_POINTS = 150
+"""At most this many points of a curve are drawn (the quadtree's has one per budget: ~1,300 at 1 MP)."""
+
+
+def _thin(n: int, most: int) -> np.ndarray:
+    """Indices of ``n`` points, at most ``most`` of them evenly spread, both ends kept."""
+    return np.arange(n) if n <= most else np.unique(np.linspace(0, n - 1, most).round().astype(int))
+
+
+QUALITY_COLORS = ("#4b8bff", "#21c354", "#a35cff", "#ff6cb5", "#00b3b3")
+"""Colours of the adaptive curves of ``quality_figure`` in order (the uniform grid is always orange)."""
+UNIFORM_COLOR = "#ffa421"
+_PANELS = ({"x": "x", "y": "y", "domain": [0.0, 0.43]}, {"x": "x2", "y": "y2", "domain": [0.57, 1.0]})
+
+
+def quality_figure(curves, tokens: int | None = None, psnr: float | None = None, ssim: float | None = None, *,
+                   marks=(), budget: int | None = None, height: int = 330) -> go.Figure:
+    """Quality vs tokens of each curve (``adapatch.quality.QualityCurve``), against the original: PSNR
+    (left, every point of the curve) and SSIM (right, at the curve's ``ssim_tokens``), side by side.
+
+    ``tokens, psnr, ssim``: the current layout, marked in both panels. ``marks``: further layouts as
+    ``(label, tokens, psnr, ssim, curve_index | None)`` (coloured as that curve), e.g. Compare's
+    layouts at its budget. ``budget``: a dashed vertical line in both panels. Capped (lossless)
+    PSNR values stay off the PSNR axis's range.
+    """
+    left, right = _PANELS
+    colors, k = [], 0
+    for c in curves:
+        colors.append(UNIFORM_COLOR if c.label == "uniform" else QUALITY_COLORS[k % len(QUALITY_COLORS)])
+        k += c.label != "uniform"
+    data: list[dict] = []
+    psnr_seen, ssim_seen = [np.zeros(0)], [np.ones(1)]
+    for c, color in zip(curves, colors):
+        keep = _thin(len(c.tokens), DENSE_POINTS)  # every point drawn is exact; a dense curve is thinned
+        data.append({"type": "scatter", "x": np.asarray(c.tokens)[keep], "y": np.asarray(c.psnr, float)[keep],
+                     "mode": "lines" if len(c.tokens) > 40 else "lines+markers", "name": c.label,
+                     "legendgroup": c.label, "line": {"color": color}, "marker": {"size": 5},
+                     "xaxis": left["x"], "yaxis": left["y"],
+                     "hovertemplate": c.label + ": %{x} tokens, %{y:.2f} dB<extra></extra>"})
+        psnr_seen.append(np.asarray(c.psnr, float))
+        if len(c.ssim):
+            data.append({"type": "scatter", "x": np.asarray(c.ssim_tokens), "y": np.asarray(c.ssim, float),
+                         "mode": "lines+markers", "name": c.label, "legendgroup": c.label, "showlegend": False,
+                         "line": {"color": color}, "marker": {"size": 6}, "xaxis": right["x"], "yaxis": right["y"],
+                         "hovertemplate": c.label + ": %{x} tokens, SSIM %{y:.4f}<extra></extra>"})
+            ssim_seen.append(np.asarray(c.ssim, float))
+    points = [("current", tokens, psnr, ssim, None)] if tokens is not None and psnr is not None else []
+    for i, (label, n, p, q, ci) in enumerate(points + list(marks)):
+        marker = {"size": 12, "color": "#ff4b4b" if ci is None else colors[ci],
+                  "symbol": "circle" if label == "current" else "diamond", "line": {"width": 2, "color": "white"}}
+        data.append({"type": "scatter", "x": [int(n)], "y": [float(p)], "mode": "markers", "name": label,
+                     "legendgroup": f"mark{i}", "marker": marker, "xaxis": left["x"], "yaxis": left["y"],
+                     "hovertemplate": f"{label}: %{{x}} tokens, %{{y:.2f}} dB<extra></extra>"})
+        psnr_seen.append(np.array([p], float))
+        if q is not None:
+            data.append({"type": "scatter", "x": [int(n)], "y": [float(q)], "mode": "markers", "name": label,
+                         "legendgroup": f"mark{i}", "showlegend": False, "marker": marker,
+                         "xaxis": right["x"], "yaxis": right["y"],
+                         "hovertemplate": f"{label}: %{{x}} tokens, SSIM %{{y:.4f}}<extra></extra>"})
+            ssim_seen.append(np.array([q], float))
+    finite = np.concatenate(psnr_seen)
+    finite = finite[finite < MAX_PSNR]  # lossless points (MAX_PSNR) stay off scale
+    low = float(np.concatenate(ssim_seen).min())
+    layout: dict[str, Any] = {
+        "height": height, "margin": {"l": 45, "r": 10, "t": 48, "b": 40},
+        "legend": {"orientation": "h", "y": -0.3},
+        "title": {"text": "Quality vs tokens, against the original (equal tokens)", "font": {"size": 13}, "y": 0.99},
+        "xaxis": {"domain": left["domain"], "anchor": "y", "title": {"text": "tokens"}},
+        "xaxis2": {"domain": right["domain"], "anchor": "y2", "title": {"text": "tokens"}},
+        "yaxis": {"anchor": "x",
+                  **({"range": [float(finite.min()) - 1, float(finite.max()) + 3]} if finite.size else {})},
+        "yaxis2": {"anchor": "x2", "range": [max(0.0, low - 0.02), 1.005]},
+        "annotations": [{"text": text, "x": sum(pan["domain"]) / 2, "y": 1.0, "xref": "paper", "yref": "paper",
+                         "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 12}}
+                        for text, pan in (("PSNR vs tokens (dB)", left), ("SSIM vs tokens (luminance)", right))],
+        "shapes": [],
+    }
+    if budget is not None:
+        for pan in (left, right):
+            layout["shapes"].append({"type": "line", "xref": pan["x"], "x0": budget, "x1": budget,
+                                     "yref": f"{pan['y']} domain", "y0": 0, "y1": 1,
+                                     "line": {"dash": "dash", "color": "#888"}})
+        layout["annotations"].append({"text": f"budget {budget:,}", "x": budget, "xref": "x", "y": 1.0,
+                                      "yref": "y domain", "xanchor": "left", "yanchor": "top", "showarrow": False,
+                                      "font": {"size": 11, "color": "#888"}})
+    return _figure({"data": data, "layout": layout})
 
 
 def histogram_figure(counts: np.ndarray, edges: np.ndarray, title: str) -> go.Figure:

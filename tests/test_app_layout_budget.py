@@ -1,0 +1,213 @@
+"""Patch layout in budget mode, small images and the quality charts, under ``AppTest``.
+
+* With a budget, the threshold slider is disabled and shows the threshold the budget implies: the
+  library's ``threshold_for_budget`` for the same importance and sizes; the user's own threshold
+  comes back when the budget is turned off.
+* An image smaller than the patch range gets a fitted range with a note, and no four-digit
+  percentage anywhere in its numbers.
+* The quality chart has PSNR and SSIM panels on Patch layout and on Compare.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import adapatch as ap  # noqa: E402
+from adapatch.budgets import relative_budget  # noqa: E402
+from adapatch.samples import load_sample  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+IMPLIED = "w_threshold_implied"
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=120)
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _metric(at: AppTest, label: str) -> str:
+    values = [m.value for m in at.metric if m.label == label]
+    assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
+    return values[0]
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def _quality_chart(at: AppTest) -> dict:
+    charts = [c for c in _charts(at) if "Quality vs tokens" in json.dumps(c["layout"].get("title", {}))]
+    assert len(charts) == 1, [c["layout"].get("title") for c in _charts(at)]
+    return charts[0]
+
+
+@pytest.mark.parametrize("importance", ["distortion", "std"])
+def test_budget_mode_shows_the_threshold_the_budget_implies(importance: str) -> None:
+    at = _app().run()
+    at.selectbox(key="w_importance").set_value(importance).run()
+    at.slider(key="w_budget_fraction").set_value(0.4).run()
+    _ok(at)
+    img = load_sample("astronaut")
+    budget = relative_budget(*img.shape[:2], fraction=0.4)
+    want = ap.threshold_for_budget(img, budget, min_size=16, max_size=64, importance=importance)
+    shown = at.slider(key=IMPLIED)
+    assert shown.disabled and shown.label == "Importance threshold"
+    assert shown.value == pytest.approx(min(want, 1.0), abs=1e-12)
+    assert not [s for s in at.slider if s.key == "w_threshold"]  # the user's slider is not drawn
+    tokens = ap.quadtree(img, threshold=want, min_size=16, max_size=64, importance=importance).num_tokens
+    assert tokens <= budget
+    assert any(f"The budget implies threshold {want:.4f} (threshold mode: {tokens:,} tokens" in c.value
+               for c in at.caption)
+    assert at.session_state["ap_settings"]["threshold"] == pytest.approx(0.10)  # the user's own setting is kept
+
+
+def test_turning_the_budget_off_brings_the_users_threshold_back() -> None:
+    at = _app().run()
+    at.toggle(key="w_use_budget").set_value(False).run()
+    at.slider(key="w_threshold").set_value(0.235).run()
+    at.toggle(key="w_use_budget").set_value(True).run()
+    _ok(at)
+    assert at.slider(key=IMPLIED).disabled
+    assert at.slider(key=IMPLIED).value != pytest.approx(0.235)
+    at.toggle(key="w_use_budget").set_value(False).run()
+    _ok(at)
+    assert at.slider(key="w_threshold").value == pytest.approx(0.235) and not at.slider(key="w_threshold").disabled
+    img = load_sample("astronaut")
+    expected = ap.quadtree(img, threshold=0.235, min_size=16, max_size=64, importance="distortion").num_tokens
+    assert int(_metric(at, "Tokens").replace(",", "")) == expected
+
+
+def test_implied_threshold_follows_the_budget_slider() -> None:
+    at = _app().run()
+    img = load_sample("astronaut")
+    seen = []
+    for fraction in (0.2, 0.6):
+        at.slider(key="w_budget_fraction").set_value(fraction).run()
+        _ok(at)
+        budget = relative_budget(*img.shape[:2], fraction=fraction)
+        want = ap.threshold_for_budget(img, budget, min_size=16, max_size=64, importance="distortion")
+        assert at.slider(key=IMPLIED).value == pytest.approx(want, abs=1e-12)
+        seen.append(want)
+    assert seen[0] > seen[1]  # more tokens: a lower threshold
+
+
+FOUR_DIGIT_PERCENT = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?%|[-+]?\d{4,}(\.\d+)?%")
+
+
+def _all_text(at: AppTest) -> list[str]:
+    out = [f"{m.label} {m.value} {m.delta or ''}" for m in at.metric]
+    return out + [c.value for c in at.caption] + [m.value for m in at.markdown]
+
+
+@pytest.mark.parametrize("sizes", [(16, 64), (8, 64), (2, 128)])
+def test_tiny_image_gets_a_fitted_range_and_no_four_digit_percentage(sizes) -> None:
+    rng = np.random.default_rng(20)
+    icon = (rng.random((20, 20, 3)) * 255).astype(np.uint8)
+    at = _app().run()
+    at.file_uploader(key="uploader").set_value(("icon.png", _png(icon), "image/png")).run()
+    at.select_slider(key="w_sizes").set_value(sizes).run()
+    _ok(at)
+    from adapatch.app_support.recipes import fit_sizes
+    lo, hi = fit_sizes(20, 20, sizes)
+    assert hi == 32 and lo <= hi
+    assert at.select_slider(key="w_sizes").value == sizes  # the setting itself is kept
+    notes = [c.value for c in at.caption if "smaller than the" in c.value]
+    assert len(notes) == 1 and f"sizes {lo}-{hi} px are used here" in notes[0], notes
+    img = ap.load_image(_png(icon))
+    budget = min(max(relative_budget(20, 20, fraction=0.3), 1), 4 ** int(np.log2(hi // lo)))
+    want = ap.quadtree(img, min_size=lo, max_size=hi, budget=budget).num_tokens
+    assert int(_metric(at, "Tokens").replace(",", "")) == want
+    for mode in ("budget", "threshold 0"):
+        if mode == "threshold 0":
+            at.toggle(key="w_use_budget").set_value(False).run()
+            at.slider(key="w_threshold").set_value(0.0).run()
+            _ok(at)
+        for strategy in ("quadtree", "greedy", "multiscale"):
+            at.selectbox(key="w_strategy").set_value(strategy).run()
+            _ok(at)
+            bad = [t for t in _all_text(at) if FOUR_DIGIT_PERCENT.search(t)]
+            assert not bad, (mode, strategy, bad)
+            assert int(_metric(at, "Tokens").replace(",", "")) <= 8 * 4  # at most 8x the 16 px grid (4 tokens)
+        at.selectbox(key="w_strategy").set_value("quadtree").run()
+
+
+def test_large_image_keeps_its_range() -> None:
+    at = _app().run()
+    _ok(at)
+    assert not [c.value for c in at.caption if "smaller than the" in c.value]
+
+
+def test_patch_layout_quality_chart_has_psnr_and_ssim_with_the_current_layout() -> None:
+    at = _app().run()
+    _ok(at)
+    chart = _quality_chart(at)
+    titles = [a["text"] for a in chart["layout"]["annotations"]]
+    assert "PSNR vs tokens (dB)" in titles and "SSIM vs tokens (luminance)" in titles
+    names = {(t["name"], t.get("yaxis", "y")) for t in chart["data"]}
+    for name in ("quadtree · distortion", "uniform", "current"):
+        assert (name, "y") in names and (name, "y2") in names, names
+    img = load_sample("astronaut")
+    lay = ap.quadtree(img, min_size=16, max_size=64, budget=relative_budget(448, 448, fraction=0.3))
+    fid = ap.fidelity(img, lay)
+    current = [t for t in chart["data"] if t["name"] == "current"]
+    assert current[0]["x"] == [lay.num_tokens] and current[0]["y"][0] == pytest.approx(fid["psnr"])
+    assert current[1]["y"][0] == pytest.approx(fid["ssim"])
+    assert any("SSIM exact at 12 budgets" in c.value for c in at.caption)
+
+
+def test_compare_shows_the_quality_chart_with_the_budget_marked() -> None:
+    at = _app().run()
+    at.switch_page("pages/compare.py").run()
+    at.slider(key="w_compare_budget_fraction").set_value(0.5).run()
+    _ok(at)
+    chart = _quality_chart(at)
+    img = load_sample("astronaut")
+    b = relative_budget(448, 448, fraction=0.5)
+    assert [s["x0"] for s in chart["layout"]["shapes"]] == [b, b]  # the budget, in both panels
+    names = [t["name"] for t in chart["data"]]
+    assert "uniform" in names and any(n.startswith("A: quadtree · distortion") for n in names)
+    marks = {t["name"]: t for t in chart["data"] if t["name"] in ("A", "B", "C") and t.get("yaxis", "y") == "y"}
+    assert set(marks) == {"A", "B", "C"}
+    lay = ap.layout_for_budget(img, "uniform", b)
+    assert marks["C"]["x"] == [lay.num_tokens]
+    assert marks["C"]["y"][0] == pytest.approx(ap.fidelity(img, lay)["psnr"])
+    assert any("SSIM exact at 12 budgets" in c.value for c in at.caption)
+    at.selectbox(key="w_cmp_1_strategy").set_value("greedy").run()
+    _ok(at)
+    assert any(t["name"].startswith("B: greedy") for t in _quality_chart(at)["data"])
+
+
+def test_quality_and_curve_figures_are_valid_plotly() -> None:
+    """The figures are built without plotly's validation (speed): build them validated here."""
+    import plotly.graph_objects as go
+
+    from adapatch.app_support import ui
+    from adapatch.quality import quadtree_quality, uniform_quality
+
+    img = load_sample("astronaut")[:200, :300]
+    q, u = quadtree_quality(img, ssim_points=4), uniform_quality(img, sizes=[16, 24, 32], ssim_points=2)
+    for fig in (ui.quality_figure([q, u], 100, 30.0, 0.9, marks=[("A", 90, 29.0, 0.88, 0)], budget=100),
+                ui.quality_figure([q, u]),
+                ui.curve_figure(ap.threshold_curve(img, min_size=16, max_size=64), 0.1, 100, 120),
+                ui.curve_figure(ap.threshold_curve(img, min_size=16, max_size=64), 0.1, 100, None)):
+        go.Figure(fig.to_dict())  # raises on an invalid property

@@ -23,6 +23,7 @@ from adapatch.app_support.ui import guard  # noqa: E402
 
 PAGES = [
     st.Page("pages/layout.py", title="Patch layout", icon=":material/grid_view:", url_path="patch-layout", default=True),
+    st.Page("pages/demo.py", title="Demo", icon=":material/slideshow:", url_path="demo-story"),
     st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:", url_path="saliency-map"),
     st.Page("pages/pruning.py", title="Token pruning", icon=":material/content_cut:", url_path="token-pruning"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare-at-budget"),
@@ -45,7 +46,7 @@ def _image_label(key: str) -> str:
         return "Upload · (removed)"
 
 
-def sidebar() -> None:
+def sidebar():
     state.init()
     sb = st.sidebar
     sb.markdown("### :material/image: Image")
@@ -73,20 +74,62 @@ def sidebar() -> None:
         sb.caption(md_escape(entry.describe()))
 
     sb.markdown("### :material/memory: Device")
-    devices = ap.available_devices()
-    if ss.get("w_device") not in devices:
-        ss["w_device"] = ss[state.DEVICE] if ss[state.DEVICE] in devices else "auto"
-    dev = sb.selectbox("Compute device", devices, key="w_device",
-                       help="Used for patch extraction and reconstruction (PSNR/SSIM). CUDA is offered only "
-                            "when present.")
-    ss[state.DEVICE] = dev
-    sb.caption(f"In use: **{ap.resolve_device(dev).type.upper()}**"
-               + ("" if "cuda" in devices else " · no CUDA on this machine"))
+    device_box = sb.container()  # the picker is drawn after the page (device_panel)
+    if ss.get("w_device") is not None:  # the picker's value, for the page that runs before it is drawn
+        ss[state.DEVICE] = ss["w_device"]
     sb.divider()
     sb.caption("adapatch: fewer, larger patches where the image is flat; more, smaller ones where it has "
                "detail. Every number shown comes from the `adapatch` library.")
+    return device_box
+
+
+def device_panel(box) -> None:
+    """The device picker, in its sidebar slot, drawn after the page: listing devices imports torch
+    (about 2 s on a cold server), which the page's first paint does not need."""
+    ss = st.session_state
+    devices = ap.available_devices()
+    if ss.get("w_device") not in devices:
+        ss["w_device"] = ss[state.DEVICE] if ss[state.DEVICE] in devices else "auto"
+    dev = box.selectbox("Compute device", devices, key="w_device",
+                        help="Used for patch extraction and reconstruction (PSNR/SSIM). CUDA is offered only "
+                             "when present.")
+    ss[state.DEVICE] = dev
+    box.caption(f"In use: **{ap.resolve_device(dev).type.upper()}**"
+                + ("" if "cuda" in devices else " · no CUDA on this machine"))
+
+
+def _warm_up_worker() -> None:
+    """Process-wide warm-up: torch (the device list, reconstruction) and every compiled (numba) kernel
+    of the opening view, on a tiny image, so no later run waits for an import or a kernel load."""
+    import numpy as np
+    try:
+        tiny = np.random.default_rng(0).random((48, 40, 3)).astype(np.float32)
+        ap.threshold_curve(tiny, min_size=16, max_size=32, importance="distortion")  # what the page needs first
+        lay = ap.quadtree(tiny, budget=7, min_size=16, max_size=32)
+        ap.fidelity(tiny, lay, device="cpu")
+        from adapatch.quality import quadtree_quality, uniform_quality
+        quadtree_quality(tiny, 16, 32, ssim_points=2)
+        uniform_quality(tiny, sizes=[16, 20], ssim_points=2)
+        ap.available_devices()  # torch: the device picker, "auto" fidelity, reconstruction
+        ap.reconstruct(tiny, lay, device="cpu")
+        ap.multiscale(tiny, budget=9)
+    except Exception:  # noqa: BLE001 - a warm-up never breaks the app; the real call reports the problem
+        import logging
+        logging.getLogger("adapatch.app").exception("warm-up failed")
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up():
+    """Start ``_warm_up_worker`` once per server process, in the background (the first session's
+    script goes on drawing its page meanwhile)."""
+    import threading
+    thread = threading.Thread(target=_warm_up_worker, name="adapatch-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 page = st.navigation(PAGES)  # before the sidebar, so its widgets get the same ids in every run
-sidebar()
+device_box = sidebar()
+warm_up()
 page.run()
+device_panel(device_box)

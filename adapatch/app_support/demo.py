@@ -1,0 +1,436 @@
+"""The Demo page's guided story: a few preset scenes, each a layout with settings that make a point.
+
+A ``Scene`` is plain data: the image (a bundled sample, a task digit or an image of the bundled
+dataset), the strategy and its settings, and what to show beside it (the equal-token uniform grid,
+the adaptive layout that lost, or the task model's own grids). ``build_step`` computes everything a
+step shows with ``adapatch`` calls only (``layout_from_settings``, ``layout_for_budget``,
+``fidelity``, ``efficiency``, the task model); ``step_view`` is its cached wrapper. The main
+layout of a step is made from its *settings* (``adapatch.export`` format, the Patch layout page's
+recipe), so the exported JSON gives exactly the layout the step shows, and ``open_on_layout`` puts
+the same settings on the Patch layout page.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+import adapatch as ap
+from adapatch import render
+from adapatch.budgets import relative_budget, uniform16_tokens
+from adapatch.export import layout_from_settings, settings_json
+from adapatch.fidelity import MAX_PSNR
+from adapatch.layout import uniform
+from adapatch.samples import DATASET_DIR, task_sample_label
+
+from . import state
+from .compute import DISPLAY_SIDE, full_settings, saliency_spec
+from .images import ImageEntry, digest_of, fit_for_compute, load_sample_entry
+from .recipes import Budget, describe
+
+VIT = "ViT-B"
+"""ViT preset of the GMACs numbers (the Patch layout page's default)."""
+SMALL_SIDE = 512
+"""Images smaller than this are enlarged (nearest neighbour, an integer factor) to draw their overlay."""
+STEP = "demo_step"
+"""Setting: index of the current step (``state.put``/``state.get``)."""
+STEP_WIDGET = "w_demo_step"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One step of the story.
+
+    ``image``: ``"sample:<name>"`` (a bundled sample or task digit, in the sidebar's list) or
+    ``"dataset:<file>"`` (an image of the bundled sample dataset, ``adapatch.samples.DATASET_DIR``).
+    ``strategy``/``importance``/``sizes``/``fraction``: the Patch layout page's settings (budget as a
+    share of the image's 16 px grid). ``beside``: ``"uniform"`` (the equal-token uniform grid),
+    ``"quadtree"`` (the distortion quadtree at the same budget: what multiscale turned down) or
+    ``"model"`` (the task model's equal-token and full grids, and its predictions).
+    ``token_size``: the token side the PSNR is measured for (16, or the task model's 8 px).
+    """
+
+    key: str
+    title: str
+    story: str
+    image: str
+    strategy: str = "quadtree"
+    importance: str = "distortion"
+    sizes: tuple[int, int] = (16, 64)
+    fraction: float = 0.30
+    beside: str = "uniform"
+    token_size: int = 16
+    stacked: bool = False  # wide images: panels one above the other
+    budget_table: bool = False  # the same relative budget on every scene's image
+
+    @property
+    def label(self) -> str:
+        return self.title.split(":")[0]
+
+
+SCENES: tuple[Scene, ...] = (
+    Scene("flat_sky", "Flat sky: large patches where nothing happens",
+          "A vision transformer cuts every image into the same small squares (tokens), so an empty sky costs as "
+          "much compute as the rocket. Adaptive patching covers the calm sky with a few large patches and spends "
+          "the small ones on the rocket, the towers and the lights. Same number of tokens as an ordinary grid, so "
+          "the same compute, and much more of the picture kept.",
+          "sample:rocket", fraction=0.30),
+    Scene("text_page", "Text page: the tokens go to the lines of text",
+          "On a page, the detail is in the letters; margins and blank paper need almost nothing. The quadtree puts "
+          "its smallest patches on the lines of text and covers the paper with large ones, so at the same token "
+          "count the letters stay sharper than on a uniform grid.",
+          "sample:page", fraction=0.50),
+    Scene("dense_texture", "Dense texture: here the honest answer is the uniform grid",
+          "Gravel has detail everywhere, so there is nothing to save: every large patch blurs stones. With the same "
+          "tokens, a plain grid of medium patches keeps more than an adaptive layout. The multiscale strategy "
+          "measures both and keeps the uniform grid; it only goes adaptive where that keeps more.",
+          "dataset:photo_gravel.jpg", strategy="multiscale", fraction=0.50, beside="quadtree"),
+    Scene("task_digit", "The task's digit: what the model reads from 16 tokens",
+          "The bundled model is a small ViT trained to read one digit among clutter, on 64x64 images cut into 64 "
+          "tokens of 8 px. A quadtree of 16 tokens keeps the small patches on the digit; a plain grid of 16 tokens "
+          "(16 px patches) blurs it. The model reads all three layouts below.",
+          "sample:digit_3_label5", importance="std", sizes=(8, 32), fraction=1.0, beside="model", token_size=8),
+    Scene("panorama", "Panorama: a relative budget means the same on every image",
+          "Budgets are a share of what a standard ViT/16 spends on the image, not a fixed number of tokens. The "
+          "same 30% gives this wide panorama and every other image the same relative compute, where a fixed count "
+          "would be generous on a small image and starve a large one.",
+          "dataset:photo_rocket_panorama.jpg", fraction=0.30, stacked=True, budget_table=True),
+)
+SCENE_KEYS = tuple(s.key for s in SCENES)
+
+
+def scene(key: str) -> Scene:
+    for s in SCENES:
+        if s.key == key:
+            return s
+    raise ValueError(f"scene must be one of {', '.join(SCENE_KEYS)}; got {key!r}")
+
+
+# ------------------------------------------------------------------ images
+def load_dataset_entry(file: str) -> ImageEntry:
+    """An image of the bundled sample dataset as an ``ImageEntry`` (settings name it by file name)."""
+    path = DATASET_DIR / file
+    if not path.is_file() or path.parent != DATASET_DIR:
+        raise ValueError(f"no bundled dataset image {file!r}")
+    data = path.read_bytes()
+    loaded = ap.open_image(data)
+    array, resize = fit_for_compute(loaded.array)
+    return ImageEntry(key=f"dataset:{file}", name=f"{file} (bundled dataset)", digest=digest_of(data), array=array,
+                      source=file, original_size=loaded.shape, resize=resize, notes=list(loaded.notes),
+                      format=loaded.format)
+
+
+def load_entry(image: str) -> ImageEntry:
+    """The scene image: ``sample:<name>`` or ``dataset:<file>``."""
+    if image.startswith("sample:"):
+        return load_sample_entry(image[len("sample:"):])
+    if image.startswith("dataset:"):
+        return load_dataset_entry(image[len("dataset:"):])
+    raise ValueError(f"scene image must start with sample: or dataset:, got {image!r}")
+
+
+def image_bytes(scene_: Scene) -> bytes:
+    """The file of a dataset scene's image (to download and upload it in the sidebar)."""
+    if not scene_.image.startswith("dataset:"):
+        raise ValueError("only dataset images are downloaded")
+    return (DATASET_DIR / scene_.image[len("dataset:"):]).read_bytes()
+
+
+# ------------------------------------------------------------------ settings
+def scene_budget(scene_: Scene, image: np.ndarray) -> Budget:
+    """The budget the Patch layout page gives this image at ``scene.fraction`` (the same range:
+    the quadtree's base/fully split tokens, else the grids of the largest and smallest size)."""
+    h, w = image.shape[:2]
+    lo_size, hi_size = scene_.sizes
+    if scene_.strategy == "quadtree":
+        curve = ap.threshold_curve(image, None, min_size=lo_size, max_size=hi_size, importance=scene_.importance)
+        lo, hi = curve.base_tokens, curve.max_tokens
+    else:
+        lo, hi = uniform(h, w, hi_size).num_tokens, uniform(h, w, lo_size).num_tokens
+    return Budget(float(scene_.fraction), h, w, lo, max(lo, hi))
+
+
+def scene_settings(scene_: Scene, image: np.ndarray, device: str = "auto") -> dict[str, Any]:
+    """The step's settings in the Patch layout page's format (``recipes.layout_settings``)."""
+    b = scene_budget(scene_, image)
+    lo_size, hi_size = scene_.sizes
+    if scene_.strategy == "quadtree":
+        params: dict[str, Any] = {"threshold": None, "min_size": lo_size, "max_size": hi_size, "budget": b.tokens,
+                                  "importance": scene_.importance}
+    elif scene_.strategy == "multiscale":
+        params = {"budget": b.tokens}
+    else:
+        raise ValueError(f"demo scenes use quadtree or multiscale, not {scene_.strategy!r}")
+    return {"saliency": saliency_spec("edges"), "strategy": scene_.strategy, "params": params, "solve_budget": None,
+            "prune": None, "vit": VIT, "device": device, "relative_budget": b.record()}
+
+
+# ------------------------------------------------------------------ results
+@dataclass
+class Panel:
+    """One layout of a step, with its numbers and picture."""
+
+    label: str
+    short: str  # "adaptive", "uniform", "multiscale", "quadtree", "full grid"
+    layout: ap.PatchLayout
+    psnr: float
+    ssim: float
+    macs: float  # ViT-B MACs (task model MACs for the digit)
+    macs_ratio: float  # against the reference grid (16 px, or the model's full grid)
+    png: bytes
+    prediction: int | None = None
+    confidence: float | None = None
+
+    @property
+    def tokens(self) -> int:
+        return int(self.layout.num_tokens)
+
+
+@dataclass
+class StepView:
+    """Everything one step shows: the main layout's settings (exported) and its panels (main first)."""
+
+    scene: Scene
+    entry_name: str
+    digest: str  # of the image file (a dataset image counts as opened once an upload has the same digest)
+    size: str  # "480x320"
+    settings: dict  # full, normalised settings of the main layout (image source included)
+    budget: int
+    reference: str  # what macs_ratio is against
+    panels: list[Panel]
+    truth: int | None = None
+    held_out: list[dict] = field(default_factory=list)  # bundled accuracy of the digit's layouts
+    budget_rows: list[dict] = field(default_factory=list)
+
+    @property
+    def main(self) -> Panel:
+        return self.panels[0]
+
+    def settings_json(self) -> str:
+        return settings_json(self.settings)
+
+    def takeaway(self) -> str:
+        """One line of the step's result, from its numbers."""
+        m = self.main
+        if self.scene.beside == "model":
+            u, full = self.panels[1], self.panels[2]
+
+            def says(p: Panel) -> str:
+                mark = "right" if p.prediction == self.truth else "wrong"
+                return f"**{p.prediction}** ({mark}, {p.confidence:.0%} sure)"
+            return (f"True digit **{self.truth}**. The quadtree's {m.tokens} tokens: {says(m)}; the {u.tokens}-token "
+                    f"grid: {says(u)}; the full {full.tokens}-token grid: {says(full)}. The quadtree costs "
+                    f"×{m.macs_ratio:.2f} the full grid's MACs.")
+        o = self.panels[1]
+        gain = m.psnr - o.psnr
+        if self.scene.beside == "quadtree":
+            lp = m.layout.params
+            won = ("the uniform grid" if lp.get("levels_used") == 0 else "an adaptive layout")
+            return (f"Multiscale kept **{won}** ({m.tokens} tokens, {m.psnr:.2f} dB); the quadtree at the same budget "
+                    f"({o.tokens} tokens) reaches {o.psnr:.2f} dB, {abs(gain):.2f} dB "
+                    f"{'less' if gain >= 0 else 'more'}.")
+        return (f"Adaptive **{m.psnr:.2f} dB** with {m.tokens} tokens against {o.psnr:.2f} dB for the uniform grid with "
+                f"{o.tokens}: **{gain:+.2f} dB** at ×{m.macs_ratio:.3f} the 16 px grid's {VIT} GMACs.")
+
+
+def psnr_text(psnr: float) -> str:
+    """PSNR for display: "36.14", or "lossless" (the capped value of an exact reconstruction)."""
+    return "lossless" if psnr >= MAX_PSNR else f"{psnr:.2f}"
+
+
+def _overlay_png(image: np.ndarray, layout: ap.PatchLayout) -> bytes:
+    """The layout overlay at display size; small images enlarged first, so lines stay thin."""
+    h, w = image.shape[:2]
+    factor = max(1, SMALL_SIDE // max(h, w))
+    if factor > 1:
+        image, layout = render.enlarge(image, layout, factor)
+    return render.to_png_bytes(render.layout_overlay(image, layout, max_side=DISPLAY_SIDE))
+
+
+def _panel(label: str, short: str, image: np.ndarray, layout: ap.PatchLayout, token_size: int, device: str) -> Panel:
+    fid = ap.fidelity(image, layout, size=token_size, device=device)
+    eff = ap.efficiency(layout, VIT)
+    return Panel(label, short, layout, float(fid["psnr"]), float(fid["ssim"]), float(eff["flops"]),
+                 float(eff["flops_ratio_vs_uniform16"]), _overlay_png(image, layout))
+
+
+def _uniform_label(layout: ap.PatchLayout) -> str:
+    """E.g. "Closest uniform grid · 30 px": the equal-token baseline, the grid of square patches whose
+    token count is the closest to the adaptive layout's (``layout_for_budget(image, "uniform", n)``)."""
+    return f"Closest uniform grid · {layout.params['patch_size']} px"
+
+
+def _main_label(settings: dict, layout: ap.PatchLayout) -> str:
+    if layout.strategy == "multiscale":
+        p = layout.params
+        if p["levels_used"] == 0:
+            return f"Multiscale's choice: uniform grid · {p['base_size']} px"
+        return f"Multiscale's choice: quadtree · {p['base_size']}-{p['base_size'] << p['levels_used']} px"
+    return f"Adaptive: {describe(settings)}"
+
+
+def _model_predict(image: np.ndarray, layout: ap.PatchLayout) -> tuple[int, float]:
+    """The task model's class and its probability for ``image`` tokenised by ``layout``."""
+    import torch
+
+    from adapatch.model import prepare_image, resolve_model
+    from adapatch.model.task import as_vit
+    from adapatch.model_refs import MODEL_DEVICE
+
+    vit = as_vit(resolve_model("task", device=MODEL_DEVICE))
+    with torch.no_grad():
+        x = prepare_image(image, vit, MODEL_DEVICE, resize=False)
+        p = torch.softmax(vit.forward_tokens(vit.tokenize(x, [layout])), dim=-1)[0]
+    return int(p.argmax()), float(p.max())
+
+
+def _held_out(tokens_quadtree: int, importance: str) -> list[dict]:
+    """The bundled results table's accuracy of the digit's three layouts on the held-out split
+    (``python -m adapatch.experiments``); rows that are not there are left out."""
+    try:
+        from adapatch.model.results import task_results
+        rows = task_results()
+    except (ValueError, OSError):
+        return []
+    want = {f"quadtree budget {tokens_quadtree} ({importance}, 8-32 px)": "quadtree",
+            "uniform 16 px (coarse)": "uniform 16 px", "uniform 8 px (full)": "full grid"}
+    found = {r["method"]: r for r in rows if r["method"] in want}
+    return [{"layout": label, "tokens": int(found[m]["tokens"]), "accuracy": float(found[m]["accuracy"])}
+            for m, label in want.items() if m in found]
+
+
+def _budget_rows(fraction: float, fixed: int) -> list[dict]:
+    """The same relative budget on each photo-like scene image (not the 64x64 digit, whose model has
+    its own grid), against one fixed token count."""
+    rows = []
+    for s in SCENES:
+        if s.beside == "model":
+            continue
+        e = load_entry(s.image)
+        h, w = e.height, e.width
+        n16 = uniform16_tokens(h, w)
+        b = relative_budget(h, w, fraction=fraction)
+        share = fixed / n16
+        rows.append({"Image": e.name.split(" (")[0], "Size": f"{w}x{h}", "16 px grid (tokens)": n16,
+                     f"{fraction:.0%} budget (tokens)": b, "Tokens per megapixel": round(b / (h * w / 1e6)),
+                     f"A fixed {fixed} tokens": f"{share:.0%} of its grid" if share <= 1 else f"{share:.1f}x its grid"})
+    return rows
+
+
+def build_step(scene_: Scene, device: str = "auto") -> StepView:
+    """Compute one step (no Streamlit): the main layout from the step's settings, what goes beside it,
+    PSNR/SSIM against the original, MACs, and for the digit the task model's predictions."""
+    entry = load_entry(scene_.image)
+    image = entry.array
+    settings = full_settings(entry, scene_settings(scene_, image, device))
+    main_layout = layout_from_settings(image, settings)
+    short = "multiscale" if scene_.strategy == "multiscale" else "adaptive"
+    main = _panel(_main_label(settings, main_layout), short, image, main_layout, scene_.token_size, device)
+    panels = [main]
+    reference = f"the uniform 16 px grid ({VIT} GMACs)"
+    truth = held = None
+    if scene_.beside == "uniform":
+        u = ap.layout_for_budget(image, "uniform", main.tokens)
+        panels.append(_panel(_uniform_label(u), "uniform", image, u, scene_.token_size, device))
+    elif scene_.beside == "quadtree":
+        q = ap.layout_for_budget(image, "quadtree", settings["params"]["budget"], None, min_size=scene_.sizes[0],
+                                 max_size=scene_.sizes[1], importance="distortion")
+        label = f"Same budget: quadtree · distortion · {scene_.sizes[0]}-{scene_.sizes[1]} px"
+        panels.append(_panel(label, "quadtree", image, q, scene_.token_size, device))
+    elif scene_.beside == "model":
+        from adapatch.model import model_grid, resolve_model
+        from adapatch.model.latency import model_macs
+        from adapatch.model.task import as_vit
+        from adapatch.model_refs import MODEL_DEVICE
+
+        cfg = as_vit(resolve_model("task", device=MODEL_DEVICE)).config
+        full = model_grid(resolve_model("task", device=MODEL_DEVICE))
+        u = ap.layout_for_budget(image, "uniform", main.tokens)
+        panels.append(_panel(_uniform_label(u), "uniform", image, u, scene_.token_size, device))
+        panels.append(_panel(f"Full grid: the model's {cfg.patch_size} px patches", "full grid", image, full, scene_.token_size,
+                             device))
+        full_macs = model_macs(cfg, full.num_tokens)
+        for p in panels:
+            p.macs = float(model_macs(cfg, p.tokens))
+            p.macs_ratio = p.macs / full_macs
+            p.prediction, p.confidence = _model_predict(image, p.layout)
+        reference = f"the model's full {cfg.patch_size} px grid (task model MACs)"
+        truth = task_sample_label(scene_.image[len("sample:"):])
+        held = _held_out(main.tokens, scene_.importance)
+    rows = []
+    if scene_.budget_table:  # against the first scene's budget as a fixed count
+        rows = _budget_rows(scene_.fraction, scene_budget(SCENES[0], load_entry(SCENES[0].image).array).tokens)
+    return StepView(scene_, entry.name, entry.digest, f"{entry.width}x{entry.height}", settings, settings["params"]["budget"],
+                    reference, panels, truth, held or [], rows)
+
+
+@st.cache_data(max_entries=2 * len(SCENES), show_spinner=False)
+def step_view(key: str, device: str) -> StepView:
+    """``build_step`` of the scene ``key``, cached (the scenes are fixed: one computation per server)."""
+    return build_step(scene(key), device)
+
+
+# ------------------------------------------------------------------ session
+def current_step() -> int:
+    """The step in session state (0 when unset or out of range)."""
+    v = state.get(STEP)
+    return int(v) if isinstance(v, int) and 0 <= v < len(SCENES) else 0
+
+
+def go_to(index: int) -> None:
+    """Callback: make ``index`` the current step (the step selector follows)."""
+    index = int(min(max(index, 0), len(SCENES) - 1))
+    state.put(STEP, index)
+    st.session_state[STEP_WIDGET] = index
+
+
+def picked() -> None:
+    """Callback of the step selector: keep its choice."""
+    v = st.session_state.get(STEP_WIDGET)
+    if v is not None:
+        state.put(STEP, int(v))
+
+
+def layout_key(scene_: Scene, digest: str) -> str | None:
+    """The sidebar's key of the scene's image, or None when the image is not in the sidebar's list
+    (a dataset image counts once the same file is uploaded)."""
+    if scene_.image.startswith("sample:"):
+        return scene_.image if scene_.image in state.image_options() else None
+    for e in state.uploaded_entries():
+        if e.digest == digest:
+            return e.key
+    return None
+
+
+def open_on_layout(scene_: Scene, image_key: str) -> None:
+    """Callback: the Patch layout page's settings of this step, and its image as the current image."""
+    state.put("strategy", scene_.strategy)
+    if scene_.strategy == "quadtree":
+        state.put("importance", scene_.importance)
+    state.put("sizes", tuple(scene_.sizes))
+    state.put("use_budget", True)
+    state.put("budget_fraction", float(scene_.fraction))
+    state.put("vit", VIT)
+    state.set_current(image_key)
+    st.session_state.pop("w_image", None)  # the sidebar re-seeds its image box from the current image
+
+
+def is_applied(scene_: Scene, image_key: str) -> bool:
+    """Whether the Patch layout page already has this step's settings and image (``open_on_layout``)."""
+    same = (state.current_key() == image_key and state.get("strategy") == scene_.strategy
+            and tuple(state.get("sizes")) == tuple(scene_.sizes) and bool(state.get("use_budget"))
+            and abs(float(state.get("budget_fraction")) - scene_.fraction) < 1e-9 and state.get("vit") == VIT)
+    return same and (scene_.strategy != "quadtree" or state.get("importance") == scene_.importance)
+
+
+def export_name(index: int, scene_: Scene) -> str:
+    return f"adapatch_demo_{index + 1}_{scene_.key}_settings.json"
+
+
+def settings_from_json(text: str) -> dict:
+    """Settings read back from an exported step (``layout_from_settings`` takes them as they are)."""
+    return json.loads(text)

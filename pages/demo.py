@@ -1,0 +1,149 @@
+"""Demo: a short guided story for stakeholders, five preset scenes stepped with Next/Back.
+
+Each step shows its layout (and what it is compared with), the key numbers, an export of the
+settings that reproduce it, and a button that opens the same settings on the Patch layout page.
+The scenes and every number come from ``adapatch.app_support.demo``; this page arranges widgets.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from adapatch.app_support import demo, state, ui
+from adapatch.app_support.images import md_escape
+
+LABELS = {i: f"{i + 1} · {s.label}" for i, s in enumerate(demo.SCENES)}  # plain dict (format_func)
+LAST = len(demo.SCENES) - 1
+
+
+def navigation() -> int:
+    """The step selector and Back/Next; returns the current step."""
+    i = demo.current_step()
+    c1, c2, c3 = st.columns([6, 1, 1], vertical_alignment="bottom")
+    seed = {} if demo.STEP_WIDGET in st.session_state else {"default": i}
+    pick = c1.segmented_control("Scene", list(LABELS), format_func=LABELS.get, key=demo.STEP_WIDGET, required=True,
+                                on_change=demo.picked, **seed)
+    i = int(pick) if pick is not None else i
+    c2.button("Back", icon=":material/arrow_back:", key="demo_back", on_click=demo.go_to, args=(i - 1,),
+              disabled=i == 0, width="stretch")
+    c3.button("Next", icon=":material/arrow_forward:", icon_position="right", key="demo_next", type="primary",
+              on_click=demo.go_to, args=(i + 1,), disabled=i == LAST, width="stretch")
+    return i
+
+
+def panel_metrics(view: demo.StepView, p: demo.Panel, container, per_row: int) -> None:
+    """Tokens, PSNR (the main panel's against the next one), compute and, for the digit, the prediction."""
+    main = p is view.main
+    other = view.panels[1]
+    model = view.scene.beside == "model"
+    items = [("Tokens", ui.fmt_int(p.tokens), None,
+              f"Tokens of this layout; the budget was {view.budget} ({view.scene.fraction:.0%} of the 16 px grid).")]
+    delta = f"{p.psnr - other.psnr:+.2f} dB" if main and max(p.psnr, other.psnr) < 100 else None
+    items.append(("PSNR (dB)", demo.psnr_text(p.psnr), delta,
+                  f"What the model sees (each patch resized to a {view.scene.token_size} px token) against the "
+                  "original image; higher is closer." + (f" The change is against the {other.short} layout beside it."
+                                                         if delta else "")))
+    items.append(("MACs ratio" if model else "GMACs ratio", f"×{p.macs_ratio:.3f}" if not model else f"×{p.macs_ratio:.2f}",
+                  None, f"Multiply-accumulates of one forward pass against {view.reference}: "
+                        + (f"{p.macs / 1e6:.1f} M." if model else f"{p.macs / 1e9:.1f} G.")))
+    if model:
+        right = p.prediction == view.truth
+        items.append(("Predicts", str(p.prediction), f"{'right' if right else 'wrong'} · {p.confidence:.0%} sure",
+                      f"The task model's class from these tokens; the true digit is {view.truth}."))
+    for start in range(0, len(items), per_row):
+        cols = container.columns(per_row)
+        for col, (label, value, d, help_) in zip(cols, items[start:start + per_row]):
+            if label == "Predicts":
+                col.metric(label, value, delta=d, delta_color="normal" if d.startswith("right") else "inverse",
+                           delta_arrow="off", help=help_)
+            else:
+                col.metric(label, value, delta=d, delta_arrow="off" if d is None else "auto", help=help_)
+
+
+def pictures(view: demo.StepView) -> None:
+    panels = view.panels
+    if view.scene.stacked:  # a wide panorama: one above the other, full width
+        for p in panels:
+            st.image(p.png, output_format="PNG", width="stretch", caption=f"{p.label} · {p.tokens} tokens")
+            panel_metrics(view, p, st.container(), 4)
+        return
+    if view.scene.beside == "model":
+        cols = st.columns(len(panels), gap="medium")
+        for col, p in zip(cols, panels):
+            col.image(p.png, output_format="PNG", width="stretch", caption=f"{p.label} · {p.tokens} tokens")
+            panel_metrics(view, p, col, 2)
+        return
+    square = view.main.layout.height == view.main.layout.width
+    cols = st.columns([1, 1, 0.5] if square else [1, 1], gap="medium")  # square images: not taller than the screen
+    for col, p in zip(cols, panels):
+        col.image(p.png, output_format="PNG", width="stretch", caption=f"{p.label} · {p.tokens} tokens")
+        panel_metrics(view, p, col, 3)
+
+
+def reproduce(i: int, view: demo.StepView) -> None:
+    """Export this step's settings; open them on the Patch layout page."""
+    sc = view.scene
+    image_key = demo.layout_key(sc, view.digest)
+    c1, c2, c3 = st.columns([1, 1.1, 2.6], vertical_alignment="center")
+    c1.download_button("Export this step", data=view.settings_json(), file_name=demo.export_name(i, sc),
+                       mime="application/json", on_click="ignore", icon=":material/download:", key="demo_export",
+                       width="stretch", help="The settings JSON of adapatch.export: "
+                                             "adapatch.export.layout_from_settings(image, settings) gives exactly "
+                                             "the layout shown above.")
+    open_help = ("Sets the Patch layout page to this step's strategy, sizes and budget share, with this image, "
+                 "and opens it.")
+    if image_key is None:
+        c2.button("Open in Patch layout", icon=":material/grid_view:", key="demo_open", width="stretch", disabled=True,
+                  help=open_help)
+        file = sc.image.split(":", 1)[1]
+        c3.caption(f"`{file}` is in the bundled dataset, not in the sidebar's image list: upload this file "
+                   "in the sidebar to open the step on Patch layout.")
+        c3.download_button("Download the image", data=demo.image_bytes(sc), file_name=file, key="demo_image",
+                           on_click="ignore", icon=":material/image:", type="tertiary")
+    elif image_key.startswith("upload:"):
+        # Two steps: st.switch_page from a button drops the sidebar's uploads for the switched run (Streamlit
+        # 1.67), which would show another image; a page link keeps them, as the sidebar's navigation does.
+        if demo.is_applied(sc, image_key):
+            c2.page_link("pages/layout.py", label="Open Patch layout", icon=":material/grid_view:", width="stretch")
+            c3.caption("Patch layout has this step's settings, on your upload of the same file.")
+        else:
+            c2.button("Apply on Patch layout", icon=":material/grid_view:", key="demo_open", width="stretch",
+                      on_click=demo.open_on_layout, args=(sc, image_key),
+                      help="Sets the Patch layout page to this step's settings, on your upload of the same file; "
+                           "then open it with the link that appears here.")
+            c3.caption("Your upload has the same bytes as this bundled image, so the step can be opened on it.")
+    else:
+        if c2.button("Open in Patch layout", icon=":material/grid_view:", key="demo_open", width="stretch",
+                     on_click=demo.open_on_layout, args=(sc, image_key), help=open_help):
+            state.switch_page("pages/layout.py")
+        c3.caption("The exported settings reproduce this layout exactly: "
+                   "`adapatch.export.layout_from_settings(image, settings)`.")
+
+
+def step(i: int) -> None:
+    sc = demo.SCENES[i]
+    with st.spinner("Computing this step (once per server)…"):
+        view = demo.step_view(sc.key, state.device())
+    st.subheader(f"{i + 1}. {sc.title}")
+    st.markdown(sc.story)
+    closest = (" · closest uniform grid: square patches whose token count is the closest to the adaptive layout's"
+               if sc.beside in ("uniform", "model") else "")
+    st.caption(f"Image: **{md_escape(view.entry_name)}**, {view.size} · budget {sc.fraction:.0%} of its 16 px grid = "
+               f"{view.budget} tokens · box colour = patch size{closest}")
+    pictures(view)
+    st.info(view.takeaway(), icon=":material/lightbulb:")
+    if view.held_out:
+        parts = [f"{r['layout']} ({r['tokens']} tokens) **{r['accuracy']:.1%}**" for r in view.held_out]
+        st.caption("Accuracy on the task's held-out test images (bundled results of "
+                   "`python -m adapatch.experiments`): " + " · ".join(parts) + ".")
+    if view.budget_rows:
+        st.markdown(f"**The same {sc.fraction:.0%} on each scene's image**")
+        st.dataframe(pd.DataFrame(view.budget_rows), hide_index=True, width="stretch")
+    reproduce(i, view)
+
+
+ui.page_header("Demo", "Adaptive patching in five scenes: each step has settings chosen to show one point. Step "
+                       "through with Next and Back; export a step's settings or open them on the Patch layout page.")
+with ui.guard("demo"):
+    step(navigation())

@@ -152,10 +152,18 @@ def compare_view(entry: ImageEntry) -> None:
                                                          + ui.MACS_HELP),
             ui.MACS_RATIO: st.column_config.Column(help=f"{vit} MACs of the layout / MACs of the uniform 16 px grid "
                                                         "of this image. " + ui.MACS_HELP)})
-        best = df["SSIM"].idxmax()
-        st.success(md_escape(f"At {budget.tokens:,} tokens, {best} keeps the most of the image "
-                             f"(SSIM {df.loc[best, 'SSIM']:.4f}, PSNR {df.loc[best, 'PSNR (dB)']:.2f} dB)."),
-                   icon=":material/emoji_events:")
+        by_psnr, by_ssim = df["PSNR (dB)"].idxmax(), df["SSIM"].idxmax()
+        at = f"At a budget of {budget.tokens:,} tokens (each layout's own count is in the table)"
+        db = lambda v: ui.fmt_psnr(v) + ("" if ui.fmt_psnr(v) == "lossless" else " dB")  # noqa: E731
+        if by_psnr == by_ssim:
+            text = (f"{at}, {by_psnr} keeps the most of the image by both measures (PSNR "
+                    f"{db(df.loc[by_psnr, 'PSNR (dB)'])}, SSIM {df.loc[by_psnr, 'SSIM']:.4f}).")
+        else:
+            text = (f"{at}, {by_psnr} keeps the most by PSNR ({db(df.loc[by_psnr, 'PSNR (dB)'])}) and "
+                    f"{by_ssim} by SSIM ({df.loc[by_ssim, 'SSIM']:.4f}): PSNR counts squared error, SSIM local "
+                    "structure, and they disagree here.")
+        st.success(md_escape(text), icon=":material/emoji_events:")
+        best = by_psnr
         state.put("compare_configs", configs)
         quality_chart(entry, configs[:n], layouts, budget)  # quality vs tokens, the budget marked
         best_i = list(df.index).index(best)

@@ -238,3 +238,15 @@ def test_guard_says_what_went_wrong_in_words() -> None:
     assert len(texts) == 2, texts
     assert texts[0].startswith("demo: something went wrong inside the app")
     assert not any(CLASS_NAME.search(t) or "KeyError" in t for t in texts), texts
+
+
+def test_compare_banner_names_the_best_by_each_measure_it_quotes() -> None:
+    at = _app().run()
+    at.switch_page("pages/compare.py").run()
+    _ok(at)
+    df = at.dataframe[0].value
+    banner = at.success[0].value.replace("\\", "")  # md_escape's backslashes
+    by_psnr, by_ssim = df["PSNR (dB)"].idxmax(), df["SSIM"].idxmax()
+    assert by_psnr in banner and by_ssim in banner
+    if by_psnr != by_ssim:
+        assert "disagree" in banner

@@ -8,6 +8,7 @@ go to ``test-artifacts/e2e/`` (gitignored).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -104,6 +105,35 @@ def pytest_runtest_makereport(item, call):
     setattr(item, f"rep_{rep.when}", rep)
 
 
+MEDIA_FILE = re.compile(r"/media/[0-9a-f]+\.\w+")
+GENERIC_404 = "Failed to load resource: the server responded with a status of 404"
+
+
+def real_errors(pg) -> list[str]:
+    """The page's console errors, less Streamlit's superseded-media race, plus any image still broken.
+
+    When a rerun replaces an image while the browser is still fetching the old one, Streamlit has
+    already dropped the old media file: a 404 on ``/media/<hash>`` (and a "Failed to load resource"
+    and an "Image source error" line for it) that the user never sees, since the new image replaces
+    it. Such entries are dropped when no ``<img>`` on the page points at that file any more. Every
+    other error counts, and so does any image on the page that failed to load.
+    """
+    shown = pg.eval_on_selector_all("img", "els => els.map(e => e.src)")
+    broken = pg.eval_on_selector_all("img", "els => els.filter(e => e.complete && e.naturalWidth === 0 "
+                                             "&& e.src).map(e => e.src)")
+    out, dropped = [], 0
+    for e in pg.console_errors:
+        m = MEDIA_FILE.search(e)
+        if m and not any(m.group(0) in src for src in shown):
+            dropped += e.startswith("HTTP 404")
+            continue
+        out.append(e)
+    while dropped and any(e.startswith(GENERIC_404) for e in out):
+        out.remove(next(e for e in out if e.startswith(GENERIC_404)))
+        dropped -= 1
+    return out + [f"broken image on the page: {src}" for src in broken]
+
+
 @pytest.fixture
 def page(browser, app_url: str, request, artifacts: Path):
     """A fresh browser page (own session) with console errors and page errors collected."""
@@ -114,6 +144,7 @@ def page(browser, app_url: str, request, artifacts: Path):
     pg.on("pageerror", lambda e: pg.console_errors.append(f"pageerror: {e}"))
     pg.on("requestfailed", lambda r: pg.console_errors.append(f"request failed: {r.url} {r.failure}"))
     pg.on("response", lambda r: r.status >= 400 and pg.console_errors.append(f"HTTP {r.status}: {r.url}"))
+    pg.real_errors = lambda: real_errors(pg)  # type: ignore[attr-defined]
     yield pg
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:  # what the page looked like when the test failed

@@ -168,7 +168,7 @@ def test_upload_slider_every_page(page, app_url, artifacts, upload_1024):
     thumb = page.locator('[data-testid="stSlider"]').filter(has_text="Importance threshold").get_by_role("slider")
     assert float(_thumb_value(page, "Importance threshold")) == pytest.approx(threshold)
     assert _tokens(page).replace(",", "") == str(expected)
-    assert page.console_errors == [], page.console_errors
+    assert page.real_errors() == [], page.real_errors()
 
 
 def test_corrupt_upload_shows_error_and_app_keeps_working(page, app_url, artifacts, tmp_path):
@@ -187,7 +187,7 @@ def test_corrupt_upload_shows_error_and_app_keeps_working(page, app_url, artifac
     _goto_page(page, "Saliency")
     _no_exception(page)
     page.screenshot(path=str(artifacts / "corrupt_upload.png"))
-    assert page.console_errors == [], page.console_errors
+    assert page.real_errors() == [], page.real_errors()
 
 
 def _select(page, label: str, option: str) -> None:
@@ -268,4 +268,4 @@ def test_model_pruning_learned_scorer_and_checkpoint_upload(page, app_url, artif
     assert _tokens(page) == "16"
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
     _screenshot(page, artifacts / "layout_selector.png")
-    assert page.console_errors == [], page.console_errors
+    assert page.real_errors() == [], page.real_errors()

@@ -99,7 +99,7 @@ def test_dataset_page_solve_and_apply(page, app_url, artifacts):
     _wait_idle(page, timeout=90_000)
     _no_exception(page)
     assert _tokens(page).replace(",", "") == str(expected)
-    assert page.console_errors == [], page.console_errors
+    assert page.real_errors() == [], page.real_errors()
 
     result = {"first_visit_s": round(first_visit_s, 2), "new_threshold_shown_s": [round(x, 3) for x in shown_s],
               "rerun_done_s": [round(x, 3) for x in resolve_s],

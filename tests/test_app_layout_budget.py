@@ -30,19 +30,7 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 IMPLIED = "w_threshold_implied"
 
 
-def _app() -> AppTest:
-    return AppTest.from_file(APP, default_timeout=120)
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def _metric(at: AppTest, label: str) -> str:
-    values = [m.value for m in at.metric if m.label == label]
-    assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
-    return values[0]
+from tests.app_helpers import app as _app, metric as _metric, ok as _ok  # noqa: E402
 
 
 def _png(array: np.ndarray) -> bytes:

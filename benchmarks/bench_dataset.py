@@ -11,7 +11,8 @@
   step (median over 200 images).
 * **Memory.** ``adapatch.dataset.scan`` streams a list of ``--stream`` paths (the folder's files
   repeated) while a sampler records the RSS of the driver and its workers every 50 ms; reported:
-  the RSS after 5% of the images and the peak after that (target: growth <= 300 MB).
+  the RSS after 5% of the images and the peak after that (target: growth <= 300 MB); then, on that
+  store, the seconds to solve each kind of target and to build the dataset curve.
 * **Ray** (``--ray``): the same folder with ``engine="ray"`` on a local Ray with ``--workers`` CPUs;
   reported: ``ray.init`` seconds, the first run (Ray's workers import adapatch), a second run and
   its images/s against the local engine's, and whether the reports are identical.
@@ -37,7 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapatch.dataset import Targets, calibrate, scan  # noqa: E402
+from adapatch.dataset import Targets, calibrate, dataset_curve, scan, solve  # noqa: E402
 from adapatch.dataset.engines import _context, default_workers  # noqa: E402
 from adapatch.dataset.records import CurveSettings  # noqa: E402
 
@@ -197,6 +198,16 @@ def main() -> None:
                 t0 = time.perf_counter()
                 st = scan(listing, CurveSettings(), workers=args.workers)
                 dt = time.perf_counter() - t0
+            solve_s = {}
+            for targets in (Targets(mean_tokens=150), Targets(tokens_per_mp=800), Targets(flops_ratio=0.4),
+                            Targets(p95_tokens=300)):
+                t0 = time.perf_counter()
+                solve(st, targets)
+                solve_s[next(iter(targets.to_dict()))] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            dataset_curve(st)
+            curve_s = round(time.perf_counter() - t0, 2)
+            spill_mb = round(st.n_values * 8 / 1e6, 1)
             st.close()
             xs = rss.samples
             start = xs[0][0]
@@ -204,7 +215,8 @@ def main() -> None:
             out["memory"] = {"images": args.stream, "seconds": round(dt, 1), "rss_mb_at_5pct": round(warm[0], 1),
                              "rss_mb_peak_after": round(max(warm), 1),
                              "growth_mb": round(max(warm) - warm[0], 1), "target_growth_mb": 300,
-                             "note": "driver + worker processes; the list repeats the folder's files"}
+                             "note": "driver + worker processes; the list repeats the folder's files",
+                             "spill_mb": spill_mb, "solve_seconds": solve_s, "curve_seconds": curve_s}
 
         if args.ray:
             t0 = time.perf_counter()

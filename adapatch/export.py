@@ -26,7 +26,10 @@ Settings (``"format": "adapatch.settings/1"``)::
 Model-based settings (``MODEL_STRATEGIES``: strategy ``"learned_selector"`` with params
 ``{"k", "model"}``; or a learned/attention ``prune``) work in the model's input frame: the image is
 resized to the model's ``img_size`` square first (``frame_image``), and the layout refers to that
-frame. Model calls run on ``MODEL_DEVICE`` (CPU), so the app and the snippet keep the same tokens.
+frame. Model calls run on the settings' ``device`` (``"auto"``: CUDA when present, else CPU;
+``settings_device``): the model is loaded there and the snippet names the same device, so the app
+and the snippet make the same calls. CPU and CUDA give the same kept tokens and predictions (scores
+to ~1e-4; ``tests/test_model_device.py``).
 The attention saliency names its model in ``saliency.params.model``. One settings dict refers to at
 most one model (``settings_model``); ``"task"`` is the bundled cluttered-digits model.
 """
@@ -42,7 +45,7 @@ import numpy as np
 from .budgets import RelativeBudget
 from .importance import SALIENCY_MEASURES
 from .layout import PatchLayout
-from .model_refs import CHECKPOINT_SUFFIXES, MODEL_DEVICE
+from .model_refs import CHECKPOINT_SUFFIXES
 from .model_refs import TASK as TASK_MODEL
 from .pruning import prune, token_scores
 from .saliency import saliency as compute_saliency
@@ -175,13 +178,22 @@ def _uses_saliency(s: dict[str, Any]) -> bool:
     return s["strategy"] == "quadtree" and s["params"].get("importance") in SALIENCY_MEASURES
 
 
+def settings_device(settings: dict[str, Any]) -> str:
+    """The device the settings' model calls run on, as the settings name it (``"auto"``, ``"cpu"``,
+    ``"cuda[:i]"``; ``"auto"`` is CUDA when present, resolved by ``adapatch.resolve_device``)."""
+    return normalize_settings(settings)["device"]
+
+
 def resolve_settings_model(settings: dict[str, Any], model: Any = None) -> Any:
-    """``model`` if given, else the model the settings name, loaded (``adapatch.model.resolve_model``)."""
-    name = settings_model(normalize_settings(settings))
+    """``model`` if given, else the model the settings name, loaded on the settings' device
+    (``adapatch.model.resolve_model``). A given model is run on the settings' device: pass one that
+    lives there (a model elsewhere is moved by the model calls)."""
+    s = normalize_settings(settings)
+    name = settings_model(s)
     if name is None or model is not None:
         return model
     from .model.sources import resolve_model
-    return resolve_model(name, device=MODEL_DEVICE)
+    return resolve_model(name, device=s["device"])
 
 
 def frame_image(image: np.ndarray, settings: dict[str, Any], model: Any = None) -> np.ndarray:
@@ -206,7 +218,7 @@ def model_prune_from_settings(image: np.ndarray, settings: dict[str, Any], model
     img = frame_image(image, s, model)
     grid = make_layout(img, "uniform", None, **s["params"])
     fn = prune_tokens_learned if s["prune"]["scorer"] == "learned" else prune_tokens_attention
-    return fn(img, grid, model, keep_ratio=s["prune"]["keep_ratio"], device=MODEL_DEVICE)
+    return fn(img, grid, model, keep_ratio=s["prune"]["keep_ratio"], device=s["device"])
 
 
 def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
@@ -222,7 +234,7 @@ def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
     if s["strategy"] in MODEL_STRATEGIES:
         from .model import selector_layout
         model = resolve_settings_model(s, model)
-        return selector_layout(frame_image(image, s, model), model, k=s["params"].get("k"), device=MODEL_DEVICE)
+        return selector_layout(frame_image(image, s, model), model, k=s["params"].get("k"), device=s["device"])
     if s["prune"] is not None and s["prune"]["scorer"] in MODEL_SCORERS:
         return model_prune_from_settings(image, s, model).layout
     sal = saliency_map
@@ -246,13 +258,13 @@ def _kwargs(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items())
 
 
-def _model_lines(name: str) -> list[str]:
-    """Lines that load the model called ``name`` into ``model`` (on ``MODEL_DEVICE``)."""
+def _model_lines(name: str, device: str) -> list[str]:
+    """Lines that load the model called ``name`` into ``model`` (on ``device``, the settings' one)."""
     if name == TASK_MODEL:
-        return [f"model = load_task_model(device={MODEL_DEVICE!r})[0]  # the bundled cluttered-digits task model"]
+        return [f"model = load_task_model(device={device!r})[0]  # the bundled cluttered-digits task model"]
     what = ("the checkpoint file you used in the app" if name.lower().endswith(CHECKPOINT_SUFFIXES)
             else "timm weights by name (needs timm and its model hub)")
-    return [f"model = load_model({name!r}, device={MODEL_DEVICE!r})  # {what}"]
+    return [f"model = load_model({name!r}, device={device!r})  # {what}"]
 
 
 def settings_snippet(settings: dict[str, Any]) -> str:
@@ -281,14 +293,14 @@ def settings_snippet(settings: dict[str, Any]) -> str:
     model_imports = []
     if model_name is not None:
         model_imports.append("load_task_model" if model_name == TASK_MODEL else "load_model")
-        body += _model_lines(model_name)
+        body += _model_lines(model_name, s["device"])
     if frame:
         model_imports.append("resize_for_model")
         body.append("image = resize_for_model(image, model)  # model-based results live in the model's input frame")
     params = s["params"]
     if s["strategy"] in MODEL_STRATEGIES:
         model_imports.append("selector_layout")
-        body.append(f"layout = selector_layout(image, model, k={params.get('k')!r}, device={MODEL_DEVICE!r})")
+        body.append(f"layout = selector_layout(image, model, k={params.get('k')!r}, device={s['device']!r})")
     else:
         sal_arg = "None"
         if needs_saliency(s):
@@ -314,7 +326,7 @@ def settings_snippet(settings: dict[str, Any]) -> str:
             fn = "prune_tokens_learned" if pr["scorer"] == "learned" else "prune_tokens_attention"
             model_imports.append(fn)
             body.append(f"result = {fn}(image, layout, model, keep_ratio={pr['keep_ratio']!r}, "
-                        f"device={MODEL_DEVICE!r})")
+                        f"device={s['device']!r})")
             body.append("layout = result.layout")
             body.append("print('prediction from the kept tokens:', result.prediction)")
         elif pr is not None:

@@ -2,6 +2,7 @@
 
 Scorers: saliency mean / max per token (any image, any grid), or a model's own scores (learned
 ``TokenPruner``, EViT attention) on the model's patch grid of the image resized to its input.
+Every model call (the scorers, attention saliency, the agreement chart) runs on the sidebar's device.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from adapatch.app_support.images import ImageEntry
 from adapatch.samples import task_sample_label
 
 
-def _model_scorer_ready(scorer: str) -> tuple[model_source.ModelRef, object] | None:
-    """Picker for the model scorers; None (with the reason shown) when nothing usable is picked."""
-    picked = model_source.picker()
+def _model_scorer_ready(scorer: str, device: str) -> tuple[model_source.ModelRef, object] | None:
+    """Picker for the model scorers (the model loaded on ``device``); None (with the reason shown)
+    when nothing usable is picked."""
+    picked = model_source.picker(device)
     if picked is None:
         return None
     ref, model = picked
@@ -72,9 +74,11 @@ def pruning_view(entry: ImageEntry) -> None:
             vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS,
                                help=f"The ViT whose GMACs (per image) the numbers above use. {mv.MACS_NOTE}")
             if model_based:
-                picked = _model_scorer_ready(scorer)
+                dev = mv.model_device()  # the sidebar's device, "auto" resolved (CUDA when present)
+                picked = _model_scorer_ready(scorer, dev)
                 if picked is None:
                     return
+                st.caption(f"Model calls run on **{dev.upper()}** (the sidebar's device).")
             else:
                 st.caption(f"Saliency: **{recipes.current_saliency()['method']}** (change it on the Saliency page).")
         if model_based:

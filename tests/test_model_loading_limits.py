@@ -206,8 +206,10 @@ def test_app_constants_come_from_the_library() -> None:
     from adapatch.app_support import model_source
     from adapatch.model import sources
     assert {"." + t for t in model_source.CHECKPOINT_TYPES} == set(weights.CHECKPOINT_SUFFIXES)
-    assert model_source.MODEL_DEVICE is sources.MODEL_DEVICE
-    assert "MODEL_DEVICE =" not in inspect.getsource(model_source)
+    # no hard-wired model device: the app loads models on the selected one, the library defaults to "auto"
+    assert not hasattr(model_source, "MODEL_DEVICE") and not hasattr(sources, "MODEL_DEVICE")
+    assert inspect.signature(sources.resolve_model).parameters["device"].default == "auto"
+    assert 'device="cpu"' not in inspect.getsource(model_source)
 
 
 def test_checkpoint_name_keeps_names_without_a_suffix() -> None:

@@ -6,6 +6,11 @@ image, saliency map and model are passed as underscore arguments so Streamlit ne
 Nothing here computes what the library computes: these are thin wrappers. Model-based settings
 (learned/attention pruning, the learned selector) work on the image resized to the model's input
 (``frame``); their pictures are enlarged (nearest neighbour) for display.
+
+Model calls run on the selected device: the settings' ``device`` (the sidebar's, "auto" = CUDA when
+present) for settings-based results, the sidebar's for the attention saliency map. The picked model
+is loaded on that device (``model_source.load``), and the device is part of every cache key of a
+result that used a model (in the settings' JSON, or added to the saliency spec's key).
 """
 
 from __future__ import annotations
@@ -55,16 +60,21 @@ def model_key(uses_model: bool) -> str:
     return current_ref().key
 
 
-def picked_model(uses_model: bool):
+def picked_model(uses_model: bool, device: str | None = None):
+    """The picked model loaded on ``device`` (default: the sidebar's), or None when not used."""
     if not uses_model:
         return None
     from .model_source import current_model
-    return current_model()[1]
+    return current_model(device)[1]
 
 
-def spec_key(spec: dict) -> str:
-    """Cache key of a saliency spec (the model's key added for attention)."""
-    return canonical(spec) + "|" + model_key(spec["method"] == "attention")
+def spec_key(spec: dict, device: str | None = None) -> str:
+    """Cache key of a saliency spec (for attention, the model's key and the device it runs on:
+    ``device``, default the sidebar's, resolved)."""
+    if spec["method"] != "attention":
+        return canonical(spec) + "|"
+    from .model_source import run_device
+    return canonical(spec) + "|" + model_key(True) + "|" + run_device(device)
 
 
 @st.cache_data(max_entries=48, show_spinner=False)
@@ -76,9 +86,11 @@ def _saliency(digest: str, key: str, spec_json: str, _image: np.ndarray, _model)
     return ap.saliency(_image, spec["method"], **params)
 
 
-def saliency_map(entry: ImageEntry, spec: dict) -> np.ndarray:
+def saliency_map(entry: ImageEntry, spec: dict, device: str | None = None) -> np.ndarray:
+    """The saliency map of ``spec``; the attention method runs the picked model on ``device``
+    (default: the sidebar's)."""
     uses = spec["method"] == "attention"
-    return _saliency(entry.digest, spec_key(spec), canonical(spec), entry.array, picked_model(uses))
+    return _saliency(entry.digest, spec_key(spec, device), canonical(spec), entry.array, picked_model(uses, device))
 
 
 @st.cache_data(max_entries=48, show_spinner=False)
@@ -125,7 +137,7 @@ def settings_key(s: dict) -> str:
 
 
 def _sal_for(entry: ImageEntry, s: dict) -> np.ndarray | None:
-    return saliency_map(entry, s["saliency"]) if needs_saliency(s) else None
+    return saliency_map(entry, s["saliency"], s["device"]) if needs_saliency(s) else None
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -140,7 +152,7 @@ def frame(entry: ImageEntry, settings: dict) -> np.ndarray:
     s = full_settings(entry, settings)
     if not in_model_frame(s):
         return entry.array
-    return _frame(entry.digest, model_key(True), entry.array, picked_model(True))
+    return _frame(entry.digest, model_key(True), entry.array, picked_model(True, s["device"]))
 
 
 def display_factor(entry: ImageEntry, settings: dict) -> int:
@@ -159,7 +171,7 @@ def _model_prune(digest: str, key: str, settings_json: str, _image: np.ndarray, 
 def model_prune(entry: ImageEntry, settings: dict):
     """``adapatch.model.PruneResult`` of learned/attention prune settings (on the model's input frame)."""
     s = full_settings(entry, settings)
-    return _model_prune(entry.digest, settings_key(s), canonical(s), entry.array, picked_model(True))
+    return _model_prune(entry.digest, settings_key(s), canonical(s), entry.array, picked_model(True, s["device"]))
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
@@ -175,7 +187,8 @@ def layout(entry: ImageEntry, settings: dict) -> ap.PatchLayout:
     if s["prune"] is not None and s["prune"]["model"] is not None:
         return model_prune(entry, settings).layout
     uses = settings_model(s) is not None
-    return _layout(entry.digest, settings_key(s), canonical(s), entry.array, _sal_for(entry, s), picked_model(uses))
+    return _layout(entry.digest, settings_key(s), canonical(s), entry.array, _sal_for(entry, s),
+                   picked_model(uses, s["device"]))
 
 
 @st.cache_data(max_entries=48, show_spinner=False)

@@ -273,17 +273,16 @@ def _main_label(settings: dict, layout: ap.PatchLayout) -> str:
     return f"Adaptive: {describe(settings)}"
 
 
-def _model_predict(image: np.ndarray, layout: ap.PatchLayout) -> tuple[int, float]:
-    """The task model's class and its probability for ``image`` tokenised by ``layout``."""
+def _model_predict(image: np.ndarray, layout: ap.PatchLayout, device: str) -> tuple[int, float]:
+    """The task model's class and its probability for ``image`` tokenised by ``layout``, on ``device``."""
     import torch
 
     from adapatch.model import prepare_image, resolve_model
     from adapatch.model.task import as_vit
-    from adapatch.model_refs import MODEL_DEVICE
 
-    vit = as_vit(resolve_model("task", device=MODEL_DEVICE))
+    vit = as_vit(resolve_model("task", device=device))
     with torch.no_grad():
-        x = prepare_image(image, vit, MODEL_DEVICE, resize=False)
+        x = prepare_image(image, vit, device, resize=False)
         p = torch.softmax(vit.forward_tokens(vit.tokenize(x, [layout])), dim=-1)[0]
     return int(p.argmax()), float(p.max())
 
@@ -345,10 +344,9 @@ def build_step(scene_: Scene, device: str = "auto") -> StepView:
         from adapatch.model import model_grid, resolve_model
         from adapatch.model.latency import model_macs
         from adapatch.model.task import as_vit
-        from adapatch.model_refs import MODEL_DEVICE
 
-        cfg = as_vit(resolve_model("task", device=MODEL_DEVICE)).config
-        full = model_grid(resolve_model("task", device=MODEL_DEVICE))
+        cfg = as_vit(resolve_model("task", device=device)).config
+        full = model_grid(resolve_model("task", device=device))
         u = ap.layout_for_budget(image, "uniform", main.tokens)
         panels.append(_panel(_uniform_label(u), "uniform", image, u, scene_.token_size, device))
         panels.append(_panel(f"Full grid: the model's {cfg.patch_size} px patches", "full grid", image, full, scene_.token_size,
@@ -357,7 +355,7 @@ def build_step(scene_: Scene, device: str = "auto") -> StepView:
         for p in panels:
             p.macs = float(model_macs(cfg, p.tokens))
             p.macs_ratio = p.macs / full_macs
-            p.prediction, p.confidence = _model_predict(image, p.layout)
+            p.prediction, p.confidence = _model_predict(image, p.layout, device)
         reference = f"the model's full {cfg.patch_size} px grid (task model MACs)"
         truth = task_sample_label(scene_.image[len("sample:"):])
         held = _held_out(main.tokens, scene_.importance)

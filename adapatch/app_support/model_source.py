@@ -5,7 +5,9 @@ The chosen source and timm name are app settings (``state.DEFAULTS``: ``model_so
 (``adapatch.model.load_model_bytes``: safetensors, or ``torch.load(weights_only=True)``; a pickle
 that would run code is refused) and never written to disk; its bytes stay in this session
 (``MODEL_FILE``, one file, <= the upload limit) so the model can be rebuilt if the bounded
-resource cache dropped it. Loaded models are shared, read-only, in ``st.cache_resource``.
+resource cache dropped it. Loaded models are shared, read-only, in ``st.cache_resource``, one per
+device: every model is loaded on the device its calls run on (``run_device``: the sidebar's, "auto"
+resolved, CUDA when present), so a shared model never moves between devices.
 A source that failed to load is remembered per session with its one-line reason (``MODEL_ERRORS``)
 so an unreachable hub is not retried, and a bad upload not parsed again, on every rerun.
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 import streamlit as st
 
-from adapatch.model_refs import CHECKPOINT_SUFFIXES, MODEL_DEVICE
+from adapatch.model_refs import CHECKPOINT_SUFFIXES
 
 from . import state
 from .images import clean_name, digest_of, md_escape
@@ -114,36 +116,45 @@ def current_ref() -> ModelRef:
     return ModelRef("task", "task")
 
 
+def run_device(device: str | None = None) -> str:
+    """The device model calls run on: ``device`` (default: the sidebar's choice, ``state.device()``)
+    with "auto" resolved by ``adapatch.resolve_device`` ("cpu" / "cuda"; CUDA when present)."""
+    from adapatch.device import resolve_device
+    return str(resolve_device(state.device() if device is None else device))
+
+
 @st.cache_resource(max_entries=2, show_spinner="Loading the checkpoint…")
-def _file_model(digest: str, name: str, _data: bytes):
+def _file_model(digest: str, name: str, device: str, _data: bytes):
     from adapatch.model import load_model_bytes
-    return load_model_bytes(_data, name, device=MODEL_DEVICE)
+    return load_model_bytes(_data, name, device=device)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the timm model (downloads weights from timm's hub)…")
-def _timm_model(name: str):
+def _timm_model(name: str, device: str):
     from adapatch.model.weights import load_timm
-    return load_timm(name, device=MODEL_DEVICE)
+    return load_timm(name, device=device)
 
 
-def load(ref: ModelRef):
-    """The model for ``ref`` (cached); raises ``ValueError`` with one line when it cannot be had."""
+def load(ref: ModelRef, device: str | None = None):
+    """The model for ``ref`` on ``device`` (default: the sidebar's, ``run_device``), cached per
+    device; raises ``ValueError`` with one line when it cannot be had."""
     ss = _session()
     if not ref.ready:
         raise ValueError("no checkpoint file is uploaded yet: upload one under Model, or pick another source"
                          if ref.kind == "file" else "enter a timm model name under Model")
     if ref.key in ss[MODEL_ERRORS]:
         raise ValueError(ss[MODEL_ERRORS][ref.key])
+    dev = run_device(device)  # before the try: a device problem is not this model's to remember
     try:
-        if ref.kind == "task":  # the library's one cache of the bundled model
-            from adapatch.model.sources import MODEL_DEVICE, resolve_model
-            return resolve_model("task", device=MODEL_DEVICE)
+        if ref.kind == "task":  # the library's one cache of the bundled model (one per device)
+            from adapatch.model.sources import resolve_model
+            return resolve_model("task", device=dev)
         if ref.kind == "file":
             f = ss.get(MODEL_FILE)
             if not f or f["digest"] != ref.digest:
                 raise ValueError("this checkpoint is no longer loaded; upload it again")
-            return _file_model(f["digest"], f["name"], f["data"])
-        return _timm_model(ref.name)
+            return _file_model(f["digest"], f["name"], dev, f["data"])
+        return _timm_model(ref.name, dev)
     except Exception as e:  # noqa: BLE001 - remembered, whatever it is, so a rerun does not retry it
         ss[MODEL_ERRORS][ref.key] = _reason(e)
         raise ValueError(ss[MODEL_ERRORS][ref.key]) from None
@@ -166,10 +177,10 @@ def _reason(e: Exception) -> str:
     return " ".join(text.split())[:300]
 
 
-def current_model() -> tuple[ModelRef, Any]:
-    """The picked model, loaded (raises ``ValueError`` with one line)."""
+def current_model(device: str | None = None) -> tuple[ModelRef, Any]:
+    """The picked model, loaded on ``device`` (default: the sidebar's; raises ``ValueError`` with one line)."""
     ref = current_ref()
-    return ref, load(ref)
+    return ref, load(ref, device)
 
 
 def checkpoint_name(raw: str) -> str:
@@ -180,7 +191,7 @@ def checkpoint_name(raw: str) -> str:
     return name if name.lower().endswith(suffix) else clean_name(PurePath(str(raw)).stem)[:40] + suffix
 
 
-def accept_upload(name: str, data: bytes, file_id: str = "") -> ModelRef:
+def accept_upload(name: str, data: bytes, file_id: str = "", device: str | None = None) -> ModelRef:
     """Load an uploaded checkpoint from its bytes; on success it becomes this session's file.
 
     Raises ``ValueError`` (one line) for an unreadable, code-running or non-ViT checkpoint; the
@@ -194,7 +205,7 @@ def accept_upload(name: str, data: bytes, file_id: str = "") -> ModelRef:
     if key in ss[MODEL_ERRORS]:
         raise ValueError(ss[MODEL_ERRORS][key])
     try:
-        _file_model(digest, name, bytes(data))  # validates: raises before anything is kept
+        _file_model(digest, name, run_device(device), bytes(data))  # validates: raises before anything is kept
     except Exception as e:  # noqa: BLE001
         ss[MODEL_ERRORS][key] = _reason(e)
         raise ValueError(ss[MODEL_ERRORS][key]) from None
@@ -243,8 +254,9 @@ def _timm_widgets() -> None:
         ss[MODEL_ERRORS].pop(key, None)
 
 
-def picker() -> tuple[ModelRef, Any] | None:
-    """Draw the model picker; return the loaded ``(ref, model)``, or None (with the reason shown)."""
+def picker(device: str | None = None) -> tuple[ModelRef, Any] | None:
+    """Draw the model picker; return ``(ref, model)``, the model loaded on ``device`` (default: the
+    sidebar's), or None (with the reason shown)."""
     reason = timm_unavailable()
     options = [k for k in SOURCES if k != "timm" or reason is None]
     kind = state.widget("model_source", st.radio, "Model", options=options, format_func=lambda k: SOURCES[k],
@@ -261,7 +273,7 @@ def picker() -> tuple[ModelRef, Any] | None:
                 icon=":material/info:")
         return None
     try:
-        model = load(ref)
+        model = load(ref, device)
     except ValueError as e:
         st.error(md_escape(" ".join(str(e).split())[:300]), icon=":material/error:")
         return None

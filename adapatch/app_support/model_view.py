@@ -23,9 +23,8 @@ import streamlit as st
 
 import adapatch as ap
 from adapatch import render
-from adapatch.model_refs import MODEL_DEVICE
 
-from . import compute, state, ui
+from . import compute, ui
 from .images import ImageEntry, md_escape
 
 LIVE_LATENCY = "ap_live_latency"  # session: {preset: adapatch.model.latency.measure_latency(...) result}
@@ -37,11 +36,13 @@ _TOP_LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}  # ab
 
 
 def model_device() -> str:
-    """The device model calls run on: the sidebar's choice with "auto" resolved ("cpu" / "cuda")."""
-    return str(ap.resolve_device(state.device()))
+    """The device model calls run on: the sidebar's choice with "auto" resolved ("cpu" / "cuda";
+    ``model_source.run_device``)."""
+    from .model_source import run_device
+    return run_device()
 
 
-def task_model(device: str = MODEL_DEVICE):
+def task_model(device: str = "auto"):
     """The bundled cluttered-digits ViT + pruner + selector on ``device`` (the library's one cache
     of it per device, ``resolve_model("task", device=...)``)."""
     from adapatch.model.sources import resolve_model
@@ -81,7 +82,7 @@ def sample(name: str) -> tuple[np.ndarray, int]:
 # ------------------------------------------------------------------ the Model page's maps
 @st.cache_data(max_entries=64, show_spinner=False)
 def attention_map(name: str, mode: str, head_fusion: str, discard_ratio: float,
-                  device: str = MODEL_DEVICE) -> np.ndarray:
+                  device: str = "auto") -> np.ndarray:
     """The task model's attention saliency of a task sample (float32 ``[64, 64]``)."""
     from adapatch.model import attention_saliency
     img, _ = sample(name)
@@ -90,14 +91,14 @@ def attention_map(name: str, mode: str, head_fusion: str, discard_ratio: float,
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def attention_png(name: str, mode: str, head_fusion: str, discard_ratio: float, alpha: float,
-                  device: str = MODEL_DEVICE) -> bytes:
+                  device: str = "auto") -> bytes:
     img, _ = sample(name)
     sal = attention_map(name, mode, head_fusion, discard_ratio, device)
     return render.to_png_bytes(render.heatmap(img, sal, alpha=alpha, max_side=64))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def selector_result(name: str, k: int, device: str = MODEL_DEVICE) -> tuple[np.ndarray, ap.PatchLayout]:
+def selector_result(name: str, k: int, device: str = "auto") -> tuple[np.ndarray, ap.PatchLayout]:
     """Selector keep probabilities (float32 ``[G, G]``) and its top-``k`` layout of a task sample."""
     from adapatch.model import selector_importance, selector_layout
     img, _ = sample(name)
@@ -106,7 +107,7 @@ def selector_result(name: str, k: int, device: str = MODEL_DEVICE) -> tuple[np.n
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def selector_pngs(name: str, k: int, device: str = MODEL_DEVICE) -> tuple[bytes, bytes]:
+def selector_pngs(name: str, k: int, device: str = "auto") -> tuple[bytes, bytes]:
     """Selector keep-probabilities over the image, and the selected top-k cells."""
     from adapatch.model import resize_for_model
     img, _ = sample(name)
@@ -118,7 +119,7 @@ def selector_pngs(name: str, k: int, device: str = MODEL_DEVICE) -> tuple[bytes,
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def prune_result(name: str, method: str, keep_ratio: float, device: str = MODEL_DEVICE):
+def prune_result(name: str, method: str, keep_ratio: float, device: str = "auto"):
     """``adapatch.model.PruneResult`` of learned/attention pruning on the model's 8 px grid of a task sample."""
     from adapatch.model import prune_tokens_attention, prune_tokens_learned, resize_for_model
     img, _ = sample(name)
@@ -130,7 +131,7 @@ def prune_result(name: str, method: str, keep_ratio: float, device: str = MODEL_
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def pruned(name: str, method: str, keep_ratio: float, device: str = MODEL_DEVICE) -> tuple[bytes, int, int, int]:
+def pruned(name: str, method: str, keep_ratio: float, device: str = "auto") -> tuple[bytes, int, int, int]:
     """Token map of the model's 8 px grid after pruning, kept count, total, predicted class."""
     from adapatch.model import resize_for_model
     img, _ = sample(name)
@@ -151,7 +152,8 @@ def _selector_map(digest: str, model_key: str, device: str, _image: np.ndarray, 
 def selector_map(entry: ImageEntry) -> np.ndarray:
     """The picked model's learned selector: keep probability per grid cell, float32 ``[G, G]``."""
     key = compute.model_key(True)
-    return _selector_map(entry.digest, key, model_device(), entry.array, compute.picked_model(True))
+    dev = model_device()
+    return _selector_map(entry.digest, key, dev, entry.array, compute.picked_model(True, dev))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -295,7 +297,7 @@ def accuracy_chart(key: str) -> None:
 
 # ------------------------------------------------------------------ keep ratio vs agreement with the full grid
 @st.cache_data(max_entries=8, show_spinner="Running the bundled model on its digit samples at every keep ratio…")
-def agreement(saliency_json: str, device: str = MODEL_DEVICE) -> dict:
+def agreement(saliency_json: str, device: str = "auto") -> dict:
     """``adapatch.model.agreement.prune_agreement`` of the bundled task model on its bundled digit
     samples, every scorer, keep ratios 0.1..1.0 (``Agreement.to_dict()``)."""
     from adapatch.model.agreement import prune_agreement

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..device import resolve_device
-from ..model_refs import MODEL_DEVICE, TASK
+from ..model_refs import TASK
 from .task import TaskModel, as_vit, load_task_model
 from .vit import VisionTransformer
 
@@ -43,13 +43,14 @@ def _file_stamp(source: str) -> tuple | None:
 
 
 def resolve_model(source: str | TaskModel | VisionTransformer | None = TASK,
-                  device: str | torch.device = MODEL_DEVICE, cache: bool = False) -> TaskModel | VisionTransformer:
+                  device: str | torch.device = "auto", cache: bool = False) -> TaskModel | VisionTransformer:
     """A model object for ``source``: a model is returned as is, ``"task"`` (or None) is the
     bundled task model (loaded once per device), any other string is ``load_model(source)``.
 
-    ``device`` may be ``"auto"`` (``adapatch.device.resolve_device``). With ``cache=True`` a
-    checkpoint or timm model is shared with earlier calls for the same source and device (the
-    last two are kept; a checkpoint file that changed on disk is read again): treat it as read-only."""
+    ``device`` defaults to ``"auto"`` (``adapatch.device.resolve_device``: CUDA when present, like
+    every model call). With ``cache=True`` a checkpoint or timm model is shared with earlier calls
+    for the same source and device (the last two are kept; a checkpoint file that changed on disk
+    is read again): treat it as read-only."""
     if isinstance(source, (TaskModel, VisionTransformer)):
         return source
     dev = str(resolve_device(device))

@@ -100,3 +100,89 @@ def test_live_latency_runs_on_cuda_and_says_so() -> None:
     res = measure_latency("ViT-Ti", token_counts=(8, 16), batch_sizes=(1,), repeats=1, warmup=1, device="cuda")
     assert res["environment"]["device"] == "cuda" and res["environment"]["cuda"]
     assert mv.live_note(res).startswith("Measured on this machine just now (CUDA, ")
+
+
+# ------------------------------------------------------------------ the app's settings path (Token pruning, selector)
+CONV_ATOL = 2e-3
+"""Maps that go through a Conv2d (the selector, attention's fixed-grid patch embedding): cuDNN may use
+TF32 on recent GPUs (torch's default), about 1e-3 relative; kept tokens still match unless two
+scores at the cut are within this tolerance."""
+
+
+def _on(device: str):
+    """The bundled model as the app loads it for ``device`` (``model_source.load``)."""
+    from adapatch.model import resolve_model
+    return resolve_model("task", device=device)
+
+
+def _app_settings(device: str, **over) -> dict:
+    """Settings as ``recipes.prune_settings`` / ``layout_settings`` give them on the sidebar's ``device``."""
+    base = {"strategy": "uniform", "params": {"patch_size": 8}, "vit": "ViT-B", "device": device,
+            "saliency": {"method": "edges", "params": {}}, "prune": None}
+    return {**base, **over}
+
+
+def _boxes(layout) -> set[tuple[int, ...]]:
+    return set(map(tuple, layout.boxes.tolist()))
+
+
+def _same_kept_layouts(a, b, scores: np.ndarray, atol: float) -> None:
+    """Two layouts of one grid keep the same boxes, unless the two scores at the cut are a near-tie."""
+    assert a.num_tokens == b.num_tokens
+    if _boxes(a) == _boxes(b):
+        return
+    s = np.sort(np.ravel(scores))[::-1]
+    k = a.num_tokens
+    assert k < len(s) and abs(s[k - 1] - s[k]) < atol, "kept tokens differ without a near-tie"
+
+
+@pytest.mark.gpu
+@CUDA
+def test_pruning_scorers_agree_on_cpu_and_cuda_through_the_settings_path() -> None:
+    """``export.model_prune_from_settings`` (what ``compute.model_prune`` caches) on each device's model."""
+    from adapatch.export import model_prune_from_settings
+    from adapatch.model.results import load_task_sample
+    cpu, gpu = _on("cpu"), _on("cuda")
+    for s in task_samples()[:4]:
+        img, _ = load_task_sample(s["name"])
+        for scorer in ("learned", "attention"):
+            for keep in (0.25, 0.5, 1.0):
+                prune = {"keep_ratio": keep, "scorer": scorer, "model": "task"}
+                rc = model_prune_from_settings(img, _app_settings("cpu", prune=prune), cpu)
+                rg = model_prune_from_settings(img, _app_settings("cuda", prune=prune), gpu)
+                np.testing.assert_allclose(rc.scores, rg.scores, atol=ATOL)
+                assert rc.layout.num_tokens == rg.layout.num_tokens
+                _close_kept(rc.kept, rg.kept, rc.scores, rc.layout.num_tokens)
+                assert rc.prediction == rg.prediction
+    assert _device_of(cpu).type == "cpu" and _device_of(gpu).type == "cuda"  # neither shared model moved
+
+
+@pytest.mark.gpu
+@CUDA
+def test_selector_and_attention_saliency_agree_on_cpu_and_cuda_through_the_settings_path() -> None:
+    """The learned selector (``export.layout_from_settings``, what ``compute.layout`` caches) and the
+    attention saliency scorer (``ap.saliency`` with the picked model, then the settings' pruning)."""
+    import adapatch as ap
+    from adapatch.export import layout_from_settings
+    from adapatch.model.results import load_task_sample
+    cpu, gpu = _on("cpu"), _on("cuda")
+    for s in task_samples()[:4]:
+        img, _ = load_task_sample(s["name"])
+        for k in (4, 16, 32):
+            sel = {"strategy": "learned_selector", "params": {"k": k, "model": "task"}}
+            lc = layout_from_settings(img, _app_settings("cpu", **sel), model=cpu)
+            lg = layout_from_settings(img, _app_settings("cuda", **sel), model=gpu)
+            probs = selector_importance(img, cpu, device="cpu")
+            np.testing.assert_allclose(probs, selector_importance(img, gpu, device="cuda"), atol=CONV_ATOL)
+            _same_kept_layouts(lc, lg, probs, CONV_ATOL)
+        sal_c = ap.saliency(img, "attention", model=cpu)  # runs where the model lives (compute._saliency)
+        sal_g = ap.saliency(img, "attention", model=gpu)
+        np.testing.assert_allclose(sal_c, sal_g, atol=CONV_ATOL)
+        spec = {"method": "attention", "params": {"model": "task"}}
+        for reduce in ("mean", "max"):
+            prune = {"keep_ratio": 0.5, "scorer": reduce}
+            lc = layout_from_settings(img, _app_settings("cpu", saliency=spec, prune=prune), sal_c, model=cpu)
+            lg = layout_from_settings(img, _app_settings("cuda", saliency=spec, prune=prune), sal_g, model=gpu)
+            grid = ap.uniform(img.shape[0], img.shape[1], 8)
+            _same_kept_layouts(lc, lg, ap.token_scores(sal_c, grid, reduce), CONV_ATOL)
+    assert _device_of(cpu).type == "cpu" and _device_of(gpu).type == "cuda"

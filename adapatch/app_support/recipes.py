@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from adapatch.budgets import RelativeBudget, relative_budget
+from adapatch.budgets import RelativeBudget, relative_budget, uniform16_tokens
 from adapatch.export import MODEL_SCORERS, MODEL_STRATEGIES, PRUNE_SCORERS
 from adapatch.layout import uniform
 from adapatch.strategies import STRATEGIES
@@ -27,7 +27,9 @@ LAYOUT_STRATEGY_LABELS = {s: "selector" if s == "learned_selector" else s
 
 
 def powers_between(min_size: int, max_size: int) -> list[int]:
-    return [s for s in SIZE_OPTIONS if min_size <= s <= max_size]
+    """Every power of two in ``[min_size, max_size]`` (1 px included: the fitted range of a 1 px wide image)."""
+    return [1 << k for k in range(max(1, int(min_size)).bit_length() - 1, int(max_size).bit_length())
+            if min_size <= 1 << k <= max_size]
 
 
 def covering_power(side: int) -> int:
@@ -36,44 +38,60 @@ def covering_power(side: int) -> int:
 
 
 SMALL_IMAGE_TOKENS = 8
-"""On an image smaller than the patch range, the finest grid keeps at most this many times the
-tokens of the image's 16 px grid (``fit_sizes``): never a four-digit percentage against it."""
+"""The finest grid of the patch range keeps at most this many times the tokens of the image's 16 px
+grid (``fit_sizes``): a percentage against that grid stays within "+700%", never four digits."""
+
+
+def _finest_tokens(height: int, width: int, min_size: int, max_size: int) -> int:
+    """Tokens of the ``min_size`` grid over the canvas the quadtree pads the image to (a multiple of ``max_size``)."""
+    ch, cw = -(-height // max_size) * max_size, -(-width // max_size) * max_size
+    return (ch // min_size) * (cw // min_size)
 
 
 def fit_sizes(height: int, width: int, sizes) -> tuple[int, int]:
-    """The patch-size range used on a ``height`` x ``width`` image: ``sizes`` unless the largest patch
-    is larger than the image needs (an image smaller than the range).
+    """The patch-size range used on a ``height`` x ``width`` image: ``sizes``, unless
 
-    Then ``max_size`` drops to the smallest power of two covering the image's longer side (the
-    quadtree pads the image to a multiple of ``max_size``: a 20x20 icon under 64 px patches would be
-    a 64x64 canvas of mostly padding), and ``min_size`` to at most that, raised while the finest grid
-    of that canvas would have more than ``SMALL_IMAGE_TOKENS`` times the tokens of the image's 16 px
-    grid. The setting itself is kept (other images use it as it is)."""
+    * the largest patch is larger than the image needs (an image smaller than the range): then
+      ``max_size`` drops to the smallest power of two covering the image's longer side (the quadtree
+      pads the image to a multiple of ``max_size``: a 20x20 icon under 64 px patches would be a
+      64x64 canvas of mostly padding), and ``min_size`` to at most that;
+    * the finest grid (``min_size`` patches over that padded canvas) would have more than
+      ``SMALL_IMAGE_TOKENS`` times the tokens of the image's 16 px grid: then ``min_size`` is doubled
+      until it does not (and ``max_size`` follows it when they meet). This holds whether or not
+      ``max_size`` was lowered, at any image size: a 10x10 image with 2-8 px patches gets 8 px
+      patches (4 tokens on its 16x16 canvas), not 64 tokens of 2 px (+6300% against its one 16 px
+      token). A 4 px grid is 16x the 16 px grid on any image, so 2 and 4 px minimums stay only on
+      tiny images whose 16 px grid is mostly padding (17x17 keeps 4 px: 25 tokens against 4).
+
+    The setting itself is kept (other images use it as it fits them); ``sizes_note`` says what changed."""
     lo, hi = int(sizes[0]), int(sizes[1])
     h, w = int(height), int(width)
     cap = covering_power(max(h, w))
-    if hi <= cap:
-        return lo, hi
-    hi = cap
+    hi = min(hi, cap)
     lo = min(lo, hi)
-    ch, cw = -(-h // hi) * hi, -(-w // hi) * hi  # the canvas the quadtree pads to
-    limit = SMALL_IMAGE_TOKENS * relative_budget(h, w, fraction=1.0)  # the 16 px grid's tokens
-    while lo < hi and (ch // lo) * (cw // lo) > limit:
+    limit = SMALL_IMAGE_TOKENS * uniform16_tokens(h, w)
+    while lo < cap and _finest_tokens(h, w, lo, hi) > limit:
         lo *= 2
+        hi = max(hi, lo)
     return lo, hi
 
 
 def sizes_note(height: int, width: int, sizes) -> str | None:
-    """A line saying the range was fitted to a small image (``fit_sizes``), or None."""
+    """A line saying how the range was fitted to the image (``fit_sizes``), or None when it was not."""
+    lo, hi = int(sizes[0]), int(sizes[1])
     fitted = fit_sizes(height, width, sizes)
-    if fitted == (int(sizes[0]), int(sizes[1])):
+    if fitted == (lo, hi):
         return None
     used = f"{fitted[0]}-{fitted[1]} px" if fitted[0] != fitted[1] else f"{fitted[0]} px"
-    text = (f"This {width}x{height} image is smaller than the {int(sizes[1])} px patches: sizes {used} are used "
-            "here (the largest patch is the smallest power of two covering the image")
-    if fitted[0] > int(sizes[0]):
-        text += f"; the smallest keeps the tokens within {SMALL_IMAGE_TOKENS}x its 16 px grid"
-    return text + "). Your setting is kept for other images."
+    raised = fitted[0] > min(lo, hi, covering_power(max(int(height), int(width))))  # above the clamped min
+    why_min = (f"patches below {fitted[0]} px would give more than {SMALL_IMAGE_TOKENS}x the tokens of its "
+               "16 px grid")
+    if fitted[1] < hi:  # the image is smaller than the largest patch
+        text = (f"This {width}x{height} image is smaller than the {hi} px patches: sizes {used} are used here (the "
+                "largest patch is the smallest power of two covering the image")
+        return text + (f"; {why_min})" if raised else ")") + ". Your setting is kept for other images."
+    # only the smallest patch was raised (small patches, on a small or thin image or at any size below 8 px)
+    return f"On this {width}x{height} image, {why_min}: sizes {used} are used here. Your setting is kept."
 
 
 # ------------------------------------------------------------------ budgets
@@ -86,8 +104,9 @@ COMPARE_FRACTION_MAX = 4.0
 
 def fraction_max(min_size: int) -> float:
     """Largest budget fraction the Patch layout slider offers: the ``min_size`` grid's density
-    relative to the 16 px grid (at least 100%)."""
-    return float(max(1.0, (16 / int(min_size)) ** 2))
+    relative to the 16 px grid (at least 100%), at most ``SMALL_IMAGE_TOKENS`` (what ``fit_sizes``
+    lets the finest grid reach: a larger budget would always be lowered; never a four-digit percentage)."""
+    return float(min(max(1.0, (16 / int(min_size)) ** 2), SMALL_IMAGE_TOKENS))
 
 
 def clamp_fraction(hi: float):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 import adapatch as ap
 from adapatch.app_support import compute, recipes, state, ui
 from adapatch.app_support.images import md_escape, sample_keys
-from adapatch.report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
+from adapatch.report import (
+    EfficiencySummary,
+    efficiency_rows,
+    efficiency_summary,
+    mean_speedups,
+)
 
 STRATEGIES = ("quadtree", "greedy", "uniform 16 px")
 """The layouts compared per image: the Patch layout page's settings for each strategy, and the grid."""
@@ -38,11 +42,14 @@ def efficiency_view() -> None:
             return
         items = []
         progress = st.progress(0.0, text="computing layouts…") if len(keys) > 3 else None
-        for j, key in enumerate(keys):
+        entries = []
+        for key in keys:
             try:
-                entry = state.entry(key)
+                entries.append(state.entry(key))
             except ap.ImageError:
                 continue
+        names = short_names(entries)
+        for j, entry in enumerate(entries):
             for sname in STRATEGIES:
                 try:
                     settings = _settings(sname, entry)
@@ -51,9 +58,9 @@ def efficiency_view() -> None:
                     st.caption(md_escape(f"{entry.name} · {sname}: {e}"))
                     continue
                 fid = compute.fidelity(entry, settings, state.device()) if with_fidelity else None
-                items.append((entry.name, sname, lay, fid))
+                items.append((names[entry.key], sname, lay, fid))
             if progress is not None:
-                progress.progress((j + 1) / len(keys), text=f"computed {j + 1} of {len(keys)} images")
+                progress.progress((j + 1) / len(entries), text=f"computed {j + 1} of {len(entries)} images")
         if progress is not None:
             progress.empty()
         if not items:
@@ -62,16 +69,7 @@ def efficiency_view() -> None:
         vits = list(ap.VIT_PRESETS)
         rows = efficiency_rows(items, vits)
         df = pd.DataFrame(rows)
-        q = df[df["strategy"] == "quadtree"]
-        bars = df[["image", "strategy", "tokens"]]
-        if len(q):  # the fixed grid with the adaptive layout's finest detail, from efficiency()
-            bars = pd.concat([bars, pd.DataFrame({"image": q["image"], "strategy": f"uniform {int(q['min_size'].min())} px",
-                                                  "tokens": q["uniform_min"]})])
-        fig = px.bar(bars, x="image", y="tokens", color="strategy", barmode="group", height=380, log_y=True,
-                     color_discrete_sequence=["#e8603c", "#ffa421", "#8a8d91", "#c5c8cc"],
-                     title="Tokens per image (fewer is cheaper; log scale: images of any size side by side)")
-        fig.update_layout(margin=dict(l=10, r=10, t=40, b=10), legend_title_text=None, xaxis_title=None)
-        st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="eff_bars")
+        st.plotly_chart(_tokens_figure(df), config=ui.PLOT_CONFIG, key="eff_bars")
 
         st.markdown("**Theoretical speed-up over the uniform 16 px grid, all images together**: ViT MACs of the "
                     "16 px grids / MACs of the layouts, ratio of totals (each image weighs by its compute, not one vote each)")
@@ -85,48 +83,131 @@ def efficiency_view() -> None:
         summaries = [x for x in (efficiency_summary(rows, s, state.get("vit")) for s in dict.fromkeys(df["strategy"]))
                      if x is not None]
         st.markdown("**Per strategy, all images together**")
-        st.dataframe(_summary_table(summaries), width="stretch")
+        summary_table = _summary_table(summaries)
+        st.dataframe(summary_table, width="stretch", height=ui.table_height(len(summary_table)),
+                     column_config=_summary_config(summaries))
         with st.expander("Per-image numbers", icon=":material/table:"):
-            table, help_ = _per_image_table(df, vits)
-            st.dataframe(table, width="stretch", hide_index=True,
-                         column_config={k: st.column_config.Column(help=v) for k, v in help_.items()})
+            vit = state.get("vit") if state.get("vit") in vits else vits[0]
+            table, config = _per_image_table(df, vit)
+            st.dataframe(table, width="stretch", hide_index=True, column_config=config,
+                         height=ui.table_height(len(df), most=15))
+            same = " Every layout's finest patch is 16 px, so its grid is the 16 px grid." if (
+                df["min_size"] == 16).all() else ""
+            st.caption(f"GMACs and speed-up over the 16 px grid for {vit}, the Patch layout page's ViT preset.{same} "
+                       "Hover a header for what it means. Every column and every ViT preset:")
+            st.download_button("Per-image numbers (CSV)", data=_per_image_csv(df, vits), mime="text/csv",
+                               file_name="adapatch_efficiency_per_image.csv", on_click="ignore",
+                               icon=":material/download:", key="eff_csv")
         summary = next((x for x in summaries if x.strategy == "quadtree"), None)
         if summary is not None:
             st.info(md_escape(_summary_text(summary)), icon=":material/summarize:")
 
 
-def _per_image_columns(vits: list[str]) -> dict[str, tuple[str, object, str | None]]:
-    """``efficiency_rows`` key -> (column name a reader understands, its format, its help)."""
-    cols: dict[str, tuple[str, object, str | None]] = {
-        "image": ("image", None, None), "strategy": ("strategy", None, None),
-        "tokens": ("tokens", "{:,}", "Tokens of this layout (what the ViT processes)."),
-        "pixels": ("pixels", "{:,}", "Height x width of the image."),
-        "uniform16": ("tokens, uniform 16 px", "{:,}", "Tokens of the standard ViT grid of 16 px patches."),
-        "reduction": ("fewer tokens than uniform 16 px", ui.fmt_pct,
+def short_names(entries) -> dict[str, str]:
+    """A short, unique label per image key for the chart and the tables: a bundled sample's name
+    ("astronaut"), an upload's file name; a repeated label gets " #2", " #3"..."""
+    out: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for e in entries:
+        base = e.key[len("sample:"):] if e.key.startswith("sample:") else e.name
+        seen[base] = seen.get(base, 0) + 1
+        out[e.key] = base if seen[base] == 1 else f"{base} #{seen[base]}"
+    return out
+
+
+BAR_COLORS = {"quadtree": "#e8603c", "greedy": "#ffa421", "uniform 16 px": "#8a8d91"}
+FINEST_COLOR = "#c5c8cc"
+
+
+def _tokens_figure(df: pd.DataFrame):
+    """Tokens per image, one bar per strategy, plus the fixed grid at the quadtree's finest patch size
+    when that is not the 16 px grid already shown; a log axis with labelled 1-2-5 ticks."""
+    images = list(dict.fromkeys(df["image"]))
+    series = []
+    for name in dict.fromkeys(df["strategy"]):
+        sel = df[df["strategy"] == name].set_index("image")
+        series.append((name, [sel["tokens"].get(i, float("nan")) for i in images], BAR_COLORS.get(name, "#4b8bff")))
+    q = df[df["strategy"] == "quadtree"].set_index("image")
+    if len(q):  # the fixed grid with the adaptive layout's finest detail, from efficiency()
+        finest = f"uniform {int(q['min_size'].min())} px"
+        if finest not in {n for n, _, _ in series}:
+            series.append((finest, [q["uniform_min"].get(i, float("nan")) for i in images], FINEST_COLOR))
+    return ui.grouped_bars_figure(images, series, y_title="tokens per image (log scale)",
+                                  title="Tokens per image: fewer is cheaper")
+
+
+def _per_image_columns(vits: list[str]) -> dict[str, tuple[str, str, object, str | None]]:
+    """``efficiency_rows`` key -> (column name a reader understands, the short header shown, its
+    format, its help). The names are the CSV's headers; the table shows the short headers, with the
+    name and the help as the header's tooltip."""
+    cols: dict[str, tuple[str, str, object, str | None]] = {
+        "image": ("image", "Image", None, None), "strategy": ("strategy", "Strategy", None, None),
+        "tokens": ("tokens", "Tokens", "{:,}", "Tokens of this layout (what the ViT processes)."),
+        "pixels": ("pixels", "Pixels", "{:,}", "Height x width of the image."),
+        "uniform16": ("tokens, uniform 16 px", "16 px grid", "{:,}",
+                      "Tokens of the standard ViT grid of 16 px patches."),
+        "reduction": ("fewer tokens than uniform 16 px", "Saved vs 16 px", ui.fmt_pct,
                       "1 - tokens / tokens of the 16 px grid (negative: more tokens than the grid)."),
-        "min_size": ("finest patch (px)", "{:,}", "The layout's smallest patch size."),
-        "uniform_min": ("tokens, uniform finest patch", "{:,}",
+        "min_size": ("finest patch (px)", "Finest px", "{:,}", "The layout's smallest patch size."),
+        "uniform_min": ("tokens, uniform finest patch", "Finest grid", "{:,}",
                         "Tokens of a fixed grid at the layout's finest patch size (the same finest detail)."),
-        "reduction_min": ("fewer tokens than uniform finest patch", ui.fmt_pct,
+        "reduction_min": ("fewer tokens than uniform finest patch", "Saved vs finest", ui.fmt_pct,
                           "1 - tokens / tokens of the finest patch's grid."),
     }
     for v in vits:
-        cols[f"{v} GMACs"] = (f"{v} GMACs", "{:.2f}", f"{v} multiply-accumulates, in billions. {ui.MACS_HELP}")
-        cols[f"{v} uniform16 GMACs"] = (f"{v} GMACs, uniform 16 px", "{:.2f}",
+        cols[f"{v} GMACs"] = (f"{v} GMACs", f"{v} GMACs", "{:.2f}",
+                              f"{v} multiply-accumulates, in billions. {ui.MACS_HELP}")
+        cols[f"{v} uniform16 GMACs"] = (f"{v} GMACs, uniform 16 px", f"{v} GMACs, 16 px", "{:.2f}",
                                         f"{v} GMACs of the 16 px grid of the same image.")
-        cols[f"{v} speedup"] = (f"{v} speed-up vs uniform 16 px", "×{:.2f}",
+        cols[f"{v} speedup"] = (f"{v} speed-up vs uniform 16 px", f"{v} speed-up", "×{:.2f}",
                                 f"{v} MACs of the 16 px grid / MACs of this layout (theoretical, this image).")
-    cols["psnr"] = ("PSNR (dB)", ui.fmt_psnr, "What the model sees against the original; lossless: an exact copy.")
-    cols["ssim"] = ("SSIM", "{:.4f}", "Structural similarity of what the model sees (luminance).")
+    cols["psnr"] = ("PSNR (dB)", "PSNR (dB)", ui.fmt_psnr,
+                    "What the model sees against the original; lossless: an exact copy.")
+    cols["ssim"] = ("SSIM", "SSIM", "{:.3f}", "Structural similarity of what the model sees (luminance).")
     return cols
 
 
-def _per_image_table(df: pd.DataFrame, vits: list[str]):
-    """The per-image rows with human column names, fractions as percentages: (Styler, column help)."""
-    cols = {k: c for k, c in _per_image_columns(vits).items() if k in df.columns}
+PER_IMAGE_SHOWN = ("image", "strategy", "tokens", "uniform16", "reduction", "min_size", "reduction_min", "{vit} GMACs",
+                   "{vit} speedup", "psnr", "ssim")
+"""The per-image table's columns (``{vit}``: the Patch layout page's ViT preset); the CSV has them all."""
+SHORT_HEADERS = {"{vit} speedup": "Speed-up"}
+"""Headers shorter than ``_per_image_columns`` gives, where the caption under the table names the ViT."""
+
+
+def _px(text: str) -> int:
+    """About how many pixels a header or cell of ``text`` takes in the table (14 px sans serif + padding)."""
+    return round(6.2 * len(text)) + 20
+
+
+def _per_image_table(df: pd.DataFrame, vit: str):
+    """The per-image rows of one ViT preset (``vit``), human names, fractions as percentages, and short
+    headers sized to their text, so every column reads in full on a 1440 px wide page: (Styler,
+    column_config). The finest-patch columns are left out when every layout's finest patch is 16 px
+    (they would repeat the 16 px grid's); the CSV has every column."""
+    all_cols = _per_image_columns([vit])
+    keys = [c.format(vit=vit) for c in PER_IMAGE_SHOWN]
+    if "min_size" in df.columns and (df["min_size"] == 16).all():
+        keys = [k for k in keys if k not in ("min_size", "reduction_min")]
+    cols = {k: all_cols[k] for k in keys if k in df.columns}
     out = df[list(cols)].rename(columns={k: c[0] for k, c in cols.items()})
-    fmt = {name: f for name, f, _ in cols.values() if f is not None}
-    return out.style.format(fmt, na_rep="–"), {name: h for name, _, h in cols.values() if h}
+    fmt = {name: f for name, _, f, _ in cols.values() if f is not None}
+    styler = out.style.format(fmt, na_rep="–")
+    shown = styler.to_string(delimiter="\t").splitlines()  # the display values, to size each column
+    cells = list(zip(*(line.split("\t")[1:] for line in shown[1:]))) if len(shown) > 1 else []
+    config = {}
+    for j, (key, (name, short, _, help_)) in enumerate(cols.items()):
+        short = next((v.format(vit=vit) for k, v in SHORT_HEADERS.items() if k.format(vit=vit) == key), short)
+        tip = help_ if name == short or not help_ else f"{name[0].upper()}{name[1:]}. {help_}"
+        width = max([_px(short)] + [_px(str(v)) for v in (cells[j] if j < len(cells) else [])])
+        config[name] = st.column_config.Column(short, help=tip, width=min(width, 220))
+    return styler, config
+
+
+def _per_image_csv(df: pd.DataFrame, vits: list[str]) -> str:
+    """Every per-image column of every ViT preset, with the human names, as CSV (fractions stay fractions)."""
+    cols = {k: c for k, c in _per_image_columns(vits).items() if k in df.columns}
+    names = {k: c[0] + (" (fraction)" if k in ("reduction", "reduction_min") else "") for k, c in cols.items()}
+    return df[list(cols)].rename(columns=names).to_csv(index=False)
 
 
 def _psnr_cell(s: EfficiencySummary) -> str:
@@ -140,21 +221,34 @@ def _psnr_cell(s: EfficiencySummary) -> str:
 
 
 def _summary_table(summaries: list[EfficiencySummary]) -> pd.DataFrame:
-    """One row per strategy: token statistics per image and the ratios of totals, labelled as such."""
-    rows = []
+    """One column per strategy, one row per measure: token statistics per image and the ratios of
+    totals, labelled as such (a row per measure keeps every column readable at any page width)."""
+    rows: dict[str, dict[str, str]] = {}
     for s in summaries:
-        rows.append({
-            "strategy": s.strategy, "images": s.images, "total tokens": f"{s.total_tokens:,}",
-            "mean tokens / image": f"{s.tokens:,.0f}", "p50 tokens / image": f"{s.p50_tokens:,}",
-            "p95 tokens / image": f"{s.p95_tokens:,}", "max tokens / image": f"{s.max_tokens:,}",
-            "tokens / MP": f"{s.tokens_per_mp:,.0f}",
-            "fewer tokens than uniform 16 px (ratio of totals)": ui.fmt_pct(s.reduction_vs_uniform16),
-            "fewer tokens than the finest patch's grid (ratio of totals)": ui.fmt_pct(s.reduction_vs_uniform_min),
-            f"{s.vit} MACs vs uniform 16 px, ratio of totals": ui.speedup_phrase(s.speedup_vs_uniform16),
-            "PSNR dB (of the mean MSE)": _psnr_cell(s),
-            "mean SSIM": "–" if s.ssim is None else f"{s.ssim:.4f}",
-        })
-    return pd.DataFrame(rows).set_index("strategy")
+        for measure, value in (
+            ("images", f"{s.images}"), ("total tokens", f"{s.total_tokens:,}"),
+            ("mean tokens / image", f"{s.tokens:,.0f}"), ("p50 tokens / image", f"{s.p50_tokens:,}"),
+            ("p95 tokens / image", f"{s.p95_tokens:,}"), ("max tokens / image", f"{s.max_tokens:,}"),
+            ("tokens / MP", f"{s.tokens_per_mp:,.0f}"),
+            ("fewer tokens than uniform 16 px (ratio of totals)", ui.fmt_pct(s.reduction_vs_uniform16)),
+            ("fewer tokens than the finest patch's grid (ratio of totals)", ui.fmt_pct(s.reduction_vs_uniform_min)),
+            (f"{s.vit} MACs vs uniform 16 px, ratio of totals", ui.speedup_phrase(s.speedup_vs_uniform16)),
+            ("PSNR dB (of the mean MSE)", _psnr_cell(s)),
+            ("mean SSIM", "–" if s.ssim is None else f"{s.ssim:.3f}"),
+        ):
+            rows.setdefault(measure, {})[s.strategy] = value
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "all images together"
+    return out
+
+
+def _summary_config(summaries: list[EfficiencySummary]) -> dict:
+    """Headers of the summary table: the strategies, each with what it is."""
+    what = {"quadtree": "The quadtree with the Patch layout page's settings.",
+            "greedy": "The greedy layout with the Patch layout page's settings.",
+            "uniform 16 px": "The standard ViT grid of 16 px patches (the reference)."}
+    config = {"_index": st.column_config.Column("all images together", width=390)}  # the measures, never cut
+    return config | {s.strategy: st.column_config.Column(s.strategy, help=what.get(s.strategy)) for s in summaries}
 
 
 def _summary_text(s: EfficiencySummary) -> str:

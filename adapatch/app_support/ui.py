@@ -291,6 +291,69 @@ def histogram_figure(counts: np.ndarray, edges: np.ndarray, title: str) -> go.Fi
     return fig
 
 
+def table_height(rows: int, most: int = 20) -> int:
+    """Pixel height of an ``st.dataframe`` that shows ``rows`` rows and its header without a scroll bar
+    (up to ``most`` rows; longer tables scroll)."""
+    return 35 * (min(int(rows), most) + 1) + 3
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Tick values of a log axis from ``lo`` to ``hi`` (0 < lo <= hi): 1, 2 and 5 x 10^k over up to three
+    decades, 1 and 3 x 10^k up to five, else only the powers of ten; one tick at or below ``lo``
+    and one at or above ``hi``, so both ends are labelled."""
+    if not (lo > 0 and hi >= lo):
+        raise ValueError(f"log ticks need 0 < lo <= hi; got {lo}, {hi}")
+    decades = np.log10(hi) - np.log10(lo)
+    steps = (1, 2, 5) if decades <= 3 else (1, 3) if decades <= 5 else (1,)
+    k0, k1 = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    ticks = [float(m * 10.0 ** k) for k in range(k0, k1 + 1) for m in steps]
+    below = max([t for t in ticks if t <= lo * (1 + 1e-9)], default=ticks[0])
+    above = min([t for t in ticks if t >= hi * (1 - 1e-9)], default=ticks[-1])
+    out = [t for t in ticks if below <= t <= above]
+    if len(out) < 2:  # one value only: a tick either side of it
+        i = ticks.index(out[0])
+        out = ticks[max(i - 1, 0):i + 2]
+    return out
+
+
+def fmt_tick(v: float) -> str:
+    """A tick label: 20, 1,000, 0.5 (thousands separated, no trailing zeros)."""
+    return f"{v:,.0f}" if v >= 1 else f"{v:g}"
+
+
+def log_axis(values, title: str) -> dict[str, Any]:
+    """A Plotly log axis for positive ``values``: labelled ticks at 1, 2, 5 x 10^k (``log_ticks``) in
+    plain numbers (no "2k" or "1e3"), a grid line at each, no minor ticks, and ``title``."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v) & (v > 0)]
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (1.0, 10.0)
+    ticks = log_ticks(lo, hi)
+    return {"type": "log", "title": {"text": title}, "tickmode": "array", "tickvals": ticks,
+            "ticktext": [fmt_tick(t) for t in ticks], "minor": {"showgrid": False, "ticks": ""},
+            "range": [float(np.log10(ticks[0])) - 0.02, float(np.log10(ticks[-1])) + 0.08]}
+
+
+def grouped_bars_figure(categories: list[str], series: list[tuple[str, list[float], str]], *, title: str,
+                        y_title: str, log: bool = True, height: int = 400) -> go.Figure:
+    """Grouped bars: one group per category (e.g. an image), one bar per series ``(name, values,
+    colour)``, each bar labelled with its value. ``log``: a log y axis with labelled 1-2-5 ticks
+    (``log_axis``), for values that span orders of magnitude."""
+    data = [{"type": "bar", "x": list(categories), "y": [float(v) for v in values], "name": name,
+             "marker": {"color": color}, "texttemplate": "%{y:,}", "textposition": "outside",
+             "textfont": {"size": 11}, "cliponaxis": False,
+             "hovertemplate": f"%{{x}} · {name}: %{{y:,}} tokens<extra></extra>"} for name, values, color in series]
+    values = [float(v) for _, vals, _ in series for v in vals]
+    yaxis = log_axis(values, y_title) if log else {"title": {"text": y_title}}
+    layout: dict[str, Any] = {
+        "height": height, "barmode": "group", "bargap": 0.25, "bargroupgap": 0.05,
+        "margin": {"l": 70, "r": 10, "t": 40, "b": 40},
+        "title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left"},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
+        "uniformtext": {"minsize": 9, "mode": "hide"}, "xaxis": {"type": "category", "tickangle": 0},
+        "yaxis": yaxis}
+    return _figure({"data": data, "layout": layout})
+
+
 def colorbar_png(colormap: str, labels: tuple[str, ...] = ("0", "1"), width: int = 512) -> bytes:
     """The PNG of ``render.colorbar`` (cached: a handful of colour maps and label sets)."""
     return _colorbar_png(colormap, tuple(str(t) for t in labels), int(width))

@@ -9,6 +9,14 @@ import streamlit as st
 from adapatch.app_support import model_view as mv
 from adapatch.app_support import ui
 
+KEEP_DEFAULT = 0.5
+"""The keep ratio the page opens with (its default sample is one the model gets right at it)."""
+
+
+def _verdict(pred: int, truth: int) -> str:
+    return "right" if pred == truth else f"wrong, true {truth}"
+
+
 st.title("Model")
 
 with ui.guard("model"):
@@ -27,12 +35,13 @@ with ui.guard("model"):
             dev = mv.model_device()
             c0, c1, c2, c3 = st.columns([1.2, 1, 1, 1])
             with c0:
-                name = st.selectbox("Task image", names, key="m_sample",
+                start = mv.default_sample(KEEP_DEFAULT, dev)  # one the model gets right: a demo opens on it
+                name = st.selectbox("Task image", names, key="m_sample", index=names.index(start),
                                     format_func=lambda n: f"{n} (true digit {labels[n]})")
                 mode = st.segmented_control("Attention", ["rollout", "cls"], default="rollout", key="m_mode")
                 fusion = st.segmented_control("Head fusion", ["mean", "max"], default="mean", key="m_fusion")
                 discard = st.slider("Rollout discard ratio", 0.0, 0.99, 0.9, 0.01, key="m_discard")
-                keep = st.slider("Keep ratio (pruning)", 0.05, 1.0, 0.5, 0.05, key="m_keep")
+                keep = st.slider("Keep ratio (pruning)", 0.05, 1.0, KEEP_DEFAULT, 0.05, key="m_keep")
                 k = st.slider("Selector top-k cells", 1, 64, 16, key="m_k")
                 st.caption(f"Model calls run on **{dev.upper()}** (the sidebar's device).")
             c1.image(mv.attention_png(name, mode or "rollout", fusion or "mean", discard, 0.55, dev), width="stretch",
@@ -40,12 +49,21 @@ with ui.guard("model"):
             imp_png, sel_png = mv.selector_pngs(name, k, dev)
             c2.image(imp_png, width="stretch", output_format="PNG", caption="Learned selector: keep probability")
             c3.image(sel_png, width="stretch", output_format="PNG", caption=f"Selector: top-{k} of 64 tokens")
-            p1, p2, _ = st.columns([1.2, 1, 2])
-            for col, method in ((p1, "learned"), (p2, "attention")):
+            # the pruning row: the same columns as the maps above, so all six pictures show at one size
+            p0, p1, p2, p3 = st.columns([1.2, 1, 1, 1])
+            png, total, pred, prob = mv.full_grid(name, dev)
+            p0.markdown("**Token pruning after block 1**")
+            p0.caption(f"The model's full grid of {total} tokens of 8 px, then what the learned scorer and EViT's "
+                       f"attention keep at a keep ratio of {keep:.2f} (dimmed: dropped). Each predicts a digit from "
+                       f"the tokens it keeps; the true digit is {labels[name]}.")
+            p1.image(png, width="stretch", output_format="PNG",
+                     caption=f"full grid: {total}/{total} tokens · predicts {pred} ({_verdict(pred, labels[name])}, "
+                             f"{prob:.0%} sure)")
+            for col, method in ((p2, "learned"), (p3, "attention")):
                 png, kept, total, pred = mv.pruned(name, method, keep, dev)
                 col.image(png, width="stretch", output_format="PNG",
-                          caption=f"{method} pruning after block 1: {kept}/{total} tokens kept · predicts {pred} "
-                                  f"(true {labels[name]})")
+                          caption=f"{method} pruning: {kept}/{total} tokens kept · predicts {pred} "
+                                  f"({_verdict(pred, labels[name])})")
 
     maps()
 

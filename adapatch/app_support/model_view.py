@@ -142,6 +142,46 @@ def pruned(name: str, method: str, keep_ratio: float, device: str = "auto") -> t
             res.layout.num_tokens, total, res.prediction)
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def full_grid(name: str, device: str) -> tuple[bytes, int, int, float]:
+    """The model's full grid of a task sample, every token kept: token map, tokens, predicted class
+    and its probability (the reference the pruned pictures are compared with)."""
+    import torch
+
+    from adapatch.model import model_grid, prepare_image, resize_for_model
+    from adapatch.model.task import as_vit
+
+    img, _ = sample(name)
+    model = task_model(device)
+    vit = as_vit(model)
+    small = resize_for_model(img, model)
+    grid = model_grid(model)
+    with torch.no_grad():
+        p = torch.softmax(vit.forward_tokens(vit.tokenize(prepare_image(small, vit, device, resize=False), [grid])),
+                          dim=-1)[0].cpu()
+    return (render.to_png_bytes(render.token_map(small, grid, dim=0.25, max_side=64)), grid.num_tokens,
+            int(p.argmax()), float(p.max()))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def default_sample(keep_ratio: float, device: str) -> str:
+    """The task sample the Model page opens on: of the bundled samples the model classifies correctly
+    on its full grid and after learned and attention pruning at ``keep_ratio`` (the page's default),
+    the one it is most sure of (ties: the first). A demo opens on a right answer; the samples it gets
+    wrong stay in the list. The first sample when none qualifies."""
+    from adapatch.model.results import task_samples
+
+    best, best_p = None, -1.0
+    for s in task_samples():
+        name, label = s["name"], int(s["label"])
+        _, _, pred, prob = full_grid(name, device)
+        right = pred == label and all(prune_result(name, m, keep_ratio, device).prediction == label
+                                      for m in ("learned", "attention"))
+        if right and prob > best_p:
+            best, best_p = name, prob
+    return best or task_samples()[0]["name"]
+
+
 # ------------------------------------------------------------------ the Patch layout page's selector map
 @st.cache_data(max_entries=32, show_spinner=False)
 def _selector_map(digest: str, model_key: str, device: str, _image: np.ndarray, _model) -> np.ndarray:

@@ -28,13 +28,24 @@ def _fuse(a: torch.Tensor, head_fusion: str) -> torch.Tensor:
     return a.mean(dim=1) if head_fusion == "mean" else a.amax(dim=1)
 
 
-def cls_attention(attns: list[torch.Tensor], head_fusion: str = "mean") -> torch.Tensor:
-    """``[B, N]``: attention of the CLS query on each patch token in the last block."""
+def _read_row(m: torch.Tensor, num_prefix: int, has_cls: bool) -> torch.Tensor:
+    """``[B, N]`` from a ``[B, T, T]`` map: the class token's row over the patch tokens, or (no class
+    token: average-pool and attention-pool models) the mean row of the patch tokens."""
+    if has_cls:
+        return m[:, 0, num_prefix:]
+    return m[:, num_prefix:, num_prefix:].mean(dim=1)
+
+
+def cls_attention(attns: list[torch.Tensor], head_fusion: str = "mean", num_prefix: int = 1,
+                  has_cls: bool = True) -> torch.Tensor:
+    """``[B, N]``: attention of the CLS query on each patch token in the last block (without a
+    class token: the mean attention each patch token receives from the patch tokens)."""
     check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
-    return _fuse(attns[-1], head_fusion)[:, 0, 1:]
+    return _read_row(_fuse(attns[-1], head_fusion), num_prefix, has_cls)
 
 
-def rollout(attns: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.9) -> torch.Tensor:
+def rollout(attns: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.9, num_prefix: int = 1,
+            has_cls: bool = True) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020) ``[B, N]`` from CLS to the patch tokens.
 
     Per block: fuse heads (mean or max), zero the ``discard_ratio`` lowest entries (never the
@@ -58,7 +69,7 @@ def rollout(attns: list[torch.Tensor], head_fusion: str = "mean", discard_ratio:
         f = (f + eye) / 2
         f = f / f.sum(dim=-1, keepdim=True)
         result = f @ result
-    return result[:, 0, 1:]
+    return _read_row(result, num_prefix, has_cls)
 
 
 @torch.no_grad()
@@ -74,8 +85,10 @@ def attention_tokens(image: np.ndarray, model, mode: str = "rollout", head_fusio
     x = prepare_image(image, vit, device)
     vit = vit.to(x.device)
     g = vit.config.grid_size
-    _, attns = vit.forward_features(vit.embed_fixed(x), return_attn=True)
-    m = cls_attention(attns, head_fusion) if mode == "cls" else rollout(attns, head_fusion, discard_ratio)
+    _, attns = vit.forward_features(vit.embed_fixed(x), return_attn=True, rope=vit.rope_fixed(x.device))
+    npt, has_cls = vit.num_prefix_tokens, vit.cls_token is not None
+    m = cls_attention(attns, head_fusion, npt, has_cls) if mode == "cls" \
+        else rollout(attns, head_fusion, discard_ratio, npt, has_cls)
     return m[0].reshape(g, g).float().cpu().numpy()
 
 

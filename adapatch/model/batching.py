@@ -45,15 +45,19 @@ def pack_sequences(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
 def forward_padded(model, seqs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Logits of embedded sequences (``[N_i, D]``, CLS first) through pad + key mask."""
     x, mask = pad_sequences(seqs)
-    x, _ = model.forward_features(x, None if bool(mask.all()) else mask)
-    return model.forward_head(x)
+    mask = None if bool(mask.all()) else mask
+    x, _ = model.forward_features(x, mask)
+    return model.forward_head(x, mask)
 
 
 def forward_packed(model, seqs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Logits of embedded sequences through packing (block-diagonal SDPA mask)."""
+    if model.config.global_pool != "token" or model.dist_token is not None or model.rope is not None:
+        raise ValueError("packing needs a model read from its class token alone (global_pool='token', no "
+                         "distillation token, no RoPE); use forward_padded")
     x, mask, starts = pack_sequences(seqs)
     x, _ = model.forward_features(x, mask)
-    return model.head(x[0, starts])
+    return model.head(model.fc_norm(x[0, starts]))
 
 
 class DynamicBatcher:

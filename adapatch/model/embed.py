@@ -36,24 +36,26 @@ class TokenBatch:
     grid_idx: torch.Tensor
     mask: torch.Tensor | None
     counts: list[int]
+    hw: tuple[int, int] | None = None
+    """The images' size ``(H, W)``: RoPE models place tokens by centre in patch-grid cells."""
 
     def select(self, idx: torch.Tensor, valid: torch.Tensor | None = None) -> "TokenBatch":
         """Tokens ``idx`` ``[B, k]`` of each image (``valid`` ``[B, k]`` marks real ones)."""
         b = torch.arange(idx.shape[0], device=idx.device)[:, None]
         counts = valid.sum(1).tolist() if valid is not None else [idx.shape[1]] * idx.shape[0]
         mask = None if valid is None or bool(valid.all()) else valid
-        return TokenBatch(self.patches[b, idx], self.coords[b, idx], self.grid_idx[b, idx], mask, counts)
+        return TokenBatch(self.patches[b, idx], self.coords[b, idx], self.grid_idx[b, idx], mask, counts, self.hw)
 
 
 class AdaptivePatchEmbed(nn.Module):
     """Patch embedding for fixed grids (``proj`` Conv2d, timm name) and arbitrary layouts."""
 
-    def __init__(self, img_size: int, patch_size: int, dim: int) -> None:
+    def __init__(self, img_size: int, patch_size: int, dim: int, bias: bool = True) -> None:
         super().__init__()
         self.img_size = img_size
         self.patch_size = patch_size
         self.grid_size = img_size // patch_size
-        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size, bias=bias)
 
     def project(self, patches: torch.Tensor) -> torch.Tensor:
         """``[..., 3, p, p]`` -> ``[..., D]`` with the Conv2d weights as one linear map."""
@@ -134,4 +136,4 @@ def tokenize(images: torch.Tensor, layouts: Sequence[PatchLayout], patch_size: i
     if min(counts) != nmax:
         mask = torch.zeros((bsz, nmax), dtype=torch.bool, device=dev)
         mask[bi, ri] = True
-    return TokenBatch(patches, coord_t, grid_t, mask, counts)
+    return TokenBatch(patches, coord_t, grid_t, mask, counts, (h, w))

@@ -115,13 +115,33 @@ def score_tokens(model, tb: TokenBatch, layer: int, method: str = "learned",
     layer = _check_layer(model, layer, method)
     if method == "learned" and pruner is None:
         raise ValueError("pruner must be a TokenPruner when method='learned'")
+    _check_no_rope(model)
+    npt = model.num_prefix_tokens
     x = model.embed(tb)
-    mask = None if tb.mask is None else F.pad(tb.mask, (1, 0), value=True)
+    mask = None if tb.mask is None else F.pad(tb.mask, (npt, 0), value=True)
     x, attns = model.forward_features(x, mask, return_attn=method == "attention", start=0, end=layer)
-    tokens = x[:, 1:]
+    tokens = x[:, npt:]
     valid = tb.mask if tb.mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
-    scores = attns[-1][:, :, 0, 1:].mean(dim=1) if method == "attention" else pruner(tokens)
+    scores = attention_scores(attns[-1], npt, model.cls_token is not None, valid) if method == "attention" \
+        else pruner(tokens)
     return ScoredTokens(x, valid, scores, layer, method)
+
+
+def attention_scores(attn: torch.Tensor, num_prefix: int, has_cls: bool, valid: torch.Tensor) -> torch.Tensor:
+    """``[B, N]`` importance of each patch token from one block's attention ``[B, heads, T, T]``:
+    the class token's attention on it (EViT), or, for a model without a class token, the mean
+    attention it receives from the real patch tokens. Mean over heads."""
+    a = attn.mean(dim=1)
+    if has_cls:
+        return a[:, 0, num_prefix:]
+    w = valid.to(a.dtype)[..., None]
+    return (a[:, num_prefix:, num_prefix:] * w).sum(1) / w.sum(1).clamp(min=1)
+
+
+def _check_no_rope(model) -> None:
+    if getattr(model, "rope", None) is not None:
+        raise ValueError("token pruning inside the encoder does not support rotary position embeddings (RoPE) "
+                         "yet; use an adaptive layout, or a model with a learned pos_embed")
 
 
 def prune_from(model, st: ScoredTokens, keep_ratio: float, fuse: bool | None = None) -> PruneOutput:
@@ -130,10 +150,12 @@ def prune_from(model, st: ScoredTokens, keep_ratio: float, fuse: bool | None = N
     keep_ratio = check_float("keep_ratio", keep_ratio, 0.0, 1.0)
     fuse = (st.method == "attention") if fuse is None else bool(fuse)
     x, valid, scores = st.x, st.valid, st.scores
-    tokens = x[:, 1:]
+    npt = model.num_prefix_tokens
+    tokens = x[:, npt:]
     idx, kept_valid = topk_keep(scores, valid, keep_ratio)
     bi = torch.arange(x.shape[0], device=x.device)[:, None]
-    parts, masks = [x[:, :1], tokens[bi, idx]], [torch.ones_like(kept_valid[:, :1]), kept_valid]
+    ones = torch.ones((x.shape[0], npt), dtype=torch.bool, device=x.device)
+    parts, masks = [x[:, :npt], tokens[bi, idx]], [ones, kept_valid]
     if fuse:
         keep_mask = torch.zeros_like(valid)
         keep_mask[bi, idx] = kept_valid
@@ -145,8 +167,9 @@ def prune_from(model, st: ScoredTokens, keep_ratio: float, fuse: bool | None = N
         masks.append(drop.any(1, keepdim=True))
     x = torch.cat(parts, dim=1)
     m = torch.cat(masks, dim=1)
-    x, _ = model.forward_features(x, None if bool(m.all()) else m, start=st.layer)
-    return PruneOutput(model.forward_head(x), idx, kept_valid, scores)
+    m = None if bool(m.all()) else m
+    x, _ = model.forward_features(x, m, start=st.layer)
+    return PruneOutput(model.forward_head(x, m), idx, kept_valid, scores)
 
 
 def forward_pruned_train(model, tb: TokenBatch, layer: int, keep_ratio: float, pruner: TokenPruner) -> torch.Tensor:
@@ -156,15 +179,17 @@ def forward_pruned_train(model, tb: TokenBatch, layer: int, keep_ratio: float, p
     every later attention); backward passes ``d loss / d mask`` to ``sigmoid(score)``.
     """
     layer = _check_layer(model, layer, "learned")
+    _check_no_rope(model)
+    npt = model.num_prefix_tokens
     x = model.embed(tb)
-    mask = None if tb.mask is None else F.pad(tb.mask, (1, 0), value=True)
+    mask = None if tb.mask is None else F.pad(tb.mask, (npt, 0), value=True)
     x, _ = model.forward_features(x, mask, start=0, end=layer)
-    scores = pruner(x[:, 1:])
+    scores = pruner(x[:, npt:])
     valid = tb.mask if tb.mask is not None else torch.ones_like(scores, dtype=torch.bool)
     idx, kept_valid = topk_keep(scores, valid, keep_ratio)
     hard = torch.zeros_like(scores)
     hard.scatter_(1, idx, kept_valid.to(scores.dtype))
     soft = torch.sigmoid(scores)
-    policy = F.pad(hard + soft - soft.detach(), (1, 0), value=1.0)
+    policy = F.pad(hard + soft - soft.detach(), (npt, 0), value=1.0)
     x, _ = model.forward_features(x, mask, policy=policy, start=layer)
-    return model.forward_head(x)
+    return model.forward_head(x, mask)

@@ -187,17 +187,18 @@ def config_from_metadata(text: str, overrides: dict | None = None, source: str =
         raise ValueError(_one_line(f"{source}: its adapatch config metadata is invalid: {_first_line(e)}")) from None
 
 
+def _meta_state(cfg: ViTConfig) -> dict[str, torch.Size]:
+    """Names and shapes of ``VisionTransformer(cfg)``'s state dict, from a model built on the ``meta``
+    device (no memory is allocated, however large the config)."""
+    with torch.device("meta"):
+        m = VisionTransformer(cfg)
+    return {k: v.shape for k, v in m.state_dict().items()}
+
+
 def config_param_count(cfg: ViTConfig, pos_mlp: bool = True) -> int:
     """Parameters of ``VisionTransformer(cfg)``, computed from the config alone (nothing is built).
     ``pos_mlp=False`` leaves out the position MLP (an ``interp+mlp`` model may load without it)."""
-    d, p, g, c = cfg.dim, cfg.patch_size, cfg.grid_size, cfg.num_classes
-    h = int(d * cfg.mlp_ratio)
-    n = 3 * p * p * d + d + d + (1 + g * g) * d  # patch_embed.proj, cls_token, pos_embed
-    if pos_mlp and "mlp" in cfg.pos_mode:
-        n += 3 * 64 + 64 + 64 * d + d  # PosMLP(dim, hidden=64)
-    block = (2 * d + 3 * d * d + (3 * d if cfg.qkv_bias else 0) + d * d + d  # norm1, attn.qkv, attn.proj
-             + 2 * d + h * d + h + h * d + d)  # norm2, mlp.fc1, mlp.fc2
-    return n + cfg.depth * block + 2 * d + (d * c + c if c else 0)  # blocks, norm, head
+    return sum(math.prod(s) for k, s in _meta_state(cfg).items() if pos_mlp or not k.startswith("pos_mlp."))
 
 
 def _values_held(sd: dict[str, torch.Tensor]) -> int:
@@ -216,34 +217,31 @@ def _values_held(sd: dict[str, torch.Tensor]) -> int:
 def check_state_dict(sd: dict[str, torch.Tensor], cfg: ViTConfig, source: str = "state dict") -> None:
     """Refuse (one-line ``ValueError``) a config that the tensors do not back, before any module is built.
 
-    The config must agree with the shapes of ``cls_token``, ``pos_embed``,
-    ``patch_embed.proj.weight``, every block's ``attn.qkv`` and ``mlp.fc1`` weights and the head,
-    and the parameters it implies must not exceed the values the file holds: loading is strict, so
-    the file supplies every parameter, and a small file can never make a large model.
+    Every tensor the config needs must be in ``sd`` with its shape (read off a ``meta``-device
+    model), and the parameters it implies must not exceed the values the file holds: loading is
+    strict, so the file supplies every parameter, and a small file can never make a large model.
     """
-    d, p, g, h = cfg.dim, cfg.patch_size, cfg.grid_size, int(cfg.dim * cfg.mlp_ratio)
     pos_mlp = "mlp" in cfg.pos_mode and not (cfg.pos_mode == "interp+mlp" and "pos_mlp.fc1.weight" not in sd)
-    need, held = config_param_count(cfg, pos_mlp), _values_held(sd)
-    if need > held:
+    held = _values_held(sd)
+    d, h = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
+    lower = cfg.depth * (4 * d * d + 2 * d * h)  # attention and MLP weights alone: refuse before building anything
+    if lower > held:
         raise ValueError(f"{source}: its config ({cfg.depth} blocks of width {d}, {cfg.img_size} px input) needs "
+                         f"at least {lower:,} parameters but the file holds only {held:,} values; refused")
+    shapes = _meta_state(cfg)
+    need = sum(math.prod(s) for k, s in shapes.items() if pos_mlp or not k.startswith("pos_mlp."))
+    if need > held:
+        raise ValueError(f"{source}: its config ({cfg.depth} blocks of width {cfg.dim}, {cfg.img_size} px input) needs "
                          f"{need:,} parameters but the file holds only {held:,} values; refused")
-
-    def expect(key: str, shape: tuple[int, ...]) -> None:
+    for key, shape in shapes.items():
+        if key.startswith("pos_mlp.") and not pos_mlp:
+            continue
         t = sd.get(key)
         if t is None:
             raise ValueError(f"{source}: weights do not match its config: missing {key!r}")
-        if tuple(t.shape) != shape:
+        if tuple(t.shape) != tuple(shape):
             raise ValueError(f"{source}: weights do not match its config: {key} is {list(t.shape)}, "
                              f"the config needs {list(shape)}")
-
-    expect("cls_token", (1, 1, d))
-    expect("pos_embed", (1, 1 + g * g, d))
-    expect("patch_embed.proj.weight", (d, 3, p, p))
-    for i in range(cfg.depth):
-        expect(f"blocks.{i}.attn.qkv.weight", (3 * d, d))
-        expect(f"blocks.{i}.mlp.fc1.weight", (h, d))
-    if cfg.num_classes:
-        expect("head.weight", (cfg.num_classes, d))
 
 
 def model_from_state_dict(sd: dict[str, torch.Tensor], config: ViTConfig | None = None, source: str = "state dict",

@@ -74,7 +74,7 @@ def test_torch_save_bytes_with_weights_only(tmp_path) -> None:
     torch.save({"model": vit.state_dict()}, buf)
     sd = read_state_dict_bytes(buf.getvalue(), "small.pth")
     assert torch.equal(sd["cls_token"], vit.state_dict()["cls_token"])
-    loaded = load_model_bytes(buf.getvalue(), "small.pt", device="cpu")
+    loaded = load_model_bytes(buf.getvalue(), "small.pt", device="cpu", preprocess="half")
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval().forward_fixed(_x()), vit.eval().forward_fixed(_x()))
 

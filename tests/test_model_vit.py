@@ -60,7 +60,7 @@ def loaded(tmp_path_factory):
     sd = timm_state_dict()
     path = tmp_path_factory.mktemp("w") / "vit.safetensors"
     save_file(sd, str(path))
-    return sd, load_model(path, device="cpu", heads=HEADS)
+    return sd, load_model(path, device="cpu", heads=HEADS, preprocess="half")
 
 
 def test_timm_state_dict_reproduces_reference_forward(loaded):

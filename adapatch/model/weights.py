@@ -19,6 +19,7 @@ import torch
 from ..device import resolve_device
 from ..model_refs import CHECKPOINT_SUFFIXES
 from ..validation import check_choice
+from .timm_arch import config_from_timm, timm_state_dict
 from .vit import ViTConfig, VisionTransformer
 
 # timm's vit_{tiny,small,base}_patch16_224 (augreg weights: mean = std = 0.5)
@@ -28,7 +29,21 @@ PRESETS: dict[str, dict] = {
     "ViT-B": dict(dim=768, depth=12, heads=12, name="vit_base_patch16_224"),
 }
 _HEADS_BY_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}
+"""Head counts timm uses at these widths in every ``vit_*``/``deit_*`` architecture (checked against
+timm's whole list by ``tests/test_timm_models.py``); any other width must say its heads."""
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+PREPROCESS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "clip": (CLIP_MEAN, CLIP_STD),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+"""Input normalisations by name (``preprocess=``): ImageNet (DeiT, most timm ImageNet weights), OpenAI
+CLIP, and mean = std = 0.5 (Google's augreg ``vit_*`` and SigLIP weights)."""
+NORMALISATION_UNKNOWN = ("the file does not say how images are normalised: pass preprocess='imagenet' (DeiT, most "
+                         "timm ImageNet weights), 'clip' (OpenAI CLIP) or 'half' (mean = std = 0.5: augreg vit_*, "
+                         "SigLIP), or mean=/std=")
+_SIZE_HEADS = {"tiny": 3, "small": 6, "base": 12, "large": 16, "huge": 16, "giant": 16, "gigantic": 16}
 
 
 def create_model(preset: str = "ViT-Ti", device: str | torch.device = "auto", **overrides) -> VisionTransformer:
@@ -40,6 +55,24 @@ def create_model(preset: str = "ViT-Ti", device: str | torch.device = "auto", **
 
 TIMM_PREFIXES = ("vit_", "deit_")
 """timm model families this ViT reproduces; other timm names are refused before timm is asked."""
+
+
+def _apply_preprocess(overrides: dict) -> dict:
+    """``overrides`` with ``preprocess=`` (a ``PREPROCESS`` name) turned into ``mean``/``std``."""
+    o = dict(overrides)
+    pre = o.pop("preprocess", None)
+    if pre is not None:
+        check_choice("preprocess", pre, PREPROCESS)
+        if "mean" in o or "std" in o:
+            raise ValueError("give either preprocess= or mean=/std=, not both")
+        o["mean"], o["std"] = PREPROCESS[pre]
+    return o
+
+
+def heads_from_name(name: str) -> int | None:
+    """Heads of a timm architecture named by its size word (``vit_huge_patch14_224`` -> 16), or None."""
+    m = re.match(r"(?:vit|deit|eva02?)_(tiny|small|base|large|huge|giant|gigantic)_", str(name))
+    return _SIZE_HEADS.get(m.group(1)) if m else None
 
 
 def _torch_load(source, name: str) -> dict[str, torch.Tensor]:
@@ -58,11 +91,16 @@ def _torch_load(source, name: str) -> dict[str, torch.Tensor]:
 
 
 def _first_line(e: BaseException) -> str:
-    return ((str(e).strip().splitlines() or [type(e).__name__])[0])[:160]
+    return _one_line((str(e).strip().splitlines() or [type(e).__name__])[0], 200)
 
 
 def _one_line(text: object, limit: int = 300) -> str:
-    return " ".join(str(text).split())[:limit]
+    """``text`` on one line, at most ``limit`` characters, cut at a word boundary (with an ellipsis)."""
+    t = " ".join(str(text).split())
+    if len(t) <= limit:
+        return t
+    cut = t[:limit - 1].rsplit(" ", 1)[0]
+    return (cut if len(cut) > limit // 2 else t[:limit - 1]) + "…"
 
 
 def _as_value_error(e: Exception, what: str) -> ValueError:
@@ -70,7 +108,7 @@ def _as_value_error(e: Exception, what: str) -> ValueError:
     RuntimeError, MemoryError...) is named and prefixed with ``what``."""
     if isinstance(e, ValueError):
         return ValueError(_one_line(e))
-    return ValueError(_one_line(f"{what}: {type(e).__name__}: {_first_line(e)}"))
+    return ValueError(_one_line(f"{what}: {_first_line(e)}"))
 
 
 def _tensors_only(sd: object, name: str) -> dict[str, torch.Tensor]:
@@ -132,43 +170,96 @@ _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")
 
 
 def config_from_state_dict(sd: dict[str, torch.Tensor], **overrides) -> ViTConfig:
-    """Infer a ``ViTConfig`` from timm-named tensors (heads from the width unless given).
+    """Infer a ``ViTConfig`` from timm-named tensors (timm ``VisionTransformer`` or ``Eva`` names).
 
-    Every failure (missing keys, tensors of the wrong rank, an invalid config) is a one-line
-    ``ValueError``. The config is not checked against all the tensors here: ``model_from_state_dict``
-    does that before it builds anything (``check_state_dict``).
+    What tensors cannot say (the head count at an unusual width, the input normalisation, which
+    half of a GLU gates) must come from ``overrides`` (``heads=``, ``preprocess=`` or
+    ``mean=``/``std=``, ``gate_last=``): the loader never guesses them. Every failure (missing keys,
+    tensors of the wrong rank, an invalid config, an unknown) is a one-line ``ValueError``. The
+    config is not checked against all the tensors here: ``model_from_state_dict`` does that
+    before it builds anything (``check_state_dict``).
     """
+    cfg, unknown = _inferred_config(sd, overrides)
+    if unknown:
+        raise ValueError(unknown[0])
+    return cfg
+
+
+def _inferred_config(sd: dict[str, torch.Tensor], overrides: dict) -> tuple[ViTConfig, list[str]]:
+    """The inferred config (placeholders where unknown) and the messages naming what is unknown."""
     try:
         return _config_from_state_dict(sd, overrides)
     except Exception as e:  # noqa: BLE001
         raise _as_value_error(e, "not a timm ViT state dict") from None
 
 
-def _config_from_state_dict(sd: dict[str, torch.Tensor], overrides: dict) -> ViTConfig:
-    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight",
-                "blocks.0.mlp.fc1.weight"):
+def _config_from_state_dict(sd: dict[str, torch.Tensor], overrides: dict) -> tuple[ViTConfig, list[str]]:
+    overrides = _apply_preprocess(overrides)
+    sd = timm_state_dict(sd)
+    for key in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.0.norm1.weight"):
         if key not in sd:
             raise ValueError(f"not a timm ViT state dict: missing {key!r}")
-    if "dist_token" in sd:
-        raise ValueError("distilled DeiT checkpoints (dist_token) are not supported; use a deit_*_patch16 model")
+    if not any(k in sd for k in ("cls_token", "pos_embed")):
+        raise ValueError("not a timm ViT state dict: it has neither cls_token nor pos_embed "
+                         "(rotary-embedding models need their config: a config.json or a timm name)")
     for key, ndim in (("cls_token", 3), ("pos_embed", 3), ("patch_embed.proj.weight", 4),
-                      ("blocks.0.mlp.fc1.weight", 2), ("head.weight", 2)):
+                      ("blocks.0.attn.qkv.weight", 2), ("head.weight", 2)):
         if key in sd and sd[key].ndim != ndim:
             raise ValueError(f"not a timm ViT state dict: {key} has {sd[key].ndim} dimensions, expected {ndim}")
-    dim = int(sd["cls_token"].shape[-1])
+    pw = sd["patch_embed.proj.weight"]
+    dim, patch = int(pw.shape[0]), int(pw.shape[-1])
     if dim < 1:
-        raise ValueError("not a timm ViT state dict: cls_token is empty")
-    patch = int(sd["patch_embed.proj.weight"].shape[-1])
-    grid = math.isqrt(max(0, sd["pos_embed"].shape[1] - 1))
+        raise ValueError("not a timm ViT state dict: patch_embed.proj.weight is empty")
+    class_token, dist_token = "cls_token" in sd, "dist_token" in sd
+    reg = int(sd["reg_token"].shape[1]) if "reg_token" in sd else 0
+    npt = int(class_token) + int(dist_token) + reg
+    rows = int(sd["pos_embed"].shape[1]) if "pos_embed" in sd else 0
+    grid = math.isqrt(rows)
+    no_embed_class = npt > 0 and grid * grid == rows
+    if not no_embed_class:
+        grid = math.isqrt(max(0, rows - npt))
     depth = 1 + max(int(m.group(1)) for m in map(_BLOCK_KEY.match, sd) if m)
-    kw = dict(img_size=grid * patch, patch_size=patch, dim=dim, depth=depth,
-              heads=_HEADS_BY_DIM.get(dim, max(1, dim // 64)),
-              mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / dim,
+    if "blocks.0.mlp.fc1_g.weight" in sd:
+        mlp, hidden = "swiglu", int(sd["blocks.0.mlp.fc1_g.weight"].shape[0])
+    else:
+        hidden = int(sd["blocks.0.mlp.fc2.weight"].shape[1])
+        mlp = "glu" if int(sd["blocks.0.mlp.fc1.weight"].shape[0]) == 2 * hidden else "mlp"
+    norm = "layernorm" if "blocks.0.norm1.bias" in sd else "rmsnorm"
+    heads = None
+    if "blocks.0.attn.q_norm.weight" in sd:
+        heads = dim // int(sd["blocks.0.attn.q_norm.weight"].shape[0])
+    unknown = []
+    heads = overrides.get("heads") or heads or heads_from_name(overrides.get("name", "")) or _HEADS_BY_DIM.get(dim)
+    if heads is None:
+        unknown.append(f"the head count of this {dim}-wide ViT is not in the file: pass heads= (timm's "
+                       f"architecture, its config.json, or the model card says it)")
+        heads = 1
+    if "mean" not in overrides and "std" not in overrides:
+        unknown.append(NORMALISATION_UNKNOWN)
+    if mlp == "glu" and "gate_last" not in overrides:
+        unknown.append("this ViT has a gated (GLU) MLP but the file does not say which half gates: "
+                       "pass gate_last= (timm GluMlp: True; SwiGLUPacked: False)")
+    has_fc = "fc_norm.weight" in sd
+    attn_pool = {}
+    if "attn_pool.latent" in sd:
+        attn_pool = dict(latent_len=int(sd["attn_pool.latent"].shape[1]),
+                         mlp_ratio=int(sd["attn_pool.mlp.fc1.weight"].shape[0]) / dim,
+                         qk_norm="attn_pool.q_norm.weight" in sd, pool="token", include_prefix=False)
+    pool = "map" if attn_pool else ("token" if class_token and not has_fc else "avg")
+    kw = dict(img_size=grid * patch, patch_size=patch, dim=dim, depth=depth, heads=heads,
+              mlp_ratio=hidden / dim,
               num_classes=int(sd["head.weight"].shape[0]) if "head.weight" in sd else 0,
               qkv_bias="blocks.0.attn.qkv.bias" in sd,
-              pos_mode="interp+mlp" if "pos_mlp.fc1.weight" in sd else "interp")
+              pos_mode="interp+mlp" if "pos_mlp.fc1.weight" in sd else "interp",
+              class_token=class_token, reg_tokens=reg, dist_token=dist_token, no_embed_class=no_embed_class,
+              pos_embed="pos_embed" in sd, global_pool=pool, fc_norm=has_fc,
+              final_norm=has_fc or "norm.weight" in sd, norm_pre="norm_pre.weight" in sd,
+              layer_scale="blocks.0.ls1.gamma" in sd, qk_norm="blocks.0.attn.q_norm.weight" in sd,
+              attn_norm="blocks.0.attn.norm.weight" in sd, mlp_norm="blocks.0.mlp.norm.weight" in sd, mlp=mlp,
+              norm=norm, patch_bias="patch_embed.proj.bias" in sd, proj_bias="blocks.0.attn.proj.bias" in sd,
+              attn_pool=attn_pool)
     kw.update(overrides)
-    return ViTConfig(**kw)
+    return ViTConfig(**kw), unknown
 
 
 def config_from_metadata(text: str, overrides: dict | None = None, source: str = "checkpoint") -> ViTConfig:
@@ -250,6 +341,7 @@ def model_from_state_dict(sd: dict[str, torch.Tensor], config: ViTConfig | None 
 
     The config is checked against the tensors first (``check_state_dict``): nothing is built for a
     config the tensors do not back."""
+    sd = timm_state_dict(sd)
     cfg = config or config_from_state_dict(sd)
     check_state_dict(sd, cfg, source)
     model = VisionTransformer(cfg)
@@ -292,10 +384,40 @@ def _load_file(path: Path, device: str | torch.device, overrides: dict) -> Visio
             meta = dict(f.metadata() or {})
     cfg_file = path.with_name("config.json")
     if "adapatch.config" not in meta and cfg_file.is_file():
-        d = json.loads(cfg_file.read_text()).get("vit", {})
-        if d:
-            meta["adapatch.config"] = json.dumps(d)
+        try:
+            d = json.loads(cfg_file.read_text())
+        except Exception:  # noqa: BLE001
+            raise ValueError(f"{cfg_file} is not JSON") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{cfg_file} must hold a JSON object")
+        if d.get("vit"):
+            meta["adapatch.config"] = json.dumps(d["vit"])
+        elif d.get("architecture"):  # timm's Hugging Face format
+            cfg = config_from_timm_json(d, sd, overrides)
+            return model_from_state_dict(sd, cfg, f"file {path.name}", device)
     return _model_with_metadata(sd, meta, f"file {path.name}", device, overrides)
+
+
+def config_from_timm_json(d: dict, sd: dict[str, torch.Tensor], overrides: dict) -> ViTConfig:
+    """The config of a timm Hugging Face ``config.json`` (``architecture``, ``model_args``,
+    ``num_classes``, ``pretrained_cfg`` with ``mean``/``std``). With timm installed the
+    architecture is built on the ``meta`` device and read exactly (``config_from_timm``); without
+    it, the tensors are read with the architecture's name (heads by its size word) and its mean/std."""
+    arch = str(d["architecture"])
+    pc = d.get("pretrained_cfg") or {}
+    norm = {k: tuple(pc[k]) for k in ("mean", "std") if k in pc}
+    o = _apply_preprocess(overrides)
+    timm = _import_timm(required=False)
+    if timm is not None:
+        args = dict(d.get("model_args") or {})
+        if "num_classes" in d:
+            args["num_classes"] = d["num_classes"]
+        if "global_pool" in d and d["global_pool"] is not None:
+            args["global_pool"] = d["global_pool"]
+        cfg = timm_arch_config(arch, **args)
+        fields = {**cfg.to_dict(), **norm, **o}
+        return ViTConfig.from_dict(fields)
+    return config_from_state_dict(sd, **{"name": arch, **norm, **o})
 
 
 def load_model_bytes(data: bytes, name: str = "checkpoint.safetensors", device: str | torch.device = "auto",
@@ -335,7 +457,10 @@ def _model_with_metadata(sd: dict[str, torch.Tensor], meta: dict[str, str], sour
     if "adapatch.config" in meta:
         cfg = config_from_metadata(meta["adapatch.config"], overrides, source)
     else:
-        cfg = config_from_state_dict(sd, **overrides)
+        cfg, unknown = _inferred_config(sd, overrides)
+        check_state_dict(timm_state_dict(sd), cfg, source)  # what the tensors say is wrong comes first
+        if unknown:
+            raise ValueError(unknown[0])
     model = model_from_state_dict(sd, cfg, source, device)
     if meta.get("adapatch.pretrained") == "false":
         model.pretrained = False
@@ -343,33 +468,97 @@ def _model_with_metadata(sd: dict[str, torch.Tensor], meta: dict[str, str], sour
     return model
 
 
-def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> VisionTransformer:
-    """Weights of a timm ``vit_*``/``deit_*`` model via timm (needs timm and network access).
+def _import_timm(required: bool = True):
+    """The timm module; a one-line ``ValueError`` when it is missing (``required``; else None) or
+    installed but broken (a torchvision built for another torch is the usual cause)."""
+    try:
+        import timm  # optional: never imported at module import time
+        return timm
+    except ImportError:
+        if not required:
+            return None
+        raise ValueError("timm is not installed (pip install timm); give a .safetensors/.pt file instead") from None
+    except Exception as e:  # noqa: BLE001 - e.g. RuntimeError: operator torchvision::nms does not exist
+        if not required:
+            return None
+        raise ValueError(_one_line(
+            f"timm is installed but does not import ({_first_line(e)}): its torchvision does not match torch "
+            f"{torch.__version__}; install a matching pair (e.g. torch==2.14.1 torchvision==0.29.1)")) from None
 
-    Other names are refused before timm is asked; every failure is a one-line ``ValueError``."""
+
+def timm_arch_config(name: str, **model_args) -> ViTConfig:
+    """The ``ViTConfig`` of timm architecture ``name``, read off a model built on the ``meta`` device
+    (no weights, no memory, no download); refuses unknown names and unsupported features."""
+    timm = _import_timm()
+    base = name.split(".")[0]
+    if not timm.is_model(base):
+        raise ValueError(f"timm has no architecture called {base!r}")
+    try:
+        with torch.device("meta"):
+            tm = timm.create_model(base, pretrained=False, **model_args)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(_one_line(f"timm could not build {base!r}: {_first_line(e)}")) from None
+    return config_from_timm(tm, name)
+
+
+HUB_HOST = ("huggingface.co", 443)
+OFFLINE_PROBE_S = 3.0
+
+
+def _hub_reachable(timeout: float = OFFLINE_PROBE_S) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` s (False when
+    ``HF_HUB_OFFLINE`` is set)."""
+    import os
+    import socket
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> VisionTransformer:
+    """Pretrained weights of a timm ``vit_*``/``deit_*`` model via timm.
+
+    The architecture is checked first, on the ``meta`` device, so an unsupported model is refused
+    before anything is downloaded. Offline (``HF_HUB_OFFLINE`` set, or the hub not answering in
+    ``OFFLINE_PROBE_S`` s) only cached weights load, and a miss fails at once. Preprocessing is
+    timm's data config for the model. Every failure is a one-line ``ValueError``."""
     name = str(name).strip()
     if not name.startswith(TIMM_PREFIXES):
         raise ValueError(_one_line(f"{name!r} is not a local checkpoint file nor a timm vit_*/deit_* model name "
                                    "(only those timm ViT families load)"))
+    timm = _import_timm()
+    cfg = timm_arch_config(name)  # refuses before any download
+    online = _hub_reachable()
     try:
-        import timm  # optional: never imported at module import time
-    except ImportError:
-        raise ValueError(f"{name!r} is not a local file and timm is not installed; "
-                         "give a .safetensors/.pt path (no weights are downloaded without timm)") from None
+        if online:
+            tm = timm.create_model(name, pretrained=True)
+        else:
+            import os
+            old = os.environ.get("HF_HUB_OFFLINE")
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            try:
+                tm = timm.create_model(name, pretrained=True)
+            finally:
+                if old is None:
+                    os.environ.pop("HF_HUB_OFFLINE", None)
+                else:
+                    os.environ["HF_HUB_OFFLINE"] = old
+    except Exception as e:  # noqa: BLE001 - hub unreachable, not cached, no pretrained tag
+        why = "offline and its weights are not cached" if not online else _first_line(e)
+        raise ValueError(_one_line(f"timm could not provide pretrained weights for {name!r}: {why}")) from None
     try:
-        tm = timm.create_model(name, pretrained=True)
-    except Exception as e:  # hub unreachable, unknown name
-        raise ValueError(f"timm could not provide pretrained weights for {name!r}: {type(e).__name__}: "
-                         f"{_first_line(e)}") from None
-    try:
-        sd = tm.state_dict()
-        dc = getattr(tm, "pretrained_cfg", {}) or {}
-        cfg = config_from_state_dict(sd, heads=getattr(tm.blocks[0].attn, "num_heads", None) or
-                                     _HEADS_BY_DIM.get(sd["cls_token"].shape[-1], 1),
-                                     mean=tuple(dc.get("mean", (0.5,) * 3)), std=tuple(dc.get("std", (0.5,) * 3)),
-                                     name=name, **overrides)
-        return model_from_state_dict(sd, cfg, f"timm {name}", device)
-    except Exception as e:  # noqa: BLE001 - e.g. a timm model without .blocks: not a ViT this reproduces
+        dc = timm.data.resolve_model_data_config(tm)
+        cfg = config_from_timm(tm, name)
+        cfg = ViTConfig.from_dict({**cfg.to_dict(), "mean": tuple(dc["mean"]), "std": tuple(dc["std"]),
+                                   **_apply_preprocess(overrides)})
+        model = model_from_state_dict(tm.state_dict(), cfg, f"timm {name}", device)
+        model.data_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dc.items()}
+        return model
+    except Exception as e:  # noqa: BLE001
         raise _as_value_error(e, f"timm model {name!r} is not a ViT adapatch can load") from None
 
 

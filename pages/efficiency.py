@@ -146,12 +146,12 @@ def _per_image_columns(vits: list[str]) -> dict[str, tuple[str, str, object, str
         "pixels": ("pixels", "Pixels", "{:,}", "Height x width of the image."),
         "uniform16": ("tokens, uniform 16 px", "16 px grid", "{:,}",
                       "Tokens of the standard ViT grid of 16 px patches."),
-        "reduction": ("fewer tokens than uniform 16 px", "Saved vs 16 px", ui.fmt_pct,
-                      "1 - tokens / tokens of the 16 px grid (negative: more tokens than the grid)."),
+        "reduction": ("fewer tokens than uniform 16 px", "Saved vs 16 px", ui.fmt_reduction,
+                      "1 - tokens / tokens of the 16 px grid (negative: more tokens; from 10x its tokens on, the ratio)."),
         "min_size": ("finest patch (px)", "Finest px", "{:,}", "The layout's smallest patch size."),
         "uniform_min": ("tokens, uniform finest patch", "Finest grid", "{:,}",
                         "Tokens of a fixed grid at the layout's finest patch size (the same finest detail)."),
-        "reduction_min": ("fewer tokens than uniform finest patch", "Saved vs finest", ui.fmt_pct,
+        "reduction_min": ("fewer tokens than uniform finest patch", "Saved vs finest", ui.fmt_reduction,
                           "1 - tokens / tokens of the finest patch's grid."),
     }
     for v in vits:
@@ -230,8 +230,8 @@ def _summary_table(summaries: list[EfficiencySummary]) -> pd.DataFrame:
             ("mean tokens / image", f"{s.tokens:,.0f}"), ("p50 tokens / image", f"{s.p50_tokens:,}"),
             ("p95 tokens / image", f"{s.p95_tokens:,}"), ("max tokens / image", f"{s.max_tokens:,}"),
             ("tokens / MP", f"{s.tokens_per_mp:,.0f}"),
-            ("fewer tokens than uniform 16 px (ratio of totals)", ui.fmt_pct(s.reduction_vs_uniform16)),
-            ("fewer tokens than the finest patch's grid (ratio of totals)", ui.fmt_pct(s.reduction_vs_uniform_min)),
+            ("fewer tokens than uniform 16 px (ratio of totals)", ui.fmt_reduction(s.reduction_vs_uniform16)),
+            ("fewer tokens than the finest patch's grid (ratio of totals)", ui.fmt_reduction(s.reduction_vs_uniform_min)),
             (f"{s.vit} MACs vs uniform 16 px, ratio of totals", ui.speedup_phrase(s.speedup_vs_uniform16)),
             ("PSNR dB (of the mean MSE)", _psnr_cell(s)),
             ("mean SSIM", "–" if s.ssim is None else f"{s.ssim:.3f}"),
@@ -275,7 +275,7 @@ def _summary_text(s: EfficiencySummary) -> str:
             text += f"; {s.lossless_images} of them lossless)" if s.lossless_images else ")"
         text += f", SSIM {s.ssim:.3f}{' on average' if n > 1 else ''}. "
     if n > 1:
-        text += (f"Biggest saving: {s.best_image} ({ui.fewer_phrase(s.best_reduction)} tokens than 16 px); "
+        text += (f"Biggest saving against 16 px: {s.best_image} ({ui.fewer_phrase(s.best_reduction)} tokens); "
                  f"smallest: {s.worst_image} ({ui.fewer_phrase(s.worst_reduction)}). Flat images save the most; "
                  "raise the threshold or lower the budget on the Patch layout page to trade detail for tokens.")
     return text

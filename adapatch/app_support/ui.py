@@ -88,11 +88,34 @@ def fmt_pct(fraction: float, digits: int = 1) -> str:
     return f"{_rounded(100 * fraction, digits):.{digits}f}%"
 
 
+RATIO_FROM = 10.0
+"""From this many times the reference on, a change against it reads as a ratio ("×16.0"), not as a
+percentage ("+1500.0%"): a shown percentage change stays within three digits (at most "+900.0%"). A
+fewer-tokens change never needs it (at most -100%)."""
+
+
+def _ratio(value: float) -> str:
+    """``16`` -> "×16.0" (one decimal, like every ratio from ``RATIO_FROM`` on)."""
+    return f"×{float(value):.1f}"
+
+
 def fmt_delta_pct(fraction: float, digits: int = 1) -> str | None:
-    """A metric delta in percent with its sign ("+12.5%", "-3.0%"), rounded first; ``None`` (no delta
-    shown) when it rounds to zero, so a delta never reads "-0.0%" or "+0.0%"."""
+    """A metric delta (``value / reference - 1``) in percent with its sign ("+12.5%", "-3.0%"), rounded
+    first; ``None`` (no delta shown) when it rounds to zero, so a delta never reads "-0.0%" or "+0.0%".
+    From ``RATIO_FROM`` times the reference on, the ratio instead: ``15.0`` -> "×16.0", not "+1500.0%"."""
+    if 1 + fraction >= RATIO_FROM:
+        return _ratio(1 + fraction)
     r = _rounded(100 * fraction, digits)
     return None if r == 0 else f"{r:+.{digits}f}%"
+
+
+def fmt_reduction(reduction: float, digits: int = 1) -> str:
+    """A token reduction (``1 - tokens / reference tokens``) as the app shows it: "36.1%", "-250.0%"
+    (more tokens than the reference; never "-0.0%"), and from ``RATIO_FROM`` times the reference's
+    tokens on the ratio: ``-15.0`` -> "×16.0 the tokens", not "-1500.0%"."""
+    if 1 - reduction >= RATIO_FROM:
+        return f"{_ratio(1 - reduction)} the tokens"
+    return fmt_pct(reduction, digits)
 
 
 def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = None, container=None,
@@ -124,7 +147,8 @@ def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = Non
     else:
         cols[2].metric("Dropped", fmt_int(len(layout.dropped)),
                        help="Boxes of the layout that get no token (pruned, or left over by a budget).")
-    cols[3].metric("Reduction", fmt_pct(red), help=f"1 - tokens / {ref} tokens.")
+    cols[3].metric("Reduction", fmt_reduction(red),
+                   help=f"1 - tokens / {ref} tokens (from {RATIO_FROM:.0f}x its tokens on: the ratio).")
     cols[4].metric(f"MACs ratio {eff['vit']}", f"×{ratio:.3f}",
                    delta=fmt_gmacs(eff["flops"], 1), delta_color="off", delta_arrow="off",
                    help=f"{eff['vit']} MACs of this layout relative to the {ref} grid: {fmt_gmacs(eff['flops'])} vs "
@@ -420,7 +444,10 @@ def _full_overlay(image: np.ndarray, layout: ap.PatchLayout, kind: str) -> bytes
 
 
 def fewer_phrase(reduction: float) -> str:
-    """``0.36`` -> "36% fewer", ``-0.2`` -> "20% more"; rounded first, then the word ("0% fewer")."""
+    """``0.36`` -> "36% fewer", ``-0.2`` -> "20% more"; rounded first, then the word ("0% fewer"). From
+    ``RATIO_FROM`` times the reference's tokens on, the ratio: ``-15.0`` -> "×16.0 as many", not "1500% more"."""
+    if 1 - reduction >= RATIO_FROM:
+        return f"{_ratio(1 - reduction)} as many"
     r = _rounded(100 * reduction, 0)
     return f"{abs(r):.0f}% {'fewer' if r >= 0 else 'more'}"
 

@@ -1,12 +1,15 @@
 """Patch ranges fitted to small images (issue 12: "no four-digit percentages").
 
 ``recipes.fit_sizes`` lowers ``max_size`` to the power of two covering an image smaller than the
-range, and raises ``min_size`` whenever the finest grid (over the canvas the quadtree pads to) would
-exceed ``SMALL_IMAGE_TOKENS`` times the image's 16 px grid, whether or not ``max_size`` was lowered.
-``sizes_note`` says which happened. A sweep over small and thin images and every range the Patch
-layout slider offers checks the bound, its tightness, and the percentages the app shows (the
-"Tokens" delta and "Reduction", formatted by ``ui``) for the layouts with the most tokens the app
-can ask for. One AppTest drives the Patch layout page with a 10x10 upload and sizes 2-8.
+range, and, on a small image only (``is_small_image``: at most 4,096 pixels, 16 tokens' worth of
+16 px patches), raises ``min_size`` while the finest grid (over the canvas the quadtree pads to)
+would exceed ``SMALL_IMAGE_TOKENS`` times the image's 16 px grid. On larger images the user's range
+stays (2 and 4 px on a 512x512 photo). ``sizes_note`` says which happened. A sweep over small and
+thin images and every range the Patch layout slider offers checks the bound, its tightness, and the
+numbers the app shows (the "Tokens" delta and "Reduction", formatted by ``ui``) for the layouts with
+the most tokens the app can ask for. ``ui`` shows a change of 10x or more as a ratio ("×16.0"), so no
+percentage reaches four digits on any image. AppTests drive the Patch layout page with a 10x10
+upload at sizes 2-8 and a 512x512 upload at 4-64 px, threshold 0.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import adapatch as ap
 from adapatch.app_support import ui
 from adapatch.app_support.recipes import (
     SIZE_OPTIONS,
+    SMALL_IMAGE_PIXELS,
     SMALL_IMAGE_TOKENS,
     fit_sizes,
     fraction_max,
+    is_small_image,
     powers_between,
     sizes_note,
 )
@@ -94,11 +99,48 @@ def test_thin_image_3x200() -> None:
     assert fit_sizes(200, 3, (2, 8)) == (4, 8)  # the same on its side
 
 
-def test_large_image_keeps_ranges_within_the_bound() -> None:
-    assert fit_sizes(448, 448, (16, 64)) == (16, 64) and sizes_note(448, 448, (16, 64)) is None
-    assert fit_sizes(448, 448, (8, 128)) == (8, 128)  # 4x the 16 px grid
-    assert fit_sizes(448, 448, (2, 64)) == (8, 64)  # 2 px would be 64x, 4 px 16x: the rule holds at any size
-    assert "On this 448x448 image" in sizes_note(448, 448, (2, 64))
+def test_small_image_is_at_most_sixteen_tokens_worth_of_pixels() -> None:
+    assert SMALL_IMAGE_PIXELS == 16 * 16 * 16
+    assert is_small_image(64, 64) and not is_small_image(64, 65) and not is_small_image(65, 64)
+    assert is_small_image(1, 4096) and not is_small_image(1, 4097)  # its pixels, not its padded 16 px grid
+    assert all(is_small_image(h, w) for h, w in SMALL + THIN)  # every shape of the sweep below
+    assert not is_small_image(512, 512) and not is_small_image(448, 448) and not is_small_image(3, 2000)
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (448, 448), (384, 512), (65, 65), (3, 2000), (1000, 17)])
+@pytest.mark.parametrize("sizes", RANGES)
+def test_larger_images_keep_the_users_range(shape, sizes) -> None:
+    """Not a small image: every range the slider offers is used as it is, with no note (2 and 4 px too)."""
+    assert fit_sizes(*shape, sizes) == sizes and sizes_note(*shape, sizes) is None
+
+
+def test_512_photo_keeps_2_and_4_px_minimums() -> None:
+    for sizes in ((2, 8), (4, 64), (2, 128), (4, 4)):
+        assert fit_sizes(512, 512, sizes) == sizes and sizes_note(512, 512, sizes) is None
+    assert finest(512, 512, 4, 64) == 16 * uniform16_tokens(512, 512)  # the user's choice: 16x, shown as a ratio
+    assert fit_sizes(64, 64, (2, 64)) == (8, 64)  # the largest small image: still fitted ...
+    note = sizes_note(64, 64, (2, 64))
+    assert "64x64 image is small (at most 4,096 pixels" in note and "sizes 8-64 px are used here" in note
+    assert fit_sizes(65, 65, (2, 64)) == (2, 64)  # ... one pixel more a side: the user's range
+
+
+# ------------------------------------------------------------------ the formatter
+def test_changes_of_ten_times_or_more_read_as_ratios() -> None:
+    assert ui.RATIO_FROM == 10
+    assert ui.fmt_delta_pct(15.0) == "×16.0" and ui.fmt_delta_pct(63.0) == "×64.0"  # tokens / reference - 1
+    assert ui.fmt_delta_pct(9.0) == "×10.0" and ui.fmt_delta_pct(8.99) == "+899.0%"
+    assert ui.fmt_delta_pct(8.99999) == "+900.0%"  # the largest percentage shown: three digits
+    assert ui.fmt_delta_pct(0.125) == "+12.5%" and ui.fmt_delta_pct(-0.7) == "-70.0%"
+    assert ui.fmt_delta_pct(-0.0004) is None and ui.fmt_delta_pct(1e-9) is None  # never "-0.0%" / "+0.0%"
+    assert ui.fmt_reduction(-15.0) == "×16.0 the tokens" and ui.fmt_reduction(-9.0) == "×10.0 the tokens"
+    assert ui.fmt_reduction(-8.5) == "-850.0%" and ui.fmt_reduction(0.3612) == "36.1%"
+    assert ui.fmt_reduction(-0.0004) == "0.0%" and ui.fmt_reduction(1.0) == "100.0%"
+    assert ui.fewer_phrase(-15.0) == "×16.0 as many" and ui.fewer_phrase(-8.0) == "800% more"
+    assert ui.fewer_phrase(0.36) == "36% fewer" and ui.fewer_phrase(-0.004) == "0% fewer"
+    for ratio in np.concatenate([np.linspace(0, 12, 1201), [16, 64, 256, 1e4]]):
+        shown = [ui.fmt_delta_pct(ratio - 1) or "", ui.fmt_reduction(1 - ratio), ui.fewer_phrase(1 - ratio)]
+        assert not any(FOUR_DIGITS.search(t) or re.search(r"\d{4,}%", t) for t in shown), (ratio, shown)
+        assert not any(t.startswith(("-0.0", "+0.0", "-0%")) for t in shown), (ratio, shown)
 
 
 # ------------------------------------------------------------------ the sweep
@@ -137,7 +179,7 @@ def _shown_percentages(layout: ap.PatchLayout) -> list[str]:
     """What ``ui.efficiency_metrics`` shows against the 16 px grid: the Tokens delta and Reduction."""
     eff = ap.efficiency(layout, "ViT-B")
     red = eff["token_reduction_vs_uniform16"]
-    return [ui.fmt_delta_pct(-red) or "", ui.fmt_pct(red)]
+    return [ui.fmt_delta_pct(-red) or "", ui.fmt_reduction(red)]
 
 
 def test_no_four_digit_percentage_on_small_and_thin_images() -> None:
@@ -153,7 +195,7 @@ def test_no_four_digit_percentage_on_small_and_thin_images() -> None:
             assert lay.num_tokens <= SMALL_IMAGE_TOKENS * uniform16_tokens(h, w), (h, w, sizes, lay.strategy)
             shown = _shown_percentages(lay)
             assert not any(FOUR_DIGITS.search(t) for t in shown), (h, w, sizes, lay.strategy, shown)
-    # and the budget slider's top (a percentage of the 16 px grid) never reaches four digits either
+    # and the budget slider's top (a percentage of the 16 px grid, on any image) never reaches four digits either
     assert max(fraction_max(lo) for lo, _ in RANGES) == SMALL_IMAGE_TOKENS
     assert fraction_max(16) == 1.0 and fraction_max(8) == 4.0
 
@@ -194,3 +236,24 @@ def test_patch_layout_page_fits_a_10x10_upload_with_sizes_2_to_8() -> None:
             assert 1 <= tokens <= finest(10, 10, 8, 8) == 4, (mode, strategy, tokens)  # 8 px on the 16 px canvas
             assert metric(at, "Uniform 16 px") == "1"
         at.selectbox(key="w_strategy").set_value("quadtree").run()  # multiscale always works to a budget
+
+
+def test_patch_layout_page_keeps_4_px_on_a_512_photo_and_shows_no_four_digit_percentage() -> None:
+    photo = (np.random.default_rng(512).random((512, 512, 3)) * 255).astype(np.uint8)  # noise: threshold 0 splits all
+    at = app().run()
+    at.file_uploader(key="uploader").set_value(("photo.png", _png(photo), "image/png")).run()
+    at.select_slider(key="w_sizes").set_value((4, 64)).run()
+    at.selectbox(key="w_importance").set_value("std").run()  # distortion never splits below 16 px (lossless there)
+    at.toggle(key="w_use_budget").set_value(False).run()
+    at.slider(key="w_threshold").set_value(0.0).run()
+    ok(at)
+    assert at.select_slider(key="w_sizes").value == (4, 64)
+    assert not [c.value for c in at.caption if "are used here" in c.value]  # no fitting, no note
+    assert metric(at, "Tokens") == "16,384" and metric(at, "Uniform 16 px") == "1,024"  # the 4 px grid: 16x
+    assert metric(at, "Uniform 4 px") == "16,384"
+    tokens = next(m for m in at.metric if m.label == "Tokens")
+    assert tokens.delta == "×16.0"  # not "+1500.0%"
+    assert metric(at, "Reduction") == "×16.0 the tokens"
+    texts = _all_text(at) + [e.value for e in at.info] + [str(s.value) for s in at.slider]
+    bad = [t for t in texts if FOUR_DIGITS.search(t) or re.search(r"\d{4,}%", t)]
+    assert not bad, bad

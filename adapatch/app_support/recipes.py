@@ -38,8 +38,21 @@ def covering_power(side: int) -> int:
 
 
 SMALL_IMAGE_TOKENS = 8
-"""The finest grid of the patch range keeps at most this many times the tokens of the image's 16 px
-grid (``fit_sizes``): a percentage against that grid stays within "+700%", never four digits."""
+"""On a small image (``is_small_image``), the finest grid of the patch range keeps at most this many
+times the tokens of the image's 16 px grid (``fit_sizes``)."""
+
+SMALL_IMAGE_PIXELS = 16 * 16 * 16
+"""An image of at most this many pixels, 16 tokens' worth of 16 px patches (a 64x64 image, a 10x10
+icon, a 3x200 strip), is small: ``fit_sizes`` may raise the smallest patch on it."""
+
+
+def is_small_image(height: int, width: int) -> bool:
+    """Whether the image holds at most 16 tokens' worth of 16 px patches (``SMALL_IMAGE_PIXELS``).
+
+    Its own pixels are counted, not its padded 16 px grid, so a strip 1-3 px thin is small however it
+    pads (a 1x500 line is 500 px, two tokens' worth, though its 16 px grid has 32 tokens), and any
+    image larger than 64x64 px is not (a 512x512 photo is 1024 tokens' worth)."""
+    return int(height) * int(width) <= SMALL_IMAGE_PIXELS
 
 
 def _finest_tokens(height: int, width: int, min_size: int, max_size: int) -> int:
@@ -55,20 +68,22 @@ def fit_sizes(height: int, width: int, sizes) -> tuple[int, int]:
       ``max_size`` drops to the smallest power of two covering the image's longer side (the quadtree
       pads the image to a multiple of ``max_size``: a 20x20 icon under 64 px patches would be a
       64x64 canvas of mostly padding), and ``min_size`` to at most that;
-    * the finest grid (``min_size`` patches over that padded canvas) would have more than
-      ``SMALL_IMAGE_TOKENS`` times the tokens of the image's 16 px grid: then ``min_size`` is doubled
-      until it does not (and ``max_size`` follows it when they meet). This holds whether or not
-      ``max_size`` was lowered, at any image size: a 10x10 image with 2-8 px patches gets 8 px
-      patches (4 tokens on its 16x16 canvas), not 64 tokens of 2 px (+6300% against its one 16 px
-      token). A 4 px grid is 16x the 16 px grid on any image, so 2 and 4 px minimums stay only on
-      tiny images whose 16 px grid is mostly padding (17x17 keeps 4 px: 25 tokens against 4).
+    * the image is small (``is_small_image``: at most 16 tokens' worth of 16 px patches, 64x64 px)
+      and the finest grid (``min_size`` patches over that padded canvas) would have more than
+      ``SMALL_IMAGE_TOKENS`` times the tokens of its 16 px grid: then ``min_size`` is doubled until
+      it does not (and ``max_size`` follows it when they meet). A 10x10 image with 2-8 px patches
+      gets 8 px patches (4 tokens on its 16x16 canvas), not 64 tokens of 2 px for its 100 pixels.
 
+    On any larger image the smallest patch is the user's: a 512x512 photo keeps 2 or 4 px patches
+    (64x or 16x its 16 px grid at the finest, which the app shows as a ratio, ``ui.RATIO_FROM``).
     The setting itself is kept (other images use it as it fits them); ``sizes_note`` says what changed."""
     lo, hi = int(sizes[0]), int(sizes[1])
     h, w = int(height), int(width)
     cap = covering_power(max(h, w))
     hi = min(hi, cap)
     lo = min(lo, hi)
+    if not is_small_image(h, w):
+        return lo, hi
     limit = SMALL_IMAGE_TOKENS * uniform16_tokens(h, w)
     while lo < cap and _finest_tokens(h, w, lo, hi) > limit:
         lo *= 2
@@ -90,8 +105,9 @@ def sizes_note(height: int, width: int, sizes) -> str | None:
         text = (f"This {width}x{height} image is smaller than the {hi} px patches: sizes {used} are used here (the "
                 "largest patch is the smallest power of two covering the image")
         return text + (f"; {why_min})" if raised else ")") + ". Your setting is kept for other images."
-    # only the smallest patch was raised (small patches, on a small or thin image or at any size below 8 px)
-    return f"On this {width}x{height} image, {why_min}: sizes {used} are used here. Your setting is kept."
+    # only the smallest patch was raised (a small image: at most 64x64 px worth of pixels)
+    return (f"This {width}x{height} image is small (at most {SMALL_IMAGE_PIXELS:,} pixels, a 64x64 image's worth): "
+            f"{why_min}, so sizes {used} are used here. Your setting is kept for larger images.")
 
 
 # ------------------------------------------------------------------ budgets
@@ -104,8 +120,10 @@ COMPARE_FRACTION_MAX = 4.0
 
 def fraction_max(min_size: int) -> float:
     """Largest budget fraction the Patch layout slider offers: the ``min_size`` grid's density
-    relative to the 16 px grid (at least 100%), at most ``SMALL_IMAGE_TOKENS`` (what ``fit_sizes``
-    lets the finest grid reach: a larger budget would always be lowered; never a four-digit percentage)."""
+    relative to the 16 px grid (at least 100%), at most ``SMALL_IMAGE_TOKENS`` (800%). The slider reads
+    in percent (a four-digit percentage at 2 or 4 px otherwise) and its range depends on the sizes, not
+    the image: on a small image ``fit_sizes`` keeps the finest grid within that anyway; on a larger one
+    the budget goes up to 8x the 16 px grid, and threshold mode reaches the finest grid itself."""
     return float(min(max(1.0, (16 / int(min_size)) ** 2), SMALL_IMAGE_TOKENS))
 
 

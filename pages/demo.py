@@ -82,41 +82,28 @@ def pictures(view: demo.StepView) -> None:
 
 
 def reproduce(i: int, view: demo.StepView) -> None:
-    """Export this step's settings; open them on the Patch layout page."""
+    """Export this step's settings; open them on the Patch layout page, with the step's image."""
     sc = view.scene
-    image_key = demo.layout_key(sc, view.digest)
     c1, c2, c3 = st.columns([1, 1.1, 2.6], vertical_alignment="center")
     c1.download_button("Export this step", data=view.settings_json(), file_name=demo.export_name(i, sc),
                        mime="application/json", on_click="ignore", icon=":material/download:", key="demo_export",
                        width="stretch", help="The settings JSON of adapatch.export: "
                                              "adapatch.export.layout_from_settings(image, settings) gives exactly "
                                              "the layout shown above.")
-    open_help = ("Sets the Patch layout page to this step's strategy, sizes and budget share, with this image, "
-                 "and opens it.")
-    if image_key is None:
-        c2.button("Open in Patch layout", icon=":material/grid_view:", key="demo_open", width="stretch", disabled=True,
-                  help=open_help)
+    dataset = sc.image.startswith("dataset:")
+    # st.switch_page through state.switch_page keeps the session's images (uploads and the demo's own)
+    if c2.button("Open in Patch layout", icon=":material/grid_view:", key="demo_open", width="stretch",
+                 on_click=demo.open_step, args=(sc,),
+                 help="Sets the Patch layout page to this step's strategy, sizes and budget share, selects this "
+                      "image" + (" (added to the sidebar's image list)" if dataset else "") + " and opens it."):
+        state.switch_page("pages/layout.py")
+    if dataset and demo.layout_key(sc, view.digest) is None:
         file = sc.image.split(":", 1)[1]
-        c3.caption(f"`{file}` is in the bundled dataset, not in the sidebar's image list: upload this file "
-                   "in the sidebar to open the step on Patch layout.")
+        c3.caption(f"`{file}` is an image of the bundled dataset: opening the step adds it to the sidebar's image "
+                   "list. The exported settings reproduce this layout on the same file.")
         c3.download_button("Download the image", data=demo.image_bytes(sc), file_name=file, key="demo_image",
                            on_click="ignore", icon=":material/image:", type="tertiary")
-    elif image_key.startswith("upload:"):
-        # Two steps: st.switch_page from a button drops the sidebar's uploads for the switched run (Streamlit
-        # 1.67), which would show another image; a page link keeps them, as the sidebar's navigation does.
-        if demo.is_applied(sc, image_key):
-            c2.page_link("pages/layout.py", label="Open Patch layout", icon=":material/grid_view:", width="stretch")
-            c3.caption("Patch layout has this step's settings, on your upload of the same file.")
-        else:
-            c2.button("Apply on Patch layout", icon=":material/grid_view:", key="demo_open", width="stretch",
-                      on_click=demo.open_on_layout, args=(sc, image_key),
-                      help="Sets the Patch layout page to this step's settings, on your upload of the same file; "
-                           "then open it with the link that appears here.")
-            c3.caption("Your upload has the same bytes as this bundled image, so the step can be opened on it.")
     else:
-        if c2.button("Open in Patch layout", icon=":material/grid_view:", key="demo_open", width="stretch",
-                     on_click=demo.open_on_layout, args=(sc, image_key), help=open_help):
-            state.switch_page("pages/layout.py")
         c3.caption("The exported settings reproduce this layout exactly: "
                    "`adapatch.export.layout_from_settings(image, settings)`.")
 

@@ -37,6 +37,14 @@ def _step(at: AppTest) -> int:
     return at.session_state["ap_settings"].get("demo_step", 0)
 
 
+def _png(a: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(a, 0, 1) * 255).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def _scene_image(sc: demo.Scene) -> np.ndarray:
     kind, name = sc.image.split(":", 1)
     return ap.load_image(sample_path(name) if kind == "sample" else DATASET_DIR / name)
@@ -124,8 +132,12 @@ def test_exported_settings_reproduce_the_layout(views, key: str) -> None:
         assert np.array_equal(ns["layout"].boxes, view.main.layout.boxes)
 
 
-@pytest.mark.parametrize("index", [i for i, s in enumerate(demo.SCENES) if s.image.startswith("sample:")])
+@pytest.mark.parametrize("index", range(N))
 def test_open_in_patch_layout_puts_the_settings_in_place(views, index: int) -> None:
+    """Every step's "Open in Patch layout" leads to Patch layout with the step's image selected and its
+    settings in place: the page computes the same layout (the same token count) as the step shows. A
+    dataset image, which is not a bundled sample, is added to the session's image list as an upload of
+    its file would be."""
     sc = demo.SCENES[index]
     view = views[sc.key]
     app = AppTest.from_file(APP, default_timeout=180)
@@ -133,11 +145,19 @@ def test_open_in_patch_layout_puts_the_settings_in_place(views, index: int) -> N
     app.switch_page(PAGE).run()
     app.segmented_control(key="w_demo_step").set_value(index).run()
     _ok(app)
+    assert not app.button(key="demo_open").disabled
     app.button(key="demo_open").click().run()
     _ok(app)
     assert app.title[0].value == "Patch layout"
-    assert app.session_state["ap_current"] == sc.image
-    assert app.selectbox(key="w_image").value == sc.image
+    key = app.session_state["ap_current"]
+    if sc.image.startswith("sample:"):
+        assert key == sc.image
+    else:  # the dataset file, as its upload: same key, digest and pixels
+        entry = app.session_state["ap_images"][key]
+        assert key == f"upload:{view.digest}" and entry.digest == view.digest
+        assert entry.source == sc.image.split(":", 1)[1] and "bundled dataset" in entry.name
+        assert np.array_equal(entry.array, demo.load_entry(sc.image).array)
+    assert app.selectbox(key="w_image").value == key
     s = app.session_state["ap_settings"]
     assert (s["strategy"], tuple(s["sizes"]), s["use_budget"], s["budget_fraction"]) == \
         (sc.strategy, sc.sizes, True, sc.fraction)
@@ -147,30 +167,62 @@ def test_open_in_patch_layout_puts_the_settings_in_place(views, index: int) -> N
     assert app.slider(key="w_budget_fraction").value == pytest.approx(sc.fraction)
 
 
-def test_a_dataset_scene_opens_once_its_image_is_uploaded() -> None:
-    """A dataset image is not in the sidebar's list: Open is disabled and the page says how to get it there.
-    Once the same file is uploaded, "Apply on Patch layout" sets the step's settings on the upload and a page
-    link opens Patch layout (the e2e test follows it: a link keeps the sidebar's uploads, ``st.switch_page``
-    from a button does not)."""
-    index = next(i for i, s in enumerate(demo.SCENES) if s.image.startswith("dataset:"))
+def _uploads(app: AppTest) -> list[str]:
+    """The sidebar's image list, less the bundled samples (labels as shown)."""
+    return [o for o in app.selectbox(key="w_image").options if not o.startswith("Sample · ")]
+
+
+def _dataset_index() -> int:
+    return next(i for i, s in enumerate(demo.SCENES) if s.image.startswith("dataset:"))
+
+
+def test_a_dataset_image_opened_from_the_demo_stays_in_the_image_list() -> None:
+    """The image the demo added survives page switches, the uploader's own changes (another file added and
+    removed) and a second click (no duplicate entry), and never counts as the user's upload."""
+    index = _dataset_index()
     sc = demo.SCENES[index]
     app = AppTest.from_file(APP, default_timeout=180)
     app.run()
     app.switch_page(PAGE).run()
     app.segmented_control(key="w_demo_step").set_value(index).run()
+    assert any("bundled dataset" in c.value and "adds it" in c.value for c in app.caption)
+    app.button(key="demo_open").click().run()
     _ok(app)
-    assert app.button(key="demo_open").disabled
-    assert any("upload this file" in c.value for c in app.caption)
+    key = app.session_state["ap_current"]
+    assert app.title[0].value == "Patch layout" and key.startswith("upload:")
+    app.switch_page("pages/saliency.py").run()
+    app.switch_page(PAGE).run()
+    _ok(app)
+    assert _uploads(app) == ["Upload · photo_gravel.jpg (bundled dataset)"]  # the sidebar's list, as labelled
+    assert not any("adds it" in c.value for c in app.caption)  # in the list now: nothing to add
+    app.button(key="demo_open").click().run()
+    _ok(app)
+    assert app.session_state["ap_current"] == key
+    assert _uploads(app) == ["Upload · photo_gravel.jpg (bundled dataset)"]  # no second copy
+    rng = np.random.default_rng(0)
+    app.file_uploader(key="uploader").set_value(("noise.png", _png(rng.random((40, 40, 3))), "image/png")).run()
+    _ok(app)
+    app.file_uploader(key="uploader").set_value(None).run()  # the user's upload removed again
+    _ok(app)
+    assert _uploads(app) == ["Upload · photo_gravel.jpg (bundled dataset)"]  # the noise upload gone, ours kept
+    assert key in app.session_state["ap_images"]
+    assert not app.session_state["ap_uploads_detached"]  # the uploader's removals count again
+
+
+def test_a_dataset_scene_opens_on_the_users_upload_of_the_same_file() -> None:
+    """When the user has uploaded the same file, the step opens on that upload (no second copy)."""
+    index = _dataset_index()
+    sc = demo.SCENES[index]
+    app = AppTest.from_file(APP, default_timeout=180)
+    app.run()
+    app.switch_page(PAGE).run()
+    app.segmented_control(key="w_demo_step").set_value(index).run()
     app.file_uploader(key="uploader").set_value((sc.image.split(":", 1)[1], demo.image_bytes(sc), "image/jpeg")).run()
     _ok(app)
     upload = app.session_state["ap_current"]
     assert upload.startswith("upload:") and _step(app) == index
-    assert not app.button(key="demo_open").disabled and not app.get("page_link")
     app.button(key="demo_open").click().run()
     _ok(app)
-    assert app.title[0].value == "Demo" and app.session_state["ap_current"] == upload
-    s = app.session_state["ap_settings"]
-    assert (s["strategy"], tuple(s["sizes"]), s["use_budget"], s["budget_fraction"]) == \
-        (sc.strategy, sc.sizes, True, sc.fraction)
-    links = app.get("page_link")
-    assert len(links) == 1 and "Patch layout" in links[0].proto.label
+    assert app.title[0].value == "Patch layout" and app.session_state["ap_current"] == upload
+    records = app.session_state["ap_uploads"].values()
+    assert [r["key"] for r in records] == [upload] and not any(r.get("kept") for r in records)

@@ -6,14 +6,15 @@ the adaptive layout that lost, or the task model's own grids). ``build_step`` co
 step shows with ``adapatch`` calls only (``layout_from_settings``, ``layout_for_budget``,
 ``fidelity``, ``efficiency``, the task model); ``step_view`` is its cached wrapper. The main
 layout of a step is made from its *settings* (``adapatch.export`` format, the Patch layout page's
-recipe), so the exported JSON gives exactly the layout the step shows, and ``open_on_layout`` puts
-the same settings on the Patch layout page.
+recipe), so the exported JSON gives exactly the layout the step shows, and ``open_step`` puts the
+same settings on the Patch layout page, with the step's image selected (a dataset image is added to
+the session's image list as an upload of its file would be).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,13 @@ from adapatch.samples import DATASET_DIR, task_sample_label
 
 from . import state
 from .compute import DISPLAY_SIDE, full_settings, saliency_spec
-from .images import ImageEntry, digest_of, fit_for_compute, load_sample_entry
+from .images import (
+    ImageEntry,
+    decode_upload,
+    digest_of,
+    fit_for_compute,
+    load_sample_entry,
+)
 from .recipes import Budget, describe
 
 VIT = "ViT-B"
@@ -395,13 +402,37 @@ def picked() -> None:
 
 def layout_key(scene_: Scene, digest: str) -> str | None:
     """The sidebar's key of the scene's image, or None when the image is not in the sidebar's list
-    (a dataset image counts once the same file is uploaded)."""
+    (a dataset image is there once the same file is uploaded, or once ``ensure_image`` added it)."""
     if scene_.image.startswith("sample:"):
         return scene_.image if scene_.image in state.image_options() else None
     for e in state.uploaded_entries():
         if e.digest == digest:
             return e.key
     return None
+
+
+def dataset_upload(scene_: Scene) -> ImageEntry:
+    """A dataset scene's image as the upload of its file would be (``images.decode_upload`` of the
+    same bytes: the same key, digest, array and settings source), named as a bundled dataset image."""
+    file = scene_.image[len("dataset:"):]
+    entry = decode_upload(file, image_bytes(scene_))
+    return replace(entry, name=f"{entry.name} (bundled dataset)")
+
+
+def ensure_image(scene_: Scene) -> str:
+    """The sidebar's key of the scene's image, putting a dataset image in the session's image list
+    first (``state.add_image``, as if its file had been uploaded) when it is not there yet."""
+    if scene_.image.startswith("sample:"):
+        return scene_.image
+    data = image_bytes(scene_)
+    key = layout_key(scene_, digest_of(data))
+    return key if key is not None else state.add_image(dataset_upload(scene_))
+
+
+def open_step(scene_: Scene) -> None:
+    """Callback of the Demo's "Open in Patch layout", for every step: the step's image in the sidebar's
+    list and selected, and the step's settings on the Patch layout page (``open_on_layout``)."""
+    open_on_layout(scene_, ensure_image(scene_))
 
 
 def open_on_layout(scene_: Scene, image_key: str) -> None:
@@ -415,14 +446,6 @@ def open_on_layout(scene_: Scene, image_key: str) -> None:
     state.put("vit", VIT)
     state.set_current(image_key)
     st.session_state.pop("w_image", None)  # the sidebar re-seeds its image box from the current image
-
-
-def is_applied(scene_: Scene, image_key: str) -> bool:
-    """Whether the Patch layout page already has this step's settings and image (``open_on_layout``)."""
-    same = (state.current_key() == image_key and state.get("strategy") == scene_.strategy
-            and tuple(state.get("sizes")) == tuple(scene_.sizes) and bool(state.get("use_budget"))
-            and abs(float(state.get("budget_fraction")) - scene_.fraction) < 1e-9 and state.get("vit") == VIT)
-    return same and (scene_.strategy != "quadtree" or state.get("importance") == scene_.importance)
 
 
 def export_name(index: int, scene_: Scene) -> str:

@@ -18,7 +18,7 @@ from .images import (MAX_UPLOADS, ImageEntry, clean_name, decode_upload, load_sa
                      task_sample_keys, upload_error_line)
 
 IMAGES = "ap_images"  # dict key -> ImageEntry for uploaded images (samples come from the cache)
-UPLOADS = "ap_uploads"  # dict file_id -> {"name", "key" | None, "error" | None}
+UPLOADS = "ap_uploads"  # dict file_id -> {"name", "key" | None, "error" | None[, "kept": True]}
 CURRENT = "ap_current"  # key of the image being explored
 SETTINGS = "ap_settings"
 DEVICE = "ap_device"
@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     # model picker (app_support.model_source): "task" | "file" | "timm"
     "model_source": "task",
     "model_timm_name": "",
+    "model_preprocess": "imagenet",  # input normalisation of an uploaded checkpoint that does not say its own
     "selector_k": 16,
     # pruning
     "prune_patch": 16,
@@ -142,7 +143,7 @@ def sync_uploads(files: list | None) -> list[str]:
             continue
         name = clean_name(getattr(f, "name", "upload"))
         rec: dict[str, Any] = {"name": name, "key": None, "error": None}
-        good = sum(1 for r in records.values() if r["key"])
+        good = sum(1 for r in records.values() if r["key"] and not r.get("kept"))
         try:
             if good >= MAX_UPLOADS:
                 raise ImageError(f"only {MAX_UPLOADS} images are kept per session; remove some first")
@@ -156,10 +157,11 @@ def sync_uploads(files: list | None) -> list[str]:
         except Exception as e:  # a decoder bug must not take the session down  # noqa: BLE001
             rec["error"] = upload_error_line(e)
         records[fid] = rec
-    if ss.get(DETACHED) and set(records) <= set(ids):
+    from_uploader = [k for k, r in records.items() if not r.get("kept")]  # not the app's own (add_image)
+    if ss.get(DETACHED) and set(from_uploader) <= set(ids):
         ss[DETACHED] = False  # the uploader shows every file again: removals count again
     if not ss.get(DETACHED):
-        for fid in [k for k in records if k not in ids]:  # removed from the uploader
+        for fid in [k for k in from_uploader if k not in ids]:  # removed from the uploader
             del records[fid]
     live = {r["key"] for r in records.values() if r["key"]}
     for key in [k for k in images if k not in live]:
@@ -167,6 +169,22 @@ def sync_uploads(files: list | None) -> list[str]:
     if ss[CURRENT] not in live and not ss[CURRENT].startswith("sample:"):
         ss[CURRENT] = DEFAULT_IMAGE
     return new_keys
+
+
+def add_image(entry: ImageEntry) -> str:
+    """Put ``entry`` (an upload-like image the app itself opens, e.g. a Demo step's bundled dataset
+    image from ``images.decode_upload``) in the session's image list, next to the uploads, and return
+    its key. It is kept like an upload (across page switches, cached by its digest) but does not
+    depend on the sidebar's uploader: removing files there never removes it, and it does not count
+    towards ``MAX_UPLOADS``. Adding the same image again (same key) changes nothing."""
+    init()
+    ss = st.session_state
+    records: dict[str, dict] = ss[UPLOADS]
+    if entry.key not in ss[IMAGES]:
+        ss[IMAGES][entry.key] = entry
+    if not any(r["key"] == entry.key for r in records.values()):
+        records[f"app:{entry.key}"] = {"name": entry.name, "key": entry.key, "error": None, "kept": True}
+    return entry.key
 
 
 def switch_page(page: str) -> None:

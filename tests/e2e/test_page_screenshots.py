@@ -4,8 +4,7 @@ Visits each page listed in ``app.py``'s ``PAGES`` (read from the file, so a new 
 waits until the script finished and the pictures loaded, asserts there is no exception and no
 error element, and saves ``test-artifacts/e2e/pages/<page>.png`` (the 1440x900 viewport) and
 ``<page>_full.png`` (the whole page, 1440 px wide). The Demo page is also shot at every step, and a
-dataset scene is opened on Patch layout after its image is uploaded (the page link AppTest cannot
-follow).
+dataset scene (an image that is not a bundled sample) is opened on Patch layout with its button.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import re
 from pathlib import Path
 
 from adapatch.app_support import demo
-from adapatch.samples import DATASET_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -126,37 +124,35 @@ def test_screenshot_of_every_page(page, app_url, artifacts):
         print("console errors:", page.console_errors)
 
 
-def test_demo_dataset_scene_opens_on_patch_layout_after_upload(page, app_url, artifacts):
-    from playwright.sync_api import expect
-
+def test_demo_dataset_scene_opens_on_patch_layout(page, app_url, artifacts):
+    """A dataset scene's "Open in Patch layout" (its image is not a bundled sample, nothing uploaded): Patch
+    layout opens with the dataset image selected in the sidebar and the step's token count."""
     index = next(i for i, s in enumerate(demo.SCENES) if s.image.startswith("dataset:"))
     sc = demo.SCENES[index]
     expected = demo.build_step(sc, "cpu").main.tokens
     page.set_viewport_size(VIEWPORT)
-    page.goto(f"{app_url}/demo-story")
+    page.goto(app_url)  # then the sidebar: a cold server answers a first deep link with a "Page not found" dialog
     main = page.locator('[data-testid="stMain"]')
     main.locator("h1").first.wait_for(timeout=120_000)
     _settle(page)
+    _go(page, "Demo", "demo-story")
     main.get_by_text(f"{index + 1} · {sc.label}", exact=True).click()  # the step selector
     main.locator("h3").filter(has_text=f"{index + 1}. ").first.wait_for(timeout=120_000)
     _settle(page)
     open_button = main.get_by_role("button", name=re.compile("Open in Patch layout"))
-    assert open_button.is_disabled()
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(DATASET_DIR / sc.image.split(":", 1)[1]))
-    apply_button = main.get_by_role("button", name=re.compile("Apply on Patch layout"))
-    expect(apply_button).to_be_enabled(timeout=120_000)  # the upload has the dataset file's bytes: now openable
-    _settle(page)
-    apply_button.click()
-    link = main.get_by_role("link", name=re.compile("Open Patch layout"))
-    link.wait_for(timeout=120_000)
-    _settle(page)
-    link.click()
+    assert open_button.is_enabled()
+    open_button.click()
     _wait_path(page, "patch-layout")
     main.get_by_role("heading", name="Patch layout").first.wait_for(timeout=120_000)
     _settle(page)
     _check(page, "Patch layout opened from the demo")
+    file = sc.image.split(":", 1)[1]
+    picked = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(has_text="Image to explore")
+    shown = picked.evaluate("e => e.textContent + ' ' + [...e.querySelectorAll('input')].map(i => i.value).join(' ')")
+    assert file in shown  # the dataset image is the sidebar's current image
+    assert main.get_by_text(f"{file} (bundled dataset)").count() >= 1  # and the page's
     tokens = main.locator('[data-testid="stMetric"]').filter(
         has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(r"^\s*Tokens\s*$")))
     assert tokens.locator('[data-testid="stMetricValue"]').inner_text().strip().replace(",", "") == str(expected)
     _shoot(page, artifacts / "pages" / f"demo_opened_{sc.key}.png")
-
+    assert not page.real_errors(), page.real_errors()

@@ -231,11 +231,12 @@ def test_timm_option_is_absent_without_timm(monkeypatch) -> None:
 def _fake_timm(fail: bool) -> types.ModuleType:
     mod = types.ModuleType("timm")
 
-    def create_model_(name: str, pretrained: bool = False):
-        if fail:
+    def create_model_(name: str, pretrained: bool = False, **kw):
+        if fail and pretrained:  # the architecture builds (on meta, before any download); the weights fail
             raise RuntimeError("Hub unreachable\nsecond line of a long trace")
         torch.manual_seed(0)
-        return create_model("ViT-Ti", device="cpu", img_size=32, depth=2, num_classes=10)
+        from adapatch.model import ViTConfig, VisionTransformer  # built where torch's default device says (meta first)
+        return VisionTransformer(ViTConfig(img_size=32, patch_size=16, dim=192, depth=2, heads=3, num_classes=10))
 
     mod.create_model = create_model_
     return mod
@@ -332,3 +333,32 @@ def test_model_frame_token_maps_are_tinted_without_enlargement(monkeypatch) -> N
     png = compute.overlay_png(types.SimpleNamespace(digest="tint-test-272"), {}, kind="tokens", max_side=None)
     b, g, r = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[264, 264].astype(int)  # a dropped token
     assert b > r + 30, (b, g, r)
+
+
+def test_bare_state_dict_upload_asks_for_its_normalisation(tmp_path, monkeypatch) -> None:
+    """A bare state dict does not say how inputs were normalised: the picker offers ImageNet / CLIP /
+    0.5 (ImageNet by default, said in the help), loads with the pick, and reloads when it changes."""
+    import adapatch.model as am
+    from adapatch.app_support import model_source as ms
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    vit = create_model("ViT-Ti", device="cpu", img_size=32, depth=2, num_classes=10)
+    vit.pretrained = True
+    path = tmp_path / "bare.safetensors"
+    save_file(dict(vit.state_dict()), str(path))  # no adapatch metadata
+    seen = []
+    real = am.load_model_bytes
+    monkeypatch.setattr(am, "load_model_bytes", lambda *a, **k: seen.append(k.get("preprocess")) or real(*a, **k))
+    at = _app("pages/pruning.py")
+    at.selectbox(key="w_prune_scorer").set_value("attention").run()
+    at.radio(key="w_model_source").set_value("file").run()
+    _upload(at, path)
+    _ok(at)
+    box = at.selectbox(key="w_model_preprocess")
+    assert box.value == "imagenet" and "default: ImageNet" in box.help
+    assert set(box.options) == {ms.PREPROCESS_LABELS[k] for k in ms.PREPROCESS_LABELS}
+    assert seen and seen[-1] == "imagenet"
+    box.set_value("half").run()
+    _ok(at)
+    assert seen[-1] == "half"

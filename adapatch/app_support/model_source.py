@@ -29,6 +29,9 @@ from .images import clean_name, digest_of, md_escape
 
 SOURCES = {"task": "Bundled task model (cluttered digits)", "file": "Local checkpoint file",
            "timm": "timm model name"}
+PREPROCESS_LABELS = {"imagenet": "ImageNet mean/std (DeiT, most timm ImageNet weights)",
+                     "clip": "OpenAI CLIP mean/std", "half": "mean = std = 0.5 (augreg ViTs, SigLIP)"}
+"""Input normalisations offered for an uploaded checkpoint that does not say its own (default: ImageNet)."""
 CHECKPOINT_TYPES = tuple(s.lstrip(".") for s in CHECKPOINT_SUFFIXES)  # the file uploader's types
 MODEL_FILE = "ap_model_file"  # {"name", "digest", "data", "file_id"} of the uploaded checkpoint
 MODEL_ERRORS = "ap_model_errors"  # {ModelRef.key: one-line reason} of sources that failed to load
@@ -45,11 +48,14 @@ class ModelRef:
     kind: str
     name: str
     digest: str = ""
+    preprocess: str = ""
+    """For a file that does not say its input normalisation: the one picked (``PREPROCESS_LABELS``)."""
 
     @property
     def key(self) -> str:
         """Cache key: different files with the same name never share results."""
-        return {"task": "task", "file": f"file:{self.digest}"}.get(self.kind, f"timm:{self.name}")
+        file_key = f"file:{self.digest}" + (f":{self.preprocess}" if self.preprocess else "")
+        return {"task": "task", "file": file_key}.get(self.kind, f"timm:{self.name}")
 
     @property
     def label(self) -> str:
@@ -110,7 +116,7 @@ def current_ref() -> ModelRef:
     kind = state.get("model_source")
     if kind == "file":
         f = ss.get(MODEL_FILE)
-        return ModelRef("file", f["name"], f["digest"]) if f else ModelRef("file", NO_FILE)
+        return ModelRef("file", f["name"], f["digest"], file_preprocess(f)) if f else ModelRef("file", NO_FILE)
     if kind == "timm" and timm_unavailable() is None:
         return ModelRef("timm", str(state.get("model_timm_name") or "").strip())
     return ModelRef("task", "task")
@@ -123,10 +129,19 @@ def run_device(device: str | None = None) -> str:
     return str(resolve_device(state.device() if device is None else device))
 
 
+def file_preprocess(f: dict) -> str:
+    """The normalisation to load an uploaded file with: "" when the file says its own, else the
+    setting picked under the uploader (``model_preprocess``, ImageNet by default)."""
+    if f.get("known"):
+        return ""
+    pre = state.get("model_preprocess")
+    return pre if pre in PREPROCESS_LABELS else "imagenet"
+
+
 @st.cache_resource(max_entries=2, show_spinner="Loading the checkpoint…")
-def _file_model(digest: str, name: str, device: str, _data: bytes):
+def _file_model(digest: str, name: str, device: str, preprocess: str, _data: bytes):
     from adapatch.model import load_model_bytes
-    return load_model_bytes(_data, name, device=device)
+    return load_model_bytes(_data, name, device=device, **({"preprocess": preprocess} if preprocess else {}))
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the timm model (downloads weights from timm's hub)…")
@@ -153,7 +168,7 @@ def load(ref: ModelRef, device: str | None = None):
             f = ss.get(MODEL_FILE)
             if not f or f["digest"] != ref.digest:
                 raise ValueError("this checkpoint is no longer loaded; upload it again")
-            return _file_model(f["digest"], f["name"], dev, f["data"])
+            return _file_model(f["digest"], f["name"], dev, file_preprocess(f), f["data"])
         return _timm_model(ref.name, dev)
     except Exception as e:  # noqa: BLE001 - remembered, whatever it is, so a rerun does not retry it
         ss[MODEL_ERRORS][ref.key] = _reason(e)
@@ -198,20 +213,23 @@ def accept_upload(name: str, data: bytes, file_id: str = "", device: str | None 
     previous file, if any, stays. A failure is remembered for these bytes (``MODEL_ERRORS``), so
     the same file is not parsed again in this session (``Forget``/a new upload of other bytes only).
     """
+    from adapatch.model.weights import normalisation_known
     ss = _session()
     name = checkpoint_name(name)
     digest = digest_of(bytes(data))
-    key = f"file:{digest}"
-    if key in ss[MODEL_ERRORS]:
-        raise ValueError(ss[MODEL_ERRORS][key])
-    try:
-        _file_model(digest, name, run_device(device), bytes(data))  # validates: raises before anything is kept
+    f = {"name": name, "digest": digest, "data": bytes(data), "file_id": file_id,
+         "known": normalisation_known(bytes(data), name)}
+    ref = ModelRef("file", name, digest, file_preprocess(f))
+    if ref.key in ss[MODEL_ERRORS]:
+        raise ValueError(ss[MODEL_ERRORS][ref.key])
+    try:  # validates: raises before anything is kept
+        _file_model(digest, name, run_device(device), ref.preprocess, bytes(data))
     except Exception as e:  # noqa: BLE001
-        ss[MODEL_ERRORS][key] = _reason(e)
-        raise ValueError(ss[MODEL_ERRORS][key]) from None
-    ss[MODEL_FILE] = {"name": name, "digest": digest, "data": bytes(data), "file_id": file_id}
-    ss[MODEL_ERRORS].pop(f"file:{digest}", None)
-    return ModelRef("file", name, digest)
+        ss[MODEL_ERRORS][ref.key] = _reason(e)
+        raise ValueError(ss[MODEL_ERRORS][ref.key]) from None
+    ss[MODEL_FILE] = f
+    ss[MODEL_ERRORS].pop(ref.key, None)
+    return ref
 
 
 def forget_upload() -> None:
@@ -238,6 +256,12 @@ def _file_widgets() -> None:
         if last.get("error"):
             st.error(md_escape(last["error"]), icon=":material/error:")
     kept = ss.get(MODEL_FILE)
+    if kept and not kept.get("known"):
+        state.widget("model_preprocess", st.selectbox, "Input normalisation", options=list(PREPROCESS_LABELS),
+                     format_func=PREPROCESS_LABELS.get,
+                     help="This file does not say how its inputs were normalised, so pick it (default: ImageNet "
+                          "mean/std, what DeiT and most timm ImageNet weights use). A wrong choice shifts every "
+                          "logit. Files saved by adapatch (save_model) carry their own.")
     if kept:
         st.caption(f"Using **{md_escape(kept['name'])}** ({len(kept['data']) / 1e6:.1f} MB, kept in this session "
                    "only).")

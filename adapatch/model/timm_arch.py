@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .vit import ViTConfig
+from .vit import ViTConfig, VisionTransformer
 
 SUPPORTED_CLASSES = ("VisionTransformer", "VisionTransformerDistilled", "Eva")
 _CLASS_FEATURE = {
@@ -85,6 +85,8 @@ def config_from_timm(tm, name: str = "timm model") -> ViTConfig:
 
 
 def _config_from_timm(tm, name: str) -> ViTConfig:
+    if isinstance(tm, VisionTransformer):  # already adapatch's ViT (e.g. a hub entry that returns one)
+        return ViTConfig.from_dict({**tm.config.to_dict(), "name": name})
     cls = _name(tm)
     if cls not in SUPPORTED_CLASSES:
         raise Unsupported(_CLASS_FEATURE.get(cls, f"the timm architecture class {cls}"))

@@ -437,6 +437,12 @@ def load_model_bytes(data: bytes, name: str = "checkpoint.safetensors", device: 
         raise _as_value_error(e, f"{name} could not be loaded") from None
 
 
+def normalisation_known(data: bytes, name: str) -> bool:
+    """Whether checkpoint bytes say how their inputs are normalised (``save_model``'s metadata);
+    a bare state dict does not, and then ``preprocess=`` must be given."""
+    return str(name).lower().endswith(".safetensors") and "adapatch.config" in safetensors_metadata(data)
+
+
 def safetensors_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` strings of safetensors bytes (header only; {} when absent or unreadable)."""
     if len(data) < 8:
@@ -491,7 +497,8 @@ def timm_arch_config(name: str, **model_args) -> ViTConfig:
     (no weights, no memory, no download); refuses unknown names and unsupported features."""
     timm = _import_timm()
     base = name.split(".")[0]
-    if not timm.is_model(base):
+    is_model = getattr(timm, "is_model", None)
+    if is_model is not None and not is_model(base):
         raise ValueError(f"timm has no architecture called {base!r}")
     try:
         with torch.device("meta"):
@@ -551,8 +558,13 @@ def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> Vi
         why = "offline and its weights are not cached" if not online else _first_line(e)
         raise ValueError(_one_line(f"timm could not provide pretrained weights for {name!r}: {why}")) from None
     try:
-        dc = timm.data.resolve_model_data_config(tm)
+        try:
+            dc = dict(timm.data.resolve_model_data_config(tm))
+        except AttributeError:  # a timm without resolve_model_data_config: the model's pretrained_cfg
+            dc = dict(getattr(tm, "pretrained_cfg", None) or {})
         cfg = config_from_timm(tm, name)
+        dc.setdefault("mean", cfg.mean)
+        dc.setdefault("std", cfg.std)
         cfg = ViTConfig.from_dict({**cfg.to_dict(), "mean": tuple(dc["mean"]), "std": tuple(dc["std"]),
                                    **_apply_preprocess(overrides)})
         model = model_from_state_dict(tm.state_dict(), cfg, f"timm {name}", device)

@@ -272,9 +272,9 @@ def test_efficiency_summary_is_the_library_summary() -> None:
     assert f"(median {s.p50_tokens:,}, p95 {s.p95_tokens:,}, max {s.max_tokens:,})" in text
     assert f"{100 * s.reduction_vs_uniform16:.0f}% fewer" in text or f"{-100 * s.reduction_vs_uniform16:.0f}% more" in text
     assert f"PSNR {s.psnr:.1f} dB" in text
-    table = at.dataframe[1].value  # per strategy, all images together
-    assert table.loc["quadtree", "total tokens"] == f"{s.total_tokens:,}"
-    assert table.loc["quadtree", "ViT-B MACs vs uniform 16 px, ratio of totals"] == f"×{s.speedup_vs_uniform16:.2f} faster"
+    table = at.dataframe[1].value  # all images together: a row per measure, a column per strategy
+    assert table.loc["total tokens", "quadtree"] == f"{s.total_tokens:,}"
+    assert table.loc["ViT-B MACs vs uniform 16 px, ratio of totals", "quadtree"] == f"×{s.speedup_vs_uniform16:.2f} faster"
 
 
 def test_efficiency_page_without_any_adaptive_layout() -> None:

@@ -199,6 +199,16 @@ def test_blocks_receive_our_tables(name):
         half = bool(getattr(attn, "rotate_half", False))
         ref = torch.cat([q[:, :, :npt], _timm_apply(q[:, :, npt:], got, half)], dim=2)
         torch.testing.assert_close(apply_rope(q, mine, npt, cfg.rotate_half), ref, atol=1e-6, rtol=0)
+    # a different token subset per image (pruning): timm's patch-dropout path gathers its table rows
+    # into exactly the batched shapes the centres give ([B, 1, k, D], or [depth, B, heads, k, D])
+    if "pos_embed_has_batch" in inspect.signature(pes.apply_keep_indices_nlc).parameters:
+        n = grid[0] * grid[1]
+        gen = torch.Generator().manual_seed(0)
+        keep = torch.stack([torch.randperm(n, generator=gen)[: n // 3] for _ in range(2)])
+        full = _eva_table(model, model.rope, grid)
+        ref = pes.apply_keep_indices_nlc(torch.zeros(2, n // 3, 1), full, keep)
+        ref = ref.transpose(0, 1) if rope.per_layer else ref.unsqueeze(1)  # as Eva._pos_embed does
+        torch.testing.assert_close(rope(grid_centers(grid)[keep], grid), ref, atol=ATOL, rtol=0)
 
 
 def _timm_apply(x: torch.Tensor, emb: torch.Tensor, half: bool) -> torch.Tensor:

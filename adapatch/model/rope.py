@@ -58,6 +58,7 @@ but never applied: these tables are timm's eval-mode tables.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Sequence
 
@@ -355,6 +356,11 @@ def _infer_linear_bands(rope: nn.Module, dim: int, in_pixels: bool, ref, tempera
 def _dinov3_config(rope: nn.Module) -> RopeConfig:
     temperature = getattr(rope, "temperature", None)
     mn, mx = getattr(rope, "min_period", None), getattr(rope, "max_period", None)
+    indexing = getattr(rope, "grid_indexing", "ij")
+    home = sys.modules.get(type(rope).__module__)
+    if indexing == "xy" and home is not None and not hasattr(home, "_build_grid"):
+        # before timm's shared _build_grid, DINOv3's 'xy' kept the (row, col) channel order
+        raise ValueError("dinov3 rope with grid_indexing='xy' from an older timm (its channel order differs)")
     return RopeConfig(kind="dinov3", head_dim=int(rope.dim), rotate_half=bool(getattr(rope, "rotate_half", True)),
                       grid_indexing=getattr(rope, "grid_indexing", "ij"),
                       grid_offset=float(getattr(rope, "grid_offset", 0.0)),

@@ -181,6 +181,7 @@ def test_a_dataset_image_opened_from_the_demo_stays_in_the_image_list() -> None:
     removed) and a second click (no duplicate entry), and never counts as the user's upload."""
     index = _dataset_index()
     sc = demo.SCENES[index]
+    label = f"Upload · {sc.image.split(':', 1)[1]} (bundled dataset)"  # as the sidebar lists it
     app = AppTest.from_file(APP, default_timeout=180)
     app.run()
     app.switch_page(PAGE).run()
@@ -193,18 +194,18 @@ def test_a_dataset_image_opened_from_the_demo_stays_in_the_image_list() -> None:
     app.switch_page("pages/saliency.py").run()
     app.switch_page(PAGE).run()
     _ok(app)
-    assert _uploads(app) == ["Upload · photo_gravel.jpg (bundled dataset)"]  # the sidebar's list, as labelled
+    assert _uploads(app) == [label]  # in the sidebar's list
     assert not any("adds it" in c.value for c in app.caption)  # in the list now: nothing to add
     app.button(key="demo_open").click().run()
     _ok(app)
     assert app.session_state["ap_current"] == key
-    assert _uploads(app) == ["Upload · photo_gravel.jpg (bundled dataset)"]  # no second copy
+    assert _uploads(app) == [label]  # no second copy
     rng = np.random.default_rng(0)
     app.file_uploader(key="uploader").set_value(("noise.png", _png(rng.random((40, 40, 3))), "image/png")).run()
     _ok(app)
     app.file_uploader(key="uploader").set_value(None).run()  # the user's upload removed again
     _ok(app)
-    assert _uploads(app) == ["Upload · photo_gravel.jpg (bundled dataset)"]  # the noise upload gone, ours kept
+    assert _uploads(app) == [label]  # the noise upload gone, ours kept
     assert key in app.session_state["ap_images"]
     assert not app.session_state["ap_uploads_detached"]  # the uploader's removals count again
 

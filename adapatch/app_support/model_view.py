@@ -252,11 +252,17 @@ def results_table() -> None:
         "measured speed-up (batch 256)": r["speedup_batched"], "measured speed-up (batch 1)": r["speedup_batch1"],
     } for r in rows])
     fmt = st.column_config.NumberColumn
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "accuracy": fmt(format="%.3f"), "MACs (M)": fmt(format="%.2f", help=f"Per image. {MACS_NOTE}"),
-        "predicted speed-up": fmt(format="%.2fx", help="From the MACs."),
-        "measured speed-up (batch 256)": fmt(format="%.2fx"),
-        "measured speed-up (batch 1)": fmt(format="%.2fx")})
+    over = "over the full 8 px grid (uniform 8 px)"
+    st.dataframe(table, hide_index=True, width="stretch", height=ui.table_height(len(table)), column_config={
+        "method": st.column_config.Column("Method"),
+        "tokens": st.column_config.Column("Tokens", help="Tokens per image (a -> b: pruned after block 1)."),
+        "accuracy": fmt("Accuracy", format="%.3f", help="On the held-out split."),
+        "MACs (M)": fmt("MACs (M)", format="%.2f", help=f"Per image. {MACS_NOTE}"),
+        "predicted speed-up": fmt("Speed-up (MACs)", format="%.2fx", help=f"Predicted from the MACs, {over}."),
+        "measured speed-up (batch 256)": fmt("Measured, b=256", format="%.2fx",
+                                             help=f"Measured speed-up {over}, batches of 256 images."),
+        "measured speed-up (batch 1)": fmt("Measured, b=1", format="%.2fx",
+                                           help=f"Measured speed-up {over}, one image at a time.")})
     st.caption(f"Accuracy and speed-ups: {ui.measurement_note('results.json', 'python -m adapatch.experiments')}. "
                f"{MACS_NOTE}")
 

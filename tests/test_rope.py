@@ -13,8 +13,17 @@ import pytest
 import torch
 
 from adapatch.model.rope import (
-    RopeConfig, RopeEmbedding, apply_rope, centers_from_boxes, centers_from_normalized, grid_centers, layer_rope,
-    rope_bands, rope_config_from_timm, rope_embedding, rope_positions,
+    RopeConfig,
+    RopeEmbedding,
+    apply_rope,
+    centers_from_boxes,
+    centers_from_normalized,
+    grid_centers,
+    layer_rope,
+    rope_bands,
+    rope_config_from_timm,
+    rope_embedding,
+    rope_positions,
 )
 
 # one config per kind and per grid flavour (as timm's RoPE ViTs use them, plus the other options)

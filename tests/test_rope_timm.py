@@ -21,10 +21,16 @@ import torch
 pytestmark = [pytest.mark.timm]
 timm = pytest.importorskip("timm")
 
-from timm.layers import pos_embed_sincos as pes  # noqa: E402
+from timm.layers import pos_embed_sincos as pes
 
-from adapatch.model.rope import (  # noqa: E402
-    RopeConfig, RopeEmbedding, apply_rope, grid_centers, layer_rope, rope_config_from_timm, rope_embedding,
+from adapatch.model.rope import (
+    RopeConfig,
+    RopeEmbedding,
+    apply_rope,
+    grid_centers,
+    layer_rope,
+    rope_config_from_timm,
+    rope_embedding,
 )
 
 ATOL = 1e-6

@@ -59,8 +59,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -464,7 +465,7 @@ def rope_bands(cfg: RopeConfig, dtype: torch.dtype = torch.float32) -> torch.Ten
             if cfg.linear_bands:
                 bands = torch.linspace(1.0, max_freq / 2, nb, dtype=dt)
             else:
-                bands = 2 ** torch.linspace(0, math.log(max_freq, 2) - 1, nb, dtype=dt)
+                bands = 2 ** torch.linspace(0, math.log(max_freq, 2) - 1, nb, dtype=dt)  # timm's log, not log2
             return bands * torch.pi
         exp = torch.arange(0, nb, 1, dtype=torch.int64).to(dt) / nb
         return 1.0 / (float(cfg.temperature) ** exp)

@@ -347,14 +347,15 @@ def fmt_tick(v: float) -> str:
 
 def log_axis(values, title: str) -> dict[str, Any]:
     """A Plotly log axis for positive ``values``: labelled ticks at 1, 2, 5 x 10^k (``log_ticks``) in
-    plain numbers (no "2k" or "1e3"), a grid line at each, no minor ticks, and ``title``."""
+    plain numbers (no "2k" or "1e3"), a grid line at each, no minor ticks, and ``title``. The range
+    starts a little below the lowest tick, so a bar of the smallest value still has a height."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v) & (v > 0)]
     lo, hi = (float(v.min()), float(v.max())) if v.size else (1.0, 10.0)
     ticks = log_ticks(lo, hi)
     return {"type": "log", "title": {"text": title}, "tickmode": "array", "tickvals": ticks,
             "ticktext": [fmt_tick(t) for t in ticks], "minor": {"showgrid": False, "ticks": ""},
-            "range": [float(np.log10(ticks[0])) - 0.02, float(np.log10(ticks[-1])) + 0.08]}
+            "range": [float(np.log10(ticks[0])) - 0.12, float(np.log10(ticks[-1])) + 0.08]}  # the lowest bar shows
 
 
 def grouped_bars_figure(categories: list[str], series: list[tuple[str, list[float], str]], *, title: str,

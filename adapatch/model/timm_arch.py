@@ -103,6 +103,9 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
     if ih != iw:
         raise Unsupported(f"a non-square native input ({ih}x{iw}; adaptive layouts of any shape still work on "
                           "square-input models)")
+    if ih % ph:
+        raise Unsupported(f"an input size that is not a multiple of the patch size ({ih} px, {ph} px patches: "
+                          "timm crops the remainder)")
     proj = pe.proj
     if tuple(proj.kernel_size) != (ph, ph) or tuple(proj.stride) != (ph, ph):
         raise Unsupported("overlapping patch embedding (kernel != stride)")
@@ -170,7 +173,8 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
             raise Unsupported(f"the layer scale {_name(b0.ls1)}")
     # ---- tokens and position
     class_token = getattr(tm, "cls_token", None) is not None
-    reg_tokens = int(getattr(tm, "num_reg_tokens", 0) or 0)
+    reg = getattr(tm, "reg_token", None)
+    reg_tokens = int(reg.shape[1]) if reg is not None else int(getattr(tm, "num_reg_tokens", 0) or 0)
     dist_token = getattr(tm, "dist_token", None) is not None
     grid = ih // ph
     npt = int(class_token) + int(dist_token) + reg_tokens
@@ -186,7 +190,7 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
     if getattr(tm, "rope", None) is not None:
         from .rope import rope_config_from_timm
         try:
-            rope = rope_config_from_timm(tm.rope, tm)
+            rope = rope_config_from_timm(tm.rope, tm).to_dict()
         except ValueError as e:
             raise Unsupported(str(e)) from None
     if pos is None and not rope:
@@ -198,9 +202,11 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
         ap = tm.attn_pool
         if getattr(ap, "pos_embed", None) is not None or _is_identity(getattr(ap, "q", None)):
             raise Unsupported("an attention-pool head with its own position embedding or no query projection")
-        if ap.num_heads != heads or getattr(ap, "mlp", None) is None:
-            raise Unsupported("an attention-pool head unlike the blocks")
-        attn_pool = dict(latent_len=int(ap.latent_len), mlp_ratio=ap.mlp.fc1.out_features / dim,
+        if getattr(ap, "mlp", None) is None or _name(ap.mlp) != "Mlp" or _is_identity(getattr(ap, "norm", None)):
+            raise Unsupported("an attention-pool head without its MLP")
+        if _norm_kind(ap.norm, "attn_pool.norm") != (norm, eps) or getattr(ap, "latent_dim", dim) != dim:
+            raise Unsupported("an attention-pool head with another norm or width than the blocks")
+        attn_pool = dict(latent_len=int(ap.latent_len), mlp_ratio=ap.mlp.fc1.out_features / dim, heads=int(ap.num_heads),
                          qk_norm=not _is_identity(getattr(ap, "q_norm", None)), pool=str(ap.pool),
                          include_prefix=cls == "Eva" or bool(getattr(tm, "pool_include_prefix", False)))
         if _act_kind(ap.mlp.act) != act:

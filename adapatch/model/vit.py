@@ -253,7 +253,7 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int, cfg: "ViTConfig | None" = None) -> None:
         super().__init__()
-        cfg = cfg or ViTConfig(dim=dim)
+        cfg = cfg or ViTConfig(dim=dim, heads=1)
         self.kind, self.gate_last = cfg.mlp, cfg.gate_last
         if self.kind == "swiglu":
             self.fc1_g = nn.Linear(dim, hidden)
@@ -306,6 +306,7 @@ class AttentionPool(nn.Module):
     def __init__(self, dim: int, heads: int, cfg: "ViTConfig") -> None:
         super().__init__()
         s = cfg.attn_pool
+        heads = int(s.get("heads", heads))
         self.num_heads, self.head_dim = heads, dim // heads
         self.latent_len = int(s.get("latent_len", 1))
         self.latent = nn.Parameter(torch.zeros(1, self.latent_len, dim))
@@ -316,7 +317,7 @@ class AttentionPool(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.norm = make_norm(cfg, dim)
         hidden = int(dim * float(s.get("mlp_ratio", cfg.mlp_ratio)))
-        self.mlp = Mlp(dim, hidden, ViTConfig(dim=dim, act=cfg.act))
+        self.mlp = Mlp(dim, hidden, ViTConfig(dim=dim, heads=1, act=cfg.act, norm=cfg.norm, norm_eps=cfg.norm_eps))
         self.pool = str(s.get("pool", "token"))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -446,9 +447,8 @@ class VisionTransformer(nn.Module):
 
     def token_centers(self, tb: TokenBatch, hw: tuple[int, int]) -> torch.Tensor:
         """``[B, N, 2]`` patch centres of a token batch in units of the model's patch grid."""
-        h, w = hw
-        p = self.config.patch_size
-        return torch.stack([tb.coords[..., 0] * h / p, tb.coords[..., 1] * w / p], dim=-1)
+        from .rope import centers_from_normalized
+        return centers_from_normalized(tb.coords, hw, self.config.patch_size)
 
     # ------------------------------------------------------------------ encoder
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None, policy: torch.Tensor | None = None,

@@ -65,6 +65,29 @@ def resolve_model(source: str | TaskModel | VisionTransformer | None = TASK,
     return load_model(source, device=dev)
 
 
+def architecture_options(cfg) -> list[str]:
+    """The timm options a config uses, in words (empty for the classic ViT)."""
+    out = []
+    if cfg.reg_tokens:
+        out.append(f"{cfg.reg_tokens} register tokens")
+    if cfg.dist_token:
+        out.append("distillation token")
+    if cfg.global_pool != "token":
+        out.append({"avg": "average-pool head", "max": "max-pool head", "avgmax": "avg+max-pool head",
+                    "map": "attention-pool head"}[cfg.global_pool] + ("" if cfg.class_token else ", no class token"))
+    if cfg.rope:
+        out.append(f"RoPE ({cfg.rope.get('kind', '?')})" + ("" if cfg.pos_embed else ", no pos_embed"))
+    for flag, words in (("layer_scale", "LayerScale"), ("norm_pre", "pre-norm"), ("qk_norm", "qk-norm"),
+                        ("fc_norm", "fc_norm")):
+        if getattr(cfg, flag):
+            out.append(words)
+    if cfg.mlp != "mlp":
+        out.append({"glu": "GLU MLP", "swiglu": "SwiGLU MLP"}[cfg.mlp])
+    if cfg.norm == "rmsnorm":
+        out.append("RMSNorm")
+    return out
+
+
 def describe_model(model: TaskModel | VisionTransformer) -> dict[str, Any]:
     """Plain facts about a loaded model: source, architecture, input and patch size, parts."""
     vit = as_vit(model)
@@ -73,7 +96,8 @@ def describe_model(model: TaskModel | VisionTransformer) -> dict[str, Any]:
     return {
         "source": vit.weights_source,
         "name": cfg.name,
-        "architecture": f"ViT · width {cfg.dim} · depth {cfg.depth} · {cfg.heads} heads",
+        "architecture": " · ".join([f"ViT · width {cfg.dim} · depth {cfg.depth} · {cfg.heads} heads"]
+                                   + architecture_options(cfg)),
         "params": int(sum(p.numel() for p in vit.parameters())),
         "img_size": cfg.img_size,
         "patch_size": cfg.patch_size,

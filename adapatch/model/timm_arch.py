@@ -103,9 +103,6 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
     if ih != iw:
         raise Unsupported(f"a non-square native input ({ih}x{iw}; adaptive layouts of any shape still work on "
                           "square-input models)")
-    if ih % ph:
-        raise Unsupported(f"an input size that is not a multiple of the patch size ({ih} px, {ph} px patches: "
-                          "timm crops the remainder)")
     proj = pe.proj
     if tuple(proj.kernel_size) != (ph, ph) or tuple(proj.stride) != (ph, ph):
         raise Unsupported("overlapping patch embedding (kernel != stride)")

@@ -90,8 +90,8 @@ class ViTConfig:
     def __post_init__(self) -> None:
         check_int("img_size", self.img_size, 1, 8192)
         check_int("patch_size", self.patch_size, 1, 1024)
-        if self.img_size % self.patch_size:
-            raise ValueError(f"img_size must be a multiple of patch_size, got {self.img_size} and {self.patch_size}")
+        if self.img_size < self.patch_size:
+            raise ValueError(f"img_size must be at least patch_size, got {self.img_size} and {self.patch_size}")
         check_int("dim", self.dim, 1, MAX_DIM)
         check_int("depth", self.depth, 1, 256)
         check_int("heads", self.heads, 1, 256)
@@ -138,6 +138,8 @@ class ViTConfig:
 
     @property
     def grid_size(self) -> int:
+        """Patches per side of the fixed grid; an ``img_size`` that is not a multiple of the patch
+        size leaves its remainder out, as timm's strided patch embedding does (SigLIP so400m/14 at 384)."""
         return self.img_size // self.patch_size
 
     @property

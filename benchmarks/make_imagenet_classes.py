@@ -26,7 +26,7 @@ QUALIFIERS = {"n02012849": "crane (bird)", "n03126707": "crane (machine)",
 
 
 def timm_info_dir() -> Path:
-    import timm.data  # noqa: PLC0415 - only this script needs timm
+    import timm.data  # only this script needs timm
     return Path(timm.data.__file__).parent / "_info"
 
 

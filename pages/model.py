@@ -1,13 +1,14 @@
-"""Model: the bundled task ViT's attention, learned/attention token pruning, learned patch selection,
-accuracy vs tokens of the bundled results, the results table and measured-vs-predicted latency
-(bundled, or measured live on this machine)."""
+"""Model: the bundled task ViT's attention, learned/attention token pruning, learned patch selection;
+agreement vs tokens of adaptive layouts and pruning for any picked model (the bundled one, a checkpoint
+file, a timm name) on the current image or a bundled set; accuracy vs tokens of the bundled results,
+the results table and measured-vs-predicted latency (bundled, or measured live on this machine)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from adapatch.app_support import model_source, state, ui
 from adapatch.app_support import model_view as mv
-from adapatch.app_support import ui
 
 KEEP_DEFAULT = 0.5
 """The keep ratio the page opens with (its default sample is one the model gets right at it)."""
@@ -66,6 +67,31 @@ with ui.guard("model"):
                                   f"({_verdict(pred, labels[name])})")
 
     maps()
+
+    st.subheader("Agreement vs tokens")
+
+    @st.fragment
+    def agreement() -> None:
+        with ui.guard("agreement vs tokens"):
+            dev = mv.model_device()
+            c0, c1 = st.columns([1, 3], gap="medium")
+            with c0:
+                st.caption("How far do adaptive layouts and pruning move a model's prediction at equal tokens? Any "
+                           "model: the bundled one, a checkpoint file, or a timm name.")
+                picked = model_source.picker(dev)
+                if picked is None:
+                    return
+                ref, model = picked
+                model_source.summary(ref, model)
+                which = st.segmented_control("Images", list(mv.AGREEMENT_IMAGES), default="set", key="m_agree_images",
+                                             format_func=mv.AGREEMENT_IMAGES.get) or "set"
+            with c1:
+                entry = state.current() if which == "current" else None
+                if entry is not None:
+                    model_source.image_caveat(ref, entry.key)
+                mv.token_agreement_view(ref, model, which, entry, key="m_agree")
+
+    agreement()
 
     st.subheader("Accuracy vs tokens on the held-out split")
     mv.accuracy_chart("m_accuracy")

@@ -35,10 +35,12 @@ def _model_scorer_ready(scorer: str, device: str) -> tuple[model_source.ModelRef
 def _model_numbers(res, ref: model_source.ModelRef, model, container) -> None:
     """Prediction from the kept tokens and the model's own MACs, full grid vs pruned (the true digit
     only for the bundled task model on one of its digit samples: other models have other classes)."""
-    from adapatch.model import pruned_macs
+    from adapatch.model import describe_model, pruned_macs
+    from adapatch.model.classes import class_label
     full, pruned = pruned_macs(model, res)
     c1, c2 = container.columns(7)[:2]
-    pred = "no classifier head" if res.prediction is None else f"class {res.prediction}"
+    pred = ("no classifier head" if res.prediction is None
+            else f"class {class_label(res.prediction, describe_model(model)['num_classes'])}")
     key = state.current_key()
     truth = (task_sample_label(key[len("sample:"):]) if ref.kind == "task" and key.startswith("sample:")
              else None)

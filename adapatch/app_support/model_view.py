@@ -8,8 +8,10 @@ picked model that lives elsewhere is copied to the device once (``on_device``), 
 between sessions is never moved. Every cached result is keyed on the device it ran on.
 
 Charts: accuracy vs tokens of the bundled results (one series per method), keep ratio vs
-prediction agreement with the full grid (``adapatch.model.agreement``), and latency vs tokens
+prediction agreement with the full grid (``adapatch.model.agreement``), agreement and KL vs tokens of
+adaptive layouts and pruning for any picked model (``token_agreement_view``), and latency vs tokens
 against the MACs prediction (bundled, or measured live on this machine: ``measure_latency``).
+A 1000-class model's predictions are shown as "index · ImageNet name" (``adapatch.model.classes``).
 """
 
 from __future__ import annotations
@@ -384,6 +386,125 @@ def agreement_chart(keep_ratio: float, saliency_spec: dict, labels: dict[str, st
                f"Learned and attention scorers prune after block {res['prune_layer']}; the saliency "
                f"scorers (method **{md_escape(sal)}**) drop tokens before the first block. Computed live on "
                f"{dev.upper()} (`adapatch.model.agreement.prune_agreement`), whatever image or model is picked.")
+
+
+# ------------------------------------------------------------------ agreement and KL vs tokens (any picked model)
+AGREEMENT_IMAGES = {"set": "Bundled image set", "current": "Current image"}
+_METHOD_COLOURS = {"quadtree": "#1f77b4", "uniform": "#ff7f0e", "prune_mean": "#2ca02c", "prune_max": "#9467bd",
+                   "prune_learned": "#d62728", "prune_attention": "#8c564b"}
+_METHOD_SYMBOLS = {"quadtree": "circle", "uniform": "square", "prune_mean": "diamond-open", "prune_max": "x",
+                   "prune_learned": "triangle-up-open", "prune_attention": "star-open"}
+
+
+def agreement_images(ref_kind: str, which: str, entry: ImageEntry | None) -> tuple[str, list[np.ndarray], str]:
+    """``(cache key, images, description)`` of the images the agreement view runs on: the current image,
+    or a bundled set (the task model's digit samples for the bundled model, the photo samples for
+    any other model)."""
+    from adapatch.samples import list_samples, list_task_samples, load_sample
+    if which == "current":
+        if entry is None:
+            raise ValueError("no current image")
+        return f"image:{entry.digest}", [entry.array], f"the current image (**{md_escape(entry.name)}**)"
+    names = list_task_samples() if ref_kind == "task" else list_samples()
+    if not names:
+        raise ValueError("no bundled samples are installed")
+    kind = "digit" if ref_kind == "task" else "photo"
+    return f"set:{kind}", [load_sample(n) for n in names], f"the {len(names)} bundled {kind} samples"
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _token_agreement(model_key: str, images_key: str, device: str, _model, _images: list) -> dict:
+    from adapatch.model.agreement import token_agreement
+    return token_agreement(_model, _images, device=device).to_dict()
+
+
+def token_agreement_result(model_key: str, model, images_key: str, images: list, label: str, device: str) -> dict:
+    """``adapatch.model.agreement.token_agreement(model, images).to_dict()``, cached per model key,
+    images key (a digest or the bundled set) and device."""
+    with st.spinner(f"Running {label} at every token count…"):
+        return _token_agreement(model_key, images_key, device, model, images)
+
+
+def _pred_text(res: dict, method: str, j: int) -> str:
+    from adapatch.model.classes import class_label
+    p = res["predictions"][method][j]
+    return class_label(p[0], res["num_classes"]) if p and len(p) == 1 else ""
+
+
+def token_agreement_figure(res: dict, current: bool = False):
+    """Two panels over tokens per image: the share of images with the full grid's top-1 class (left)
+    and the mean KL(full || method) (right), one line per method that ran (layouts solid, pruning
+    dotted); ``current``: one image, its predicted class in the hover."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from adapatch.model.agreement import METHOD_LABELS
+
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.09,
+                        subplot_titles=("same top-1 class as the full grid", "mean KL(full grid ‖ method), nats"))
+    for m in res["methods"]:
+        if m in res["unavailable"]:
+            continue
+        idx = [j for j, t in enumerate(res["tokens"][m]) if t is not None]
+        name = METHOD_LABELS.get(m, m)
+        xs = [res["tokens"][m][j] for j in idx]
+        preds = [_pred_text(res, m, j) for j in idx] if current else [""] * len(idx)
+        extra = "<br>predicts %{customdata}" if current else ""
+        style = {"line": {"color": _METHOD_COLOURS.get(m), "dash": "dot" if m.startswith("prune_") else None},
+                 "marker": {"symbol": _METHOD_SYMBOLS.get(m, "circle"), "size": 9}, "mode": "lines+markers",
+                 "legendgroup": m, "customdata": preds}
+        fig.add_trace(go.Scatter(x=xs, y=[res["agreement"][m][j] for j in idx], name=name, **style,
+                                 hovertemplate=f"{name}<br>%{{x:g}} tokens · same class: %{{y:.0%}}{extra}"
+                                               "<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=xs, y=[res["kl"][m][j] for j in idx], name=name, showlegend=False, **style,
+                                 hovertemplate=f"{name}<br>%{{x:g}} tokens · KL %{{y:.3g}} nats{extra}"
+                                               "<extra></extra>"), row=1, col=2)
+    fig.update_xaxes(title_text="tokens per image", rangemode="tozero")
+    fig.update_yaxes(tickformat=".0%", range=[-0.04, 1.06], row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    fig.update_layout(height=400, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0})
+    return fig
+
+
+def token_agreement_view(ref, model, which: str, entry: ImageEntry | None, key: str) -> None:
+    """The agreement-vs-tokens chart of the picked model on ``which`` images (``AGREEMENT_IMAGES``),
+    with what is compared, what did not run and why, in captions."""
+    from adapatch.model import describe_model
+    from adapatch.model.agreement import METHOD_LABELS
+    from adapatch.model.classes import class_label
+
+    dev = model_device()
+    images_key, images, what = agreement_images(ref.kind, which, entry)
+    d = describe_model(model)
+    res = token_agreement_result(ref.key, model, images_key, images, f"{ref.label} on {len(images)} "
+                                 f"image{'s' if len(images) != 1 else ''}", dev)
+    current = which == "current"
+    st.plotly_chart(token_agreement_figure(res, current), config=compute.PLOT_CONFIG, key=f"{key}_chart")
+    n, total = len(res["full_predictions"]), res["total_tokens"]
+    lines = [f"At equal tokens, each method against the model's own prediction from its full grid of {total} "
+             f"tokens ({d['patch_size']} px patches on the image resized to {d['img_size']}x{d['img_size']}): left, "
+             f"the share of images whose top-1 class is unchanged"
+             + (f" (steps of 1/{n})" if n > 1 else " (one image: 0% or 100%)")
+             + "; right, the mean KL divergence of the method's softmax from the full grid's (0 = the same output). "
+             f"Quadtree: budget quadtree, default (distortion) importance, squares of 1 to "
+             f"{res['quadtree'].get('max_squares', 1)} grid cells a side; uniform grid: square patches of one size "
+             f"with about as many tokens; pruning keeps that many of the grid's tokens (learned and EViT after "
+             f"block {res['prune_layer']}, the saliency scorers, **{md_escape(res['saliency'] or 'edges')}**, before "
+             f"the first block). On {what}, computed on {dev.upper()} by "
+             "`adapatch.model.agreement.token_agreement`."]
+    if current:
+        lines.append(f"The full grid predicts **{md_escape(class_label(res['full_predictions'][0], res['num_classes']))}**"
+                     "; hover a point for what each method predicts.")
+    if not d["pretrained"]:
+        lines.append("This model has random weights: the chart shows how much each method changes *its* outputs, "
+                     "not accuracy; attention-based pruning is refused.")
+    skipped = [f"{METHOD_LABELS.get(m, m)} ({md_escape(r)})" for m, r in res["unavailable"].items()]
+    if skipped:
+        lines.append("Not run: " + "; ".join(skipped) + ".")
+    for m, note in res["notes"].items():
+        lines.append(f"{METHOD_LABELS.get(m, m)}: {md_escape(note)}; no point below that.")
+    st.caption("  \n".join(lines))
 
 
 # ------------------------------------------------------------------ latency vs tokens

@@ -7,6 +7,7 @@ A pickle that needs code execution is refused: ``torch.load(..., weights_only=Tr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -513,17 +514,51 @@ OFFLINE_PROBE_S = 3.0
 
 
 def _hub_reachable(timeout: float = OFFLINE_PROBE_S) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` s (False when
-    ``HF_HUB_OFFLINE`` is set)."""
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` s, name lookup
+    included (it runs in a daemon thread, so a resolver that hangs cannot hold the caller); False
+    when ``HF_HUB_OFFLINE`` is set."""
     import os
     import socket
+    import threading
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection(HUB_HOST, timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Hugging Face hub calls inside answer from the local cache only (no retries over the network):
+    ``HF_HUB_OFFLINE`` and the hub library's own flag, read at its import, both set, then restored."""
+    import os
+    old_env = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    mods = []
     try:
-        socket.create_connection(HUB_HOST, timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+        import huggingface_hub.constants as hc
+        mods.append((hc, hc.HF_HUB_OFFLINE))
+        hc.HF_HUB_OFFLINE = True
+    except Exception:  # noqa: BLE001 - no huggingface_hub: only the env var matters
+        pass
+    try:
+        yield
+    finally:
+        for mod, val in mods:
+            mod.HF_HUB_OFFLINE = val
+        if old_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old_env
 
 
 def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> VisionTransformer:
@@ -544,16 +579,8 @@ def load_timm(name: str, device: str | torch.device = "auto", **overrides) -> Vi
         if online:
             tm = timm.create_model(name, pretrained=True)
         else:
-            import os
-            old = os.environ.get("HF_HUB_OFFLINE")
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            try:
+            with _hub_offline():
                 tm = timm.create_model(name, pretrained=True)
-            finally:
-                if old is None:
-                    os.environ.pop("HF_HUB_OFFLINE", None)
-                else:
-                    os.environ["HF_HUB_OFFLINE"] = old
     except Exception as e:  # noqa: BLE001 - hub unreachable, not cached, no pretrained tag
         why = "offline and its weights are not cached" if not online else _first_line(e)
         raise ValueError(_one_line(f"timm could not provide pretrained weights for {name!r}: {why}")) from None

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timm
 
 import adapatch as ap  # noqa: E402
 from adapatch.model import load_model, load_model_bytes  # noqa: E402
-from adapatch.model.weights import load_timm, timm_arch_config  # noqa: E402
+from adapatch.model.weights import load_timm, meta_build, timm_arch_config  # noqa: E402
 
 NAMES = sorted(set(timm.list_models("vit_*") + timm.list_models("deit_*")))
 COVERAGE = 0.80
@@ -34,8 +34,7 @@ def _build(name: str):
     """A one-block random timm model of ``name``, narrowed to 32 channels per head (the same heads,
     options and input size: only the width shrinks, so the whole list runs in minutes), and its
     kwargs. Falls back to the real width where the architecture does not take ``embed_dim``."""
-    with torch.device("meta"):
-        meta = timm.create_model(name, pretrained=False)
+    meta = meta_build(timm, name)
     heads = meta.blocks[0].attn.num_heads
     torch.manual_seed(0)
     for kw in ({"depth": 1, "embed_dim": heads * HEAD_DIM}, {"depth": 1}):
@@ -108,9 +107,7 @@ def test_huge_and_giant_head_counts_are_never_guessed(tmp_path) -> None:
     for name, heads in (("vit_huge_patch14_224", 16), ("vit_giant_patch14_224", 16)):
         if name not in NAMES:
             continue
-        with torch.device("meta"):
-            meta = timm.create_model(name, pretrained=False)
-        assert meta.blocks[0].attn.num_heads == heads
+        assert meta_build(timm, name).blocks[0].attn.num_heads == heads
         assert timm_arch_config(name).heads == heads  # by name: read off timm's architecture
         torch.manual_seed(0)
         tm = timm.create_model(name, pretrained=False, depth=1).eval()

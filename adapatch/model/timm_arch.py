@@ -205,7 +205,8 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
             raise Unsupported("an attention-pool head with another norm or width than the blocks")
         attn_pool = dict(latent_len=int(ap.latent_len), mlp_ratio=ap.mlp.fc1.out_features / dim, heads=int(ap.num_heads),
                          qk_norm=not _is_identity(getattr(ap, "q_norm", None)), pool=str(ap.pool),
-                         include_prefix=cls == "Eva" or bool(getattr(tm, "pool_include_prefix", False)))
+                         # Eva, and timm before ``pool_include_prefix`` existed (0.9.x), pool every token
+                         include_prefix=cls == "Eva" or bool(getattr(tm, "pool_include_prefix", True)))
         if _act_kind(ap.mlp.act) != act:
             raise Unsupported("an attention-pool head with another activation")
         pool = "map"

@@ -246,6 +246,9 @@ def _config_from_state_dict(sd: dict[str, torch.Tensor], overrides: dict) -> tup
         attn_pool = dict(latent_len=int(sd["attn_pool.latent"].shape[1]),
                          mlp_ratio=int(sd["attn_pool.mlp.fc1.weight"].shape[0]) / dim,
                          qk_norm="attn_pool.q_norm.weight" in sd, pool="token", include_prefix=False)
+    if attn_pool and npt and "attn_pool" not in overrides:
+        unknown.append("whether this ViT's attention-pool head reads its class/register tokens depends on the timm "
+                       "version that made it and is not in the file: give its timm config.json or name")
     pool = "map" if attn_pool else ("token" if class_token and not has_fc else "avg")
     kw = dict(img_size=grid * patch, patch_size=patch, dim=dim, depth=depth, heads=heads,
               mlp_ratio=hidden / dim,
@@ -493,6 +496,24 @@ def _import_timm(required: bool = True):
             f"{torch.__version__}; install a matching pair (e.g. torch==2.14.1 torchvision==0.29.1)")) from None
 
 
+class _HostLinspace(torch.overrides.TorchFunctionMode):
+    """``torch.linspace`` without a device runs on the CPU: older timm (0.9.x) reads drop-path rates
+    with ``.item()`` while building, which a ``meta`` tensor cannot give (thread-local, unlike a patch)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.linspace and kwargs.get("device") is None:
+            kwargs["device"] = "cpu"
+        return func(*args, **kwargs)
+
+
+def meta_build(timm, name: str, **model_args):
+    """``timm.create_model(name, pretrained=False, **model_args)`` on the ``meta`` device: the
+    architecture with no weights, no memory and no download (timm 0.9.x included)."""
+    with torch.device("meta"), _HostLinspace():
+        return timm.create_model(name, pretrained=False, **model_args)
+
+
 def timm_arch_config(name: str, **model_args) -> ViTConfig:
     """The ``ViTConfig`` of timm architecture ``name``, read off a model built on the ``meta`` device
     (no weights, no memory, no download); refuses unknown names and unsupported features."""
@@ -502,8 +523,7 @@ def timm_arch_config(name: str, **model_args) -> ViTConfig:
     if is_model is not None and not is_model(base):
         raise ValueError(f"timm has no architecture called {base!r}")
     try:
-        with torch.device("meta"):
-            tm = timm.create_model(base, pretrained=False, **model_args)
+        tm = meta_build(timm, base, **model_args)
     except Exception as e:  # noqa: BLE001
         raise ValueError(_one_line(f"timm could not build {base!r}: {_first_line(e)}")) from None
     return config_from_timm(tm, name)

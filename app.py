@@ -91,8 +91,9 @@ def device_panel(box) -> None:
     if ss.get("w_device") not in devices:
         ss["w_device"] = ss[state.DEVICE] if ss[state.DEVICE] in devices else "auto"
     dev = box.selectbox("Compute device", devices, key="w_device",
-                        help="Used for patch extraction and reconstruction (PSNR/SSIM). CUDA is offered only "
-                             "when present.")
+                        help="Used for patch extraction, reconstruction (PSNR/SSIM) and every model call "
+                             "(attention, pruning scorers, selector, agreement). 'auto' = CUDA when present; CUDA "
+                             "is offered only when present.")
     ss[state.DEVICE] = dev
     box.caption(f"In use: **{ap.resolve_device(dev).type.upper()}**"
                 + ("" if "cuda" in devices else " · no CUDA on this machine"))

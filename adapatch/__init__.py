@@ -19,6 +19,7 @@ from .importance import IMPORTANCE_MEASURES
 from .layout import PatchLayout, uniform, uniform_for_budget
 from .multiscale import multiscale
 from .pruning import keep_count, prune, token_scores
+from .query import Query, query_map
 from .quadtree import PathImportance, ThresholdCurve, path_importance, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
 from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
 from .resize import downscale_to_pixels, fit_size, resize_image
@@ -30,7 +31,8 @@ __all__ = [
     "PatchLayout", "PathImportance", "RelativeBudget", "STRATEGIES", "ThresholdCurve", "VIT_PRESETS", "ViTPreset", "available_devices",
     "downscale_to_pixels", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
     "fidelity", "fit_size", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout",
-    "mean_speedups", "multiscale", "open_image", "path_importance", "prune", "psnr_ssim", "quadtree", "quadtree_batch", "reconstruct",
+    "mean_speedups", "multiscale", "open_image", "path_importance", "prune", "psnr_ssim", "quadtree", "quadtree_batch",
+    "Query", "query_map", "reconstruct",
     "register_saliency", "relative_budget", "render", "resize_image", "resolve_device", "saliency", "saliency_methods",
     "threshold_curve", "threshold_for_budget", "token_scores", "uniform", "uniform_for_budget", "vit_flops",
 ]

@@ -20,6 +20,16 @@ Both modes are computed level by level on whole grids (no per-square Python loop
 The same ``p`` makes the tokens-vs-threshold curve exact and one-pass: in threshold mode a
 square splits iff ``p(sq) > threshold``, so ``tokens(t) = N0 + 3 * #{p > t}``.
 
+Query-aware (``query=``, ``query_weight=w > 0``; ``adapatch.query``, docs/query.md): each square's
+importance becomes ``(1 - w) * content / max(content) + w * Q``, where ``content`` is its importance
+(for ``distortion``: the root of the squared error its split removes, an amplitude like ``std``;
+monotone in the gain the heap ranks) and ``max`` is taken over every split-able square of the image; ``Q`` is the max of the query map over the
+square's pixels in the image. Everything above then runs unchanged on the mixed values (for
+``distortion`` they are both the heap's gains and the path importance; squares of at most
+``token_size`` px still never split), so budgets, the exact curve and the threshold solver hold
+with a query; with a query the threshold applies to the mixed importance. ``w = 0`` does not read
+the query: the query-blind layout, bit for bit.
+
 Sides that are not multiples of ``max_size``: the image is padded at the bottom/right by edge
 replication up to the next multiple (``PatchLayout.canvas``). Every original pixel is covered by
 exactly one box; replicated pixels have low variance and rarely cause splits.
@@ -35,6 +45,7 @@ import numpy as np
 from .importance import (ENTROPY_BINS, IMPORTANCE_MEASURES, SALIENCY_MEASURES, TOKEN_SIZE, distortion_gains,
                          gain_importance, importance_levels, pad_to_canvas)
 from .layout import BOX_DTYPE, PatchLayout, padded_canvas
+from .query import describe_query, mix, node_max, normalize_importance, resolve_query
 from .validation import check_choice, check_float, check_int, check_power_of_two, check_rgb
 
 DEFAULT_THRESHOLD = 0.1
@@ -127,6 +138,28 @@ def prepared_from_gains(height: int, width: int, canvas: tuple[int, int], sizes:
     levels = [gain_importance(g, s) for g, s in zip(gains, sizes)]
     levels.append(np.zeros((batch, canvas[0] // sizes[-1], canvas[1] // sizes[-1])))
     return _Prepared(height, width, canvas, sizes, levels, params, gains)
+
+
+def _apply_query(prep: _Prepared, qmaps: np.ndarray, weight: float, description: Any) -> _Prepared:
+    """``prep`` with every split-able square's importance mixed with the query (module docstring):
+    ``(1 - w) * content / max(content) + w * max(query over the square)``; the leaf level stays 0."""
+    sizes = prep.sizes
+    # distortion: the root of the squared error a split removes (an amplitude, like std; the
+    # squared gains are so skewed that any query weight would swamp them; monotone, so the
+    # query-blind order is kept)
+    content = [np.sqrt(g) for g in prep.gains] if prep.gains is not None else prep.levels[:-1]
+    norm = normalize_importance(content) if content else []
+    q = node_max(qmaps, prep.canvas, sizes)
+    mixed = [mix(c, qs, weight) for c, qs in zip(norm, q)]
+    if prep.gains is not None:  # seen losslessly: no split of a square of at most token_size px
+        token = prep.params.get("token_size", 0)
+        for m_, s_ in zip(mixed, sizes):
+            if s_ <= token:
+                m_[...] = 0.0
+    leaf = np.zeros_like(prep.levels[-1])
+    params = {**prep.params, "query": description, "query_weight": weight}
+    return _Prepared(prep.height, prep.width, prep.canvas, sizes, mixed + [leaf], params,
+                     mixed if prep.gains is not None else None)
 
 
 def _path_importance(levels: list[np.ndarray]) -> list[np.ndarray]:
@@ -282,6 +315,16 @@ def _check_base_budget(prep: _Prepared, budget: int) -> None:
                          "raise the budget or max_size")
 
 
+def _with_query(prep: _Prepared, images: np.ndarray, query: Any, query_weight: Any) -> _Prepared:
+    """``prep`` mixed with the query (``_apply_query``), or unchanged when there is none / weight 0."""
+    batch = np.asarray(images)
+    b = prep.levels[0].shape[0]
+    qmaps, w = resolve_query(query, batch if batch.ndim == 4 else batch[None], query_weight, batch=b)
+    if qmaps is None:
+        return prep
+    return _apply_query(prep, qmaps, w, describe_query(query))
+
+
 def _check_threshold_budget(threshold: Any, budget: Any) -> tuple[float | None, int | None]:
     if threshold is not None:
         threshold = check_float("threshold", threshold, 0.0, 1.0)
@@ -292,7 +335,8 @@ def _check_threshold_budget(threshold: Any, budget: Any) -> tuple[float | None, 
 
 def quadtree(image: np.ndarray, saliency: np.ndarray | str | None = None, *, threshold: float | None = None,
              min_size: int = 8, max_size: int = 32, budget: int | None = None,
-             importance: str | None = None, token_size: int = TOKEN_SIZE) -> PatchLayout:
+             importance: str | None = None, token_size: int = TOKEN_SIZE, query: Any = None,
+             query_weight: float = 0.0) -> PatchLayout:
     """Quadtree layout of ``image`` (float RGB ``[H, W, 3]``).
 
     Args:
@@ -309,21 +353,27 @@ def quadtree(image: np.ndarray, saliency: np.ndarray | str | None = None, *, thr
             ``"std"`` without one.
         token_size: side of the token the model sees, for ``importance="distortion"`` (16):
             squares of at most this size are seen losslessly, so they never split.
+        query: where to spend tokens: a map ``[H, W]`` in [0, 1], an ``adapatch.Query`` or its dict
+            (``adapatch.query_map``); mixed in with ``query_weight`` in [0, 1] (module docstring;
+            0 = query-blind, bit for bit; 1 = the query alone).
     """
     return quadtree_batch(image, saliency, threshold=threshold, min_size=min_size, max_size=max_size,
-                          budget=budget, importance=importance, token_size=token_size)[0]
+                          budget=budget, importance=importance, token_size=token_size, query=query,
+                          query_weight=query_weight)[0]
 
 
 def quadtree_batch(images: np.ndarray, saliency: np.ndarray | str | None = None, *,
                    threshold: float | None = None, min_size: int = 8, max_size: int = 32,
                    budget: int | None = None, importance: str | None = None,
-                   token_size: int = TOKEN_SIZE) -> list[PatchLayout]:
-    """``quadtree`` for a batch ``[B, H, W, 3]`` of same-size images, vectorised over the batch."""
+                   token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0) -> list[PatchLayout]:
+    """``quadtree`` for a batch ``[B, H, W, 3]`` of same-size images, vectorised over the batch
+    (``query``: one map ``[H, W]`` for all, one per image ``[B, H, W]``, or a ``Query``)."""
     threshold, budget = _check_threshold_budget(threshold, budget)
     importance = importance if importance is not None else default_importance(budget)
     if threshold is None and budget is None:
         threshold = DEFAULT_THRESHOLD
     prep = _prepare(images, saliency, min_size, max_size, importance, token_size=token_size)
+    prep = _with_query(prep, images, query, query_weight)
     if budget is None:
         split = [lv > threshold for lv in prep.levels[:-1]]
     elif prep.gains is not None:
@@ -424,17 +474,19 @@ class PathImportance:
 
 def path_importance(image: np.ndarray, saliency: np.ndarray | str | None = None, *, min_size: int = 8,
                     max_size: int = 32, importance: str = THRESHOLD_IMPORTANCE,
-                    token_size: int = TOKEN_SIZE) -> PathImportance:
+                    token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0) -> PathImportance:
     """The path importances of ``image``'s threshold-mode quadtree (see ``PathImportance``).
 
     ``image`` is float RGB ``[H, W, 3]`` in [0, 1], or 8-bit RGB (uint8, as ``load_rgb8`` gives), read
     as ``load_image`` reads bytes: the result is bit-identical to that of the float image. With
     ``importance="distortion"`` the 8-bit image is read directly by the compiled pass (no float or
-    padded copy: what makes dataset calibration cheap next to decoding).
+    padded copy: what makes dataset calibration cheap next to decoding). ``query``/``query_weight``:
+    as ``quadtree``'s (the values are then the mixed importances' path minima).
     """
     a = np.asarray(image)
+    mixing = query is not None and query_weight != 0
     if a.dtype == np.uint8:
-        if importance == "distortion" and a.ndim == 3 and a.shape[2] == 3 and min(a.shape[:2]) >= 1:
+        if importance == "distortion" and not mixing and a.ndim == 3 and a.shape[2] == 3 and min(a.shape[:2]) >= 1:
             prep = _prepare_distortion_rgb8(a, min_size, max_size, token_size)
             p = _path_importance(prep.levels)
             vals = np.concatenate([x[0].ravel() for x in p]) if p else np.zeros(0)
@@ -442,6 +494,7 @@ def path_importance(image: np.ndarray, saliency: np.ndarray | str | None = None,
         from .image_io import BYTE_TO_FLOAT
         image = BYTE_TO_FLOAT[a]
     prep = _prepare(image, saliency, min_size, max_size, importance, token_size=token_size)
+    prep = _with_query(prep, image, query, query_weight)
     p = _path_importance(prep.levels)
     vals = np.concatenate([x[0].ravel() for x in p]) if p else np.zeros(0)
     return PathImportance(prep.height, prep.width, prep.canvas, prep.sizes, vals, prep.params)
@@ -449,15 +502,16 @@ def path_importance(image: np.ndarray, saliency: np.ndarray | str | None = None,
 
 def threshold_curve(image: np.ndarray, saliency: np.ndarray | str | None = None, *, min_size: int = 8,
                     max_size: int = 32, importance: str = THRESHOLD_IMPORTANCE,
-                    token_size: int = TOKEN_SIZE) -> ThresholdCurve:
+                    token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0) -> ThresholdCurve:
     """Tokens-vs-threshold curve of the threshold-mode quadtree in one pass (no re-run per threshold)."""
     return path_importance(image, saliency, min_size=min_size, max_size=max_size, importance=importance,
-                           token_size=token_size).curve()
+                           token_size=token_size, query=query, query_weight=query_weight).curve()
 
 
 def threshold_for_budget(image: np.ndarray, budget: int, saliency: np.ndarray | str | None = None, *,
                          min_size: int = 8, max_size: int = 32, importance: str = THRESHOLD_IMPORTANCE,
-                         token_size: int = TOKEN_SIZE) -> float:
+                         token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0) -> float:
     """Smallest threshold in [0, 1] whose threshold-mode quadtree has at most ``budget`` tokens."""
     return threshold_curve(image, saliency, min_size=min_size, max_size=max_size,
-                           importance=importance, token_size=token_size).threshold_for(budget)
+                           importance=importance, token_size=token_size, query=query,
+                           query_weight=query_weight).threshold_for(budget)

@@ -83,9 +83,9 @@ with ui.guard("model"):
                     return
                 ref, model = picked
                 model_source.summary(ref, model)
+            with c1:
                 which = st.segmented_control("Images", list(mv.AGREEMENT_IMAGES), default="set", key="m_agree_images",
                                              format_func=mv.AGREEMENT_IMAGES.get) or "set"
-            with c1:
                 entry = state.current() if which == "current" else None
                 if entry is not None:
                     model_source.image_caveat(ref, entry.key)

@@ -357,7 +357,7 @@ def token_agreement(model, images: Sequence[np.ndarray], fractions: Sequence[flo
                          saliency=saliency if set(scorers) & set(SALIENCY_SCORERS) else "",
                          quadtree={"cell": cell, "max_squares": squares, "min_tokens": base})
     if "learned" in scorers and pruner is None:
-        out.unavailable["prune_learned"] = "needs a trained TokenPruner (only the bundled task model has one)"
+        out.unavailable["prune_learned"] = "needs a trained TokenPruner, which only the bundled task model has"
     if "attention" in scorers and not vit.pretrained:
         out.unavailable["prune_attention"] = ("model has random weights (pretrained=False): attention-based "
                                               "pruning is not meaningful")

@@ -23,6 +23,16 @@ error of what a ``token_size`` embedding sees, ``adapatch.importance.reconstruct
 ``"drop"`` also no token at all, painted with the image's mean colour). Upgrades are taken in
 order of error removed per added token along each cell's lower convex hull (the Lagrangian
 greedy of multiple-choice allocation), until the next one does not fit. No saliency is used.
+
+Query-aware (``query=``, ``query_weight=w > 0``; ``adapatch.query``, docs/query.md): each cell's
+query importance ``Q`` is the max of the query map over its pixels in the image. Saliency rule:
+the serving order uses ``(1 - w) * mean / max(mean) + w * Q`` and the desired size
+``(1 - w) * std / max(std) + w * Q`` (relative to the largest such value, as the query-blind rule
+is relative to the most varied cell). Distortion rule: each option's error becomes
+``(1 - w) * error / S + w * Q * (T - tokens)`` (``S`` the largest error removed per token of the
+query-blind upgrades, ``T`` the tokens of the finest tiling), so an upgrade's value per token is
+``(1 - w) * (its rate) / S + w * Q``: the same mix, in the same greedy. ``w = 0`` does not read the
+query (the query-blind layout, bit for bit); ``w = 1`` tiles finely only where the query is.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import numpy as np
 
 from .importance import TOKEN_SIZE, block_sums, pad_to_canvas, reconstruction_sse
 from .layout import PatchLayout, padded_canvas
+from .query import describe_query, mix, node_max, resolve_query
 from .validation import check_choice, check_int, check_power_of_two, check_rgb
 
 ALLOCATIONS = ("saliency", "distortion")
@@ -50,10 +61,11 @@ def _check_patch_sizes(patch_sizes: Sequence[int]) -> list[int]:
 
 def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch_sizes: Sequence[int] = (8, 16, 32),
            budget: int | None = None, uncovered: str = "fill", allocation: str = "saliency",
-           token_size: int = TOKEN_SIZE) -> PatchLayout:
+           token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0) -> PatchLayout:
     """Greedy allocation (see module docstring). ``saliency``: map ``[H, W]`` in [0, 1] or a method
     name (default ``"edges"``; unused with ``allocation="distortion"``). ``budget=None`` means no
-    limit."""
+    limit. ``query``: a map ``[H, W]`` in [0, 1], an ``adapatch.Query`` or its dict, mixed in with
+    ``query_weight`` in [0, 1] (module docstring)."""
     sizes = _check_patch_sizes(patch_sizes)
     uncovered = check_choice("uncovered", uncovered, ("fill", "drop"))
     allocation = check_choice("allocation", allocation, ALLOCATIONS)
@@ -62,10 +74,17 @@ def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch
     img = check_rgb(image)
     h, w = img.shape[:2]
     params: dict[str, Any] = {"patch_sizes": sizes, "budget": budget, "uncovered": uncovered}
+    qmap, qw = resolve_query(query, img, query_weight)
+    qcell = None
+    if qmap is not None:
+        big = sizes[-1]
+        qcell = (node_max(qmap[None], padded_canvas(h, w, big), [big])[0][0].ravel(), qw)
     if allocation == "distortion":
         token_size = check_power_of_two("token_size", token_size, 1, 1024)
         params.update(allocation=allocation, token_size=token_size)
-        return _rd_greedy(img, sizes, budget, uncovered, token_size, params)
+        if qcell is not None:
+            params.update(query=describe_query(query), query_weight=qw)
+        return _rd_greedy(img, sizes, budget, uncovered, token_size, params, qcell)
     if saliency is None or isinstance(saliency, str):
         from .saliency import saliency as compute
         params["saliency"] = saliency or "edges"
@@ -85,6 +104,12 @@ def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch
 
     k = len(sizes)
     rel = std / std.max() if std.max() > 0 else np.zeros_like(std)
+    if qcell is not None:  # the same rule on mixed cell importances (module docstring)
+        qc, qw = qcell
+        rel = mix(rel, qc, qw)
+        rel = rel / rel.max() if rel.max() > 0 else rel
+        mean = mix(mean / mean.max() if mean.max() > 0 else np.zeros_like(mean), qc, qw)
+        params.update(query=describe_query(query), query_weight=qw)
     want = (k - 1) - np.minimum((rel * k).astype(np.int64), k - 1)  # index into ascending sizes
     sizes_arr = np.array(sizes)
     cost_of = (big // sizes_arr) ** 2  # tokens per cell at each size
@@ -134,8 +159,21 @@ def _lower_hull(tokens: np.ndarray, err: np.ndarray) -> np.ndarray:
     return on
 
 
+def _upgrades(err: np.ndarray, tok: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``(cell, from, to, added tokens, error removed per token)`` of every upgrade segment along
+    each cell's lower convex hull, cell-major, in token order within a cell."""
+    on = _lower_hull(tok.astype(np.float64), err)
+    cells, opts = np.nonzero(on)  # row-major: each cell's hull points in token order
+    first = np.r_[True, cells[1:] != cells[:-1]]
+    prev = np.where(first, -1, np.r_[0, opts[:-1]])
+    seg = ~first  # upgrade segments from the previous hull point
+    c, a, b = cells[seg], prev[seg], opts[seg]
+    dt = tok[b] - tok[a]
+    return c, a, b, dt, (err[c, a] - err[c, b]) / dt
+
+
 def _rd_greedy(img: np.ndarray, sizes: list[int], budget: int | None, uncovered: str, token_size: int,
-               params: dict[str, Any]) -> PatchLayout:
+               params: dict[str, Any], qcell: tuple[np.ndarray, float] | None = None) -> PatchLayout:
     """Rate-distortion allocation of one size per cell (see the module docstring)."""
     h, w = img.shape[:2]
     big = sizes[-1]
@@ -156,20 +194,19 @@ def _rd_greedy(img: np.ndarray, sizes: list[int], budget: int | None, uncovered:
     err_a = np.maximum(np.stack(err, axis=1), 0.0)  # [cells, options]
     tok = np.array(tokens, np.int64)
     base = 0 if uncovered == "drop" else n0
+    if qcell is not None:  # mixed errors: an upgrade's value per token is the mix of its rate and Q
+        qc, qw = qcell
+        rate = _upgrades(err_a, tok)[4]
+        top = float(rate.max()) if rate.size else 0.0
+        content = err_a / top if top > 0 else np.zeros_like(err_a)
+        err_a = mix(content, qc[:, None] * (tok.max() - tok)[None, :], qw)
     if budget is None:  # the cheapest option with the least error
         choice = np.argmin(err_a, axis=1)
     else:
         if uncovered == "fill" and budget < n0:
             raise ValueError(f"budget must be >= {n0} (one {big}px token per cell of a {h}x{w} image) "
                              f"with uncovered='fill', got {budget}; use uncovered='drop' or a larger budget")
-        on = _lower_hull(tok.astype(np.float64), err_a)
-        cells, opts = np.nonzero(on)  # row-major: each cell's hull points in token order
-        first = np.r_[True, cells[1:] != cells[:-1]]
-        prev = np.where(first, -1, np.r_[0, opts[:-1]])
-        seg = ~first  # upgrade segments from the previous hull point
-        c, a, b = cells[seg], prev[seg], opts[seg]
-        dt = tok[b] - tok[a]
-        slope = (err_a[c, a] - err_a[c, b]) / dt
+        c, a, b, dt, slope = _upgrades(err_a, tok)
         order = np.lexsort((np.arange(len(c)), -slope))  # most error removed per token first
         spent = base + np.cumsum(dt[order])
         n_ok = int(np.searchsorted(spent, budget, side="right"))

@@ -3,6 +3,11 @@
 Scores can come from a saliency map (``token_scores``), or from a model (``adapatch.model``:
 learned scorer, CLS attention). The result is a ``PatchLayout`` whose ``dropped`` boxes are the
 pruned tokens, so the same renderers and metrics apply.
+
+Query-aware pruning (``prune(..., query=, query_weight=w)``; ``adapatch.query``, docs/query.md):
+the ranking uses ``(1 - w) * minmax(scores) + w * Q``, ``Q`` the max of the query map over each
+token's box in the image. Scores are min-max normalised per image because they have no common
+zero (a learned scorer's logits can be negative). ``w = 0`` does not read the query.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import numpy as np
 
 from .importance import pad_to_canvas
 from .layout import PatchLayout
+from .query import describe_query, mix_scores, token_query
 from .validation import check_choice, check_float
 
 
@@ -52,15 +58,26 @@ def keep_count(num_tokens: int | np.ndarray, keep_ratio: float) -> int | np.ndar
     return int(k) if k.ndim == 0 else k
 
 
-def prune(layout: PatchLayout, scores: np.ndarray, keep_ratio: float) -> PatchLayout:
-    """Keep the ``keep_count(N, keep_ratio)`` highest-scoring tokens (ties: row-major order)."""
+def prune(layout: PatchLayout, scores: np.ndarray, keep_ratio: float, *, query=None,
+          query_weight: float = 0.0) -> PatchLayout:
+    """Keep the ``keep_count(N, keep_ratio)`` highest-scoring tokens (ties: row-major order).
+
+    ``query``: a map ``[H, W]`` in [0, 1] (``adapatch.query_map``), or a region ``Query`` / dict
+    (class and text queries need the image: pass their map), mixed in with ``query_weight`` in
+    [0, 1] (module docstring); the params record them as ``prune_query``, ``prune_query_weight``.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (layout.num_tokens,):
         raise ValueError(f"scores must have shape ({layout.num_tokens},), got {scores.shape}")
     if not np.isfinite(scores).all():
         raise ValueError("scores must be finite")
+    tq, w = token_query(query, layout, query_weight)
+    extra = {}
+    if tq is not None:
+        scores = mix_scores(scores, tq, w)
+        extra = {"prune_query": describe_query(query), "prune_query_weight": w}
     k = keep_count(layout.num_tokens, keep_ratio)
     order = np.lexsort((np.arange(len(scores)), -scores))
     keep = np.zeros(layout.num_tokens, bool)
     keep[order[:k]] = True
-    return layout.with_tokens(keep, keep_ratio=keep_ratio, pruned_from=layout.strategy)
+    return layout.with_tokens(keep, keep_ratio=keep_ratio, pruned_from=layout.strategy, **extra)

@@ -2,6 +2,11 @@
 
 ``make_layout(image, "quadtree", threshold=0.2, ...)`` and ``layout_for_budget(image,
 "greedy", 900, ...)`` dispatch to ``quadtree``, ``greedy``, ``uniform`` or ``multiscale``.
+
+Query-aware patching (``query=``, ``query_weight=``; ``adapatch.query``): quadtree and greedy mix
+the query into their importance. The uniform grid is the query-blind baseline: it accepts a query
+and ignores it (the weight is still checked). ``multiscale`` does not take a query yet: a query
+with a weight above 0 is refused in one line (weight 0 is accepted, as everywhere).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from .greedy import greedy
 from .layout import PatchLayout, uniform, uniform_for_budget
 from .multiscale import multiscale
 from .quadtree import quadtree
+from .query import check_query_weight
 from .validation import check_choice, check_int
 
 STRATEGIES = ("quadtree", "greedy", "uniform", "multiscale")
@@ -27,10 +33,20 @@ def make_layout(image: np.ndarray, strategy: str = "quadtree", saliency: np.ndar
         return quadtree(image, saliency, **params)
     if strategy == "greedy":
         return greedy(image, saliency, **params)
+    _drop_query(strategy, params)
     if strategy == "multiscale":
         return multiscale(image, **params)
     h, w = np.shape(image)[:2]
     return uniform(h, w, **params)
+
+
+def _drop_query(strategy: str, params: dict[str, Any]) -> None:
+    """Remove ``query``/``query_weight`` from the params of a strategy that does not mix a query:
+    uniform ignores it (the query-blind baseline); multiscale refuses a weight above 0."""
+    query, weight = params.pop("query", None), check_query_weight(params.pop("query_weight", 0.0))
+    if strategy == "multiscale" and query is not None and weight > 0:
+        raise ValueError("query: the multiscale strategy does not take a query yet; use quadtree or greedy "
+                         "(or query_weight=0)")
 
 
 def layout_for_budget(image: np.ndarray, strategy: str, budget: int, saliency: np.ndarray | str | None = None,
@@ -40,7 +56,8 @@ def layout_for_budget(image: np.ndarray, strategy: str, budget: int, saliency: n
     quadtree, greedy and multiscale: budget mode (``num_tokens <= budget``; the quadtree's default
     importance there is ``"distortion"``); uniform: the grid of square patches of any integer size whose
     token count is the closest to ``budget`` (``uniform_for_budget``; within 5% of it whenever
-    some grid is), not a coarser power-of-two grid with far fewer tokens.
+    some grid is), not a coarser power-of-two grid with far fewer tokens. ``query``/``query_weight``
+    (in ``params``) go to quadtree and greedy; uniform ignores them (module docstring).
     """
     budget = check_int("budget", budget, 1)
     check_choice("strategy", strategy, STRATEGIES)
@@ -50,6 +67,7 @@ def layout_for_budget(image: np.ndarray, strategy: str, budget: int, saliency: n
         return quadtree(image, saliency, budget=budget, **params)
     if strategy == "greedy":
         return greedy(image, saliency, budget=budget, **params)
+    _drop_query(strategy, params)
     if strategy == "multiscale":
         return multiscale(image, budget, **params)
     h, w = np.shape(image)[:2]

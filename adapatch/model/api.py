@@ -16,7 +16,8 @@ import torch
 
 from ..layout import PatchLayout, uniform
 from ..validation import check_float, check_int, check_rgb
-from .pruning import forward_pruned
+from ..query import describe_query, mix_scores, token_query
+from .pruning import forward_pruned, prune_from, score_tokens
 from .selector import select_topk
 from .task import TaskModel, as_vit, prepare_image
 
@@ -33,7 +34,7 @@ class PruneResult(NamedTuple):
 
 
 def _prune(image: np.ndarray, layout: PatchLayout, model, keep_ratio: float, layer: int | None, method: str,
-           device) -> PruneResult:
+           device, query=None, query_weight: float = 0.0) -> PruneResult:
     if not isinstance(layout, PatchLayout):
         raise ValueError(f"layout must be a PatchLayout, got {type(layout).__name__}")
     img = check_rgb(image)
@@ -49,13 +50,21 @@ def _prune(image: np.ndarray, layout: PatchLayout, model, keep_ratio: float, lay
         layer = model.prune_layer if isinstance(model, TaskModel) else len(vit.blocks) // 2
     if method == "attention" and not vit.pretrained:
         raise ValueError("model has random weights (pretrained=False): attention-based pruning is not meaningful")
+    tq, qw = token_query(query, layout, query_weight, image=img, device=device)
     x = prepare_image(img, vit, device, resize=False)
     model.to(x.device)
     with torch.no_grad():
         tb = vit.tokenize(x, [layout])
-        out = forward_pruned(vit, tb, layer, keep_ratio, method, pruner)
+        if tq is None:
+            out = forward_pruned(vit, tb, layer, keep_ratio, method, pruner)
+        else:  # the scorer's scores mixed with the query (adapatch.pruning), then the same cut
+            st = score_tokens(vit, tb, layer, method, pruner)
+            mixed = mix_scores(st.scores[0].double().cpu().numpy(), tq, qw)
+            st.scores = torch.as_tensor(mixed, dtype=st.scores.dtype, device=st.scores.device)[None]
+            out = prune_from(vit, st, keep_ratio)
     kept = out.kept[0][out.kept_valid[0]].cpu().numpy().astype(np.int64)
-    pruned = layout.with_tokens(kept, keep_ratio=keep_ratio, pruned_by=method, prune_layer=layer)
+    extra = {} if tq is None else {"prune_query": describe_query(query), "prune_query_weight": qw}
+    pruned = layout.with_tokens(kept, keep_ratio=keep_ratio, pruned_by=method, prune_layer=layer, **extra)
     pred = int(out.logits[0].argmax()) if vit.config.num_classes else None
     return PruneResult(kept, pruned, out.scores[0].double().cpu().numpy(), pred)
 
@@ -81,15 +90,27 @@ def model_grid(model) -> PatchLayout:
 
 
 def prune_tokens_learned(image: np.ndarray, layout: PatchLayout, model: TaskModel, keep_ratio: float = 0.5,
-                         layer: int | None = None, device: str | torch.device = "auto") -> PruneResult:
-    """Learned ``TokenPruner`` at ``layer`` (default: the model's trained layer)."""
-    return _prune(image, layout, model, keep_ratio, layer, "learned", device)
+                         layer: int | None = None, device: str | torch.device = "auto", *, query=None,
+                         query_weight: float = 0.0) -> PruneResult:
+    """Learned ``TokenPruner`` at ``layer`` (default: the model's trained layer).
+
+    ``query`` (a map ``[H, W]`` in [0, 1], an ``adapatch.Query`` or its dict) with ``query_weight``
+    in [0, 1]: tokens are kept by ``(1 - w) * minmax(scores) + w * Q`` (``Q`` the max of the query
+    map over the token's box; ``adapatch.pruning``), and ``scores`` are those mixed values. Weight 0
+    does not read the query.
+    """
+    return _prune(image, layout, model, keep_ratio, layer, "learned", device, query, query_weight)
 
 
 def prune_tokens_attention(image: np.ndarray, layout: PatchLayout, model, keep_ratio: float = 0.5,
-                           layer: int | None = None, device: str | torch.device = "auto") -> PruneResult:
-    """EViT attentive pruning: keep the tokens CLS attends to most, fuse the rest into one."""
-    return _prune(image, layout, model, keep_ratio, layer, "attention", device)
+                           layer: int | None = None, device: str | torch.device = "auto", *, query=None,
+                           query_weight: float = 0.0) -> PruneResult:
+    """EViT attentive pruning: keep the tokens CLS attends to most, fuse the rest into one.
+
+    ``query``/``query_weight``: as ``prune_tokens_learned``; the fused token then weights the pruned
+    tokens by their mixed scores.
+    """
+    return _prune(image, layout, model, keep_ratio, layer, "attention", device, query, query_weight)
 
 
 @torch.no_grad()

@@ -22,6 +22,12 @@ Settings (``"format": "adapatch.settings/1"``)::
                  the relative setting the budget came from (the app keeps the fraction of the 16 px
                  grid between images); a record only: the budget used is params.budget /
                  solve_budget (the relative budget of this image, kept within the strategy's range)
+    query:       None | {"query": <adapatch.Query.to_dict()>, "weight": w in [0, 1]}  (``adapatch.query``)
+                 query-aware patching: ``query_map(image, ...)`` of the image the result is computed
+                 on (``frame_image``: region coordinates are in its pixels), mixed with weight ``w``
+                 into the layout (``query=``, ``query_weight=``; uniform ignores it, multiscale and
+                 the learned selector refuse it) and into the pruning, if any. A class query names
+                 its model (``query.model``), which counts as the settings' one model.
 
 Model-based settings (``MODEL_STRATEGIES``: strategy ``"learned_selector"`` with params
 ``{"k", "model"}``; or a learned/attention ``prune``) work in the model's input frame: the image is
@@ -48,13 +54,14 @@ from .layout import PatchLayout
 from .model_refs import CHECKPOINT_SUFFIXES
 from .model_refs import TASK as TASK_MODEL
 from .pruning import prune, token_scores
+from .query import Query, check_query_weight, query_map
 from .saliency import saliency as compute_saliency
 from .strategies import STRATEGIES, layout_for_budget, make_layout
 from .validation import check_choice
 
 SETTINGS_FORMAT = "adapatch.settings/1"
 SETTINGS_KEYS = ("format", "image", "saliency", "strategy", "params", "solve_budget", "prune", "vit", "device",
-                 "relative_budget")
+                 "relative_budget", "query")
 SALIENCY_SCORERS = ("mean", "max")
 MODEL_SCORERS = ("learned", "attention")
 PRUNE_SCORERS = SALIENCY_SCORERS + MODEL_SCORERS
@@ -86,6 +93,7 @@ def normalize_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "vit": str(s.get("vit", "ViT-B")),
         "device": str(s.get("device", "auto")),
         "relative_budget": _normalize_relative(s.get("relative_budget")),
+        "query": _normalize_query(s.get("query")),
     }
     for where in ("params", "saliency"):
         params = out[where]["params"] if where == "saliency" else out[where]
@@ -103,6 +111,13 @@ def normalize_settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("learned/attention pruning runs on a uniform grid: strategy must be 'uniform'")
     if out["relative_budget"] is not None and out["solve_budget"] is None and out["params"].get("budget") is None:
         raise ValueError("relative_budget records where a budget came from, but the settings have no budget")
+    if {"query", "query_weight"} & set(out["params"]):
+        raise ValueError("params must not hold query or query_weight: the settings record them under 'query'")
+    if out["query"] is not None and out["query"]["weight"] > 0:
+        if out["strategy"] in MODEL_STRATEGIES:
+            raise ValueError("query: the learned selector does not take a query; use a layout strategy or pruning")
+        if out["strategy"] == "multiscale":
+            raise ValueError("query: the multiscale strategy does not take a query yet; use quadtree or greedy")
     settings_model(out)  # one model per settings dict
     return out
 
@@ -114,6 +129,42 @@ def _normalize_relative(r: Any) -> dict[str, Any] | None:
     if not isinstance(r, dict) or "value" not in r:
         raise ValueError(f"relative_budget must be None or a dict with unit and value, got {r!r}")
     return RelativeBudget(str(r.get("unit", "fraction")), float(r["value"])).to_dict()
+
+
+def _normalize_query(q: Any) -> dict[str, Any] | None:
+    """``{"query": Query.to_dict(), "weight": w}`` (checked: one-line errors naming the field), or None."""
+    if q is None:
+        return None
+    if not isinstance(q, dict) or "query" not in q or "weight" not in q or set(q) - {"query", "weight"}:
+        got = sorted(map(str, q)) if isinstance(q, dict) else type(q).__name__
+        raise ValueError(f"query must be None or a dict with keys query (an adapatch.Query dict) and weight, got {got}")
+    try:
+        query = Query.from_dict(q["query"])
+        weight = check_query_weight(q["weight"])
+        return {"query": query.to_dict(), "weight": weight}
+    except ValueError as e:
+        raise ValueError(f"settings query: {e}") from None
+
+
+def _settings_query(s: dict[str, Any]) -> Query | None:
+    """The settings' ``Query`` when it is mixed in (weight above 0), else None."""
+    q = s["query"]
+    return None if q is None or q["weight"] == 0 else Query.from_dict(q["query"])
+
+
+def _query_map_for(image: np.ndarray, s: dict[str, Any], model: Any, qmap: np.ndarray | None = None
+                   ) -> dict[str, Any]:
+    """``{"query": map, "query_weight": w}`` keywords for the settings' query on ``image`` ({} if none);
+    ``qmap``: its map when the caller has it; a class query runs on the loaded model the settings name."""
+    q = _settings_query(s)
+    if q is None:
+        return {}
+    if qmap is not None:
+        return {"query": qmap, "query_weight": s["query"]["weight"]}
+    if q.kind == "class":
+        from dataclasses import replace
+        q = replace(q, model=resolve_settings_model(s, model))
+    return {"query": query_map(image, q, device=s["device"]), "query_weight": s["query"]["weight"]}
 
 
 def _normalize_prune(p: Any) -> dict[str, Any] | None:
@@ -142,6 +193,9 @@ def settings_model(settings: dict[str, Any]) -> str | None:
         names.add(settings["prune"]["model"])
     if settings["saliency"]["method"] == "attention" and _uses_saliency(settings):
         names.add(str(settings["saliency"]["params"].get("model") or TASK_MODEL))
+    q = settings.get("query")
+    if q is not None and q["weight"] > 0 and q["query"]["kind"] == "class":
+        names.add(q["query"]["model"])
     if len(names) > 1:
         raise ValueError(f"settings name more than one model ({', '.join(sorted(names))}); use one")
     return next(iter(names), None)
@@ -205,10 +259,12 @@ def frame_image(image: np.ndarray, settings: dict[str, Any], model: Any = None) 
     return resize_for_model(image, resolve_settings_model(settings, model))
 
 
-def model_prune_from_settings(image: np.ndarray, settings: dict[str, Any], model: Any = None):
+def model_prune_from_settings(image: np.ndarray, settings: dict[str, Any], model: Any = None,
+                              qmap: np.ndarray | None = None):
     """``adapatch.model.PruneResult`` of learned/attention prune settings on ``frame_image``.
 
     The grid is ``make_layout(frame, "uniform", **params)`` (the app uses the model's patch size).
+    ``qmap``: the settings' query map on the frame when the caller has it (else computed).
     """
     s = normalize_settings(settings)
     if s["prune"] is None or s["prune"]["scorer"] not in MODEL_SCORERS:
@@ -218,17 +274,20 @@ def model_prune_from_settings(image: np.ndarray, settings: dict[str, Any], model
     img = frame_image(image, s, model)
     grid = make_layout(img, "uniform", None, **s["params"])
     fn = prune_tokens_learned if s["prune"]["scorer"] == "learned" else prune_tokens_attention
-    return fn(img, grid, model, keep_ratio=s["prune"]["keep_ratio"], device=s["device"])
+    return fn(img, grid, model, keep_ratio=s["prune"]["keep_ratio"], device=s["device"],
+              **_query_map_for(img, s, model, qmap))
 
 
 def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
-                         saliency_map: np.ndarray | None = None, model: Any = None) -> PatchLayout:
+                         saliency_map: np.ndarray | None = None, model: Any = None,
+                         qmap: np.ndarray | None = None) -> PatchLayout:
     """The layout the settings describe, for ``image`` already loaded (and resized, if they say so).
 
     ``saliency_map`` may be given when the caller has it already (the app caches it); otherwise it
     is computed from ``settings["saliency"]`` when the layout needs it. ``model`` is the loaded
     model the settings name (else it is loaded by name). Model-based settings give a layout of
-    ``frame_image(image, settings)``.
+    ``frame_image(image, settings)``. ``qmap``: the settings' query map (``query_map`` of that image)
+    when the caller has it already; otherwise it is computed.
     """
     s = normalize_settings(settings)
     if s["strategy"] in MODEL_STRATEGIES:
@@ -236,21 +295,22 @@ def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
         model = resolve_settings_model(s, model)
         return selector_layout(frame_image(image, s, model), model, k=s["params"].get("k"), device=s["device"])
     if s["prune"] is not None and s["prune"]["scorer"] in MODEL_SCORERS:
-        return model_prune_from_settings(image, s, model).layout
+        return model_prune_from_settings(image, s, model, qmap).layout
     sal = saliency_map
     if sal is None and needs_saliency(s):
         params = dict(s["saliency"]["params"])
         if s["saliency"]["method"] == "attention":
             params["model"] = resolve_settings_model(s, model)
         sal = compute_saliency(image, s["saliency"]["method"], **params)
-    params = dict(s["params"])
+    query = _query_map_for(image, s, model, qmap)
+    params = {**s["params"], **query}
     if s["solve_budget"] is not None:
         layout = layout_for_budget(image, s["strategy"], int(s["solve_budget"]), sal, **params)
     else:
         layout = make_layout(image, s["strategy"], sal, **params)
     if s["prune"] is not None:
         scores = token_scores(sal, layout, s["prune"]["scorer"])
-        layout = prune(layout, scores, s["prune"]["keep_ratio"])
+        layout = prune(layout, scores, s["prune"]["keep_ratio"], **query)
     return layout
 
 
@@ -265,6 +325,19 @@ def _model_lines(name: str, device: str) -> list[str]:
     what = ("the checkpoint file you used in the app" if name.lower().endswith(CHECKPOINT_SUFFIXES)
             else "timm weights by name (needs timm and its model hub)")
     return [f"model = load_model({name!r}, device={device!r})  # {what}"]
+
+
+def _query_kwargs(q: Query, device: str) -> str:
+    """``query_map`` keywords of ``q`` as code (a class query uses the loaded ``model``)."""
+    d = q.to_dict()
+    if q.kind == "class":
+        return f"model=model, target={q.target!r}, device={device!r}"
+    if q.kind == "text":
+        return f"text={q.text!r}, model={q.model!r}, device={device!r}"
+    parts = [f"{q.kind}={tuple(d[q.kind]) if q.kind == 'box' else d[q.kind]!r}"]
+    if q.falloff is not None:
+        parts.append(f"falloff={q.falloff!r}")
+    return ", ".join(parts)
 
 
 def settings_snippet(settings: dict[str, Any]) -> str:
@@ -297,6 +370,11 @@ def settings_snippet(settings: dict[str, Any]) -> str:
     if frame:
         model_imports.append("resize_for_model")
         body.append("image = resize_for_model(image, model)  # model-based results live in the model's input frame")
+    q_args = ""
+    query = _settings_query(s)
+    if query is not None:
+        body.append(f"qmap = ap.query_map(image, {_query_kwargs(query, s['device'])})  # where to spend tokens")
+        q_args = f", query=qmap, query_weight={s['query']['weight']!r}"
     params = s["params"]
     if s["strategy"] in MODEL_STRATEGIES:
         model_imports.append("selector_layout")
@@ -318,20 +396,20 @@ def settings_snippet(settings: dict[str, Any]) -> str:
                         f"{rel['unit']}={rel['value']!r})), kept within what the strategy can use on this image")
         if s["solve_budget"] is not None:
             body.append(f"layout = ap.layout_for_budget(image, {s['strategy']!r}, {int(s['solve_budget'])}, "
-                        f"{sal_arg}{extra})")
+                        f"{sal_arg}{extra}{q_args})")
         else:
-            body.append(f"layout = ap.make_layout(image, {s['strategy']!r}, {sal_arg}{extra})")
+            body.append(f"layout = ap.make_layout(image, {s['strategy']!r}, {sal_arg}{extra}{q_args})")
         pr = s["prune"]
         if pr is not None and pr["scorer"] in MODEL_SCORERS:
             fn = "prune_tokens_learned" if pr["scorer"] == "learned" else "prune_tokens_attention"
             model_imports.append(fn)
             body.append(f"result = {fn}(image, layout, model, keep_ratio={pr['keep_ratio']!r}, "
-                        f"device={s['device']!r})")
+                        f"device={s['device']!r}{q_args})")
             body.append("layout = result.layout")
             body.append("print('prediction from the kept tokens:', result.prediction)")
         elif pr is not None:
             body.append(f"scores = ap.token_scores(sal, layout, {pr['scorer']!r})")
-            body.append(f"layout = ap.prune(layout, scores, keep_ratio={pr['keep_ratio']!r})")
+            body.append(f"layout = ap.prune(layout, scores, keep_ratio={pr['keep_ratio']!r}{q_args})")
     if model_imports:
         imports.append(f"from adapatch.model import {', '.join(sorted(set(model_imports)))}")
     lines = ["# Reproduces a layout tuned in the adapatch app.  pip install adapatch (this repo)", *imports, "", *body]

@@ -38,14 +38,16 @@ def _model_numbers(res, ref: model_source.ModelRef, model, container) -> None:
     from adapatch.model import describe_model, pruned_macs
     from adapatch.model.classes import class_label
     full, pruned = pruned_macs(model, res)
-    c1, c2 = container.columns(7)[:2]
-    pred = ("no classifier head" if res.prediction is None
-            else f"class {class_label(res.prediction, describe_model(model)['num_classes'])}")
+    c1, c2 = container.columns([2, 1, 4])[:2]  # the prediction's column is wide enough for "index · ImageNet name"
+    pred = "no classifier head" if res.prediction is None else f"class {res.prediction}"
     key = state.current_key()
     truth = (task_sample_label(key[len("sample:"):]) if ref.kind == "task" and key.startswith("sample:")
              else None)
-    c1.metric("Prediction", pred, delta=None if truth is None else f"true digit {truth}",
-              delta_color="off", delta_arrow="off", help="What the model predicts from the tokens it kept.")
+    named = class_label(res.prediction, describe_model(model)["num_classes"])  # "index · ImageNet name"
+    note = f"true digit {truth}" if truth is not None else (named if " · " in named else None)
+    c1.metric("Prediction", pred, delta=note, delta_color="off", delta_arrow="off",
+              help="What the model predicts from the tokens it kept" + (" (index · ImageNet class name)."
+                                                                         if " · " in named else "."))
     c2.metric("Model MACs", f"×{pruned / full:.3f}", delta=f"{pruned / 1e6:.1f} M of {full / 1e6:.1f} M",
               delta_color="off", delta_arrow="off",
               help="This model's MACs with pruning after block "

@@ -141,6 +141,7 @@ def test_pruning_page_names_the_imagenet_class(checkpoints) -> None:
     at.selectbox(key="w_prune_scorer").set_value("attention").run()
     _upload(at, checkpoints / "imagenet_trained.safetensors")
     ok(at)
-    value = metric(at, "Prediction")
-    assert value.startswith("class ") and " · " in value
-    assert value.split(" · ", 1)[1] in class_names(1000)
+    value = metric(at, "Prediction")  # the index as the value (it fits), "index · name" under it
+    named = next(m.proto.delta for m in at.metric if m.label == "Prediction")
+    assert value == f"class {named.split(' · ')[0]}"
+    assert named.split(" · ", 1)[1] in class_names(1000)

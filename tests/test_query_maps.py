@@ -214,7 +214,8 @@ class FakeVisual(nn.Module):
         return {"image_intermediates": [self.conv1(x)]}
 
     def forward(self, x):
-        return self.conv1(x).flatten(2).mean(-1) @ self.proj
+        f = self.conv1(x).flatten(2).mean(-1)
+        return f if self.proj is None else f @ self.proj
 
 
 class FakeCLIP(nn.Module):
@@ -261,10 +262,24 @@ def test_text_map_through_the_clip_interface_finds_the_named_colour():
     assert m_red[red].mean() > 0.8 > 0.2 > m_red[blue].mean()
     assert m_blue[blue].mean() > 0.8 > 0.2 > m_blue[red].mean()
     assert np.array_equal(m_red, text_map(img, "a red square", pair, device="cpu"))
+    assert np.array_equal(m_red, text_map(img, "a red square", pair, device="cpu", method="tokens"))  # auto = tokens
     g = text_map(img, "a red square", pair, device="cpu", method="gradient")
     assert g.shape == (48, 64) and g.dtype == np.float32 and 0.0 <= g.min() and g.max() == 1.0
     assert np.array_equal(g, text_map(img, "a red square", pair, device="cpu", method="gradient"))
     assert _unchanged(pair[0], snap)
+
+
+def test_text_map_auto_falls_back_to_gradient_without_a_token_projection():
+    clip = FakeCLIP()
+    del clip.visual.proj
+    clip.visual.proj = None  # like a tower whose projection follows a pooling: no per-token reading
+    img, red, _ = _colour_image()
+    pair = (clip, fake_tokenizer)
+    auto = text_map(img, "red", pair, device="cpu")
+    assert np.array_equal(auto, text_map(img, "red", pair, device="cpu", method="gradient"))
+    assert auto.shape == (48, 64) and auto.max() == 1.0
+    with pytest.raises(ValueError, match="^method: this visual tower's patch tokens have no projection"):
+        text_map(img, "red", pair, device="cpu", method="tokens")
 
 
 def test_text_map_refusals(monkeypatch):
@@ -301,6 +316,8 @@ def test_text_map_real_open_clip_tiny_random_model():
     pair = (clip, SimpleTokenizer(context_length=16))
     snap = _snapshot(clip)
     img = np.random.default_rng(0).random((40, 50, 3), dtype=np.float32)
+    assert np.array_equal(text_map(img, "a red car", pair, device="cpu"),
+                          text_map(img, "a red car", pair, device="cpu", method="tokens"))  # auto = tokens here
     for method in qm.TEXT_METHODS:
         a = text_map(img, "a red car", pair, device="cpu", method=method)
         b = text_map(img, "a blue dog", pair, device="cpu", method=method)

@@ -33,12 +33,16 @@ on the CPU. Random weights are refused unless ``allow_random=True`` (as for atte
 random evidence is never shown as evidence).
 
 **Text relevance** (``text_map``) runs an open_clip model (an optional extra:
-``pip install open_clip_torch``; ``pip install 'adapatch[query]'``): ``method="tokens"`` (the
-default) is the cosine similarity between the text embedding and each patch token of the CLIP
+``pip install open_clip_torch``; ``pip install 'adapatch[query]'``): ``method="tokens"`` is the
+cosine similarity between the text embedding and each patch token of the CLIP
 visual tower's last block, taken through the tower's own final norm and projection into the
 joint space (``visual.forward_intermediates``, open_clip's public API for its ViT towers);
 ``method="gradient"`` is gradient x input of the image-text cosine similarity, pooled over the
-tower's patch grid (it needs only ``encode_image``, so it also works for non-ViT towers).
+tower's patch grid (it needs only ``encode_image``, so it also works for towers whose patch
+tokens have no projection into the joint space, such as an attention-pool head, or non-ViT
+towers); ``"auto"`` (the default) takes ``"tokens"`` where it applies, else ``"gradient"``.
+The token similarity is the direct reading of "where does the image match the text" and needs
+one forward pass; gradient x input is noisier (pixel-level) but always defined.
 ``model`` may be an open_clip ``(model, tokenizer)`` pair already loaded, which needs no import
 of open_clip here, or a name ``"ARCH/PRETRAINED_TAG"`` (``"ViT-B-32/openai"``) or
 ``"hf-hub:org/repo"`` loaded through open_clip: like a timm name, that downloads its weights on
@@ -61,7 +65,7 @@ from .attention import _read_row
 from .task import as_vit, prepare_image
 
 CLASS_METHODS = ("gradattn", "gradcam")
-TEXT_METHODS = ("tokens", "gradient")
+TEXT_METHODS = ("auto", "tokens", "gradient")
 DEFAULT_TEXT_MODEL = "ViT-B-32/openai"
 OPEN_CLIP_HINT = "text queries need open_clip (pip install open_clip_torch)"
 # CLIP's (OpenAI) input normalisation, for a model that does not carry its own preprocess_cfg
@@ -269,8 +273,39 @@ def _text_embedding(clip, tokenizer, text: str, device: torch.device) -> torch.T
         return F.normalize(clip.encode_text(tokens).float(), dim=-1)[0]
 
 
+def _patch_similarity(visual, x: torch.Tensor, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | str:
+    """``[gh, gw]`` cosine similarity of the text embedding ``t`` with each patch token of the last
+    block (through the tower's final norm and projection), or why this tower cannot give it."""
+    if not hasattr(visual, "forward_intermediates"):
+        return "this visual tower has no forward_intermediates (not an open_clip ViT tower)"
+    proj = getattr(visual, "proj", None)
+    if not isinstance(proj, (torch.Tensor, torch.nn.Module)) or getattr(visual, "attn_pool", None) is not None:
+        return "this visual tower's patch tokens have no projection of their own into the joint space"
+    with torch.no_grad():
+        out = visual.forward_intermediates(x, indices=1, normalize_intermediates=True, intermediates_only=True,
+                                           output_fmt="NCHW")
+        feat = out["image_intermediates"][-1][0].float()  # [C, gh, gw], after the tower's final norm
+        c, gh, gw = feat.shape
+        feat = feat.permute(1, 2, 0).reshape(gh * gw, c)
+        if isinstance(proj, torch.Tensor):
+            feat = feat @ proj.detach().float()
+        elif isinstance(proj, torch.nn.Module):
+            feat = proj(feat.to(dtype)).float()
+    if feat.shape[-1] != t.shape[-1]:
+        return (f"the patch tokens ({feat.shape[-1]} wide) are not in the text embedding's space "
+                f"({t.shape[-1]} wide) for this tower (its projection follows a pooling)")
+    return (F.normalize(feat, dim=-1) @ t).reshape(gh, gw)
+
+
+def _patch_size(visual) -> tuple[int, int]:
+    p = getattr(visual, "patch_size", None)
+    if p is None:  # open_clip's TimmModel: the timm trunk's patch embedding
+        p = getattr(getattr(getattr(visual, "trunk", None), "patch_embed", None), "patch_size", 16)
+    return _pair(p)
+
+
 def text_tokens(image: np.ndarray, text: str, model=None, device: str | torch.device = "auto",
-                method: str = "tokens") -> np.ndarray:
+                method: str = "auto") -> np.ndarray:
     """Float32 relevance of ``text`` on the visual tower's patch grid (``tokens``) or its input
     pixels pooled to that grid (``gradient``); not normalised. Same arguments as ``text_map``."""
     method = check_choice("method", method, TEXT_METHODS)
@@ -285,48 +320,35 @@ def text_tokens(image: np.ndarray, text: str, model=None, device: str | torch.de
     x = _clip_input(image, visual, dev, dtype)
     with _eval_mode(clip), torch.inference_mode(False):
         t = _text_embedding(clip, tokenizer, text.strip(), dev)
-        if method == "tokens":
-            if not hasattr(visual, "forward_intermediates"):
-                raise ValueError("method: this visual tower has no forward_intermediates (not an open_clip ViT); "
-                                 "use method='gradient'")
-            with torch.no_grad():
-                out = visual.forward_intermediates(x, indices=1, normalize_intermediates=True,
-                                                   intermediates_only=True, output_fmt="NCHW")
-                feat = out["image_intermediates"][-1][0].float()  # [C, gh, gw], after the tower's final norm
-            c, gh, gw = feat.shape
-            feat = feat.permute(1, 2, 0).reshape(gh * gw, c)
-            proj = getattr(visual, "proj", None)
-            if isinstance(proj, torch.Tensor):
-                feat = feat @ proj.detach().float()
-            elif isinstance(proj, torch.nn.Module):
-                with torch.no_grad():
-                    feat = proj(feat.to(dtype)).float()
-            if feat.shape[-1] != t.shape[-1]:
-                raise ValueError(f"method: the patch tokens ({feat.shape[-1]} wide) are not in the text embedding's "
-                                 f"space ({t.shape[-1]} wide) for this model; use method='gradient'")
-            sim = F.normalize(feat, dim=-1) @ t
-            return sim.reshape(gh, gw).cpu().numpy().astype(np.float32)
+        if method != "gradient":
+            sim = _patch_similarity(visual, x, t, dtype)
+            if isinstance(sim, torch.Tensor):
+                return sim.cpu().numpy().astype(np.float32)
+            if method == "tokens":
+                raise ValueError(f"method: {sim}; use method='gradient'")
         with torch.enable_grad():
             xin = x.detach().clone().requires_grad_(True)
             f = F.normalize(clip.encode_image(xin).float(), dim=-1)[0]
             (dx,) = torch.autograd.grad(f @ t, xin)
         pix = (dx * xin.detach()).float().abs().sum(dim=1)[0]  # [h, w]
-    ph, pw = _pair(getattr(visual, "patch_size", 16))
+    ph, pw = _patch_size(visual)
     gh, gw = max(1, pix.shape[0] // ph), max(1, pix.shape[1] // pw)
     pooled = F.adaptive_avg_pool2d(pix[None, None], (gh, gw))[0, 0]
     return pooled.cpu().numpy().astype(np.float32)
 
 
 def text_map(image: np.ndarray, text: str, model=None, device: str | torch.device = "auto",
-             method: str = "tokens") -> np.ndarray:
+             method: str = "auto") -> np.ndarray:
     """Float32 ``[H, W]`` in [0, 1]: where ``text`` matches ``image``, through an image-text model.
 
     ``model``: an open_clip ``(model, tokenizer)`` pair (used as is, moved to ``device``), or a
     name loaded through open_clip, ``"ARCH/TAG"`` or ``"hf-hub:org/repo"`` (None:
     ``DEFAULT_TEXT_MODEL``; a named model downloads its weights on first use when they are not
     cached, and the last two are kept). ``method``: ``"tokens"`` (patch-token / text cosine
-    similarity in the joint space, the default) or ``"gradient"`` (gradient x input of the
-    image-text similarity, pooled over the patch grid). Without a usable open_clip a name raises
+    similarity in the joint space), ``"gradient"`` (gradient x input of the image-text
+    similarity, pooled over the patch grid) or ``"auto"`` (the default: ``"tokens"`` where the
+    tower's patch tokens project into the joint space, as in open_clip's own ViT towers, else
+    ``"gradient"``, e.g. a tower whose projection follows an attention pool). Without a usable open_clip a name raises
     the one-line ``ValueError`` that ``text_available()`` gives."""
     grid = text_tokens(image, text, model, device, method)
     return _to_image_map(grid, np.shape(image)[:2])

@@ -328,7 +328,8 @@ def summary(ref: ModelRef, model) -> None:
         st.caption("Weights from your file: adapatch cannot tell whether they are trained, so maps and scores are "
                    "only as meaningful as those weights.")
     else:
-        st.caption("Pretrained weights from timm (ImageNet-style classes; the prediction is a class index).")
+        st.caption("Pretrained weights from timm (preprocessing from timm's data config; 1000-class models' "
+                   "predictions are shown with their ImageNet class names).")
 
 
 def image_caveat(ref: ModelRef, image_key: str) -> None:

@@ -5,6 +5,7 @@ and the bundled task model trained on cluttered digits by ``python -m adapatch.e
 Nothing is downloaded at import; timm is optional and only used by ``load_model(<timm name>)``.
 """
 
+from .agreement import TokenAgreement, token_agreement
 from .api import (PruneResult, model_grid, prune_tokens_attention, prune_tokens_learned, pruned_macs, selector_importance,
                   selector_layout)
 from .attention import attention_saliency, attention_tokens, cls_attention, rollout
@@ -17,10 +18,11 @@ from .selector import LearnedPatchSelector, relaxed_mask, select_topk, sparsity_
 from .sources import TASK, describe_model, resolve_model
 from .task import ASSET_DIR, TaskModel, load_task_model, prepare_image, resize_for_model
 from .vit import ViTConfig, VisionTransformer
-from .weights import (PRESETS, create_model, load_model, load_model_bytes, read_state_dict, read_state_dict_bytes,
-                      save_model)
+from .weights import (PREPROCESS, PRESETS, create_model, load_model, load_model_bytes, read_state_dict,
+                      read_state_dict_bytes, save_model)
 
 __all__ = [
+    "PREPROCESS", "TokenAgreement", "token_agreement",
     "ASSET_DIR", "AdaptivePatchEmbed", "DynamicBatcher", "LearnedPatchSelector", "PRESETS", "PosMLP",
     "PruneResult", "TaskModel", "TokenBatch", "TokenPruner", "ViTConfig", "VisionTransformer",
     "attention_saliency", "attention_tokens", "cls_attention", "compare_pad_pack", "create_model",

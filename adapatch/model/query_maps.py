@@ -187,7 +187,7 @@ def _open_clip_status() -> str | None:
         return f"{OPEN_CLIP_HINT}; it is not installed"
     try:
         import open_clip  # noqa: F401  (slow the first time: it imports torchvision and timm)
-    except Exception as e:  # a torchvision built for another torch fails with a RuntimeError, not ImportError
+    except Exception as e:  # noqa: BLE001 - a torchvision built for another torch fails with a RuntimeError
         return f"{OPEN_CLIP_HINT}; it is installed but does not import ({_first_line(e)})"
     return None
 

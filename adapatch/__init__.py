@@ -19,8 +19,8 @@ from .importance import IMPORTANCE_MEASURES
 from .layout import PatchLayout, uniform, uniform_for_budget
 from .multiscale import multiscale
 from .pruning import keep_count, prune, token_scores
-from .query import Query, query_map
 from .quadtree import PathImportance, ThresholdCurve, path_importance, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
+from .query import Query, query_map
 from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
 from .resize import downscale_to_pixels, fit_size, resize_image
 from .saliency import register_saliency, saliency, saliency_methods

@@ -206,7 +206,7 @@ def _rd_greedy(img: np.ndarray, sizes: list[int], budget: int | None, uncovered:
         if uncovered == "fill" and budget < n0:
             raise ValueError(f"budget must be >= {n0} (one {big}px token per cell of a {h}x{w} image) "
                              f"with uncovered='fill', got {budget}; use uncovered='drop' or a larger budget")
-        c, a, b, dt, slope = _upgrades(err_a, tok)
+        c, _, b, dt, slope = _upgrades(err_a, tok)
         order = np.lexsort((np.arange(len(c)), -slope))  # most error removed per token first
         spent = base + np.cumsum(dt[order])
         n_ok = int(np.searchsorted(spent, budget, side="right"))

@@ -28,8 +28,9 @@ like ``saliency.register_lazy``: the layout modules stay below the model package
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -153,7 +154,7 @@ class Query:
 
     @classmethod
     def of(cls, *, box: Any = None, polygon: Any = None, points: Any = None, falloff: float | None = None,
-           model: Any = None, target: int | None = None, text: str | None = None) -> "Query":
+           model: Any = None, target: int | None = None, text: str | None = None) -> Query:
         """The query the keywords describe (exactly one kind), as ``query_map`` reads them."""
         kinds = [k for k, v in (("box", box), ("polygon", polygon), ("points", points)) if v is not None]
         if text is not None:
@@ -190,7 +191,7 @@ class Query:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Query":
+    def from_dict(cls, d: Any) -> Query:
         """The ``Query`` of a dict (``to_dict``'s, or the keywords of ``Query.of`` with an optional kind)."""
         if isinstance(d, Query):
             return d
@@ -482,6 +483,23 @@ def mix_scores(scores: np.ndarray, token_q: np.ndarray, weight: float) -> np.nda
     return mix(normalize_scores(scores), token_q, weight)
 
 
-__all__ = ["Query", "QUERY_KINDS", "REGION_KINDS", "box_max", "check_query_map", "check_query_weight",
-           "default_falloff", "describe_query", "falloff_map", "mix", "mix_scores", "node_max",
-           "normalize_importance", "normalize_scores", "query_map", "region_mask", "resolve_query", "token_query"]
+__all__ = [
+    "QUERY_KINDS",
+    "REGION_KINDS",
+    "Query",
+    "box_max",
+    "check_query_map",
+    "check_query_weight",
+    "default_falloff",
+    "describe_query",
+    "falloff_map",
+    "mix",
+    "mix_scores",
+    "node_max",
+    "normalize_importance",
+    "normalize_scores",
+    "query_map",
+    "region_mask",
+    "resolve_query",
+    "token_query",
+]

@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 
 import adapatch as ap
-from adapatch.export import (layout_from_settings, normalize_settings, settings_json, settings_model,
-                             settings_snippet)
+from adapatch.export import (
+    layout_from_settings,
+    normalize_settings,
+    settings_json,
+    settings_model,
+    settings_snippet,
+)
 from adapatch.samples import load_sample
 
 SAL = {"method": "edges", "params": {}}

@@ -4,6 +4,8 @@ budgets, exact tiling, the exact tokens-vs-threshold curve and the threshold sol
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -188,7 +190,7 @@ def test_curve_is_exact_and_solver_smallest_with_a_query(img, sizes, imp, w, see
     ts = np.linspace(0, 1, 11)
     tokens = [ap.quadtree(img, threshold=t, **kw).num_tokens for t in ts]
     assert list(curve.tokens_at(ts)) == tokens
-    assert all(a >= b for a, b in zip(tokens, tokens[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(tokens))
     for budget in (curve.base_tokens, curve.base_tokens + 7, (curve.base_tokens + curve.max_tokens) // 2):
         t = ap.threshold_for_budget(img, budget, **kw)
         assert t == curve.threshold_for(budget) and 0 <= t <= 1
@@ -266,7 +268,7 @@ def test_prune_with_a_query(astronaut):
     assert full.params["prune_query"] == "map" and full.params["prune_query_weight"] == 1.0
     half = ap.prune(lay, scores, keep, query=Query.of(box=(0, 0, 128, 128), falloff=0), query_weight=0.5)
     blind = ap.prune(lay, scores, keep)
-    in_box = lambda x: int(((x.boxes[:, 0] < 128) & (x.boxes[:, 1] < 128)).sum())  # noqa: E731
+    in_box = lambda x: int(((x.boxes[:, 0] < 128) & (x.boxes[:, 1] < 128)).sum())
     assert in_box(blind) < in_box(half) <= in_box(full)
     # the mix is (1 - w) * minmax(scores) + w * Q: check the ranking directly
     s = (scores - scores.min()) / (scores.max() - scores.min())
@@ -282,7 +284,13 @@ def test_prune_with_a_query(astronaut):
 def task():
     import torch
 
-    from adapatch.model import LearnedPatchSelector, TaskModel, TokenPruner, ViTConfig, VisionTransformer
+    from adapatch.model import (
+        LearnedPatchSelector,
+        TaskModel,
+        TokenPruner,
+        VisionTransformer,
+        ViTConfig,
+    )
     torch.manual_seed(0)
     vit = VisionTransformer(ViTConfig(img_size=32, patch_size=8, dim=24, depth=3, heads=2, num_classes=5,
                                       pos_mode="interp+mlp")).eval()

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..layout import PatchLayout, uniform
-from ..validation import check_float, check_int, check_rgb
 from ..query import describe_query, mix_scores, token_query
+from ..validation import check_float, check_int, check_rgb
 from .pruning import forward_pruned, prune_from, score_tokens
 from .selector import select_topk
 from .task import TaskModel, as_vit, prepare_image

@@ -5,7 +5,11 @@ evaluate the cluttered-digits experiment, write weights, config, results and sam
 already in ``DIR`` (default: the package's bundled model, adapatch/assets/model) on its training run's held-out split, without
 retraining, and rewrite ``results.json`` (keeping the training log) and ``results.md``. The rows
 cover the whole split; ``results.json``'s ``subset_check`` holds the exact correct counts, tokens and
-MACs on its first ``SUBSET_N`` images, which tests/test_experiments_eval.py recomputes in seconds."""
+MACs on its first ``SUBSET_N`` images, which tests/test_experiments_eval.py recomputes in seconds.
+
+``python -m adapatch.experiments --query-experiment [--out DIR] [--seed N] [--query-n N] [--threads N]``:
+query-aware patching on two cluttered digits (issue #14, ``query_eval``), with the checkpoint in
+``DIR`` unchanged; writes ``query_results.json`` and ``query_results.md`` there."""
 
 from __future__ import annotations
 
@@ -48,10 +52,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eval-only", action="store_true",
                     help="no training: evaluate the checkpoint in --out on its held-out split and rewrite "
                          "results.json / results.md there")
+    ap.add_argument("--query-experiment", action="store_true",
+                    help="no training: query-aware patching on two cluttered digits with the checkpoint in --out "
+                         "(--seed: the canvases' seed, default 14); writes query_results.json / query_results.md")
+    ap.add_argument("--query-n", type=int, default=2000, help="--query-experiment: number of two-digit canvases")
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error("--threads must be >= 1")
     command = "python -m adapatch.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.query_experiment:
+        return _query_experiment(ap, args, command)
     if args.eval_only:
         for flag, given in (("--quick", args.quick), ("--seed", args.seed is not None),
                             ("--vit-epochs", args.vit_epochs is not None)):
@@ -143,6 +153,24 @@ def _eval_only(args: argparse.Namespace, command: str) -> dict:
     print(f"evaluated {out} on {result['n_test']} held-out images ({result['samples_verified']} saved samples "
           f"matched{sub}) in {seconds:.0f}s; rewrote results.json and results.md")
     return results
+
+
+def _query_experiment(ap: argparse.ArgumentParser, args: argparse.Namespace, command: str) -> dict:
+    from .query_eval import compact_table, markdown_table, run_query_experiment
+
+    for flag, given in (("--quick", args.quick), ("--eval-only", args.eval_only),
+                        ("--vit-epochs", args.vit_epochs is not None)):
+        if given:
+            ap.error(f"{flag} does not go with --query-experiment (it trains nothing)")
+    if args.query_n < 1:
+        ap.error("--query-n must be >= 1")
+    res = run_query_experiment(args.out, n=args.query_n, seed=14 if args.seed is None else args.seed,
+                               device=args.device, threads=args.threads, command=command)
+    print(markdown_table(res["rows"]))
+    print(compact_table(res["rows"]))
+    print(f"{args.query_n} two-digit canvases in {res['seconds']:.0f}s; wrote query_results.json and query_results.md "
+          f"in {args.out}")
+    return res
 
 
 if __name__ == "__main__":

@@ -5,7 +5,15 @@ from __future__ import annotations
 import streamlit as st
 
 import adapatch as ap
-from adapatch.app_support import compute, model_source, model_view, recipes, state, ui
+from adapatch.app_support import (
+    compute,
+    model_source,
+    model_view,
+    query_ui,
+    recipes,
+    state,
+    ui,
+)
 from adapatch.app_support.images import ImageEntry
 
 IMPORTANCE_HELP = {
@@ -139,18 +147,35 @@ def layout_view(entry: ImageEntry) -> None:
             budget = recipes.layout_budget(entry, strategy, (min_size, max_size), importance)
             if use_budget or strategy == "multiscale":
                 st.caption(budget.caption())
-            with threshold_slot:
-                threshold = threshold_widget(curve, budget if use_budget else None, quad)
             vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS)
             show_recon = state.widget("show_recon", st.toggle, "Show what the model sees",
                                       help="Each token resampled to 16x16 and painted back at its box.")
+            choice = query_ui.controls(entry)
+        if strategy == "multiscale" and choice.ready:
+            choice = choice.without("Multiscale does not take a query yet (the library refuses one): pick quadtree "
+                                    "or greedy to use it.")
+        main = right
+        if choice.active:  # the drawing surface next to the layout, drawn before anything is computed
+            with right:
+                ask, main = st.columns(2, gap="small")
+            with ask:
+                if choice.kind == "region":
+                    query_ui.surface(entry, choice, "layout")
+                else:
+                    st.image(compute.display_image(entry), width="stretch", caption="Original")
+        choice = query_ui.checked(entry, choice)
+        query = query_ui.record(choice, entry)
+        with threshold_slot:  # with a query, the curve of the mixed importance
+            qcurve = (compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance, query)
+                      if curve is not None and query is not None else curve)
+            threshold = threshold_widget(qcurve, budget if use_budget else None, quad)
 
-        settings = recipes.layout_settings(entry=entry)
+        settings = recipes.with_query(recipes.layout_settings(entry=entry), query)
         lay = compute.layout(entry, settings)
         eff = ap.efficiency(lay, vit)
         slots = ui.efficiency_metrics(eff, lay, container=top)
 
-        with right:
+        with main:
             if show_recon:
                 st.image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
                          width="stretch", caption="What the model sees: every token resampled to 16 px and painted back")
@@ -158,6 +183,14 @@ def layout_view(entry: ImageEntry) -> None:
                 st.image(compute.overlay_jpeg(entry, settings), output_format="JPEG", width="stretch",
                          caption=f"{ui.fmt_int(lay.num_tokens)} tokens · {recipes.describe(settings)}"
                                  " · colour = patch size")
+        if choice.active:
+            with right:
+                query_ui.note(choice)
+                qa, qb = st.columns(2, gap="small")
+                if choice.ready:
+                    query_ui.query_heatmap(entry, choice, qa)
+                query_ui.saliency_heatmap(entry, recipes.current_saliency(), qb,
+                                          what="Content saliency (saliency importances and greedy use it)")
         fid = compute.fidelity(entry, settings, state.device())  # after the numbers and the overlay, before the
         ui.fidelity_metrics(slots, fid)  # charts: the browser fetches the overlay while this runs
         c1, c2 = st.columns([1, 1.6])
@@ -170,11 +203,12 @@ def layout_view(entry: ImageEntry) -> None:
                                 config=ui.PLOT_CONFIG, key="layout_quality")
                 st.caption(f"Quadtree: PSNR at every budget, SSIM exact at {len(q.ssim)} budgets spread over the range; "
                            f"uniform: {len(u.tokens)} patch sizes (SSIM at {len(u.ssim)}); the current layout's values "
-                           "are exact. All against the original image.")
+                           "are exact. All against the original image."
+                           + (" The curves are without the query; the current layout has it." if query else ""))
             elif curve is not None:  # budget mode: the threshold it implies, on the curve, and the budget line
-                fig = (ui.curve_figure(curve, threshold, curve.tokens_at(threshold), budget.tokens,
+                fig = (ui.curve_figure(qcurve, threshold, qcurve.tokens_at(threshold), budget.tokens,
                                        label="threshold the budget implies") if use_budget else
-                       ui.curve_figure(curve, threshold, lay.num_tokens, None))
+                       ui.curve_figure(qcurve, threshold, lay.num_tokens, None))
                 st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="layout_curve")
             elif strategy == "multiscale":
                 p = lay.params
@@ -188,6 +222,11 @@ def layout_view(entry: ImageEntry) -> None:
                 st.info("The tokens-vs-threshold curve applies to the quadtree; greedy spends the budget "
                         "on the most salient cells (saliency method from the Saliency page), or by "
                         "rate-distortion allocation.", icon=":material/info:")
+        if choice.ready:
+            tokens = budget.tokens if use_budget or strategy == "multiscale" else lay.num_tokens
+            query_ui.comparison(entry, recipes.query_pair(settings, tokens), choice,
+                                budget_note=f"Both solved for {tokens:,} tokens (the library's budget mode), same "
+                                            f"strategy and sizes; query weight {choice.weight:.2f}.")
         ui.export_section(entry, settings, lay, key="layout_export")
 
 

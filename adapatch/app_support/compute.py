@@ -23,8 +23,14 @@ import streamlit as st
 
 import adapatch as ap
 from adapatch import render
-from adapatch.export import (in_model_frame, layout_from_settings, model_prune_from_settings,
-                             needs_saliency, normalize_settings, settings_model)
+from adapatch.export import (
+    in_model_frame,
+    layout_from_settings,
+    model_prune_from_settings,
+    needs_saliency,
+    normalize_settings,
+    settings_model,
+)
 
 from .images import ImageEntry, to_display
 
@@ -163,45 +169,126 @@ def display_factor(entry: ImageEntry, settings: dict) -> int:
     return max(1, MODEL_DISPLAY_SIDE // max(h, w))
 
 
+# ------------------------------------------------------------------ queries (issue #14)
+def query_key(query: dict, device: str | None = None) -> str:
+    """Cache key of a ``Query`` dict: for a class query also the picked model's key, and for class
+    and text queries the device their model runs on (``device``, default the sidebar's, resolved)."""
+    key = canonical(query) + "|"
+    if query.get("kind") in ("class", "text"):
+        from .model_source import run_device
+        key += (model_key(True) if query["kind"] == "class" else "") + "|" + run_device(device)
+    return key
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing the query map…")
+def _query_map(tag: str, key: str, query_json: str, device: str, _image: np.ndarray, _model) -> np.ndarray:
+    from dataclasses import replace
+    q = ap.Query.from_dict(json.loads(query_json))
+    if q.kind == "class":  # the picked model object (the dict names it only)
+        q = replace(q, model=_model)
+    return ap.query_map(_image, q, device=device)
+
+
+def query_map_of(tag: str, image: np.ndarray, query: dict, device: str | None = None) -> np.ndarray:
+    """``adapatch.query_map(image, query)``, cached per image ``tag`` (its digest, plus the frame when
+    it is a model frame) and query: computed once per query, whatever the weight. A class query runs
+    the picked model on ``device`` (default: the sidebar's)."""
+    from .model_source import run_device
+    model = picked_model(query.get("kind") == "class", device)
+    return _query_map(tag, query_key(query, device), canonical(query), run_device(device), image, model)
+
+
+def query_map(entry: ImageEntry, query: dict, device: str | None = None) -> np.ndarray:
+    """The query map of ``query`` (a ``Query`` dict in the image's pixels) on the image itself."""
+    return query_map_of(entry.digest, entry.array, query, device)
+
+
+def settings_qmap(entry: ImageEntry, s: dict) -> np.ndarray | None:
+    """The map of the (normalised) settings' query on the image their result refers to (``frame``),
+    or None when nothing is mixed in (no query, or weight 0)."""
+    q = s.get("query")
+    if q is None or q["weight"] == 0:
+        return None
+    if not in_model_frame(s):
+        return query_map(entry, q["query"], s["device"])
+    tag = entry.digest + "|frame:" + model_key(True)
+    return query_map_of(tag, frame(entry, s), q["query"], s["device"])
+
+
+def _qtag(s: dict) -> str:
+    """The part of a cache key the query map adds (already in the settings JSON; kept explicit)."""
+    q = s.get("query")
+    return "" if q is None else "|q:" + query_key(q["query"], s["device"])
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _mixed(digest: str, key: str, weight: float, _sal: np.ndarray, _qmap: np.ndarray) -> np.ndarray:
+    from adapatch.query import mix
+    return mix(_sal, _qmap, weight).astype(np.float32)
+
+
+def mixed_map(entry: ImageEntry, sal_spec: dict, query: dict, weight: float) -> np.ndarray:
+    """``(1 - w) * saliency + w * query map`` per pixel (``adapatch.query.mix``): the mixing rule on
+    the saliency map, for display."""
+    return _mixed(entry.digest, spec_key(sal_spec) + query_key(query), float(weight),
+                  saliency_map(entry, sal_spec), query_map(entry, query))
+
+
+def map_heatmap_png(entry: ImageEntry, key: str, values: np.ndarray, alpha: float, colormap: str,
+                    max_side: int = DISPLAY_SIDE) -> bytes:
+    """The heatmap PNG of any [0, 1] map of ``entry`` (a query map, a mixed map), cached by ``key``."""
+    return _heatmap_png(entry.digest, key, float(alpha), colormap, max_side, entry.array, values)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
-def _model_prune(digest: str, key: str, settings_json: str, _image: np.ndarray, _model):
-    return model_prune_from_settings(_image, json.loads(settings_json), _model)
+def _model_prune(digest: str, key: str, settings_json: str, _image: np.ndarray, _model, _qmap=None):
+    return model_prune_from_settings(_image, json.loads(settings_json), _model, qmap=_qmap)
 
 
 def model_prune(entry: ImageEntry, settings: dict):
     """``adapatch.model.PruneResult`` of learned/attention prune settings (on the model's input frame)."""
     s = full_settings(entry, settings)
-    return _model_prune(entry.digest, settings_key(s), canonical(s), entry.array, picked_model(True, s["device"]))
+    return _model_prune(entry.digest, settings_key(s) + _qtag(s), canonical(s), entry.array,
+                        picked_model(True, s["device"]), settings_qmap(entry, s))
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def _layout(digest: str, key: str, settings_json: str, _image: np.ndarray, _sal: np.ndarray | None,
-            _model) -> ap.PatchLayout:
-    return layout_from_settings(_image, json.loads(settings_json), _sal, model=_model)
+            _model, _qmap: np.ndarray | None = None) -> ap.PatchLayout:
+    return layout_from_settings(_image, json.loads(settings_json), _sal, model=_model, qmap=_qmap)
 
 
 def layout(entry: ImageEntry, settings: dict) -> ap.PatchLayout:
     """The layout ``settings`` describe for ``entry`` (see ``adapatch.export``; model-based settings
-    give a layout of ``frame(entry, settings)``)."""
+    give a layout of ``frame(entry, settings)``). The settings' query map comes from ``settings_qmap``
+    (cached per query), so moving the query weight never recomputes it."""
     s = full_settings(entry, settings)
     if s["prune"] is not None and s["prune"]["model"] is not None:
         return model_prune(entry, settings).layout
     uses = settings_model(s) is not None
-    return _layout(entry.digest, settings_key(s), canonical(s), entry.array, _sal_for(entry, s),
-                   picked_model(uses, s["device"]))
+    return _layout(entry.digest, settings_key(s) + _qtag(s), canonical(s), entry.array, _sal_for(entry, s),
+                   picked_model(uses, s["device"]), settings_qmap(entry, s))
 
 
 @st.cache_data(max_entries=48, show_spinner=False)
 def _curve(digest: str, key: str, min_size: int, max_size: int, importance: str, _image: np.ndarray,
-           _sal: np.ndarray | None) -> ap.ThresholdCurve:
-    return ap.threshold_curve(_image, _sal, min_size=min_size, max_size=max_size, importance=importance)
+           _sal: np.ndarray | None, query_weight: float = 0.0, _qmap: np.ndarray | None = None) -> ap.ThresholdCurve:
+    return ap.threshold_curve(_image, _sal, min_size=min_size, max_size=max_size, importance=importance,
+                              query=_qmap, query_weight=query_weight if _qmap is not None else 0.0)
 
 
-def threshold_curve(entry: ImageEntry, sal_spec: dict, min_size: int, max_size: int, importance: str) -> ap.ThresholdCurve:
+def threshold_curve(entry: ImageEntry, sal_spec: dict, min_size: int, max_size: int, importance: str,
+                    query: dict | None = None) -> ap.ThresholdCurve:
+    """The exact tokens-vs-threshold curve; ``query``: the settings' ``{"query", "weight"}`` (the
+    curve of the mixed importance), None for the query-blind one."""
     from adapatch.importance import SALIENCY_MEASURES
     sal = saliency_map(entry, sal_spec) if importance in SALIENCY_MEASURES else None
     key = spec_key(sal_spec) if sal is not None else ""
-    return _curve(entry.digest, key, min_size, max_size, importance, entry.array, sal)
+    if query is None or query["weight"] == 0:
+        return _curve(entry.digest, key, min_size, max_size, importance, entry.array, sal)
+    key += "|q:" + query_key(query["query"])
+    return _curve(entry.digest, key, min_size, max_size, importance, entry.array, sal, float(query["weight"]),
+                  query_map(entry, query["query"]))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -295,6 +295,23 @@ def prune_settings(keep_ratio: float | None = None, patch_size: int | None = Non
             "prune": prune, "vit": state.get("vit"), "device": state.device()}
 
 
+def with_query(settings: dict[str, Any], query: dict[str, Any] | None) -> dict[str, Any]:
+    """``settings`` with the export format's ``query`` record (``{"query": Query dict, "weight": w}``,
+    or None): the query becomes part of what is computed, cached and exported."""
+    return {**settings, "query": query}
+
+
+def query_pair(settings: dict[str, Any], tokens: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(with the query, without it)`` at equal tokens. A budget strategy without a budget (the
+    quadtree's threshold mode) is solved for ``tokens`` on both sides (``solve_budget``: the library's
+    budget mode); a layout with a budget keeps it; pruning keeps the same ratio of the same grid."""
+    with_q = dict(settings)
+    if (tokens is not None and settings["strategy"] in BUDGET_STRATEGIES
+            and settings["params"].get("budget") is None and settings.get("solve_budget") is None):
+        with_q["solve_budget"] = int(tokens)
+    return with_q, {**with_q, "query": None}
+
+
 def describe(settings: dict) -> str:
     """A short label of a settings dict, e.g. ``quadtree · std · 8-64 px``."""
     p = settings["params"]
@@ -315,4 +332,7 @@ def describe(settings: dict) -> str:
         scorer = settings["prune"].get("scorer", settings["prune"].get("reduce"))
         if scorer in MODEL_SCORERS:
             text += f" · {scorer} scorer · model input frame"
+    q = settings.get("query")
+    if q is not None and q.get("weight", 0) > 0:
+        text += f" · {q['query'].get('kind', 'query')} query, weight {float(q['weight']):.2f}"
     return text

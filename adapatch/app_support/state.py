@@ -14,8 +14,16 @@ from typing import Any
 import streamlit as st
 
 from ..errors import ImageError
-from .images import (MAX_UPLOADS, ImageEntry, clean_name, decode_upload, load_sample_entry, sample_keys,
-                     task_sample_keys, upload_error_line)
+from .images import (
+    MAX_UPLOADS,
+    ImageEntry,
+    clean_name,
+    decode_upload,
+    load_sample_entry,
+    sample_keys,
+    task_sample_keys,
+    upload_error_line,
+)
 
 IMAGES = "ap_images"  # dict key -> ImageEntry for uploaded images (samples come from the cache)
 UPLOADS = "ap_uploads"  # dict file_id -> {"name", "key" | None, "error" | None[, "kept": True]}
@@ -24,6 +32,7 @@ SETTINGS = "ap_settings"
 DEVICE = "ap_device"
 DETACHED = "ap_uploads_detached"  # the uploader widget lost its files (st.switch_page): keep ours
 DEFAULT_IMAGE = "sample:astronaut"
+QUERY_REGIONS = "ap_query_regions"  # image digest -> {"shape": [h, w], "query": Query dict of a region}
 
 DEFAULTS: dict[str, Any] = {
     # saliency
@@ -61,6 +70,14 @@ DEFAULTS: dict[str, Any] = {
     ],
     # efficiency
     "eff_samples": True,
+    # query-aware patching (issue #14; app_support.query_ui): the kind and weight are the user's for
+    # every image; a region is per image (``query_region``, keyed by the image's digest)
+    "query_kind": "none",  # none | region | class | text
+    "query_weight": 0.5,
+    "query_draw": "box",  # box | lasso: what a drag on the image draws
+    "query_falloff": 0.10,  # soft edge of a region, as a fraction of the image's shorter side
+    "query_class": 0,
+    "query_text": "",
 }
 
 
@@ -249,3 +266,28 @@ def current() -> ImageEntry:
 def device() -> str:
     init()
     return st.session_state[DEVICE]
+
+
+# ------------------------------------------------------------------ query regions (per image)
+def query_region(digest: str, shape: tuple[int, int]) -> dict | None:
+    """The region query (a ``Query`` dict: box, polygon or points) drawn on the image ``digest`` of
+    ``shape`` (h, w), or None. Stored per image, so a region never moves to another image; one
+    recorded for another shape (cannot happen for one digest, but checked) is dropped."""
+    init()
+    rec = st.session_state.setdefault(QUERY_REGIONS, {}).get(digest)
+    if rec is None:
+        return None
+    if tuple(rec["shape"]) != tuple(int(v) for v in shape):
+        del st.session_state[QUERY_REGIONS][digest]
+        return None
+    return dict(rec["query"])
+
+
+def set_query_region(digest: str, shape: tuple[int, int], query: dict | None) -> None:
+    """Store (or with None forget) the region query of the image ``digest``."""
+    init()
+    regions = st.session_state.setdefault(QUERY_REGIONS, {})
+    if query is None:
+        regions.pop(digest, None)
+    else:
+        regions[digest] = {"shape": [int(shape[0]), int(shape[1])], "query": dict(query)}

@@ -176,7 +176,8 @@ def test_presets_and_validation():
     m = create_model("ViT-Ti", device="cpu", depth=1)
     assert m.config.dim == 192 and m.config.heads == 3 and not m.pretrained
     assert m.pos_embed.shape == (1, 197, 192)
-    for kw, name in [({"img_size": 30, "patch_size": 8}, "img_size"), ({"dim": 10, "heads": 3}, "dim"),
+    assert ViTConfig(img_size=30, patch_size=8).grid_size == 3  # a remainder is left out, as timm's conv does
+    for kw, name in [({"img_size": 4, "patch_size": 8}, "img_size"), ({"dim": 10, "heads": 3}, "dim"),
                      ({"pos_mode": "sincos"}, "pos_mode")]:
         with pytest.raises(ValueError, match=name):
             ViTConfig(**kw)

@@ -26,7 +26,9 @@ Measures per row: accuracy (prediction = the queried digit), ``other_digit`` (pr
 other digit: the model read the wrong one), tokens, and **token precision**: over the split, the
 share of the *finest* tokens (each layout's smallest token size) whose centre lies in the queried
 digit's ground-truth ink box; ``precision_other`` is the same for the other digit, and
-``fine8_on_query`` the mean number of 8 px tokens on the queried digit.
+``fine8_on_query`` the mean number of 8 px tokens on the queried digit. Class-query rows also
+say where their map is: its mean over each digit's ink box and how often it is higher on the
+queried digit (``map_prefers_query``).
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ def token_precision(layouts: list[PatchLayout], target: np.ndarray, other: np.nd
     if other is not None:
         out["precision_other"] = on_o / total
     return out
+
+
+def _mean_over(maps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Per image, the mean of ``maps[i]`` over ``boxes[i]`` ``(y0, x0, y1, x1)``."""
+    return np.array([m[b[0]:b[2], b[1]:b[3]].mean() for m, b in zip(maps, boxes)])
 
 
 def _region_maps(data: dict, key: str, falloff: float | None) -> np.ndarray:
@@ -233,10 +240,13 @@ def evaluate_query(task: TaskModel, data: dict, budgets: tuple[int, ...] = BUDGE
                  "costs a full-grid forward + backward")),
                 ("class query ORACLE (true class) quadtree", "class_oracle", oracle_maps, oracle_s, y,
                  "class evidence for the true class (oracle)")):
+            on_q, on_o = _mean_over(maps, data["query_ink"]), _mean_over(maps, data["other_ink"])
+            where = {"map_mean_on_query": float(on_q.mean()), "map_mean_on_other": float(on_o.mean()),
+                     "map_prefers_query": float((on_q > on_o).mean())}
             for wt in class_weights:
                 lays, s = qt(budget, "std", maps, wt)
                 add(f"{label}, w={wt:g}, budget {budget}", kind, lays, s + map_s, budget=budget, importance="std",
-                    query=desc, query_weight=wt, target_accuracy=float((targets == y).mean()))
+                    query=desc, query_weight=wt, target_accuracy=float((targets == y).mean()), **where)
     return rows
 
 
@@ -289,6 +299,11 @@ DEFINITIONS = {
     "fine8_on_query": "mean number of 8 px tokens whose centre lies in the queried digit's ink box",
     "finest_sizes": "how many layouts have each finest token size",
     "layout_ms_per_image": "layout construction; class-query rows include computing the class maps (batched)",
+    "target_accuracy": "class-query rows: share of images whose queried class is the true one (1 for the oracle)",
+    "map_mean_on_query / map_mean_on_other": "class-query rows: mean of the class map over the queried / other "
+                                             "digit's ink box, averaged over images",
+    "map_prefers_query": "class-query rows: share of images whose class map is higher on the queried digit's ink box "
+                         "than on the other's",
 }
 
 

@@ -192,3 +192,32 @@ def test_adaptive_layouts_on_clip_dinov2_register_and_siglip_models(name, tmp_pa
 def test_timm_version_is_reported() -> None:
     print(json.dumps({"timm": timm.__version__, "torch": torch.__version__,
                       "offline": os.environ.get("HF_HUB_OFFLINE", "")}))
+
+
+@pytest.mark.parametrize("name", ["deit_tiny_patch16_224", "vit_small_patch14_reg4_dinov2",
+                                  "vit_base_patch16_rope_reg1_gap_256", "vit_base_patch16_siglip_224"])
+def test_app_views_run_on_random_timm_models(name, tmp_path) -> None:
+    """What the app's model views call, on randomly initialised timm models: attention saliency
+    (only with allow_random: random weights are never shown as attention by default) and the
+    agreement-vs-tokens view (full grid agrees with itself; pruning a RoPE model is reported
+    unavailable with its reason, not raised)."""
+    from adapatch.model.agreement import token_agreement
+    from adapatch.model.attention import attention_saliency
+    if name not in NAMES:
+        pytest.skip(f"{name} is not in timm {timm.__version__}")
+    _, kw = _build(name)
+    kw = {**kw, "num_classes": 10}  # feature-only models (DINOv2, SigLIP towers) get a classifier to agree on
+    torch.manual_seed(0)
+    tm = timm.create_model(name, pretrained=False, **kw).eval()
+    ours = load_model(_save_with_config(tm, name, kw, tmp_path / name), device="cpu")
+    ours.pretrained = False  # random weights, as built here
+    img = np.random.default_rng(0).random((96, 128, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="random"):
+        attention_saliency(img, ours, device="cpu")
+    sal = attention_saliency(img, ours, device="cpu", allow_random=True)
+    assert sal.shape == (96, 128) and float(sal.min()) >= 0 and float(sal.max()) <= 1
+    res = token_agreement(ours, [img], fractions=(0.5, 1.0), scorers=("mean", "attention"), device="cpu")
+    assert res.total_tokens == ours.config.grid_size ** 2
+    assert res.agreement["uniform"][-1] == 1.0 and res.kl["uniform"][-1] < 1e-5
+    if ours.rope is not None:
+        assert "prune_attention" in res.unavailable

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 import adapatch as ap
-from adapatch.app_support import compute, model_source, recipes, state, ui
+from adapatch.app_support import compute, model_source, query_ui, recipes, state, ui
 from adapatch.app_support import model_view as mv
 from adapatch.app_support.images import ImageEntry
 from adapatch.samples import task_sample_label
@@ -85,16 +85,29 @@ def pruning_view(entry: ImageEntry) -> None:
                 st.caption(f"Model calls run on **{dev.upper()}** (the sidebar's device).")
             else:
                 st.caption(f"Saliency: **{recipes.current_saliency()['method']}** (change it on the Saliency page).")
+            choice = query_ui.controls(entry, picked=picked)
+        main = right
+        if choice.active:  # the drawing surface next to the kept tokens, drawn before anything is computed
+            with right:
+                ask, main = st.columns(2, gap="small")
+            with ask:
+                if choice.kind == "region":
+                    query_ui.surface(entry, choice, "pruning")
+                else:
+                    st.image(compute.display_image(entry), width="stretch", caption="Original")
+        choice = query_ui.checked(entry, choice)
         if model_based:
             from adapatch.model import describe_model
             d = describe_model(picked[1])
             settings = recipes.prune_settings(keep, d["patch_size"], scorer)
+            frame_shape = compute.frame(entry, settings).shape[:2]  # region coordinates go to the model's input
+            settings = recipes.with_query(settings, query_ui.record(choice, entry, frame_shape))
             res = compute.model_prune(entry, settings)
             lay = res.layout
             frame_note = (f" of the model's {d['grid_size']}x{d['grid_size']} grid, on the image resized to "
                           f"{d['img_size']}x{d['img_size']} (its input)")
         else:
-            settings = recipes.prune_settings(keep, patch, scorer)
+            settings = recipes.with_query(recipes.prune_settings(keep, patch, scorer), query_ui.record(choice, entry))
             lay = compute.layout(entry, settings)
             frame_note = ""
         eff = ap.efficiency(lay, vit)
@@ -104,15 +117,34 @@ def pruning_view(entry: ImageEntry) -> None:
         with right:
             if model_based:
                 model_source.image_caveat(picked[0], state.current_key())
-            c1, c2 = st.columns(2)
-            c1.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
-                     caption=f"Kept {ui.fmt_int(lay.num_tokens)} of {ui.fmt_int(lay.num_tokens + len(lay.dropped))} "
-                             f"tokens{frame_note}; dropped tokens dimmed{' and tinted blue' if model_based else ''}")
+            kept = (f"Kept {ui.fmt_int(lay.num_tokens)} of {ui.fmt_int(lay.num_tokens + len(lay.dropped))} "
+                    f"tokens{frame_note}; dropped tokens dimmed{' and tinted blue' if model_based else ''}"
+                    + (f" · {choice.query['kind']} query, weight {choice.weight:.2f}" if choice.ready else ""))
             seen = ("dropped tokens shown as mean colour (EViT fuses them into one token)" if scorer == "attention"
                     else "dropped tokens carry no information (mean colour)")
-            c2.image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
-                     width="stretch", caption=f"What the model sees: {seen}")
+            if choice.active:
+                main.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
+                           caption=kept)
+                query_ui.note(choice)
+                cols = st.columns(3 if not model_based else 2, gap="small")
+                if choice.ready:
+                    query_ui.query_heatmap(entry, choice, cols[0])
+                if not model_based:
+                    query_ui.saliency_heatmap(entry, recipes.current_saliency(), cols[1],
+                                              what="Content saliency (the token scores' source)")
+                cols[-1].image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
+                               width="stretch", caption=f"What the model sees: {seen}")
+            else:
+                c1, c2 = st.columns(2)
+                c1.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
+                         caption=kept)
+                c2.image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
+                         width="stretch", caption=f"What the model sees: {seen}")
         ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
+        if choice.ready:
+            query_ui.comparison(entry, recipes.query_pair(settings), choice, kind="tokens",
+                                budget_note=f"The same grid and keep ratio ({keep:.0%}) on both sides, so the same "
+                                            f"number of tokens; query weight {choice.weight:.2f}.")
         ui.export_section(entry, settings, lay, kind="tokens", key="prune_export")
         st.subheader("Keep ratio vs agreement with the full grid")
         mv.agreement_chart(keep, recipes.current_saliency(), recipes.SCORER_LABELS, key="prune_agreement",

@@ -6,7 +6,7 @@ import streamlit as st
 
 import adapatch as ap
 from adapatch import render
-from adapatch.app_support import compute, model_source, recipes, state, ui
+from adapatch.app_support import compute, model_source, query_ui, recipes, state, ui
 from adapatch.app_support.images import ImageEntry, md_escape
 
 
@@ -54,11 +54,13 @@ def saliency_view(entry: ImageEntry) -> None:
             stored.update(params)
             alpha = state.widget("heat_alpha", st.slider, "Heatmap opacity", 0.0, 1.0, step=0.05)
             colormap = state.widget("colormap", st.selectbox, "Colour map", options=list(render.COLORMAPS))
+            picked = None
             if method == "attention":
                 picked = model_source.picker()
                 if picked is None:
                     return
                 model_source.summary(*picked)
+            choice = query_ui.controls(entry, picked=picked)
         spec = compute.saliency_spec(method, params)
         if method == "attention":
             spec["params"]["model"] = recipes.model_name()
@@ -66,7 +68,12 @@ def saliency_view(entry: ImageEntry) -> None:
             if method == "attention":
                 model_source.image_caveat(model_source.current_ref(), state.current_key())
             c1, c2 = st.columns(2)
-            c1.image(compute.display_image(entry), width="stretch", caption="Original")
+            if choice.kind == "region":
+                with c1:
+                    query_ui.surface(entry, choice, "saliency")
+            else:
+                c1.image(compute.display_image(entry), width="stretch", caption="Original")
+            choice = query_ui.checked(entry, choice)
             what = f"{method} saliency"
             if method == "attention":
                 what = f"{spec['params']['mode']} attention of {md_escape(model_source.current_ref().label)}, upsampled from its token grid,"
@@ -74,6 +81,17 @@ def saliency_view(entry: ImageEntry) -> None:
                      caption=f"{what} over the image (opacity {alpha:.2f}, {colormap})")
             ui.colorbar(colormap, "saliency, scaled per image from 0 (its least salient pixel) to 1 (its most "
                         "salient)", labels=("0 (low)", "0.5", "1 (high)"), container=c2)
+            query_ui.note(choice)
+            if choice.ready:  # the query map next to the content saliency, and the two mixed
+                q1, q2 = st.columns(2)
+                query_ui.query_heatmap(entry, choice, q1)
+                w = choice.weight
+                mixed = compute.mixed_map(entry, spec, choice.query, w)
+                q2.image(compute.map_heatmap_png(entry, f"mixed|{w}|{compute.spec_key(spec)}"
+                                                 f"{compute.query_key(choice.query)}", mixed, alpha, colormap),
+                         output_format="PNG", width="stretch",
+                         caption=f"Mixed importance (1 − w) · saliency + w · query at w = {w:.2f}: the library's "
+                                 "mixing rule per pixel (layouts apply it per square, pruning per token)")
             counts, edges = compute.saliency_histogram(entry, spec)
             st.plotly_chart(ui.histogram_figure(counts, edges, "Saliency values (all pixels)"),
                             config=ui.PLOT_CONFIG, key="saliency_hist")

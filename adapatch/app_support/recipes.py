@@ -308,7 +308,8 @@ def query_pair(settings: dict[str, Any], tokens: int | None = None) -> tuple[dic
     with_q = dict(settings)
     if (tokens is not None and settings["strategy"] in BUDGET_STRATEGIES
             and settings["params"].get("budget") is None and settings.get("solve_budget") is None):
-        with_q["solve_budget"] = int(tokens)
+        with_q["solve_budget"] = int(tokens)  # budget mode: the threshold / budget params do not apply
+        with_q["params"] = {k: v for k, v in settings["params"].items() if k not in ("budget", "threshold")}
     return with_q, {**with_q, "query": None}
 
 

@@ -4,11 +4,13 @@ Picks the Region query, drags a box over the drawing surface with the mouse (wha
 do), and checks that the page follows: the region is stored in image pixels (the caption names the
 box), the query map heatmap appears, the layout overlay is redrawn with the query (its caption says
 so, its picture changes) and the with/without comparison shows the finest tokens in the region.
+Then the same region on Saliency and Token pruning, and a lasso drawn on Token pruning's surface.
 Screenshots at 1440x900 go to ``test-artifacts/e2e/query/``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -102,4 +104,36 @@ def test_drag_a_box_on_patch_layout(page, app_url, artifacts) -> None:
     main.get_by_text("With and without the query, at equal tokens").scroll_into_view_if_needed()
     page.wait_for_timeout(300)
     page.screenshot(path=str(out / "patch_layout_box_comparison.png"))
+    assert page.real_errors() == []
+
+    # the same region on Saliency (query map next to the content saliency) and Token pruning
+    for name, slug in (("Saliency", "saliency"), ("Token pruning", "token_pruning")):
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=name).click()
+        page.get_by_role("heading", name=name).first.wait_for(timeout=60_000)
+        main.get_by_text("Query map:").first.wait_for(timeout=60_000)
+        _settled(page)
+        _no_error(page)
+        assert main.get_by_text(BOX_CAPTION).first.inner_text() == caption
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(out / f"{slug}_box.png"))
+
+    # a lasso on Token pruning's surface replaces the box
+    main.locator('[data-testid="stRadio"]').get_by_text("Lasso", exact=True).click()
+    _settled(page)
+    surface = main.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".imagelayer image")).first
+    surface.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = surface.locator(".nsewdrag").first.bounding_box()
+    cx, cy, r = box["x"] + 0.5 * box["width"], box["y"] + 0.6 * box["height"], 0.2 * box["width"]
+    page.mouse.move(cx + r, cy)
+    page.mouse.down()
+    for k in range(1, 25):
+        t = 2 * 3.14159 * k / 24
+        page.mouse.move(cx + r * math.cos(t), cy + r * math.sin(t), steps=2)
+    page.mouse.up()
+    main.get_by_text(re.compile(r"lasso of \d+ points")).first.wait_for(timeout=60_000)
+    _settled(page)
+    _no_error(page)
+    page.screenshot(path=str(out / "token_pruning_lasso.png"))
     assert page.real_errors() == []

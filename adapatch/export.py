@@ -305,6 +305,7 @@ def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
     query = _query_map_for(image, s, model, qmap)
     params = {**s["params"], **query}
     if s["solve_budget"] is not None:
+        params = _without_budget(params)  # solve_budget sets the budget: a stored budget/threshold does not apply
         layout = layout_for_budget(image, s["strategy"], int(s["solve_budget"]), sal, **params)
     else:
         layout = make_layout(image, s["strategy"], sal, **params)
@@ -312,6 +313,11 @@ def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
         scores = token_scores(sal, layout, s["prune"]["scorer"])
         layout = prune(layout, scores, s["prune"]["keep_ratio"], **query)
     return layout
+
+
+def _without_budget(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without ``budget``/``threshold``: with ``solve_budget`` the library solves the budget."""
+    return {k: v for k, v in params.items() if k not in ("budget", "threshold")}
 
 
 def _kwargs(params: dict[str, Any]) -> str:
@@ -387,6 +393,8 @@ def settings_snippet(settings: dict[str, Any]) -> str:
                                 for k, v in p.items()]
             body.append(f"sal = ap.saliency(image, {', '.join(args)})")
             sal_arg = "sal"
+        if s["solve_budget"] is not None:
+            params = _without_budget(params)
         extra = f", {_kwargs(params)}" if params else ""
         rel = s["relative_budget"]
         if rel is not None:

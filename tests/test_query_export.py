@@ -182,3 +182,21 @@ def test_class_and_text_queries_export_and_reproduce(fake_query_maps, capsys) ->
     assert "text=\"a cup'); import os; ('\"" in snippet  # user text is a literal
     assert _run(snippet)["layout"] == layout_from_settings(image, txt)
     capsys.readouterr()
+
+
+def test_solve_budget_wins_over_a_stored_budget_or_threshold() -> None:
+    """With ``solve_budget`` the library solves the budget: a ``budget``/``threshold`` left in params
+    (as the app's equal-token comparison once passed) is not passed twice, in code or in the snippet."""
+    import numpy as np
+    from skimage import data
+
+    from adapatch.export import layout_from_settings, normalize_settings, settings_snippet
+    img = data.astronaut()[::4, ::4].astype(np.float32) / 255
+    base = {"saliency": None, "strategy": "quadtree", "params": {"min_size": 16, "max_size": 64}, "prune": None}
+    want = layout_from_settings(img, normalize_settings({**base, "solve_budget": 40}))
+    for extra in ({"budget": 10}, {"threshold": 0.3}, {"budget": 10, "threshold": 0.3}):
+        s = normalize_settings({**base, "params": {**base["params"], **extra}, "solve_budget": 40})
+        got = layout_from_settings(img, s)
+        assert np.array_equal(got.boxes, want.boxes) and got.num_tokens <= 40
+        code = settings_snippet(s)
+        assert "budget=10" not in code and "threshold=0.3" not in code

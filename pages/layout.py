@@ -154,15 +154,7 @@ def layout_view(entry: ImageEntry) -> None:
         if strategy == "multiscale" and choice.ready:
             choice = choice.without("Multiscale does not take a query yet (the library refuses one): pick quadtree "
                                     "or greedy to use it.")
-        main = right
-        if choice.active:  # the drawing surface next to the layout, drawn before anything is computed
-            with right:
-                ask, main = st.columns(2, gap="small")
-            with ask:
-                if choice.kind == "region":
-                    query_ui.surface(entry, choice, "layout")
-                else:
-                    st.image(compute.display_image(entry), width="stretch", caption="Original")
+        main = query_ui.beside(right, entry, choice, "layout")  # the drawing surface, before anything is computed
         choice = query_ui.checked(entry, choice)
         query = query_ui.record(choice, entry)
         with threshold_slot:  # with a query, the curve of the mixed importance

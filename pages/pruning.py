@@ -86,15 +86,7 @@ def pruning_view(entry: ImageEntry) -> None:
             else:
                 st.caption(f"Saliency: **{recipes.current_saliency()['method']}** (change it on the Saliency page).")
             choice = query_ui.controls(entry, picked=picked)
-        main = right
-        if choice.active:  # the drawing surface next to the kept tokens, drawn before anything is computed
-            with right:
-                ask, main = st.columns(2, gap="small")
-            with ask:
-                if choice.kind == "region":
-                    query_ui.surface(entry, choice, "pruning")
-                else:
-                    st.image(compute.display_image(entry), width="stretch", caption="Original")
+        main = query_ui.beside(right, entry, choice, "pruning")  # the drawing surface, before anything is computed
         choice = query_ui.checked(entry, choice)
         if model_based:
             from adapatch.model import describe_model

@@ -384,6 +384,22 @@ def draw_figure(entry: ImageEntry, region: dict | None, dragmode: str = "box") -
     return go.Figure(spec, _validate=False), (sy, sx)
 
 
+def beside(right, entry: ImageEntry, choice: Choice, page: str):
+    """With an active query, split ``right`` into the drawing surface (or the original, for class and
+    text queries) and the column the page's result goes in, drawn before anything is computed;
+    returns that column (``right`` itself without a query)."""
+    if not choice.active:
+        return right
+    with right:
+        ask, main = st.columns(2, gap="small")
+    with ask:
+        if choice.kind == "region":
+            surface(entry, choice, page)
+        else:
+            st.image(compute.display_image(entry), width="stretch", caption="Original")
+    return main
+
+
 def surface(entry: ImageEntry, choice: Choice, page: str) -> None:
     """The drawing surface and the exact-region inputs (region queries). A drag calls ``_on_draw``
     before the rerun, so the region is stored before anything is computed."""

@@ -66,18 +66,24 @@ def _paste(canvas: np.ndarray, patch: np.ndarray, ys: np.ndarray, xs: np.ndarray
     canvas[ib, iy, ix] = np.maximum(canvas[ib, iy, ix], patch)
 
 
-def _compose(src: np.ndarray, labels: np.ndarray, n: int, cfg: DatasetConfig, rng: np.random.Generator
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    s, d = cfg.size, src.shape[1]
-    canvas = np.zeros((n, s, s), np.float32)
-    f = cfg.fragment * cfg.scale
-    for _ in range(cfg.n_distractors):  # fragments of other digits (a few, vectorised over images)
+def add_distractors(canvas: np.ndarray, src: np.ndarray, count: int, f: int, rng: np.random.Generator) -> None:
+    """Paste ``count`` fragments (``f`` px squares of random source digits, dimmed 0.6-1.0) at random
+    places on every canvas ``[n, s, s]`` (vectorised over images; the two-digit task uses it too)."""
+    n, s, d = canvas.shape[0], canvas.shape[1], src.shape[1]
+    for _ in range(count):
         pick = rng.integers(0, len(src), n)
         oy, ox = rng.integers(0, d - f + 1, n), rng.integers(0, d - f + 1, n)
         frag = src[pick[:, None, None], oy[:, None, None] + np.arange(f)[None, :, None],
                    ox[:, None, None] + np.arange(f)[None, None, :]]
         _paste(canvas, frag * rng.uniform(0.6, 1.0, (n, 1, 1)).astype(np.float32),
                rng.integers(0, s - f + 1, n), rng.integers(0, s - f + 1, n))
+
+
+def _compose(src: np.ndarray, labels: np.ndarray, n: int, cfg: DatasetConfig, rng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    s, d = cfg.size, src.shape[1]
+    canvas = np.zeros((n, s, s), np.float32)
+    add_distractors(canvas, src, cfg.n_distractors, cfg.fragment * cfg.scale, rng)
     pick = rng.integers(0, len(src), n)
     ys, xs = rng.integers(0, s - d + 1, n), rng.integers(0, s - d + 1, n)
     _paste(canvas, src[pick], ys, xs)

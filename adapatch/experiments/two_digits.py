@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..validation import check_float, check_int
-from .cluttered_digits import DatasetConfig, _paste, _sources
+from .cluttered_digits import DatasetConfig, _paste, _sources, add_distractors
 
 SIDES = ("left", "right")
 
@@ -109,14 +109,7 @@ def make_two_digits(cfg: TwoDigitConfig | None = None) -> dict[str, np.ndarray]:
     n, s, d = cfg.n, cfg.size, src.shape[1]
     half = s // 2
     canvas = np.zeros((n, s, s), np.float32)
-    f = cfg.fragment * cfg.scale
-    for _ in range(cfg.n_distractors):  # as cluttered_digits._compose: fragments first, digits on top
-        pick = rng.integers(0, len(src), n)
-        oy, ox = rng.integers(0, d - f + 1, n), rng.integers(0, d - f + 1, n)
-        frag = src[pick[:, None, None], oy[:, None, None] + np.arange(f)[None, :, None],
-                   ox[:, None, None] + np.arange(f)[None, None, :]]
-        _paste(canvas, frag * rng.uniform(0.6, 1.0, (n, 1, 1)).astype(np.float32),
-               rng.integers(0, s - f + 1, n), rng.integers(0, s - f + 1, n))
+    add_distractors(canvas, src, cfg.n_distractors, cfg.fragment * cfg.scale, rng)  # fragments first, digits on top
     # two source digits of different classes: the second redrawn (vectorised) until it differs
     left = rng.integers(0, len(src), n)
     right = rng.integers(0, len(src), n)

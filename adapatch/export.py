@@ -25,8 +25,8 @@ Settings (``"format": "adapatch.settings/1"``)::
     query:       None | {"query": <adapatch.Query.to_dict()>, "weight": w in [0, 1]}  (``adapatch.query``)
                  query-aware patching: ``query_map(image, ...)`` of the image the result is computed
                  on (``frame_image``: region coordinates are in its pixels), mixed with weight ``w``
-                 into the layout (``query=``, ``query_weight=``; uniform ignores it, multiscale and
-                 the learned selector refuse it) and into the pruning, if any. A class query names
+                 into the layout (``query=``, ``query_weight=``; uniform ignores it; the learned
+                 selector ranks its cells by it) and into the pruning, if any. A class query names
                  its model (``query.model``), which counts as the settings' one model.
 
 Model-based settings (``MODEL_STRATEGIES``: strategy ``"learned_selector"`` with params
@@ -113,11 +113,6 @@ def normalize_settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("relative_budget records where a budget came from, but the settings have no budget")
     if {"query", "query_weight"} & set(out["params"]):
         raise ValueError("params must not hold query or query_weight: the settings record them under 'query'")
-    if out["query"] is not None and out["query"]["weight"] > 0:
-        if out["strategy"] in MODEL_STRATEGIES:
-            raise ValueError("query: the learned selector does not take a query; use a layout strategy or pruning")
-        if out["strategy"] == "multiscale":
-            raise ValueError("query: the multiscale strategy does not take a query yet; use quadtree or greedy")
     settings_model(out)  # one model per settings dict
     return out
 
@@ -293,7 +288,9 @@ def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
     if s["strategy"] in MODEL_STRATEGIES:
         from .model import selector_layout
         model = resolve_settings_model(s, model)
-        return selector_layout(frame_image(image, s, model), model, k=s["params"].get("k"), device=s["device"])
+        frame = frame_image(image, s, model)
+        return selector_layout(frame, model, k=s["params"].get("k"), device=s["device"],
+                               **_query_map_for(frame, s, model, qmap))
     if s["prune"] is not None and s["prune"]["scorer"] in MODEL_SCORERS:
         return model_prune_from_settings(image, s, model, qmap).layout
     sal = saliency_map
@@ -384,7 +381,7 @@ def settings_snippet(settings: dict[str, Any]) -> str:
     params = s["params"]
     if s["strategy"] in MODEL_STRATEGIES:
         model_imports.append("selector_layout")
-        body.append(f"layout = selector_layout(image, model, k={params.get('k')!r}, device={s['device']!r})")
+        body.append(f"layout = selector_layout(image, model, k={params.get('k')!r}, device={s['device']!r}{q_args})")
     else:
         sal_arg = "None"
         if needs_saliency(s):

@@ -15,7 +15,14 @@ uniform grid did).
 Errors are exact for any box size (``token_sse``): a box of ``s`` px becomes a token ``Y`` by area
 resizing to ``t`` px (matrix ``D``, ``t x s``, per axis) and is painted back by area resizing
 (``U = (s / t) D^T``), so its squared error is ``S2 - 2 c^2 |Y|^2 + c^4 <Y, G Y G>`` with
-``c = s / t`` and ``G = D D^T``: one OpenCV area resize of the image gives every token.
+``c = s / t`` and ``G = D D^T``: one float64 area resize of the image gives every token.
+
+Query-aware (``query=``, ``query_weight=w > 0``; docs/query.md): every quadtree candidate is refined
+by the mixed importance the quadtree uses (``(1 - w) * sqrt(gain) / max + w * max(query over the
+square)``, in the same heap order), and candidates are compared by the query-weighted error: each
+box's squared error times ``(1 - w) + w * mean(query over the box's pixels)``. The uniform grid
+stays a candidate (query-blind, but judged by the same weighted error). ``w = 0`` does not read the
+query: the query-blind layout, bit for bit.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import numpy as np
 
 from .importance import TOKEN_SIZE, reconstruction_sse
 from .layout import PatchLayout, padded_canvas, uniform
-from .quadtree import _heap_order_split, _leaves, prepared_from_gains
+from .quadtree import _apply_query, _heap_order_split, _leaves, prepared_from_gains
+from .query import describe_query, resolve_query
 from .resize import area_weights
 from .validation import check_int, check_power_of_two, check_rgb
 
@@ -53,8 +61,8 @@ def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKE
 
     ``ch`` and ``cw`` are multiples of ``base * 2**levels`` and ``base >= token_size``. Power-of-two
     multiples of the token size go through the compiled block statistics
-    (``importance.reconstruction_sse``). Otherwise the tokens of the base grid come from one area
-    resize of the canvas (OpenCV, float32 like the image; the quadratic forms in float64) and those
+    (``importance.reconstruction_sse``). Otherwise the tokens of the base grid come from one exact
+    float64 area resize of the canvas (``area_tokens``; the quadratic forms in float64) and those
     of coarser boxes are 2x2 means of them (area resizing composes over aligned integer steps).
     ``squares``: the canvas's per-pixel sum of squares over channels, if the caller has it.
     """
@@ -66,11 +74,10 @@ def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKE
         return [e[0] for e in reconstruction_sse(np.ascontiguousarray(canvas, np.float32)[None], sizes, t)[::-1]]
     from .kernels import token_energy  # numba: imported on first use
 
-    x32 = np.ascontiguousarray(canvas, np.float32)
-    tokens = cv2.resize(x32, (cw // base * t, ch // base * t), interpolation=cv2.INTER_AREA)
+    x64 = np.ascontiguousarray(canvas, np.float64)
+    tokens = area_tokens(x64, base, t)
     if squares is None:
-        x = x32.astype(np.float64)
-        squares = np.einsum("ijc,ijc->ij", x, x)
+        squares = np.einsum("ijc,ijc->ij", x64, x64)
     sq = _box_sums(squares, base)
     out = []
     for k in range(levels + 1):
@@ -85,8 +92,22 @@ def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKE
         if k < levels:
             sq = _box_sums(sq, 2)
             # each box is t x t in ``tokens``: 2x2 pixel means give its parent's token
-            tokens = cv2.resize(tokens, (tokens.shape[1] // 2, tokens.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            gh2, gw2 = tokens.shape[0] // 2, tokens.shape[1] // 2
+            tokens = tokens.reshape(gh2, 2, gw2, 2, 3).mean(axis=(1, 3))
     return out
+
+
+def area_tokens(x: np.ndarray, base: int, t: int) -> np.ndarray:
+    """Every ``base`` px box of ``x`` ``[gh*base, gw*base, 3]`` (float64) area-resized to ``t x t``:
+    ``[gh*t, gw*t, 3]`` float64, by the exact area weights (``resize.area_weights``) applied to rows
+    and then columns with matrix products. OpenCV's area resize keeps its weights in float32, and
+    the error formula ``S2 - 2 c^2 |Y|^2 + ...`` cancels: a 1e-7 error in a token becomes ~1e-4 of
+    the squared error, enough to mis-rank two candidates."""
+    gh, gw = x.shape[0] // base, x.shape[1] // base
+    d = area_weights(base, t)  # [t, base]
+    rows = np.matmul(d, x.reshape(gh, base, gw * base * 3))  # [gh, t, gw*base*3]
+    cols = np.matmul(d, rows.reshape(gh * t * gw, base, 3))  # [gh*t*gw, t, 3]
+    return cols.reshape(gh * t, gw * t, 3)
 
 
 def _padding_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> np.ndarray:
@@ -110,23 +131,53 @@ def _padding_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, toke
     return out
 
 
-def _border_correction(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> float:
-    """Squared error, over padding pixels only, of the boxes that reach past the image: subtracted
-    from the canvas error so that only the image's pixels count (numpy: these are few, small boxes)."""
-    return float(_padding_errors(img, canvas, boxes, token_size).sum())
-
-
 def _canvas_sse(canvas_h: int, canvas_w: int, h: int, w: int, boxes: np.ndarray,
-                sse: dict[int, np.ndarray]) -> tuple[float, float]:
+                sse: dict[int, np.ndarray], weights: np.ndarray | None = None) -> tuple[float, float]:
     """``(total, straddling)``: the canvas error of a layout, and the part in boxes that reach past
-    the image (an upper bound of what the padding contributes)."""
+    the image (an upper bound of what the padding contributes); ``weights``: per box (a query)."""
     total = straddle = 0.0
     for s in np.unique(boxes[:, 2]):
-        b = boxes[boxes[:, 2] == s]
+        sel = boxes[:, 2] == s
+        b = boxes[sel]
         e = sse[int(s)][b[:, 0] // s, b[:, 1] // s]
+        if weights is not None:
+            e = e * weights[sel]
         total += float(e.sum())
         straddle += float(e[(b[:, 0] + s > h) | (b[:, 1] + s > w)].sum())
     return total, straddle
+
+
+def box_sums(x: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Float64 ``[N]``: the sum of ``x`` ``[H, W]`` over each box's pixels inside the image (boxes
+    may reach past it), from one integral image; no loop over boxes."""
+    h, w = x.shape
+    ii = cv2.integral(np.ascontiguousarray(x, np.float64))  # [h + 1, w + 1]
+    b = np.asarray(boxes, np.int64).reshape(-1, 3)
+    y0, x0 = np.minimum(b[:, 0], h), np.minimum(b[:, 1], w)
+    y1, x1 = np.minimum(b[:, 0] + b[:, 2], h), np.minimum(b[:, 1] + b[:, 2], w)
+    return ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]
+
+
+def _clipped_area(h: int, w: int, boxes: np.ndarray) -> np.ndarray:
+    """Per box, its number of pixels inside the image."""
+    b = np.asarray(boxes, np.int64).reshape(-1, 3)
+    return ((np.minimum(b[:, 0] + b[:, 2], h) - np.minimum(b[:, 0], h))
+            * (np.minimum(b[:, 1] + b[:, 2], w) - np.minimum(b[:, 1], w))).astype(np.float64)
+
+
+def box_means(x: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Float64 ``[N]``: the mean of ``x`` ``[H, W]`` over each box's pixels inside the image (0 for a
+    box wholly in the padding)."""
+    area = _clipped_area(*x.shape, boxes)
+    return np.where(area > 0, box_sums(x, boxes) / np.maximum(area, 1.0), 0.0)
+
+
+def query_box_weights(qmap: np.ndarray | None, weight: float, boxes: np.ndarray) -> np.ndarray | None:
+    """Per box, the weight of its squared error under a query: ``(1 - w) + w * mean(query over the
+    box)`` (None without a query)."""
+    if qmap is None:
+        return None
+    return (1.0 - weight) + weight * box_means(qmap, boxes)
 
 
 def _pad(x: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
@@ -149,27 +200,42 @@ class _Candidate:
     straddling: float  # canvas error in boxes that reach past the image: >= the padding's share
     padded: np.ndarray
     exact: float | None = None  # squared error over the image's pixels, once computed
+    weights: np.ndarray | None = None  # per box, the query's weight of its error (None: no query)
 
     def error(self, img: np.ndarray, token_size: int) -> float:
         if self.exact is None:
             self.exact = self.canvas_error
             if self.straddling > 0:
-                self.exact -= _border_correction(img, self.padded, self.layout.boxes, token_size)
+                pad = _padding_errors(img, self.padded, self.layout.boxes, token_size)
+                self.exact -= float((pad if self.weights is None else pad * self.weights).sum())
         return self.exact
 
 
+@dataclass
+class _QueryMix:
+    """A query as multiscale uses it: the map ``[H, W]``, its weight and what params record."""
+    qmap: np.ndarray
+    weight: float
+    description: Any
+
+
 def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, levels: int,
-               token_size: int) -> _Candidate:
-    """One candidate layout (``levels = 0``: the uniform grid) with its errors. ``img`` is float32,
-    ``squares`` its per-pixel sum of squares (float64)."""
+               token_size: int, qmix: _QueryMix | None = None) -> _Candidate:
+    """One candidate layout (``levels = 0``: the uniform grid) with its (query-weighted) errors.
+    ``img`` is float32, ``squares`` its per-pixel sum of squares (float64)."""
     h, w = img.shape[:2]
     if base < token_size:  # a uniform grid finer than the token: upsampled tokens, errors from the pixels
         from .patches import reconstruct  # torch: only for this rare case
 
         lay = uniform(h, w, base)
         diff = img.astype(np.float64) - reconstruct(img, lay, token_size, device="cpu")
-        err = float(np.einsum("ijc,ijc->", diff, diff))
-        return _Candidate(lay, err, 0.0, img, err)
+        per_pixel = np.einsum("ijc,ijc->ij", diff, diff)
+        if qmix is None:
+            err = float(per_pixel.sum())
+            return _Candidate(lay, err, 0.0, img, err)
+        wts = query_box_weights(qmix.qmap, qmix.weight, lay.boxes)
+        err = float((box_sums(per_pixel, lay.boxes) * wts).sum())
+        return _Candidate(lay, err, 0.0, img, err, wts)
     canvas = padded_canvas(h, w, base << levels)
     padded = _pad(img, canvas)
     fine_first = token_sse(padded, base, levels, token_size, _pad(squares, canvas))
@@ -180,25 +246,35 @@ def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, lev
     else:
         gains = [np.maximum(sse[s] - _pool2(sse[s // 2]), 0.0)[None] for s in sizes[:-1]]
         prep = prepared_from_gains(h, w, canvas, sizes, gains, 1, {})
+        if qmix is not None:
+            prep = _apply_query(prep, qmix.qmap[None], qmix.weight, qmix.description)
         boxes = _leaves(prep, _heap_order_split(prep, None, budget))[0]
-    total, straddle = _canvas_sse(*canvas, h, w, boxes, sse)
-    return _Candidate(PatchLayout(h, w, canvas, boxes), total, straddle, padded)
+    wts = None if qmix is None else query_box_weights(qmix.qmap, qmix.weight, boxes)
+    total, straddle = _canvas_sse(*canvas, h, w, boxes, sse, wts)
+    return _Candidate(PatchLayout(h, w, canvas, boxes), total, straddle, padded, weights=wts)
+
 
 
 def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, scales: int = DEFAULT_SCALES,
-               token_size: int = TOKEN_SIZE) -> PatchLayout:
+               token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0) -> PatchLayout:
     """The layout with at most ``budget`` tokens that keeps the most of ``image`` (least squared
     error of what a ``token_size`` embedding sees), among: quadtrees with boxes ``u * 2**k``
     (``k <= levels``) for ``scales`` base sizes ``u`` from ``token_size`` up to the finest uniform
     grid that fits (geometrically spaced, then the two midpoints around the best one), refined by
     the rate-distortion greedy, and that uniform grid. ``params["base_size"]`` and
     ``params["levels_used"]`` say which won (``levels_used == 0``: the uniform grid).
+
+    ``query``/``query_weight``: as for ``quadtree`` (a map ``[H, W]`` in [0, 1], an
+    ``adapatch.Query`` or its dict); candidates are refined by the mixed importance and compared by
+    the query-weighted error (module docstring). ``w = 0``: query-blind, bit for bit.
     """
     budget = check_int("budget", budget, 1)
     levels = check_int("levels", levels, 0, 8)
     scales = check_int("scales", scales, 1, 64)
     token_size = check_power_of_two("token_size", token_size, 1, 1024)
     img = check_rgb(image)
+    qmap, qw = resolve_query(query, img, query_weight)
+    qmix = None if qmap is None else _QueryMix(np.asarray(qmap, np.float32), qw, describe_query(query))
     img64 = img.astype(np.float64)
     squares = np.einsum("ijc,ijc->ij", img64, img64)
     h, w = img.shape[:2]
@@ -211,7 +287,7 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
             return
         canvas = padded_canvas(h, w, base << lv)
         fits = (canvas[0] // (base << lv)) * (canvas[1] // (base << lv)) <= budget  # roots within budget
-        tried[(base, lv)] = _candidate(img, squares, budget, base, lv, token_size) if fits else None
+        tried[(base, lv)] = _candidate(img, squares, budget, base, lv, token_size, qmix) if fits else None
 
     run(u_fit, 0)
     if levels > 0:
@@ -239,4 +315,6 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     lay = tried[best_key].layout
     params: dict[str, Any] = {"budget": budget, "levels": levels, "scales": scales, "token_size": token_size,
                               "base_size": base, "levels_used": lv}
+    if qmix is not None:
+        params.update(query=qmix.description, query_weight=qmix.weight)
     return PatchLayout(h, w, lay.canvas, lay.boxes, strategy="multiscale", params=params)

@@ -3,10 +3,10 @@
 ``make_layout(image, "quadtree", threshold=0.2, ...)`` and ``layout_for_budget(image,
 "greedy", 900, ...)`` dispatch to ``quadtree``, ``greedy``, ``uniform`` or ``multiscale``.
 
-Query-aware patching (``query=``, ``query_weight=``; ``adapatch.query``): quadtree and greedy mix
-the query into their importance. The uniform grid is the query-blind baseline: it accepts a query
-and ignores it (the weight is still checked). ``multiscale`` does not take a query yet: a query
-with a weight above 0 is refused in one line (weight 0 is accepted, as everywhere).
+Query-aware patching (``query=``, ``query_weight=``; ``adapatch.query``): quadtree, greedy and
+multiscale mix the query into their importance (multiscale also weighs its candidates' errors by
+it). The uniform grid is the query-blind baseline: it accepts a query and ignores it (the weight is
+still checked).
 """
 
 from __future__ import annotations
@@ -33,20 +33,18 @@ def make_layout(image: np.ndarray, strategy: str = "quadtree", saliency: np.ndar
         return quadtree(image, saliency, **params)
     if strategy == "greedy":
         return greedy(image, saliency, **params)
-    _drop_query(strategy, params)
     if strategy == "multiscale":
         return multiscale(image, **params)
+    _drop_query(params)
     h, w = np.shape(image)[:2]
     return uniform(h, w, **params)
 
 
-def _drop_query(strategy: str, params: dict[str, Any]) -> None:
-    """Remove ``query``/``query_weight`` from the params of a strategy that does not mix a query:
-    uniform ignores it (the query-blind baseline); multiscale refuses a weight above 0."""
-    query, weight = params.pop("query", None), check_query_weight(params.pop("query_weight", 0.0))
-    if strategy == "multiscale" and query is not None and weight > 0:
-        raise ValueError("query: the multiscale strategy does not take a query yet; use quadtree or greedy "
-                         "(or query_weight=0)")
+def _drop_query(params: dict[str, Any]) -> None:
+    """Remove ``query``/``query_weight`` from the uniform grid's params: it is the query-blind
+    baseline and ignores a query (the weight is still checked)."""
+    params.pop("query", None)
+    check_query_weight(params.pop("query_weight", 0.0))
 
 
 def layout_for_budget(image: np.ndarray, strategy: str, budget: int, saliency: np.ndarray | str | None = None,
@@ -57,7 +55,7 @@ def layout_for_budget(image: np.ndarray, strategy: str, budget: int, saliency: n
     importance there is ``"distortion"``); uniform: the grid of square patches of any integer size whose
     token count is the closest to ``budget`` (``uniform_for_budget``; within 5% of it whenever
     some grid is), not a coarser power-of-two grid with far fewer tokens. ``query``/``query_weight``
-    (in ``params``) go to quadtree and greedy; uniform ignores them (module docstring).
+    (in ``params``) go to quadtree, greedy and multiscale; uniform ignores them (module docstring).
     """
     budget = check_int("budget", budget, 1)
     check_choice("strategy", strategy, STRATEGIES)
@@ -67,8 +65,8 @@ def layout_for_budget(image: np.ndarray, strategy: str, budget: int, saliency: n
         return quadtree(image, saliency, budget=budget, **params)
     if strategy == "greedy":
         return greedy(image, saliency, budget=budget, **params)
-    _drop_query(strategy, params)
     if strategy == "multiscale":
         return multiscale(image, budget, **params)
+    _drop_query(params)
     h, w = np.shape(image)[:2]
     return uniform_for_budget(h, w, budget)

@@ -51,22 +51,36 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
         k = state.widget("selector_k", st.slider, "Tokens kept (top-k cells)", 1, cells, clamp=_clamp(1, cells),
                          help=f"The selector scores each of the model's {cells} grid cells; the k most likely are kept.")
         vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS)
+        choice = query_ui.controls(entry, picked=picked)
+    main = query_ui.beside(right, entry, choice, "layout")  # the drawing surface, before anything is computed
+    choice = query_ui.checked(entry, choice)
     settings = recipes.layout_settings(strategy="learned_selector")
+    frame_shape = compute.frame(entry, settings).shape[:2]  # region coordinates go to the model's input
+    settings = recipes.with_query(settings, query_ui.record(choice, entry, frame_shape))
     lay = compute.layout(entry, settings)
     eff = ap.efficiency(lay, vit)
     slots = ui.efficiency_metrics(eff, lay, container=top, against_finest=True)
     size = d["img_size"]
     with right:
         model_source.image_caveat(picked[0], state.current_key())
+    with main:
+        query_ui.note(choice)
         c1, c2 = st.columns(2)
         c1.image(model_view.selector_png(entry, settings), output_format="PNG", width="stretch",
                  caption=f"Learned selector: keep probability of each {d['patch_size']} px cell "
                          "(turbo: blue 0 → red 1)")
+        ranked = (f", ranked by the selector mixed with the {choice.query['kind']} query (weight {choice.weight:.2f})"
+                  if choice.ready else "")
         c2.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
-                 caption=f"Top-{k} of {cells} cells kept; dropped cells dimmed and tinted blue")
+                 caption=f"Top-{k} of {cells} cells kept{ranked}; dropped cells dimmed and tinted blue")
         st.caption(f"Both in the model's {size}x{size} input frame: the image resized to {size}x{size} (aspect not "
                    "kept). The numbers above are for this frame.")
+        if choice.ready:
+            query_ui.query_heatmap(entry, choice)
     ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
+    if choice.ready:
+        query_ui.comparison(entry, recipes.query_pair(settings), choice, kind="tokens",
+                            budget_note=f"The same {k} cells kept on both sides; query weight {choice.weight:.2f}.")
     ui.export_section(entry, settings, lay, kind="tokens", key="layout_export")
 
 
@@ -151,9 +165,6 @@ def layout_view(entry: ImageEntry) -> None:
             show_recon = state.widget("show_recon", st.toggle, "Show what the model sees",
                                       help="Each token resampled to 16x16 and painted back at its box.")
             choice = query_ui.controls(entry)
-        if strategy == "multiscale" and choice.ready:
-            choice = choice.without("Multiscale does not take a query yet (the library refuses one): pick quadtree "
-                                    "or greedy to use it.")
         main = query_ui.beside(right, entry, choice, "layout")  # the drawing surface, before anything is computed
         choice = query_ui.checked(entry, choice)
         query = query_ui.record(choice, entry)

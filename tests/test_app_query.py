@@ -272,3 +272,49 @@ def test_typed_points() -> None:
     for bad in ("", "1", "1, 2, 3", "a, b", "nan, 1"):
         with pytest.raises(ValueError, match="points"):
             query_ui.parse_points(bad)
+
+
+def test_multiscale_takes_the_query() -> None:
+    """Multiscale mixes the query (#14): the page shows the library's layout with the query, and the
+    comparison holds the same budget on both sides."""
+    at = _region_app()
+    at.selectbox(key="w_strategy").set_value("multiscale").run()
+    _ok(at)
+    img = load_sample("astronaut")
+    h, w = img.shape[:2]
+    budget = relative_budget(h, w, fraction=0.30)
+    qmap = ap.query_map(img, box=BOX, falloff=round(0.10 * min(h, w), 2))
+    want = ap.multiscale(img, budget, query=qmap, query_weight=WEIGHT)
+    blind = ap.multiscale(img, budget)
+    assert want != blind
+    assert _metric(at, "Tokens") == _metric(at, "Tokens · with") == f"{want.num_tokens:,}"
+    assert _metric(at, "Tokens · without") == f"{blind.num_tokens:,}"
+    assert _metric(at, "PSNR dB") == f"{ap.fidelity(img, want)['psnr']:.2f}"
+    assert not any("does not take a query" in i.value for i in at.info)
+    ns: dict = {}
+    exec(compile(at.code[0].value, "<snippet>", "exec"), ns)  # noqa: S102 - the app's own snippet
+    assert np.array_equal(ns["layout"].boxes, want.boxes)
+
+
+def test_learned_selector_takes_the_query_in_its_frame() -> None:
+    """The selector ranks its cells by the selector mixed with the query; a box on the image is
+    scaled to the model's input frame (64x64) and the kept cells move into it."""
+    at = _app().run()
+    at.selectbox(key="w_image").set_value(task_sample_keys()[0]).run()
+    at.selectbox(key="w_strategy").set_value("learned_selector").run()
+    _ok(at)
+    at.radio(key="w_query_kind").set_value("region").run()
+    entry_h = at.number_input(key=query_ui.BOX_KEYS[2]).max
+    entry_w = at.number_input(key=query_ui.BOX_KEYS[3]).max
+    _set_box(at, (0, 0, entry_h // 2, entry_w // 2))  # the upper-left quarter
+    at.slider(key="w_query_weight").set_value(1.0).run()
+    _ok(at)
+    assert _metric(at, "Tokens · with") == _metric(at, "Tokens · without") == _metric(at, "Tokens")
+    caps = _captions(at)
+    assert any("ranked by the selector mixed with the box query (weight 1.00)" in c for c in caps), caps
+    inside, total = (int(v) for v in _metric(at, "In region · with").split("/"))
+    assert total > 0 and inside == total  # weight 1: only cells the box touches, centres in the box
+    ns: dict = {}
+    exec(compile(at.code[0].value, "<snippet>", "exec"), ns)  # noqa: S102 - the app's own snippet
+    assert "query=qmap" in at.code[0].value
+    assert f"{ns['layout'].num_tokens:,}" == _metric(at, "Tokens")

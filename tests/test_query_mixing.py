@@ -222,7 +222,7 @@ def test_solver_threshold_gives_exactly_the_budget_layout(astronaut, imp, w):
 
 
 # ----------------------------------------------------------------------------- strategies, pruning
-def test_uniform_accepts_and_ignores_a_query_multiscale_refuses(astronaut):
+def test_uniform_accepts_and_ignores_a_query(astronaut):
     q = ap.query_map(astronaut, box=BOX)
     assert ap.layout_for_budget(astronaut, "uniform", 500, query=q, query_weight=1.0) == \
         ap.layout_for_budget(astronaut, "uniform", 500)
@@ -230,10 +230,6 @@ def test_uniform_accepts_and_ignores_a_query_multiscale_refuses(astronaut):
         ap.make_layout(astronaut, "uniform", patch_size=32)
     with pytest.raises(ValueError, match="query_weight"):
         ap.make_layout(astronaut, "uniform", patch_size=32, query=q, query_weight=1.5)
-    with pytest.raises(ValueError, match="^query: the multiscale"):
-        ap.layout_for_budget(astronaut, "multiscale", 500, query=q, query_weight=0.5)
-    assert ap.layout_for_budget(astronaut, "multiscale", 300, query=q, query_weight=0) == \
-        ap.layout_for_budget(astronaut, "multiscale", 300)
 
 
 @pytest.mark.parametrize("call", [

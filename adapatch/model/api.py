@@ -9,13 +9,14 @@ size (``resize_for_model``). Grid-based calls (selector) resize the image to the
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 import torch
 
 from ..layout import PatchLayout, uniform
-from ..query import describe_query, mix_scores, token_query
+from ..query import box_max, describe_query, mix_scores, resolve_query, token_query
 from ..validation import check_float, check_int, check_rgb
 from .pruning import forward_pruned, prune_from, score_tokens
 from .selector import select_topk
@@ -126,18 +127,31 @@ def selector_importance(image: np.ndarray, model: TaskModel, device: str | torch
 
 @torch.no_grad()
 def selector_layout(image: np.ndarray, model: TaskModel, k: int | None = None,
-                    device: str | torch.device = "auto") -> PatchLayout:
+                    device: str | torch.device = "auto", query: Any = None,
+                    query_weight: float = 0.0) -> PatchLayout:
     """The model's uniform grid (on the image resized to ``img_size``) keeping the top-``k`` cells.
 
-    ``k`` defaults to the budget the selector was trained with.
+    ``k`` defaults to the budget the selector was trained with. ``query``/``query_weight``
+    (``adapatch.query``): the cells are ranked by ``(1 - w) * minmax(logit) + w * max(query over the
+    cell)``, as pruning mixes a query; the map is of ``image`` (resized with it to the model's input
+    when they differ). ``w = 0`` does not read the query: the query-blind layout, bit for bit.
     """
     if not isinstance(model, TaskModel):
         raise ValueError("model must be a TaskModel with a trained selector (load_task_model())")
     cfg = model.config
     n = cfg.grid_size ** 2
     k = model.task_config.get("selector_k", n // 4) if k is None else check_int("k", k, 1, n)
+    qmap, w = resolve_query(query, image, query_weight, device)
     x = prepare_image(image, model.vit, device)
     model.to(x.device)
-    idx = select_topk(model.selector(x), k)[0].cpu().numpy()
     lay = uniform(cfg.img_size, cfg.img_size, cfg.patch_size)
-    return lay.with_tokens(idx, strategy="learned_selector", k=k)
+    with torch.no_grad():
+        logits = model.selector(x)
+    if qmap is None:
+        idx = select_topk(logits, k)[0].cpu().numpy()
+        return lay.with_tokens(idx, strategy="learned_selector", k=k)
+    if qmap.shape != (cfg.img_size, cfg.img_size):
+        qmap = cv2.resize(np.asarray(qmap, np.float32), (cfg.img_size, cfg.img_size), interpolation=cv2.INTER_AREA)
+    mixed = mix_scores(logits[0].double().cpu().numpy(), box_max(qmap, lay.boxes), w)
+    idx = np.sort(np.argsort(-mixed, kind="stable")[:k])
+    return lay.with_tokens(idx, strategy="learned_selector", k=k, query=describe_query(query), query_weight=w)

@@ -12,7 +12,7 @@ drags one in Chromium. Checked here:
 * a class query with the bundled task model on a digit sample (Token pruning);
 * the text option is hidden here, with its one-line reason;
 * drag ranges and lassos to pixel boxes and polygons (clipped, refused in one line), scaling to a
-  model frame, typed points.
+  model frame, typed and clicked points; multiscale and the learned selector with a query.
 """
 
 from __future__ import annotations
@@ -272,6 +272,19 @@ def test_typed_points() -> None:
     for bad in ("", "1", "1, 2, 3", "a, b", "nan, 1"):
         with pytest.raises(ValueError, match="points"):
             query_ui.parse_points(bad)
+
+
+def test_clicked_points() -> None:
+    # a drawn image half the size: display pixel i covers image pixels 2i, 2i + 1 (centre 2i + 0.5)
+    assert query_ui.point_from_click(10.0, 4.0, (50, 60), (2.0, 2.0)) == [8.5, 20.5]
+    assert query_ui.point_from_click(-3.0, 99.0, (50, 60), (1.0, 1.0)) == [49.0, 0.0]  # clipped to the image
+    # and back: draw_figure puts a stored point at the display pixel it came from
+    y, x = query_ui.point_from_click(31.0, 17.0, (448, 448), (448 / 384, 448 / 384))
+    assert (x + 0.5) / (448 / 384) - 0.5 == pytest.approx(31.0, abs=0.05)
+    assert (y + 0.5) / (448 / 384) - 0.5 == pytest.approx(17.0, abs=0.05)
+    assert query_ui.describe({"kind": "points", "points": [[8.5, 20.5], [3, 4]]}) == \
+        "2 points (y, x): (8.5, 20.5); (3, 4)"
+    assert query_ui.describe({"kind": "points", "points": [[1, 1]] * 5}) == "5 points"
 
 
 def test_multiscale_takes_the_query() -> None:

@@ -5,7 +5,8 @@ weight (``adapatch.query``, docs/query.md). This module only draws the widgets a
 user did into the settings' ``{"query": Query dict, "weight": w}``:
 
 * **none**, **region** (a box or lasso dragged on a Plotly image, ``st.plotly_chart(on_select=...)``;
-  or typed exactly under "Exact region": a box ``(y0, x0, y1, x1)`` or points), **class** (a class
+  points clicked on it, through an invisible grid of scatter markers; or typed exactly under
+  "Exact region": a box ``(y0, x0, y1, x1)`` or points), **class** (a class
   of the picked model: ImageNet names for 1000-class models) and **text** (only where
   ``adapatch.model.query_maps.text_available()`` says it can run; otherwise its one-line reason);
 * the **query weight** and, for regions, the soft edge (a fraction of the image's shorter side).
@@ -35,7 +36,7 @@ from . import compute, state
 from .images import ImageEntry, md_escape
 
 KIND_LABELS = {"none": "None", "region": "Region", "class": "Class", "text": "Text"}
-DRAW_LABELS = {"box": "Box", "lasso": "Lasso"}
+DRAW_LABELS = {"box": "Box", "lasso": "Lasso", "points": "Points (click)"}
 DRAW_SIDE = 768
 """Longest side, in pixels, of the image on the drawing surface (coordinates are scaled back)."""
 FALLOFF_MAX = 0.30
@@ -47,6 +48,11 @@ MESSAGE = "ap_query_message"  # one line to show under the controls (set by the 
 BOX_KEYS = ("w_qbox_y0", "w_qbox_x0", "w_qbox_y1", "w_qbox_x1")
 BOX_SEED = "ap_qbox_seed"
 POINTS_KEY = "w_qpoints"
+CLICK_GRID = 96
+"""Clickable points: an invisible grid of this many markers along the longer side (a click snaps to
+the nearest one: Plotly image traces send no click point, scatter markers do)."""
+MAX_POINTS = 32
+"""Clicked points kept per image (the oldest go first)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,16 @@ def polygon_from_lasso(xs, ys, shape: tuple[int, int], scale: tuple[float, float
     except ValueError:
         raise ValueError("the lasso covers no pixel of the image: draw it over the picture") from None
     return pts
+
+
+def point_from_click(x: float, y: float, shape: tuple[int, int], scale: tuple[float, float]) -> list[float]:
+    """A click at display coordinates ``(x, y)`` (display pixel ``i`` centred at ``i``) as ``[y, x]``
+    in the image's pixels (the inverse of how ``draw_figure`` places a point), within the image."""
+    h, w = shape
+    sy, sx = scale
+    py = min(max((float(y) + 0.5) * sy - 0.5, 0.0), h - 1.0)
+    px = min(max((float(x) + 0.5) * sx - 0.5, 0.0), w - 1.0)
+    return [round(py, 1), round(px, 1)]
 
 
 def parse_points(text: str) -> list[list[float]]:
@@ -187,7 +203,11 @@ def describe(query: dict | None) -> str:
     if kind == "polygon":
         return f"lasso of {len(query['polygon'])} points"
     if kind == "points":
-        return f"{len(query['points'])} point{'s' if len(query['points']) != 1 else ''}"
+        pts = query["points"]
+        n = f"{len(pts)} point{'s' if len(pts) != 1 else ''}"
+        if len(pts) > 4:
+            return n
+        return n + " (y, x): " + "; ".join(f"({float(y):g}, {float(x):g})" for y, x in pts)
     if kind == "class":
         return f"class {query['target']} of {query.get('model', 'the model')}"
     return f"text {query['text']!r}"
@@ -216,11 +236,16 @@ def _store(digest: str, shape: tuple[int, int], query: dict | None) -> None:
 def _on_draw(chart_key: str, digest: str, shape: tuple[int, int], scale: tuple[float, float]) -> None:
     """``on_select`` callback of the drawing surface: the last box or lasso becomes the region."""
     sel = (st.session_state.get(chart_key) or {}).get("selection") or {}
-    boxes, lassos = list(sel.get("box") or []), list(sel.get("lasso") or [])
-    if not boxes and not lassos:
+    boxes, lassos, points = list(sel.get("box") or []), list(sel.get("lasso") or []), list(sel.get("points") or [])
+    if not boxes and not lassos and not points:
         return  # a click that cleared the selection: the stored region stays
     try:
-        if lassos:
+        if points and not boxes and not lassos:
+            region = state.query_region(digest, shape)
+            old = list(region["points"]) if region and region.get("kind") == "points" else []
+            new = [point_from_click(p["x"], p["y"], shape, scale) for p in points]
+            query = Query.of(points=(old + new)[-MAX_POINTS:]).to_dict()
+        elif lassos:
             last = lassos[-1]
             query = Query.of(polygon=polygon_from_lasso(last["x"], last["y"], shape, scale)).to_dict()
         else:
@@ -305,15 +330,15 @@ def controls(entry: ImageEntry, picked: tuple[Any, Any] | None = None, picker: b
     if msg:
         st.warning(md_escape(msg), icon=":material/warning:")
     if kind == "region":
-        state.widget("query_draw", st.radio, "Drag on the image to draw", options=list(DRAW_LABELS),
+        state.widget("query_draw", st.radio, "Draw on the image", options=list(DRAW_LABELS),
                      format_func=DRAW_LABELS.get, horizontal=True)
         frac = state.widget("query_falloff", st.slider, "Soft edge (of the shorter side)", 0.0, FALLOFF_MAX,
                             step=0.01, format="percent",
                             help="The query map falls from 1 on the region to 0 over this distance (smoothstep).")
         region = state.query_region(entry.digest, (entry.height, entry.width))
         if region is None:
-            return Choice(kind, weight, note="Drag a box or lasso on the image (or give an exact box under "
-                                             "'Exact region').")
+            return Choice(kind, weight, note="Drag a box or lasso on the image, or click points (or give an exact "
+                                             "box under 'Exact region').")
         region["falloff"] = round(float(frac) * min(entry.height, entry.width), 2)
         return Choice(kind, weight, Query.from_dict(region).to_dict())
     if kind == "class":
@@ -373,12 +398,23 @@ def draw_figure(entry: ImageEntry, region: dict | None, dragmode: str = "box") -
         for y, x in region["points"]:
             cx, cy = (x + 0.5) / sx - 0.5, (y + 0.5) / sy - 0.5
             shapes.append({"type": "circle", "x0": cx - r, "x1": cx + r, "y0": cy - r, "y1": cy + r, "line": line})
+    data: list[dict] = [{"type": "image", "source": _jpeg_uri(entry.digest, DRAW_SIDE, disp), "hoverinfo": "skip"}]
+    clicking = dragmode == "points"
+    if clicking:  # invisible markers to click on (a drag does nothing: fixed axes, pan)
+        step = max(dh, dw) / CLICK_GRID
+        ys, xs = np.meshgrid(np.arange(step / 2 - 0.5, dh - 0.5, step), np.arange(step / 2 - 0.5, dw - 0.5, step),
+                             indexing="ij")
+        data.append({"type": "scatter", "mode": "markers", "x": np.round(xs.ravel(), 2).tolist(),
+                     "y": np.round(ys.ravel(), 2).tolist(), "hoverinfo": "none", "showlegend": False,
+                     "marker": {"size": max(4.0, 400 / CLICK_GRID), "opacity": 0},
+                     "selected": {"marker": {"opacity": 0}}, "unselected": {"marker": {"opacity": 0}}})
+    drag = "pan" if clicking else ("lasso" if dragmode == "lasso" else "select")
     spec = {
-        "data": [{"type": "image", "source": _jpeg_uri(entry.digest, DRAW_SIDE, disp), "hoverinfo": "skip"}],
-        "layout": {"dragmode": "lasso" if dragmode == "lasso" else "select", "shapes": shapes,
+        "data": data,
+        "layout": {"dragmode": drag, "shapes": shapes, "hovermode": "closest",
                    "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "height": int(min(560, max(200, 400 * dh / dw))),
-                   "xaxis": {"visible": False, "range": [-0.5, dw - 0.5]},
-                   "yaxis": {"visible": False, "range": [dh - 0.5, -0.5], "scaleanchor": "x"},
+                   "xaxis": {"visible": False, "range": [-0.5, dw - 0.5], "fixedrange": clicking},
+                   "yaxis": {"visible": False, "range": [dh - 0.5, -0.5], "scaleanchor": "x", "fixedrange": clicking},
                    "newselection": {"line": {"color": REGION_COLOR, "dash": "dot"}}},
     }
     return go.Figure(spec, _validate=False), (sy, sx)
@@ -408,10 +444,11 @@ def surface(entry: ImageEntry, choice: Choice, page: str) -> None:
     fig, scale = draw_figure(entry, region, state.get("query_draw"))
     key = f"qdraw_{page}_{entry.digest[:12]}_{_version(entry.digest)}"
     st.plotly_chart(fig, key=key, on_select=functools.partial(_on_draw, key, entry.digest, shape, scale),
-                    selection_mode=("box", "lasso"), config={"displayModeBar": False, "scrollZoom": False,
+                    selection_mode=("points", "box", "lasso"), config={"displayModeBar": False, "scrollZoom": False,
                                                              "doubleClick": False}, width="stretch")
-    st.caption(f"Drag a {state.get('query_draw')} on the image: the query region ({describe(region)}"
-               f"{', cyan' if region else ''}).")
+    how = ("Click points on the image (each click adds one, up to "
+           f"{MAX_POINTS})" if state.get("query_draw") == "points" else f"Drag a {state.get('query_draw')} on the image")
+    st.caption(f"{how}: the query region ({describe(region)}{', cyan' if region else ''}).")
     _seed_box(entry, region)
     with st.expander("Exact region (pixels)", icon=":material/straighten:"):
         h, w = shape

@@ -74,7 +74,7 @@ DEFAULTS: dict[str, Any] = {
     # every image; a region is per image (``query_region``, keyed by the image's digest)
     "query_kind": "none",  # none | region | class | text
     "query_weight": 0.5,
-    "query_draw": "box",  # box | lasso: what a drag on the image draws
+    "query_draw": "box",  # box | lasso | points: what a drag (or click) on the image draws
     "query_falloff": 0.10,  # soft edge of a region, as a fraction of the image's shorter side
     "query_class": 0,
     "query_text": "",

@@ -56,7 +56,7 @@ def test_drag_a_box_on_patch_layout(page, app_url, artifacts) -> None:
     main.locator('[data-testid="stRadio"]').get_by_text("Region", exact=True).click()
     _settled(page)
     _no_error(page)
-    assert main.get_by_text("Drag a box or lasso on the image").count() >= 1
+    assert main.get_by_text("Drag a box or lasso on the image, or click points").count() >= 1
     assert main.get_by_text("Query map:").count() == 0  # no region yet: no query map
 
     surface = main.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".imagelayer image")).first
@@ -136,4 +136,45 @@ def test_drag_a_box_on_patch_layout(page, app_url, artifacts) -> None:
     _settled(page)
     _no_error(page)
     page.screenshot(path=str(out / "token_pruning_lasso.png"))
+    assert page.real_errors() == []
+
+
+def test_click_points_on_patch_layout(page, app_url, artifacts) -> None:
+    """Points mode: each click on the image adds a point in the image's pixels (an invisible grid of
+    Plotly markers takes the click) and the query map and the layout follow."""
+    out = artifacts / "query"
+    out.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size(VIEWPORT)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=60_000)
+    _settled(page)
+    main = page.locator('[data-testid="stMain"]')
+    main.locator('[data-testid="stRadio"]').get_by_text("Region", exact=True).click()
+    _settled(page)
+    main.locator('[data-testid="stRadio"]').get_by_text("Points (click)", exact=True).click()
+    _settled(page)
+    _no_error(page)
+    assert main.get_by_text("Click points on the image").count() >= 1
+
+    clicks = ((0.25, 0.30), (0.70, 0.60))  # (x, y) as fractions of the picture
+    for i, (fx, fy) in enumerate(clicks):
+        surface = main.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".imagelayer image")).first
+        surface.scroll_into_view_if_needed()
+        drag = surface.locator(".nsewdrag").first
+        box = drag.bounding_box()
+        assert box and box["width"] > 100, box
+        page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+        main.get_by_text(re.compile(rf"{i + 1} points? \(y, x\)")).first.wait_for(timeout=60_000)
+        _settled(page)
+        _no_error(page)
+    caption = main.get_by_text(re.compile(r"2 points \(y, x\)")).first.inner_text()
+    pts = [(float(a), float(b)) for a, b in re.findall(r"\((-?[\d.]+), (-?[\d.]+)\)", caption)][-2:]
+    assert len(pts) == 2, caption
+    for (fx, fy), (py, px) in zip(clicks, pts):  # astronaut is 448x448; a click snaps to a 4.7 px grid
+        assert abs(px - fx * 448) < 14 and abs(py - fy * 448) < 14, (caption, clicks)
+    main.get_by_text("Query map:").first.wait_for(timeout=60_000)
+    assert "points query, weight 0.50" in _overlay_caption(page)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(out / "patch_layout_points.png"))
     assert page.real_errors() == []

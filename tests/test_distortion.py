@@ -350,3 +350,27 @@ def test_token_sse_of_any_base_equals_direct_float64(base, levels):
         ref = (((tiles - u @ (d @ tiles @ d.T) @ u.T) ** 2).sum(axis=(2, 3, 4)))
         np.testing.assert_allclose(e, ref, rtol=1e-9, atol=1e-9 * s * s)
         assert np.all(e[: top // s, : top // s] < 1e-12 * s * s)  # the flat square
+
+
+def test_scanned_token_sse_is_within_its_tolerance():
+    """multiscale scans candidates with OpenCV's float32 area resize (``exact=False``) and recomputes
+    exactly only near-ties: that rests on the scanned total being within ``SCAN_TOLERANCE`` of the
+    image's sum of squares (checked here with a 4x margin on photos, text, a checkerboard, noise)."""
+    import sys
+
+    from skimage import data
+
+    ms = sys.modules["adapatch.multiscale"]
+    rng = np.random.default_rng(0)
+    images = [data.astronaut(), data.text(), data.checkerboard(), (rng.random((200, 260, 3)) * 255).astype(np.uint8),
+              (128 + rng.random((200, 260, 3)) * 2).astype(np.uint8)]
+    for im in images:
+        x = (np.repeat(im[..., None], 3, 2) if im.ndim == 2 else im).astype(np.float32) / 255
+        for base, levels in ((17, 2), (23, 1), (45, 0), (61, 1)):
+            top = base << levels
+            c = np.ascontiguousarray(x[: x.shape[0] // top * top, : x.shape[1] // top * top])
+            if c.size == 0:
+                continue
+            s2 = float((c.astype(np.float64) ** 2).sum())
+            for a, b in zip(ms.token_sse(c, base, levels, 16, exact=False), ms.token_sse(c, base, levels, 16)):
+                assert abs(a.sum() - b.sum()) <= ms.SCAN_TOLERANCE / 4 * s2

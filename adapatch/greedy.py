@@ -17,6 +17,12 @@ What the budget leaves uncovered (``uncovered=``):
   that does not fit gets the finest size that still fits, the remaining cells get no token and
   are reported in ``PatchLayout.dropped`` (as ``max_size`` boxes).
 
+``variance_cutoffs=(c_1, ..., c_{k-1})`` (descending, in [0, 0.25]) is the seed's form of the size
+rule: absolute cut-offs on the *variance* of the saliency inside a cell; a cell with variance at
+least ``c_1`` gets the smallest size, at least ``c_2`` the next, ..., below ``c_{k-1}`` the largest.
+The seed's own cut-off values are not recorded (docs/seed.md), so there is no default; the relative
+rule above is used without them. The serving order (mean saliency) is the same.
+
 ``allocation="distortion"`` replaces the saliency rule by rate-distortion allocation: each cell's
 options are its tilings at every size (``(max_size / s) ** 2`` tokens, error = the exact squared
 error of what a ``token_size`` embedding sees, ``adapatch.importance.reconstruction_sse``; with
@@ -59,14 +65,33 @@ def _check_patch_sizes(patch_sizes: Sequence[int]) -> list[int]:
     return sizes
 
 
+def _check_cutoffs(cutoffs: Sequence[float] | None, k: int) -> tuple[float, ...] | None:
+    """``variance_cutoffs`` as a tuple of ``k - 1`` descending floats in [0, 0.25], or None."""
+    if cutoffs is None:
+        return None
+    try:
+        vals = tuple(float(c) for c in cutoffs)
+    except (TypeError, ValueError):
+        raise ValueError(f"variance_cutoffs must be a sequence of numbers, got {cutoffs!r}") from None
+    ok = (len(vals) == k - 1 and all(0.0 <= v <= 0.25 for v in vals)
+          and all(a >= b for a, b in zip(vals, vals[1:])))
+    if not ok:
+        raise ValueError(f"variance_cutoffs must be {k - 1} descending values in [0, 0.25] (one per patch size "
+                         f"but the largest; a saliency variance is at most 0.25), got {list(vals)}")
+    return vals
+
+
 def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch_sizes: Sequence[int] = (8, 16, 32),
            budget: int | None = None, uncovered: str = "fill", allocation: str = "saliency",
-           token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0) -> PatchLayout:
+           token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0,
+           variance_cutoffs: Sequence[float] | None = None) -> PatchLayout:
     """Greedy allocation (see module docstring). ``saliency``: map ``[H, W]`` in [0, 1] or a method
     name (default ``"edges"``; unused with ``allocation="distortion"``). ``budget=None`` means no
     limit. ``query``: a map ``[H, W]`` in [0, 1], an ``adapatch.Query`` or its dict, mixed in with
-    ``query_weight`` in [0, 1] (module docstring)."""
+    ``query_weight`` in [0, 1] (module docstring). ``variance_cutoffs``: the seed's absolute size
+    rule (module docstring), one value per size but the largest."""
     sizes = _check_patch_sizes(patch_sizes)
+    cutoffs = _check_cutoffs(variance_cutoffs, len(sizes))
     uncovered = check_choice("uncovered", uncovered, ("fill", "drop"))
     allocation = check_choice("allocation", allocation, ALLOCATIONS)
     if budget is not None:
@@ -79,6 +104,13 @@ def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch
     if qmap is not None:
         big = sizes[-1]
         qcell = (node_max(qmap[None], padded_canvas(h, w, big), [big])[0][0].ravel(), qw)
+    if cutoffs is not None:
+        if allocation != "saliency":
+            raise ValueError("variance_cutoffs belong to the saliency rule: use allocation='saliency'")
+        if qmap is not None:
+            raise ValueError("variance_cutoffs are absolute saliency values and take no query: "
+                             "drop the query or the cut-offs")
+        params["variance_cutoffs"] = list(cutoffs)
     if allocation == "distortion":
         token_size = check_power_of_two("token_size", token_size, 1, 1024)
         params.update(allocation=allocation, token_size=token_size)
@@ -110,7 +142,11 @@ def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch
         rel = rel / rel.max() if rel.max() > 0 else rel
         mean = mix(mean / mean.max() if mean.max() > 0 else np.zeros_like(mean), qc, qw)
         params.update(query=describe_query(query), query_weight=qw)
-    want = (k - 1) - np.minimum((rel * k).astype(np.int64), k - 1)  # index into ascending sizes
+    if cutoffs is None:
+        want = (k - 1) - np.minimum((rel * k).astype(np.int64), k - 1)  # index into ascending sizes
+    else:  # the seed's rule: how many cut-offs the cell's saliency variance falls below
+        var = cells.var(axis=(1, 3)).ravel()
+        want = (var[:, None] < np.asarray(cutoffs)[None, :]).sum(axis=1)
     sizes_arr = np.array(sizes)
     cost_of = (big // sizes_arr) ** 2  # tokens per cell at each size
     order = np.lexsort((np.arange(n0), -mean))  # most salient first, row-major on ties

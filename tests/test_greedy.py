@@ -42,3 +42,43 @@ def test_no_budget_and_errors(astronaut):
         ap.greedy(astronaut, sal, patch_sizes=(8, 12))
     with pytest.raises(ValueError, match="uncovered"):
         ap.greedy(astronaut, sal, budget=300, uncovered="maybe")
+
+
+def test_seed_absolute_variance_cutoffs_against_a_literal_loop():
+    """``variance_cutoffs``: the seed's form of the size rule (absolute cut-offs on the saliency
+    variance of each cell), checked cell by cell against a plain loop, with and without a budget."""
+    from skimage import data
+
+    img = data.coffee().astype(np.float32) / 255  # 400x600: a 416x608 canvas of 32 px cells (edge-padded)
+    sal = ap.saliency(img, "edges")
+    cut = (0.03, 0.01)
+    lay = ap.greedy(img, sal, patch_sizes=(8, 16, 32), variance_cutoffs=cut)
+    lay.validate()
+    padded = np.pad(sal, ((0, 416 - 400), (0, 608 - 600)), mode="edge").astype(np.float64)
+    for cy in range(0, 416, 32):
+        for cx in range(0, 608, 32):
+            v = padded[cy:cy + 32, cx:cx + 32].var()
+            want = 8 if v >= cut[0] else 16 if v >= cut[1] else 32
+            inside = lay.boxes[(lay.boxes[:, 0] >= cy) & (lay.boxes[:, 0] < cy + 32)
+                               & (lay.boxes[:, 1] >= cx) & (lay.boxes[:, 1] < cx + 32)]
+            assert set(inside[:, 2]) == {want}, (cy, cx, v)
+    capped = ap.greedy(img, sal, patch_sizes=(8, 16, 32), variance_cutoffs=cut, budget=lay.num_tokens // 2)
+    capped.validate()
+    assert capped.num_tokens <= lay.num_tokens // 2 and capped.params["variance_cutoffs"] == list(cut)
+    # no cut-offs: the relative rule, unchanged
+    assert ap.greedy(img, sal, patch_sizes=(8, 16, 32)).params.get("variance_cutoffs") is None
+
+
+@pytest.mark.parametrize("cutoffs, match", [
+    ((0.01, 0.03), "descending"), ((0.3, 0.01), r"\[0, 0.25\]"), ((0.01,), "2 descending"), ("ab", "numbers|descending"),
+])
+def test_bad_variance_cutoffs_are_one_line_errors(cutoffs, match):
+    img = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=match) as e:
+        ap.greedy(img, patch_sizes=(8, 16, 32), variance_cutoffs=cutoffs)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="allocation='saliency'"):
+        ap.greedy(img, patch_sizes=(8, 16, 32), variance_cutoffs=(0.02, 0.01), allocation="distortion")
+    with pytest.raises(ValueError, match="take no query"):
+        ap.greedy(img, patch_sizes=(8, 16, 32), variance_cutoffs=(0.02, 0.01), query=np.ones((64, 64)),
+                  query_weight=0.5)

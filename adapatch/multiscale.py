@@ -48,6 +48,8 @@ float32 area resize) can be from the exact one: at most 2.4e-7 measured over ten
 bases and two depths (``tests/test_distortion.py`` checks a quarter of this bound). When more than
 one candidate is within twice this of the best, those are recomputed exactly before the winner is
 picked; a lone candidate wins without it."""
+TIE_TOLERANCE = 1e-12
+"""Exact errors this close (a share of the image's sum of squares) are a tie: the fewer tokens win."""
 
 
 def _pool2(x: np.ndarray) -> np.ndarray:
@@ -349,13 +351,13 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     scanned = {k: c.scanned_error(img, token_size) for k, c in live if c.canvas_error - c.straddling <= bound + margin}
     best_scanned = min(scanned.values())
     close = [k for k, v in scanned.items() if v <= best_scanned + margin]  # the rest are worse, exactly
-    best_key, best_val = None, None
-    for key in close:
-        cand = tried[key]
-        err = cand.error(img, token_size) if len(close) > 1 else scanned[key]  # alone: no need to rescore
-        val = (err, cand.layout.num_tokens)
-        if best_val is None or val < best_val:
-            best_key, best_val = key, val
+    # alone: no need to rescore; several: exact errors, where float64 rounding (~1e-16 of the sum of
+    # squares per term) counts as a tie and the fewer tokens win (a flat image: the coarsest layout)
+    errors = {k: tried[k].error(img, token_size) if len(close) > 1 else scanned[k] for k in close}
+    tie = TIE_TOLERANCE * float(squares.sum())
+    least = min(errors.values())
+    best_key = min((k for k in close if errors[k] <= least + tie),
+                   key=lambda k: (tried[k].layout.num_tokens, errors[k]))
     base, lv = best_key
     lay = tried[best_key].layout
     params: dict[str, Any] = {"budget": budget, "levels": levels, "scales": scales, "token_size": token_size,

@@ -15,7 +15,10 @@ uniform grid did).
 Errors are exact for any box size (``token_sse``): a box of ``s`` px becomes a token ``Y`` by area
 resizing to ``t`` px (matrix ``D``, ``t x s``, per axis) and is painted back by area resizing
 (``U = (s / t) D^T``), so its squared error is ``S2 - 2 c^2 |Y|^2 + c^4 <Y, G Y G>`` with
-``c = s / t`` and ``G = D D^T``: one float64 area resize of the image gives every token.
+``c = s / t`` and ``G = D D^T``: one area resize of the image gives every token. Candidates are
+scanned with OpenCV's area resize (float32 weights: within ``SCAN_TOLERANCE`` of the image's sum of
+squares); when several are that close to the best, they are recomputed exactly (float64 area
+weights, ``area_tokens``) before the winner is picked.
 
 Query-aware (``query=``, ``query_weight=w > 0``; docs/query.md): every quadtree candidate is refined
 by the mixed importance the quadtree uses (``(1 - w) * sqrt(gain) / max + w * max(query over the

@@ -42,13 +42,19 @@ def _overlay_caption(page) -> str:
     return next((c for c in caps if "colour = patch size" in c), "")
 
 
-def test_drag_a_box_on_patch_layout(page, app_url, artifacts) -> None:
+def _open_patch_layout(page, app_url, artifacts):
+    """Open the app (Patch layout) at 1440x900 and wait for it; returns the screenshot folder."""
     out = artifacts / "query"
     out.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size(VIEWPORT)
     page.goto(app_url)
     page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=60_000)
     _settled(page)
+    return out
+
+
+def test_drag_a_box_on_patch_layout(page, app_url, artifacts) -> None:
+    out = _open_patch_layout(page, app_url, artifacts)
     before = _overlay_caption(page)
     assert "query" not in before
 
@@ -142,12 +148,7 @@ def test_drag_a_box_on_patch_layout(page, app_url, artifacts) -> None:
 def test_click_points_on_patch_layout(page, app_url, artifacts) -> None:
     """Points mode: each click on the image adds a point in the image's pixels (an invisible grid of
     Plotly markers takes the click) and the query map and the layout follow."""
-    out = artifacts / "query"
-    out.mkdir(parents=True, exist_ok=True)
-    page.set_viewport_size(VIEWPORT)
-    page.goto(app_url)
-    page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=60_000)
-    _settled(page)
+    out = _open_patch_layout(page, app_url, artifacts)
     main = page.locator('[data-testid="stMain"]')
     main.locator('[data-testid="stRadio"]').get_by_text("Region", exact=True).click()
     _settled(page)

@@ -76,7 +76,7 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
         st.caption(f"Both in the model's {size}x{size} input frame: the image resized to {size}x{size} (aspect not "
                    "kept). The numbers above are for this frame.")
         if choice.ready:
-            query_ui.query_heatmap(entry, choice)
+            query_ui.query_heatmap(entry, choice, st.columns(2)[0])  # the size of the pictures above
     ui.fidelity_metrics(slots, compute.fidelity(entry, settings, state.device()))
     if choice.ready:
         query_ui.comparison(entry, recipes.query_pair(settings), choice, kind="tokens",

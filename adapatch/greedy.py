@@ -49,7 +49,7 @@ import numpy as np
 
 from .importance import TOKEN_SIZE, block_sums, pad_to_canvas, reconstruction_sse
 from .layout import PatchLayout, padded_canvas
-from .query import describe_query, mix, node_max, resolve_query
+from .query import check_query_weight, describe_query, mix, node_max, resolve_query
 from .validation import check_choice, check_int, check_power_of_two, check_rgb
 
 ALLOCATIONS = ("saliency", "distortion")
@@ -99,17 +99,18 @@ def greedy(image: np.ndarray, saliency: np.ndarray | str | None = None, *, patch
     img = check_rgb(image)
     h, w = img.shape[:2]
     params: dict[str, Any] = {"patch_sizes": sizes, "budget": budget, "uncovered": uncovered}
+    if cutoffs is not None:  # checked before any query map is computed
+        if allocation != "saliency":
+            raise ValueError("variance_cutoffs belong to the saliency rule: use allocation='saliency'")
+        if query is not None and check_query_weight(query_weight) > 0:
+            raise ValueError("variance_cutoffs are absolute saliency values and take no query: "
+                             "drop the query or the cut-offs")
     qmap, qw = resolve_query(query, img, query_weight)
     qcell = None
     if qmap is not None:
         big = sizes[-1]
         qcell = (node_max(qmap[None], padded_canvas(h, w, big), [big])[0][0].ravel(), qw)
     if cutoffs is not None:
-        if allocation != "saliency":
-            raise ValueError("variance_cutoffs belong to the saliency rule: use allocation='saliency'")
-        if qmap is not None:
-            raise ValueError("variance_cutoffs are absolute saliency values and take no query: "
-                             "drop the query or the cut-offs")
         params["variance_cutoffs"] = list(cutoffs)
     if allocation == "distortion":
         token_size = check_power_of_two("token_size", token_size, 1, 1024)

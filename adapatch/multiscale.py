@@ -1,24 +1,25 @@
 """Rate-distortion layouts over patch *scales*: the best of quadtrees on several base sizes and the
-equal-token uniform grid, by the exact squared error of what the model sees.
+equal-token uniform grid, by the squared error of what the model sees.
 
 Why: a quadtree of power-of-two sizes (16, 32, 64) mixes coarse and fine boxes, and on a budget
 between two of its sizes that mix can lose to a uniform grid of an in-between size (say 23 px):
 on a stationary texture the error of a uniform grid falls convexly with its token count, and a
 mix of 16 and 32 px boxes only reaches the chord. So ``multiscale`` also tries quadtrees whose
 boxes are ``u, 2u, ..., u * 2**levels`` for base sizes ``u`` between the token size and the
-equal-token uniform grid's size, each refined by the exact rate-distortion greedy of
+equal-token uniform grid's size, each refined by the rate-distortion greedy of
 ``quadtree(..., importance="distortion")``, and the uniform grid itself; the layout with the least
 squared error over the image's pixels wins. At a budget it is therefore never worse than the best
 uniform grid that fits, and ``params["base_size"]`` says which scale won (``levels = 0`` when the
 uniform grid did).
 
-Errors are exact for any box size (``token_sse``): a box of ``s`` px becomes a token ``Y`` by area
+Errors for any box size (``token_sse``): a box of ``s`` px becomes a token ``Y`` by area
 resizing to ``t`` px (matrix ``D``, ``t x s``, per axis) and is painted back by area resizing
 (``U = (s / t) D^T``), so its squared error is ``S2 - 2 c^2 |Y|^2 + c^4 <Y, G Y G>`` with
-``c = s / t`` and ``G = D D^T``: one area resize of the image gives every token. Candidates are
-scanned with OpenCV's area resize (float32 weights: within ``SCAN_TOLERANCE`` of the image's sum of
-squares); when several are that close to the best, they are recomputed exactly (float64 area
-weights, ``area_tokens``) before the winner is picked.
+``c = s / t`` and ``G = D D^T``: one area resize of the image gives every token. Candidates of
+non-power-of-two boxes are built and scanned with OpenCV's area resize (float32 weights: within
+``SCAN_TOLERANCE`` of the padded canvas's sum of squares); when several are that close to the best,
+their errors are recomputed exactly (float64 area weights, ``area_tokens``) before the winner is
+picked. Power-of-two boxes use the compiled exact statistics throughout.
 
 Query-aware (``query=``, ``query_weight=w > 0``; docs/query.md): every quadtree candidate is refined
 by the mixed importance the quadtree uses (``(1 - w) * sqrt(gain) / max + w * max(query over the
@@ -46,13 +47,14 @@ from .validation import check_int, check_power_of_two, check_rgb
 DEFAULT_LEVELS = 2
 DEFAULT_SCALES = 6
 SCAN_TOLERANCE = 2e-6
-"""Bound, as a share of the image's sum of squares, on how far a scanned candidate's error (OpenCV's
+"""Bound, as a share of the padded canvas's sum of squares, on how far a scanned candidate's error (OpenCV's
 float32 area resize) can be from the exact one: at most 2.4e-7 measured over ten images, eight
 bases and two depths (``tests/test_distortion.py`` checks a quarter of this bound). When more than
 one candidate is within twice this of the best, those are recomputed exactly before the winner is
 picked; a lone candidate wins without it."""
 TIE_TOLERANCE = 1e-12
-"""Exact errors this close (a share of the image's sum of squares) are a tie: the fewer tokens win."""
+"""Exact (float64) errors this close (a share of the image's sum of squares) are a tie: the fewer
+tokens win."""
 
 
 def _pool2(x: np.ndarray) -> np.ndarray:
@@ -130,11 +132,15 @@ def area_tokens(x: np.ndarray, base: int, t: int) -> np.ndarray:
     return np.ascontiguousarray(cols.reshape(gh * t, gw, 3, t).transpose(0, 1, 3, 2)).reshape(gh * t, gw * t, 3)
 
 
-def _padding_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> np.ndarray:
-    """Per box: the squared error over its padding pixels (0 for boxes inside the image)."""
+def _tile_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int,
+                 where: str) -> np.ndarray:
+    """Per box, the squared error (float64, from the pixels) of its token painted back, summed over
+    its pixels ``"inside"`` or ``"outside"`` the image (``canvas``: the edge-padded image). Boxes of
+    one size are one batched matrix product; only boxes with such pixels are computed."""
     h, w = img.shape[:2]
     out = np.zeros(len(boxes))
-    sel = (boxes[:, 0] + boxes[:, 2] > h) | (boxes[:, 1] + boxes[:, 2] > w)
+    past = (boxes[:, 0] + boxes[:, 2] > h) | (boxes[:, 1] + boxes[:, 2] > w)
+    sel = past if where == "outside" else (boxes[:, 0] < h) & (boxes[:, 1] < w)
     for s in np.unique(boxes[sel, 2]):
         idx = np.flatnonzero(sel & (boxes[:, 2] == s))
         b = boxes[idx].astype(np.int64)
@@ -147,8 +153,13 @@ def _padding_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, toke
         rec = up @ (down @ tiles @ down.T) @ up.T
         err = ((tiles - rec) ** 2).sum(axis=1)  # [n, s, s]
         outside = (yy[:, :, None] >= h) | (xx[:, None, :] >= w)
-        out[idx] = (err * outside).sum(axis=(1, 2))
+        out[idx] = (err * (outside if where == "outside" else ~outside)).sum(axis=(1, 2))
     return out
+
+
+def _padding_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> np.ndarray:
+    """Per box: the squared error over its padding pixels (0 for boxes inside the image)."""
+    return _tile_errors(img, canvas, boxes, token_size, "outside")
 
 
 def _canvas_sse(canvas_h: int, canvas_w: int, h: int, w: int, boxes: np.ndarray,
@@ -222,6 +233,7 @@ class _Candidate:
     exact: float | None = None  # squared error over the image's pixels, once computed
     weights: np.ndarray | None = None  # per box, the query's weight of its error (None: no query)
     rescore: Any = None  # () -> (canvas error, straddling) recomputed exactly, for a scanned candidate
+    scale: float = 0.0  # the sum of squares the scan's tolerance is relative to (the padded canvas's)
 
     padding: float | None = None  # the (weighted) error over padding pixels, once computed
 
@@ -262,17 +274,12 @@ def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, lev
     ``img`` is float32, ``squares`` its per-pixel sum of squares (float64)."""
     h, w = img.shape[:2]
     if base < token_size:  # a uniform grid finer than the token: upsampled tokens, errors from the pixels
-        from .patches import reconstruct  # torch: only for this rare case
-
         lay = uniform(h, w, base)
-        diff = img.astype(np.float64) - reconstruct(img, lay, token_size, device="cpu")
-        per_pixel = np.einsum("ijc,ijc->ij", diff, diff)
-        if qmix is None:
-            err = float(per_pixel.sum())
-            return _Candidate(lay, err, 0.0, img, err)
-        wts = query_box_weights(qmix.qmap, qmix.weight, lay.boxes)
-        err = float((box_sums(per_pixel, lay.boxes) * wts).sum())
-        return _Candidate(lay, err, 0.0, img, err, wts)
+        padded = _pad(img, lay.canvas)
+        per_box = _tile_errors(img, padded, lay.boxes, token_size, "inside")  # float64, exact
+        wts = None if qmix is None else query_box_weights(qmix.qmap, qmix.weight, lay.boxes)
+        err = float(per_box.sum() if wts is None else (per_box * wts).sum())
+        return _Candidate(lay, err, 0.0, padded, err, wts, scale=float(squares.sum()))
     canvas = padded_canvas(h, w, base << levels)
     padded, padded_sq = _pad(img, canvas), _pad(squares, canvas)
     fine_first = token_sse(padded, base, levels, token_size, padded_sq, exact=False)
@@ -296,7 +303,7 @@ def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, lev
     ratio = base // token_size
     scanned = not (base % token_size == 0 and ratio & (ratio - 1) == 0)  # power-of-two sizes are exact already
     return _Candidate(PatchLayout(h, w, canvas, boxes), total, straddle, padded, weights=wts,
-                      rescore=rescore if scanned else None)
+                      rescore=rescore if scanned else None, scale=float(padded_sq.sum()))
 
 
 
@@ -349,7 +356,8 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     # whole straddling share and twice the scan's tolerance, is still above the best scanned
     # canvas error cannot win
     live = [(k, c) for k, c in tried.items() if c is not None]
-    margin = 2 * SCAN_TOLERANCE * float(squares.sum())
+    # the scan's error scales with each canvas's sum of squares (padding repeats edge pixels)
+    margin = 2 * SCAN_TOLERANCE * max(c.scale for _, c in live)
     bound = min(c.canvas_error for _, c in live)
     scanned = {k: c.scanned_error(img, token_size) for k, c in live if c.canvas_error - c.straddling <= bound + margin}
     best_scanned = min(scanned.values())

@@ -374,3 +374,34 @@ def test_scanned_token_sse_is_within_its_tolerance():
             s2 = float((c.astype(np.float64) ** 2).sum())
             for a, b in zip(ms.token_sse(c, base, levels, 16, exact=False), ms.token_sse(c, base, levels, 16)):
                 assert abs(a.sum() - b.sum()) <= ms.SCAN_TOLERANCE / 4 * s2
+
+
+def test_scan_tolerance_holds_on_padded_canvases():
+    """The scan's error grows with the *padded* canvas's sum of squares (padding repeats the edge):
+    a dark image with a bright last row, whose padding is mostly that row."""
+    import sys
+
+    ms = sys.modules["adapatch.multiscale"]
+    rng = np.random.default_rng(1)
+    for shape, bright in (((65, 300), "row"), ((300, 65), "col")):
+        img = (rng.random((*shape, 3)) * 0.01).astype(np.float32)
+        if bright == "row":
+            img[-1] = 0.9
+            img[-1, ::2] = 0.2
+        else:
+            img[:, -1] = rng.random((shape[0], 3)) * 0.3 + 0.7
+        x = img.astype(np.float64)
+        sq = np.einsum("ijc,ijc->ij", x, x)
+        for base, levels in ((61, 1), (23, 2), (45, 1), (33, 0), (19, 2)):
+            cand = ms._candidate(img, sq, 400, base, levels, 16)
+            scanned, exact = cand.scanned_error(img, 16), cand.error(img, 16)
+            assert abs(scanned - exact) <= ms.SCAN_TOLERANCE / 4 * cand.scale, (shape, base, levels)
+
+
+def test_multiscale_ties_go_to_fewer_tokens_even_below_the_token_size():
+    """A 1x1 image is kept losslessly by one token; a finer grid's error is no smaller (float64)."""
+    img = np.random.default_rng(0).random((1, 1, 3)).astype(np.float32)
+    assert ap.multiscale(img, 5).num_tokens == 1
+    assert ap.multiscale(img, 5, query=np.ones((1, 1)), query_weight=0.5).num_tokens == 1
+    flat = np.full((40, 56, 3), 0.3, np.float32)
+    assert ap.multiscale(flat, 30).num_tokens == 1

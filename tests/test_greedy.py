@@ -70,7 +70,8 @@ def test_seed_absolute_variance_cutoffs_against_a_literal_loop():
 
 
 @pytest.mark.parametrize("cutoffs, match", [
-    ((0.01, 0.03), "descending"), ((0.3, 0.01), r"\[0, 0.25\]"), ((0.01,), "2 descending"), ("ab", "numbers|descending"),
+    ((0.01, 0.03), "descending"), ((0.3, 0.01), r"\[0, 0.25\]"), ((0.01,), "2 descending"),
+    ("ab", "numbers|descending"),
 ])
 def test_bad_variance_cutoffs_are_one_line_errors(cutoffs, match):
     img = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
@@ -82,3 +83,7 @@ def test_bad_variance_cutoffs_are_one_line_errors(cutoffs, match):
     with pytest.raises(ValueError, match="take no query"):
         ap.greedy(img, patch_sizes=(8, 16, 32), variance_cutoffs=(0.02, 0.01), query=np.ones((64, 64)),
                   query_weight=0.5)
+    # refused before any map is made: a class query on a missing model file never loads it
+    with pytest.raises(ValueError, match="take no query"):
+        ap.greedy(img, patch_sizes=(8, 16, 32), variance_cutoffs=(0.02, 0.01), query_weight=0.5,
+                  query={"kind": "class", "model": "/nonexistent/model.safetensors", "target": 1})

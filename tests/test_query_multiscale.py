@@ -168,3 +168,24 @@ def test_selector_query_settings_export_and_reproduce(task, capsys) -> None:
     exec(compile(snippet, "<snippet>", "exec"), ns)  # noqa: S102 - the point of the test
     assert ns["layout"] == lay
     capsys.readouterr()
+
+
+def test_selector_ties_of_a_flat_query_go_by_the_selector(task) -> None:
+    """At w = 1 a hard box ties every cell inside it: the selector's own logits pick among them."""
+    import torch
+
+    from adapatch.model import selector_layout
+    from adapatch.model.task import prepare_image
+
+    model = task
+    img = _digit(model)
+    n = img.shape[0]
+    q = ap.query_map(img, box=(0, 0, n // 2, n), falloff=0.0)  # the upper half: 32 tied cells
+    lay = selector_layout(img, model, k=6, device="cpu", query=q, query_weight=1.0)
+    with torch.no_grad():
+        logit = model.selector(prepare_image(img, model.vit, "cpu"))[0].double().numpy()
+    grid = model.config.grid_size
+    upper = np.arange(grid * grid) < grid * grid // 2
+    want = np.sort(np.flatnonzero(upper)[np.argsort(-logit[upper], kind="stable")[:6]])
+    cells = (lay.boxes[:, 0] // model.config.patch_size) * grid + lay.boxes[:, 1] // model.config.patch_size
+    assert np.array_equal(np.sort(cells), want)

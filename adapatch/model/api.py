@@ -133,8 +133,9 @@ def selector_layout(image: np.ndarray, model: TaskModel, k: int | None = None,
 
     ``k`` defaults to the budget the selector was trained with. ``query``/``query_weight``
     (``adapatch.query``): the cells are ranked by ``(1 - w) * minmax(logit) + w * max(query over the
-    cell)``, as pruning mixes a query; the map is of ``image`` (resized with it to the model's input
-    when they differ). ``w = 0`` does not read the query: the query-blind layout, bit for bit.
+    cell)``, as pruning mixes a query (ties by the selector's logit); the map is of ``image``
+    (resized with it to the model's input when they differ). ``w = 0`` does not read the query:
+    the query-blind layout, bit for bit.
     """
     if not isinstance(model, TaskModel):
         raise ValueError("model must be a TaskModel with a trained selector (load_task_model())")
@@ -152,6 +153,7 @@ def selector_layout(image: np.ndarray, model: TaskModel, k: int | None = None,
         return lay.with_tokens(idx, strategy="learned_selector", k=k)
     if qmap.shape != (cfg.img_size, cfg.img_size):
         qmap = cv2.resize(np.asarray(qmap, np.float32), (cfg.img_size, cfg.img_size), interpolation=cv2.INTER_AREA)
-    mixed = mix_scores(logits[0].double().cpu().numpy(), box_max(qmap, lay.boxes), w)
-    idx = np.sort(np.argsort(-mixed, kind="stable")[:k])
+    logit = logits[0].double().cpu().numpy()
+    mixed = mix_scores(logit, box_max(qmap, lay.boxes), w)
+    idx = np.sort(np.lexsort((-logit, -mixed))[:k])  # ties of the mix (a flat query at w = 1): by the selector
     return lay.with_tokens(idx, strategy="learned_selector", k=k, query=describe_query(query), query_weight=w)

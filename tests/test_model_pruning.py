@@ -7,23 +7,18 @@ import pytest
 import torch
 
 import adapatch
-from adapatch.model import (TaskModel, TokenPruner, ViTConfig, VisionTransformer, LearnedPatchSelector,
+from adapatch.model import (ViTConfig, VisionTransformer,
                             attention_saliency, forward_pruned, forward_pruned_train, prune_tokens_attention,
                             prune_tokens_learned, rollout)
 from adapatch.model.pruning import topk_keep
+from tests.model_helpers import tiny_task_model
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def task():
-    torch.manual_seed(0)
-    vit = VisionTransformer(ViTConfig(img_size=32, patch_size=8, dim=24, depth=3, heads=2, num_classes=5,
-                                      pos_mode="interp+mlp")).eval()
-    vit.pretrained = True  # test stand-in for trained weights (attention code paths only)
-    pruner = TokenPruner(24).eval()
-    torch.nn.init.normal_(pruner.fc2.weight, std=1.0)
-    return TaskModel(vit, pruner, LearnedPatchSelector(32, 4, 4).eval(), prune_layer=1)
+    return tiny_task_model()
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.3, 1.0, 0.01])

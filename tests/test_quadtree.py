@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import adapatch as ap
+from tests.model_helpers import assert_budget_used
 from tests.strategies import images
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
@@ -57,13 +58,7 @@ def test_budget_respected_and_used(img, sizes, extra, imp, with_threshold):
     lay.validate()
     assert lay.num_tokens <= budget
     curve = ap.threshold_curve(img, min_size=sizes[0], max_size=sizes[1], importance=imp)
-    if imp == "distortion":  # a split that removes no error is never made, even with budget left
-        reachable = curve.tokens_at(0.0 if thr is None else thr)
-    else:
-        reachable = curve.max_tokens if thr is None else curve.tokens_at(thr)
-    # the budget is used: either every allowed split is made, or one more would not fit
-    assert lay.num_tokens == min(reachable, lay.num_tokens) and (
-        lay.num_tokens == reachable or budget - lay.num_tokens < 3)
+    assert_budget_used(lay, curve, budget, thr, imp)
 
 
 @SETTINGS

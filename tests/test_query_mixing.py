@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import adapatch as ap
 from adapatch.query import Query, box_max
+from tests.model_helpers import assert_budget_used, tiny_task_model
 from tests.strategies import images
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,
@@ -172,12 +173,7 @@ def test_budget_respected_and_used_with_a_query(img, sizes, extra, imp, w, seed,
     lay.validate()
     assert lay.num_tokens <= budget
     curve = ap.threshold_curve(img, **kw)
-    if imp == "distortion":  # a split of mixed importance 0 is never made
-        reachable = curve.tokens_at(0.0 if thr is None else thr)
-    else:
-        reachable = curve.max_tokens if thr is None else curve.tokens_at(thr)
-    assert lay.num_tokens == min(reachable, lay.num_tokens) and (
-        lay.num_tokens == reachable or budget - lay.num_tokens < 3)
+    assert_budget_used(lay, curve, budget, thr, imp)  # a split of mixed importance 0 is never made
 
 
 @SETTINGS
@@ -278,22 +274,7 @@ def test_prune_with_a_query(astronaut):
 # ----------------------------------------------------------------------------- model pruners
 @pytest.fixture(scope="module")
 def task():
-    import torch
-
-    from adapatch.model import (
-        LearnedPatchSelector,
-        TaskModel,
-        TokenPruner,
-        VisionTransformer,
-        ViTConfig,
-    )
-    torch.manual_seed(0)
-    vit = VisionTransformer(ViTConfig(img_size=32, patch_size=8, dim=24, depth=3, heads=2, num_classes=5,
-                                      pos_mode="interp+mlp")).eval()
-    vit.pretrained = True  # test stand-in for trained weights (attention code paths only)
-    pruner = TokenPruner(24).eval()
-    torch.nn.init.normal_(pruner.fc2.weight, std=1.0)
-    return TaskModel(vit, pruner, LearnedPatchSelector(32, 4, 4).eval(), prune_layer=1)
+    return tiny_task_model()
 
 
 @pytest.mark.parametrize("method", ["learned", "attention"])

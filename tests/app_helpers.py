@@ -1,8 +1,11 @@
-"""What the AppTest tests share: the app, the no-error check and reading a metric by its label."""
+"""What the AppTest tests share: the app, the no-error check, reading a metric by its label and the
+text of the Plotly charts on a page (parsed, never searched as JSON text)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, Iterator
 
 from streamlit.testing.v1 import AppTest
 
@@ -24,3 +27,21 @@ def metric(at: AppTest, label: str) -> str:
     values = [m.value for m in at.metric if m.label == label]
     assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
     return values[0]
+
+
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def chart_texts(at: AppTest) -> list[list[str]]:
+    """Every string value (titles, trace names, annotations, hover templates) of each Plotly chart on
+    the page, one list per chart. The chart's JSON is parsed first: Plotly may write non-ASCII
+    characters as ``\\uXXXX`` escapes (7.x does), so the JSON text is no place to look for them."""
+    return [list(_strings(json.loads(c.proto.spec))) for c in at.get("plotly_chart")]

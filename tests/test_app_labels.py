@@ -9,6 +9,7 @@ read from the element protos.
 from __future__ import annotations
 
 import io
+import json
 import re
 import sys
 from pathlib import Path
@@ -139,8 +140,9 @@ def test_compare_table_says_gmacs_and_macs_ratio() -> None:
     cols = list(table.value.columns)
     assert "ViT-B GMACs" in cols and "MACs ratio vs uniform 16 px" in cols
     assert not any("FLOP" in c for c in cols), cols
-    config = table.proto.columns
-    assert "what ViT papers report as FLOPs" in config  # the convention, in the column help
+    config = json.loads(table.proto.columns or "{}")  # parsed: the JSON text may escape non-ASCII
+    helps = [c.get("help") or "" for c in config.values()]
+    assert any("what ViT papers report as FLOPs" in h for h in helps), helps  # the convention, in the column help
     shown = _display(table)
     assert all(v.startswith("×") for v in shown.iloc[:, list(cols).index("MACs ratio vs uniform 16 px")])
 

@@ -43,8 +43,13 @@ def _charts(at: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
+def _title(fig: dict) -> str:
+    title = fig["layout"].get("title", {})
+    return str(title.get("text") or "") if isinstance(title, dict) else str(title)
+
+
 def _quality_chart(at: AppTest) -> dict:
-    charts = [c for c in _charts(at) if "Quality vs tokens" in json.dumps(c["layout"].get("title", {}))]
+    charts = [c for c in _charts(at) if "Quality vs tokens" in _title(c)]
     assert len(charts) == 1, [c["layout"].get("title") for c in _charts(at)]
     return charts[0]
 

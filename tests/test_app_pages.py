@@ -25,7 +25,7 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["pages/layout.py", "pages/saliency.py", "pages/pruning.py", "pages/compare.py", "pages/efficiency.py"]
 
 
-from tests.app_helpers import app as _app, metric as _metric, ok as _ok  # noqa: E402
+from tests.app_helpers import app as _app, chart_texts, metric as _metric, ok as _ok  # noqa: E402
 
 
 def _int(text: str) -> int:
@@ -296,8 +296,12 @@ def test_budget_mode_shows_quality_against_equal_token_uniform() -> None:
     """Default view (budget, distortion): the PSNR-vs-tokens chart of the quadtree and the uniform grid."""
     at = _app().run()
     _ok(at)
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
-    assert any("PSNR vs tokens" in s and "uniform" in s and "quadtree · distortion" in s for s in specs)
+    charts = chart_texts(at)
+
+    def has(texts: list[str], part: str) -> bool:
+        return any(part in t for t in texts)
+
+    assert any(has(c, "PSNR vs tokens") and has(c, "uniform") and has(c, "quadtree · distortion") for c in charts)
     at.toggle(key="w_use_budget").set_value(False).run()  # threshold mode: the tokens-vs-threshold curve
-    specs = [c.proto.spec for c in at.get("plotly_chart")]
-    assert any("Tokens vs threshold" in s for s in specs) and not any("PSNR vs tokens" in s for s in specs)
+    charts = chart_texts(at)
+    assert any(has(c, "Tokens vs threshold") for c in charts) and not any(has(c, "PSNR vs tokens") for c in charts)

@@ -16,11 +16,12 @@ threshold means the same on every image:
   / log2(bins).
 - ``"distortion"``: rate-distortion gain of splitting the square, for a model whose tokens are
   ``token_size`` px (16): the exact squared error of what the model sees (the square area-resized
-  to ``token_size`` and painted back) minus that of its four children, per value, as
-  ``2 * sqrt(gain / (3 s^2))`` (the RMS error a split removes / 0.5). Unlike the per-pixel
+  to ``token_size`` and painted back) minus that of its four children. Unlike the per-pixel
   measures it counts area: a 64 px square with a little detail can gain more than a busy 16 px
   one. A square of at most ``token_size`` px is seen losslessly, so splitting it gains nothing.
-  ``reconstruction_sse`` and ``distortion_gains`` give the absolute squared errors behind it.
+  ``reconstruction_sse`` and ``distortion_gains`` give the absolute squared errors; its threshold
+  is not in [0, 1] but ``lambda``, the error removed per added token
+  (``adapatch.quadtree_engine.lagrangian_levels``).
 """
 
 from __future__ import annotations
@@ -241,13 +242,6 @@ def distortion_gains(canvas: np.ndarray, sizes: list[int], token_size: int = TOK
     for g, s in zip(gains, sizes):
         np.putmask(g, g < VAR_FLOOR * 3 * s * s, 0.0)
     return gains
-
-
-def gain_importance(gains: np.ndarray, size: int) -> np.ndarray:
-    """``2 * sqrt(gain / (3 size^2))`` clipped to [0, 1]: the RMS error a split removes, / 0.5."""
-    out = np.sqrt(gains / (3.0 * size * size))
-    out *= 2.0
-    return np.minimum(out, 1.0, out=out)
 
 
 def importance_levels(canvas: np.ndarray, sizes: list[int], importance: str,

@@ -39,7 +39,7 @@ import numpy as np
 
 from .importance import TOKEN_SIZE, reconstruction_sse
 from .layout import PatchLayout, padded_canvas, uniform
-from .quadtree import _apply_query, _heap_order_split, _leaves, prepared_from_gains
+from .quadtree_engine import apply_query, heap_order_split, leaves, prepared_from_gains
 from .query import describe_query, resolve_query
 from .resize import area_weights
 from .validation import check_int, check_power_of_two, check_rgb
@@ -291,8 +291,8 @@ def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, lev
         gains = [np.maximum(sse[s] - _pool2(sse[s // 2]), 0.0)[None] for s in sizes[:-1]]
         prep = prepared_from_gains(h, w, canvas, sizes, gains, 1, {})
         if qmix is not None:
-            prep = _apply_query(prep, qmix.qmap[None], qmix.weight, qmix.description)
-        boxes = _leaves(prep, _heap_order_split(prep, None, budget))[0]
+            prep = apply_query(prep, qmix.qmap[None], qmix.weight, qmix.description)
+        boxes = leaves(prep, heap_order_split(prep, None, budget))[0]
     wts = None if qmix is None else query_box_weights(qmix.qmap, qmix.weight, boxes)
     total, straddle = _canvas_sse(*canvas, h, w, boxes, sse, wts)
 

@@ -29,7 +29,7 @@ from .fidelity import MAX_PSNR, luminance, resample_canvas, ssim_luminance
 from .importance import IMPORTANCE_MEASURES, TOKEN_SIZE, pad_to_canvas, reconstruction_sse
 from .layout import padded_canvas
 from .multiscale import _pad, _padding_errors
-from .quadtree import _path_importance, _prepare, heap_order
+from .quadtree_engine import heap_order, path_minima, prepare
 from .validation import check_choice, check_int, check_rgb
 
 SSIM_POINTS = 12
@@ -94,7 +94,7 @@ def _split_order(prep, importance: str) -> np.ndarray:
     if importance == "distortion":
         order, cand = heap_order(prep)
         return order[0][cand[0][order[0]]]
-    flat = np.concatenate([p[0].ravel() for p in _path_importance(prep.levels)])
+    flat = np.concatenate([p[0].ravel() for p in path_minima(prep.levels)])
     return np.argsort(-flat, kind="stable")  # p descending, ties by position (``quadtree._budget_split``)
 
 
@@ -134,7 +134,7 @@ def quadtree_quality(image: np.ndarray, min_size: int = 16, max_size: int = 64,
     check_choice("importance", importance, IMPORTANCE_MEASURES)
     ssim_points = check_int("ssim_points", ssim_points, 0)
     h, w = img.shape[:2]
-    prep = _prepare(img, saliency, min_size, max_size, importance, token_size=token_size)
+    prep = prepare(img, saliency, min_size, max_size, importance, token_size=token_size)
     label = f"quadtree · {importance}"
     extra = {"min_size": min_size, "max_size": max_size, "token_size": token_size, "importance": importance}
     n0 = prep.levels[0][0].size

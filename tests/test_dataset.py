@@ -72,7 +72,8 @@ def test_curve_is_exact_sum_of_quadtrees(folder, images, importance):
 
 def _brute(store, objective, target, vit="ViT-B") -> float:
     vals = np.unique(np.concatenate([store.values_of(i) for i in range(store.n_images)]))
-    cand = np.unique(np.concatenate([[0.0], vals[(vals > 0) & (vals < 1)], [1.0]]))
+    top = curve_mod.top_threshold(store)  # no split: 1, or distortion's largest lambda
+    cand = np.unique(np.concatenate([[0.0], vals[(vals > 0) & (vals < top)], [top]]))
     f = Objectives(store, vit).value(objective, store.tokens_at(cand))
     return float(cand[np.argmax(f <= target)])
 
@@ -84,7 +85,8 @@ def test_solver_hits_each_target_exactly(folder, monkeypatch, small_rounds):
         monkeypatch.setattr(curve_mod, "SAMPLE_CAP", 40)
     with scan(folder, CurveSettings(), workers=1) as store:
         obj = Objectives(store)
-        lo_hi = {k: obj.value(k, store.tokens_at(np.array([0.0, 1.0]))) for k in curve_mod.OBJECTIVES}
+        top = curve_mod.top_threshold(store)
+        lo_hi = {k: obj.value(k, store.tokens_at(np.array([0.0, top]))) for k in curve_mod.OBJECTIVES}
         for name, (top, bottom) in lo_hi.items():
             for frac in (0.03, 0.2, 0.5, 0.9):
                 target = bottom + frac * (top - bottom)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import adapatch as ap
 from adapatch.importance import distortion_gains, reconstruction_sse
 from adapatch.patches import area_resize
-from adapatch.quadtree import _budget_split, _leaves, _path_importance, _prepare
+from adapatch.quadtree_engine import budget_split as _budget_split, leaves as _leaves, path_minima as _path_importance, prepare as _prepare
 from adapatch.samples import list_samples, load_sample
 from tests.strategies import images
 

@@ -104,7 +104,7 @@ def test_best_first_matches_priority_queue(astronaut):
     prep_imp = {}
     for s in (32, 16, 8):
         lay = ap.quadtree(img, threshold=0.0, min_size=s, max_size=s)  # noqa: F841 (warm)
-    from adapatch.quadtree import _prepare
+    from adapatch.quadtree_engine import prepare as _prepare
     prep = _prepare(img, None, 8, 32, "std")
     for lvl, s in enumerate(prep.sizes):
         prep_imp[s] = prep.levels[lvl][0]
@@ -148,7 +148,7 @@ def _lexsort_budget_split(prep, p, threshold, budget):
 @pytest.mark.parametrize("levels", [2, 4, 256])
 def test_budget_selection_equals_full_sort_with_ties(rng, levels):
     """Quantised images have many equal importances: ties must go coarser-first, then row-major."""
-    from adapatch.quadtree import _budget_split, _path_importance, _prepare
+    from adapatch.quadtree_engine import budget_split as _budget_split, path_minima as _path_importance, prepare as _prepare
     imgs = (np.floor(rng.random((3, 96, 80, 3)) * levels) / levels).astype(np.float32)
     imgs[1, :48] = 0.5  # a flat half: many zero importances
     prep = _prepare(imgs, None, 4, 32, "std")

@@ -238,8 +238,8 @@ def layouts_at(source: SourceSpec, threshold: float, out: str | os.PathLike, *, 
                address: str | None = None, column: str | None = None, progress: bool = False) -> dict:
     """Write the quadtree of every image at ``threshold`` to the Parquet file ``out``; returns a small
     summary (rows, skipped)."""
-    from ..validation import check_float
-    threshold = check_float("threshold", threshold, 0.0, 1.0)
+    from ..quadtree import check_threshold
+    threshold = check_threshold(threshold, importance, False)
     settings = CurveSettings(min_size, max_size, importance, token_size, max_pixels=max_pixels)
     with scan(source, settings, engine=engine, workers=workers, address=address, column=column,
               progress=progress) as store:

@@ -86,8 +86,8 @@ class Objectives:
 
     def bounds(self, name: str) -> tuple[float, float]:
         """``(lowest, highest)`` value objective ``name`` can take on this data: every image as
-        max_size squares only (threshold 1), and every split made (threshold 0)."""
-        hi_lo = self.value(name, self.store.tokens_at(np.array([0.0, 1.0])))
+        max_size squares only (the top threshold), and every split made (threshold 0)."""
+        hi_lo = self.value(name, self.store.tokens_at(np.array([0.0, top_threshold(self.store)])))
         return float(hi_lo[1]), float(hi_lo[0])
 
     def stats(self, threshold: float) -> DatasetStats:
@@ -137,15 +137,22 @@ class DatasetCurve:
         return asdict(self)
 
 
+def top_threshold(store: CurveStore) -> float:
+    """A threshold at which no square splits: 1 for importances in [0, 1], the largest stored value
+    for ``distortion``'s ``lambda`` (unbounded)."""
+    return max(1.0, store.max_value())
+
+
 def curve_thresholds(store: CurveStore, points: int = 160) -> np.ndarray:
     """Thresholds at which to draw the curve: 0, evenly spaced ones, and quantiles of the values
     (so the steep part, where most values lie, gets points)."""
-    vmax = min(store.max_value(), 1.0)
+    top = top_threshold(store)
+    vmax = min(store.max_value(), top)
     stride = max(1, math.ceil(store.n_values / SAMPLE_CAP))
-    sample = store.values_between(0.0, 1.0, stride)
+    sample = store.values_between(0.0, top, stride)
     qs = np.quantile(sample, np.linspace(0, 1, points)) if len(sample) else np.zeros(0)
     ts = np.unique(np.concatenate([[0.0], np.linspace(0.0, vmax, points // 2), qs, [vmax]]))
-    return ts[(ts >= 0) & (ts <= 1)]
+    return ts[(ts >= 0) & (ts <= top)]
 
 
 def dataset_curve(store: CurveStore, vit: str = "ViT-B", points: int = 160) -> DatasetCurve:
@@ -162,14 +169,14 @@ def dataset_curve(store: CurveStore, vit: str = "ViT-B", points: int = 160) -> D
 
 
 class InfeasibleTarget(ValueError):
-    """No threshold in [0, 1] meets the target (it is below what max_size squares alone cost)."""
+    """No threshold meets the target (it is below what max_size squares alone cost)."""
 
 
 def solve_threshold(store: CurveStore, objective: str, target: float, vit: str = "ViT-B") -> float:
-    """The smallest threshold in [0, 1] whose layouts meet ``objective <= target``, exactly.
+    """The smallest threshold whose layouts meet ``objective <= target``, exactly.
 
-    Returns 0.0 when every split fits; raises ``InfeasibleTarget`` when even no split (threshold
-    1) exceeds the target.
+    Returns 0.0 when every split fits; raises ``InfeasibleTarget`` when even no split (the top
+    threshold, ``top_threshold``) exceeds the target.
     """
     check_choice("objective", objective, OBJECTIVES)
     target = check_float(objective, target, 0.0)
@@ -178,14 +185,15 @@ def solve_threshold(store: CurveStore, objective: str, target: float, vit: str =
     def f(ts: np.ndarray) -> np.ndarray:
         return obj.value(objective, store.tokens_at(ts))
 
-    f0, f1 = f(np.array([0.0, 1.0]))
+    top = top_threshold(store)
+    f0, f1 = f(np.array([0.0, top]))
     if f0 <= target:
         return 0.0
     if f1 > target:
         raise InfeasibleTarget(
             f"{OBJECTIVES[objective]} cannot go below {f1:.4g} (every image as max_size squares only); "
             f"target {target:g} is out of reach: raise it or max_size")
-    lo, hi = 0.0, 1.0  # f(lo) > target >= f(hi): the answer lies in (lo, hi]
+    lo, hi = 0.0, top  # f(lo) > target >= f(hi): the answer lies in (lo, hi]
     s_lo, s_hi = int(store.split_counts(np.array([0.0])).sum()), 0  # splits at lo and at hi
     while True:
         # each round strictly shrinks the set of distinct values in (lo, hi): the evaluated ones leave it

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from ..errors import ImageError
 from ..image_io import DEFAULT_MAX_PIXELS, load_rgb8
 from ..importance import IMPORTANCE_MEASURES, SALIENCY_MEASURES, TOKEN_SIZE
-from ..quadtree import PathImportance, check_sizes, path_importance
+from ..quadtree import PathImportance, path_importance
+from ..quadtree_engine import check_sizes
 from ..validation import check_choice, check_int, check_power_of_two
 from .sources import ItemReader, ItemRef
 

@@ -1,0 +1,436 @@
+"""One lambda over a dataset: equal-slope calibration against per-image layouts at EQUAL TOTAL TOKENS.
+
+    python benchmarks/bench_lambda.py [--out benchmarks/results/lambda-DATE.json] [--rounds 9] [--quick]
+
+Issue #21's dataset target: one ``distortion`` lambda (the squared error a split must remove per
+added token, ``adapatch.quadtree_engine.LAMBDA_UNIT``) calibrated over a varied set lets tokens flow
+to the images that need them; at equal total tokens it should keep >= 1 dB more (PSNR of the pooled
+MSE) than per-image uniform grids at 20/35/50% of the 16 px grid, and more than per-image budget
+layouts at the same shares.
+
+Images (``IMAGES``): scikit-image's bundled data, 8-bit levels. Most are area-resized to a long side
+of 384 px (``LONG_SIDE``; the smaller ones, coins and page, are native 384 px wide already), plus a
+120x180 thumbnail (chelsea), microaneurysms at its native 102x102, an odd-size native crop of
+rocket (333x517) and a 1500x2000 composite (four 750x1000 tiles: retina and hubble at native or
+reduced resolution, astronaut and chelsea upscaled bicubically). ``flat`` is one colour.
+
+For each share ``s`` of each image's 16 px grid:
+
+* (a) ``uniform``: ``layout_for_budget(img, "uniform", round(s * n16_i))`` per image (square patches
+  of any integer size); ``T`` = the sum of their actual tokens; ``n_i`` = each image's count.
+* (b) per-image budget layouts at ``n_i``: ``quadtree(img, budget=n_i, min_size=16, max_size=64,
+  importance="distortion")`` and ``multiscale(img, n_i)``.
+* (c) ``one_lambda``: the smallest lambda whose threshold-mode quadtrees (16-64 px, distortion) have
+  at most ``T`` tokens in total, solved exactly from the union of the images' ``threshold_curve``
+  breakpoints; layouts are ``quadtree(img, threshold=lambda, ...)``.
+* (d) ``one_old_threshold``: the seed's distortion threshold (``2 sqrt(gain / (3 s^2))`` clipped to
+  [0, 1], a square splits when it and every ancestor exceed it), one value over the set solved the
+  same way; layouts built from ``quadtree_engine.prepare(...).gains`` with ``path_minima``/``leaves``.
+
+Fidelity: ``adapatch.fidelity(img, layout, device="cpu")`` (what a 16 px embedding sees, against the
+full-resolution original). Per method: total tokens; ``pooled_psnr`` = 10 log10(1 / MSE_pool), with
+MSE_pool = sum_i SSE_i / sum_i (3 H_i W_i) (squared errors over every pixel and channel of every
+image, each image weighted by its pixel count; values in [0, 1]; the composite is 3.0 of the set's
+5.5 MP); ``pooled_psnr_equal_weights`` = the same with every image's MSE weighted equally; mean and
+median per-image PSNR (capped at 100 dB: the flat image, and any image given its whole 16 px grid,
+which a 16 px embedding sees losslessly, count 100) and the mean without ``flat``; mean per-image
+SSIM; how many images fall below their uniform grid.
+
+Also, per image at 30% of its 16 px grid: dPSNR/dSSIM vs the equal-token uniform grid of the
+distortion quadtree and multiscale (as bench_rd.py), and the speed of ``quadtree(img, budget=N,
+min_size=16, max_size=64, importance="distortion")`` vs ``multiscale(img, N)`` (N = 30%) at 1 MP
+(chelsea resized to 1152x864) and 9 MP (a 3000x3000 composite), round-robin in the same run,
+median ms and their ratio. The library is called as is: re-run it after multiscale changes.
+
+Diagnostic (``hull``): one lambda over each image's lower convex hull of {the quadtree's
+Lagrangian layouts} U {uniform grids of every integer patch size}: what "multiscale joins the
+lambda framework" could reach (selection by canvas errors for the quadtree points, image errors
+for the grids; the PSNRs reported are measured with ``fidelity`` on the chosen layouts).
+Deterministic (no random draws; ``--seed`` is recorded for form). Prints JSON (also ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import adapatch as ap  # noqa: E402
+from adapatch import quadtree_engine as qe  # noqa: E402
+from adapatch.fidelity import MAX_PSNR, reconstruct_cpu  # noqa: E402
+from adapatch.layout import PatchLayout  # noqa: E402
+
+LONG_SIDE = 384
+SHARES = (0.20, 0.35, 0.50)
+RD_SHARE = 0.30
+QT_CALLS = 5  # speed: quadtree calls per round (it is ~100x faster than multiscale)
+MIN, MAX = 16, 64
+QT = dict(min_size=MIN, max_size=MAX, importance="distortion")
+IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field", "retina", "moon",
+          "clock", "text", "page", "brick", "grass", "gravel", "immunohistochemistry", "cell", "colorwheel", "flat",
+          "chelsea_thumb", "microaneurysms", "rocket_crop", "composite_2000x1500")
+METHODS = ("uniform", "quadtree_budget", "multiscale", "one_lambda", "one_old_threshold", "hull")
+
+
+def q8(a: np.ndarray) -> np.ndarray:
+    """float32 RGB in [0, 1] on 8-bit levels (what a decoded image holds)."""
+    return (np.round(np.clip(a, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
+def raw(name: str) -> np.ndarray:
+    from skimage import data
+    a = np.asarray(getattr(data, name)())
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return (a[..., :3] / 255.0).astype(np.float32)
+
+
+def resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    if (h, w) == img.shape[:2]:
+        return img
+    down = h * w < img.shape[0] * img.shape[1]
+    return q8(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if down else cv2.INTER_CUBIC))
+
+
+def long_side(img: np.ndarray, side: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    if max(h, w) <= side:
+        return img
+    f = side / max(h, w)
+    return resize(img, max(1, round(h * f)), max(1, round(w * f)))
+
+
+def cover(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Resize to cover ``h x w`` (aspect kept), then centre-crop."""
+    ih, iw = img.shape[:2]
+    f = max(h / ih, w / iw)
+    r = resize(img, max(h, round(ih * f)), max(w, round(iw * f)))
+    y, x = (r.shape[0] - h) // 2, (r.shape[1] - w) // 2
+    return np.ascontiguousarray(r[y:y + h, x:x + w])
+
+
+def composite(names: tuple[str, ...], rows: int, cols: int, th: int, tw: int) -> np.ndarray:
+    tiles = [cover(raw(n), th, tw) for n in names]
+    return np.ascontiguousarray(np.concatenate(
+        [np.concatenate(tiles[r * cols:(r + 1) * cols], axis=1) for r in range(rows)], axis=0))
+
+
+def load(name: str) -> np.ndarray:
+    if name == "flat":
+        return q8(np.full((256, 384, 3), (0.2, 0.5, 0.7), np.float32))
+    if name == "chelsea_thumb":
+        return resize(raw("chelsea"), 120, 180)
+    if name == "rocket_crop":
+        return np.ascontiguousarray(raw("rocket")[41:41 + 333, 67:67 + 517])
+    if name == "composite_2000x1500":
+        return composite(("retina", "hubble_deep_field", "astronaut", "chelsea"), 2, 2, 750, 1000)
+    img = raw(name)
+    if name == "microaneurysms":
+        return img
+    return long_side(img, LONG_SIDE)
+
+
+# ---------------------------------------------------------------- old threshold (the seed's unit)
+
+class OldThreshold:
+    """The seed's distortion threshold mode: value ``min(1, 2 sqrt(gain / (3 s^2)))`` per square,
+    a square splits at ``t`` iff the path minimum of the values over its ancestry exceeds ``t``."""
+
+    def __init__(self, img: np.ndarray):
+        self.prep = qe.prepare(img, None, MIN, MAX, "distortion")
+        vals = [np.minimum(2.0 * np.sqrt(g / (3.0 * s * s)), 1.0) for g, s in zip(self.prep.gains, self.prep.sizes)]
+        self.paths = qe.path_minima(vals + [self.prep.levels[-1]])
+        flat = np.concatenate([p[0].ravel() for p in self.paths]) if self.paths else np.zeros(0)
+        self.curve = ap.ThresholdCurve(np.sort(flat), self.prep.levels[0][0].size, {"importance": "distortion_old"})
+
+    def layout(self, t: float) -> PatchLayout:
+        p = self.prep
+        boxes = qe.leaves(p, [x > t for x in self.paths])[0]
+        return PatchLayout(p.height, p.width, p.canvas, boxes, strategy="quadtree",
+                           params={"importance": "distortion_old", "threshold": t, "min_size": MIN, "max_size": MAX})
+
+
+def solve_one(curves: list[ap.ThresholdCurve], total: int) -> float:
+    """Smallest threshold whose summed tokens over ``curves`` are <= ``total`` (exact: the union of
+    the breakpoints is one curve)."""
+    union = ap.ThresholdCurve(np.sort(np.concatenate([c.thresholds for c in curves])),
+                              sum(c.base_tokens for c in curves), {})
+    return union.threshold_for(total)
+
+
+# ---------------------------------------------------------------- hull diagnostic
+
+def image_sse(img: np.ndarray, lay: PatchLayout) -> float:
+    rec = reconstruct_cpu(img, lay)
+    d = (rec - img).astype(np.float64)
+    return float(np.einsum("ijc,ijc->", d, d))
+
+
+class Hull:
+    """Lower convex hull of (tokens, squared error) over the quadtree's Lagrangian layouts and
+    every uniform grid of one image; ``pick(lam)`` minimises error + lam * tokens over it."""
+
+    def __init__(self, img: np.ndarray):
+        prep = qe.prepare(img, None, MIN, MAX, "distortion")
+        h, w = img.shape[:2]
+        root = ap.uniform(prep.canvas[0], prep.canvas[1], MAX)  # error of the all-roots layout, canvas
+        canvas = cv2.copyMakeBorder(img, 0, prep.canvas[0] - h, 0, prep.canvas[1] - w, cv2.BORDER_REPLICATE)
+        e0 = image_sse(canvas, PatchLayout(*prep.canvas, prep.canvas, root.boxes))
+        lam = np.concatenate([lv[0].ravel() for lv in qe.path_minima(prep.levels)])
+        gain = np.concatenate([g[0].ravel() for g in prep.gains])
+        order = np.argsort(-lam, kind="stable")
+        n0 = prep.levels[0][0].size
+        pts = [(n0, e0, ("qt", float(lam.max(initial=0.0)) + 1.0))]
+        cum_g = np.cumsum(gain[order])
+        lam_s = lam[order]
+        for j in range(len(lam_s)):  # layout at threshold just below lam_s[j]: first j+1 split
+            if lam_s[j] <= 0:
+                break
+            if j + 1 < len(lam_s) and lam_s[j + 1] == lam_s[j]:
+                continue
+            pts.append((n0 + 3 * (j + 1), e0 - cum_g[j], ("qt", float(lam_s[j]) * (1 - 1e-12))))
+        for p in range(12, min(128, max(h, w)) + 1):  # shares 20-50% are grids of about 23-36 px
+            n = (-(-h // p)) * (-(-w // p))
+            pts.append((n, image_sse(img, ap.uniform(h, w, p)), ("uniform", p)))
+        pts.sort(key=lambda x: (x[0], x[1]))
+        hull: list = []
+        for pt in pts:
+            if hull and pt[1] >= hull[-1][1]:
+                continue  # not below the error of fewer tokens
+            while len(hull) >= 2:
+                (x1, y1, _), (x2, y2, _) = hull[-2], hull[-1]
+                if (y2 - y1) * (pt[0] - x1) >= (pt[1] - y1) * (x2 - x1):  # hull[-1] on or above the chord
+                    hull.pop()
+                else:
+                    break
+            hull.append(pt)
+        self.points = hull
+        # slope between consecutive hull points, in lambda units: point k is chosen for
+        # lam in [slope(k, k+1), slope(k-1, k))
+        self.slopes = np.array([(hull[k][1] - hull[k + 1][1]) / (hull[k + 1][0] - hull[k][0]) * qe.LAMBDA_UNIT
+                                for k in range(len(hull) - 1)])
+        self.img, self.prep = img, prep
+
+    def index(self, lam: float) -> int:
+        return int(np.sum(self.slopes > lam))  # points taken while their slope still pays
+
+    def layout(self, lam: float) -> PatchLayout:
+        kind, v = self.points[self.index(lam)][2]
+        h, w = self.img.shape[:2]
+        if kind == "uniform":
+            return ap.uniform(h, w, v)
+        return ap.quadtree(self.img, threshold=v, **QT)
+
+
+def solve_hull(hulls: list[Hull], total: int) -> float:
+    cands = np.unique(np.concatenate([hh.slopes for hh in hulls] + [[0.0]]))[::-1]  # descending
+    tok = lambda lam: sum(hh.points[hh.index(lam)][0] for hh in hulls)  # noqa: E731
+    best = float(cands[0]) if len(cands) else 0.0
+    lo, hi = 0, len(cands) - 1  # tokens rise as lam falls: the smallest lam with tok <= total
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if tok(cands[mid]) <= total:
+            best = float(cands[mid])
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+# ---------------------------------------------------------------- measurement
+
+def fid(img: np.ndarray, lay: PatchLayout) -> dict:
+    lay.validate()
+    f = ap.fidelity(img, lay, device="cpu")
+    return {"tokens": lay.num_tokens, "psnr": round(f["psnr"], 4), "ssim": round(f["ssim"], 5),
+            "sse": f["mse"] * img.size}
+
+
+def db(mse: float) -> float:
+    return MAX_PSNR if mse <= 1e-10 else min(MAX_PSNR, 10 * float(np.log10(1 / mse)))
+
+
+def pooled(entries: list[dict], base: list[dict], sizes: list[int], names: list[str]) -> dict:
+    """Set-level numbers of one method (``base``: the uniform entries, for the per-image counts)."""
+    mse = sum(e["sse"] for e in entries) / sum(sizes)
+    psnrs = [e["psnr"] for e in entries]
+    d = [e["psnr"] - b["psnr"] for e, b in zip(entries, base) if not (e["psnr"] >= MAX_PSNR and b["psnr"] >= MAX_PSNR)]
+    return {"total_tokens": int(sum(e["tokens"] for e in entries)),
+            "pooled_psnr": round(db(mse), 3),
+            "pooled_psnr_equal_weights": round(db(float(np.mean([e["sse"] / z for e, z in zip(entries, sizes)]))), 3),
+            "mean_psnr": round(float(np.mean(psnrs)), 3),
+            "median_psnr": round(float(np.median(psnrs)), 3),
+            "mean_psnr_without_flat": round(float(np.mean([p for p, n in zip(psnrs, names) if n != "flat"])), 3),
+            "mean_ssim": round(float(np.mean([e["ssim"] for e in entries])), 4),
+            "images_below_uniform": int(sum(x < -1e-9 for x in d)),
+            "images_lossless": int(sum(p >= MAX_PSNR for p in psnrs)),
+            "median_dpsnr_vs_uniform": round(float(np.median(d)), 3) if d else 0.0}
+
+
+def dataset(names: tuple[str, ...], shares: tuple[float, ...]) -> dict:
+    imgs = {n: load(n) for n in names}
+    info = {n: {"size": list(im.shape[:2]), "n16": ap.uniform(*im.shape[:2], 16).num_tokens} for n, im in imgs.items()}
+    new_curves = {n: ap.threshold_curve(im, **QT) for n, im in imgs.items()}
+    old = {n: OldThreshold(im) for n, im in imgs.items()}
+    hulls = {n: Hull(im) for n, im in imgs.items()}
+    sizes = [imgs[n].size for n in names]
+    out: dict = {"images": info, "shares": {}}
+    for s in shares:
+        per: dict[str, dict[str, dict]] = {n: {} for n in names}
+        for n in names:
+            im = imgs[n]
+            uni = ap.layout_for_budget(im, "uniform", max(1, round(s * info[n]["n16"])))
+            per[n]["uniform"] = fid(im, uni)
+            per[n]["uniform"]["patch"] = uni.params["patch_size"]
+            ni = uni.num_tokens
+            per[n]["quadtree_budget"] = fid(im, ap.quadtree(im, budget=ni, **QT))
+            ms = ap.multiscale(im, ni)
+            per[n]["multiscale"] = fid(im, ms)
+            per[n]["multiscale"]["base_size"] = ms.params["base_size"]
+            per[n]["multiscale"]["levels_used"] = ms.params["levels_used"]
+        total = sum(per[n]["uniform"]["tokens"] for n in names)
+        lam = solve_one(list(new_curves.values()), total)
+        t_old = solve_one([o.curve for o in old.values()], total)
+        lam_h = solve_hull(list(hulls.values()), total)
+        for n in names:
+            im = imgs[n]
+            lay = ap.quadtree(im, threshold=lam, **QT)
+            assert lay.num_tokens == new_curves[n].tokens_at(lam), n
+            per[n]["one_lambda"] = fid(im, lay)
+            lay = old[n].layout(t_old)
+            assert lay.num_tokens == old[n].curve.tokens_at(t_old), n
+            per[n]["one_old_threshold"] = fid(im, lay)
+            hl = hulls[n].layout(lam_h)
+            per[n]["hull"] = fid(im, hl)
+            per[n]["hull"]["pick"] = f"uniform {hl.params['patch_size']} px" if hl.strategy == "uniform" else "quadtree"
+        base = [per[n]["uniform"] for n in names]
+        summ = {m: pooled([per[n][m] for n in names], base, sizes, list(names)) for m in METHODS}
+        for m in METHODS:
+            assert summ[m]["total_tokens"] <= total, (m, summ[m]["total_tokens"], total)
+        u = summ["uniform"]["pooled_psnr"]
+        summ["targets"] = {
+            "one_lambda_minus_uniform_db": round(summ["one_lambda"]["pooled_psnr"] - u, 3),
+            "one_lambda_minus_uniform_equal_weights_db": round(summ["one_lambda"]["pooled_psnr_equal_weights"]
+                                                              - summ["uniform"]["pooled_psnr_equal_weights"], 3),
+            "one_lambda_at_least_uniform_plus_1db": summ["one_lambda"]["pooled_psnr"] >= u + 1.0,
+            "one_lambda_minus_quadtree_budget_db": round(summ["one_lambda"]["pooled_psnr"]
+                                                        - summ["quadtree_budget"]["pooled_psnr"], 3),
+            "one_lambda_minus_multiscale_db": round(summ["one_lambda"]["pooled_psnr"]
+                                                   - summ["multiscale"]["pooled_psnr"], 3),
+            "one_lambda_above_both_budget_layouts": summ["one_lambda"]["pooled_psnr"] > max(
+                summ["quadtree_budget"]["pooled_psnr"], summ["multiscale"]["pooled_psnr"]),
+            "hull_minus_uniform_db": round(summ["hull"]["pooled_psnr"] - u, 3),
+        }
+        for n in names:
+            for m in METHODS:
+                per[n][m]["sse"] = round(per[n][m]["sse"], 4)
+        out["shares"][f"{s:.0%}"] = {"uniform_total_tokens": total, "lambda": round(lam, 6),
+                                     "old_threshold": round(t_old, 6), "hull_lambda": round(lam_h, 6),
+                                     "summary": summ, "per_image": per}
+        print(f"{s:4.0%} T={total} lambda={lam:.3f} old={t_old:.4f} " + " ".join(
+            f"{m}={summ[m]['pooled_psnr']:.2f}" for m in METHODS), file=sys.stderr, flush=True)
+    return out
+
+
+def per_image_rd(names: tuple[str, ...]) -> list[dict]:
+    rows = []
+    for n in names:
+        im = load(n)
+        n16 = ap.uniform(*im.shape[:2], 16).num_tokens
+        uni = ap.layout_for_budget(im, "uniform", max(1, round(RD_SHARE * n16)))
+        k = uni.num_tokens
+        fu = fid(im, uni)
+        fq = fid(im, ap.quadtree(im, budget=k, **QT))
+        ms = ap.multiscale(im, k)
+        fm = fid(im, ms)
+        both = fu["psnr"] >= MAX_PSNR and fq["psnr"] >= MAX_PSNR
+        rows.append({"image": n, "size": list(im.shape[:2]), "tokens": k, "uniform_patch": uni.params["patch_size"],
+                     "uniform_psnr": fu["psnr"],
+                     "quadtree_dpsnr": 0.0 if both else round(fq["psnr"] - fu["psnr"], 3),
+                     "quadtree_dssim": round(fq["ssim"] - fu["ssim"], 4),
+                     "multiscale_dpsnr": 0.0 if both else round(fm["psnr"] - fu["psnr"], 3),
+                     "multiscale_dssim": round(fm["ssim"] - fu["ssim"], 4),
+                     "multiscale_pick": f"base {ms.params['base_size']}, levels {ms.params['levels_used']}"})
+    return rows
+
+
+def speed(rounds: int) -> dict:
+    from skimage import data
+    one = q8(cv2.resize(data.chelsea() / 255.0, (1152, 864), interpolation=cv2.INTER_CUBIC).astype(np.float32))
+    nine = composite(("retina", "hubble_deep_field", "astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
+                      "text", "brick"), 3, 3, 1000, 1000)
+    out = {}
+    runs = (("1MP chelsea 864x1152", one, rounds), ("9MP composite 3000x3000", nine, max(3, (rounds + 1) // 2)))
+    for label, img, r in runs:
+        n = round(RD_SHARE * ap.uniform(*img.shape[:2], 16).num_tokens)
+        fns = {"quadtree": lambda: ap.quadtree(img, budget=n, **QT), "multiscale": lambda: ap.multiscale(img, n)}
+        for f in fns.values():
+            f()
+        t: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(r):  # round-robin: load on the machine falls on both alike
+            for k, f in fns.items():
+                for _ in range(QT_CALLS if k == "quadtree" else 1):
+                    t0 = time.perf_counter()
+                    f()
+                    t[k].append(time.perf_counter() - t0)
+        ms = {k: statistics.median(v) * 1e3 for k, v in t.items()}
+        out[label] = {"size": list(img.shape[:2]), "budget": n, "rounds": r, "quadtree_calls_per_round": QT_CALLS,
+                      "median_ms": {k: round(v, 2) for k, v in ms.items()},
+                      "multiscale_over_quadtree": round(ms["multiscale"] / ms["quadtree"], 1),
+                      "target_within_10x": ms["multiscale"] <= 10 * ms["quadtree"]}
+        print(f"speed {label}: {out[label]['median_ms']} ratio {out[label]['multiscale_over_quadtree']}",
+              file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--rounds", type=int, default=9, help="speed: round-robin rounds at 1 MP (half at 9 MP, >= 3)")
+    p.add_argument("--seed", type=int, default=0, help="recorded only: nothing is drawn at random")
+    p.add_argument("--quick", action="store_true", help="5 images, one share, 3 speed rounds (a smoke run)")
+    args = p.parse_args()
+    np.random.seed(args.seed)
+    names, shares, rounds = IMAGES, SHARES, args.rounds
+    if args.quick:
+        names, shares, rounds = ("astronaut", "text", "brick", "flat", "microaneurysms"), (0.35,), 3
+    t0 = time.perf_counter()
+    ds = dataset(names, shares)
+    rd = per_image_rd(names)
+    sp = speed(rounds)
+    result = {
+        "command": "python benchmarks/bench_lambda.py " + " ".join(sys.argv[1:]),
+        "date": dt.date.today().isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+                    "opencv": cv2.__version__},
+        "seconds": None,
+        "lambda_unit": "8-bit levels^2 of MSE (channels averaged) over 256 px, per added token",
+        "pooling": "pooled_psnr = 10 log10(1 / (sum_i SSE_i / sum_i 3 H_i W_i)), values in [0, 1]",
+        "dataset": ds,
+        "rd_30pct": rd,
+        "speed": sp,
+    }
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    text = json.dumps(result, indent=1)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(json.dumps({"command": result["command"], "seconds": result["seconds"],
+                      "summary": {k: v["summary"] for k, v in ds["shares"].items()},
+                      "speed": sp}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -24,12 +24,12 @@ from .query import Query, query_map
 from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
 from .resize import downscale_to_pixels, fit_size, resize_image
 from .saliency import register_saliency, saliency, saliency_methods
-from .strategies import STRATEGIES, layout_for_budget, make_layout
+from .strategies import BUDGET_DEFAULT, STRATEGIES, default_layout, layout_for_budget, make_layout
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "EfficiencySummary", "IMPORTANCE_MEASURES", "ImageError", "LoadedImage",
+    "BUDGET_DEFAULT", "DEFAULT_MAX_PIXELS", "EfficiencySummary", "IMPORTANCE_MEASURES", "ImageError", "LoadedImage",
     "PatchLayout", "PathImportance", "RelativeBudget", "STRATEGIES", "ThresholdCurve", "VIT_PRESETS", "ViTPreset", "available_devices",
-    "downscale_to_pixels", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
+    "default_layout", "downscale_to_pixels", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
     "fidelity", "fit_size", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout",
     "mean_speedups", "multiscale", "open_image", "path_importance", "prune", "psnr_ssim", "quadtree", "quadtree_batch",
     "Query", "query_map", "reconstruct",

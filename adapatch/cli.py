@@ -16,7 +16,7 @@ from .greedy import ALLOCATIONS
 from .importance import IMPORTANCE_MEASURES
 from .saliency import saliency, saliency_methods
 from .samples import list_samples, sample_path
-from .strategies import layout_for_budget, make_layout
+from .strategies import BUDGET_DEFAULT, layout_for_budget, make_layout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,9 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
                                 "Datasets: python -m adapatch calibrate SOURCE --out DIR, "
                                 "python -m adapatch layouts SOURCE --threshold T --out FILE (see --help of each).")
     p.add_argument("image", help=f"image file, or sample:NAME for a bundled sample ({', '.join(list_samples())})")
-    p.add_argument("--strategy", choices=("quadtree", "greedy", "multiscale", "uniform"), default="quadtree",
-                   help="multiscale and uniform need --budget (uniform: the equal-token grid of any patch size)")
-    p.add_argument("--threshold", type=float, default=None, help="quadtree split threshold in [0, 1] (default 0.1)")
+    p.add_argument("--strategy", choices=("quadtree", "greedy", "multiscale", "uniform"), default=None,
+                   help="default: with --budget, the better of the distortion quadtree and the equal-token "
+                        "uniform grid (multiscale --scales 1); without, quadtree. multiscale and uniform need "
+                        "--budget (uniform: the equal-token grid of any patch size)")
+    p.add_argument("--scales", type=int, default=None,
+                   help="multiscale: base sizes searched (1: quadtree vs uniform grid, the budget default; "
+                        "6: the thorough search, the default of --strategy multiscale)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="quadtree split threshold: in [0, 1] (default 0.1), or for --importance distortion "
+                        "lambda >= 0, the error a split must remove per added token (default 20)")
     p.add_argument("--budget", type=int, default=None, help="maximum number of tokens")
     p.add_argument("--min-size", type=int, default=8, help="smallest patch (power of two)")
     p.add_argument("--max-size", type=int, default=32, help="largest patch (power of two)")
@@ -59,17 +66,22 @@ def main(argv: list[str] | None = None) -> int:
         image = loaded.array
         if args.saliency not in saliency_methods():
             raise ValueError(f"--saliency must be one of {', '.join(saliency_methods())}")
-        if args.strategy == "quadtree":
+        strategy = args.strategy or ("quadtree" if args.budget is None or args.importance else "default")
+        if strategy == "default":
+            layout = layout_for_budget(image, "multiscale", args.budget,
+                                       scales=args.scales or BUDGET_DEFAULT["scales"])
+        elif strategy == "quadtree":
             needs_sal = args.importance in ("mean_saliency", "max_saliency")
             layout = make_layout(image, "quadtree", saliency(image, args.saliency) if needs_sal else None,
                                  threshold=args.threshold, budget=args.budget, min_size=args.min_size,
                                  max_size=args.max_size, importance=args.importance)
             if needs_sal:
                 layout.params["saliency"] = args.saliency
-        elif args.strategy in ("multiscale", "uniform"):
+        elif strategy in ("multiscale", "uniform"):
             if args.budget is None:
-                raise ValueError(f"--strategy {args.strategy} needs --budget")
-            layout = layout_for_budget(image, args.strategy, args.budget)
+                raise ValueError(f"--strategy {strategy} needs --budget")
+            extra = {"scales": args.scales} if strategy == "multiscale" and args.scales else {}
+            layout = layout_for_budget(image, strategy, args.budget, **extra)
         else:
             sizes = []
             s = args.min_size

@@ -279,3 +279,22 @@ def token_energy(tokens: np.ndarray, t: int, main: np.ndarray, off: np.ndarray, 
                         q += gyv * ygv
             y2[a, b] = s2
             ygy[a, b] = q
+
+
+@nb.njit(nogil=True, error_model="numpy", cache=True)
+def square_integral(x: np.ndarray, out: np.ndarray) -> None:
+    """``out[i, j]`` = the sum over ``x[:i, :j]`` (``[H, W, 3]``, float32 or float64, any strides) of
+    every value squared, in float64: the integral image of the per-pixel sum of squares, ``[H + 1,
+    W + 1]``, in one pass (numpy needs a float64 copy, a product and a second pass)."""
+    h, w = x.shape[0], x.shape[1]
+    for j in range(w + 1):
+        out[0, j] = 0.0
+    for i in range(h):
+        out[i + 1, 0] = 0.0
+        run = 0.0
+        for j in range(w):
+            a = np.float64(x[i, j, 0])
+            b = np.float64(x[i, j, 1])
+            c = np.float64(x[i, j, 2])
+            run += (a * a + b * b) + c * c
+            out[i + 1, j + 1] = out[i, j + 1] + run

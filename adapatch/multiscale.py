@@ -46,6 +46,13 @@ from .validation import check_int, check_power_of_two, check_rgb
 
 DEFAULT_LEVELS = 2
 DEFAULT_SCALES = 6
+"""The thorough search: six base sizes, then the two midpoints around the best."""
+FAST_SCALES = 1
+"""The budget-mode default (``strategies.BUDGET_DEFAULT``): one base size, the token size, so the
+candidates are the ``distortion`` quadtree (``token_size`` to 4x it) and the equal-token uniform grid;
+the better one by exact error wins. Never worse than the uniform grid, about 5x the quadtree's time
+(the thorough search: 30-60x), and 0.18 dB below the thorough search on average over 17 images x 4
+budgets (``benchmarks/bench_lambda.py``)."""
 SCAN_TOLERANCE = 2e-6
 """Bound, as a share of the padded canvas's sum of squares, on how far a scanned candidate's error (OpenCV's
 float32 area resize) can be from the exact one: at most 2.4e-7 measured over ten images, eight
@@ -68,7 +75,8 @@ def _box_sums(x: np.ndarray, f: int) -> np.ndarray:
 
 
 def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKEN_SIZE,
-              squares: np.ndarray | None = None, exact: bool = True) -> list[np.ndarray]:
+              squares: np.ndarray | None = None, exact: bool = True,
+              square_sums: np.ndarray | None = None) -> list[np.ndarray]:
     """Squared error ``[ch / s, cw / s]`` (float64) of every box of ``s = base * 2**k`` px
     (``k = 0..levels``, finest first) of ``canvas`` ``[ch, cw, 3]`` seen as one ``token_size`` token.
 
@@ -77,7 +85,8 @@ def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKE
     (``importance.reconstruction_sse``). Otherwise the tokens of the base grid come from one exact
     float64 area resize of the canvas (``area_tokens``; the quadratic forms in float64) and those
     of coarser boxes are 2x2 means of them (area resizing composes over aligned integer steps).
-    ``squares``: the canvas's per-pixel sum of squares over channels, if the caller has it.
+    ``squares``: the canvas's per-pixel sum of squares over channels, if the caller has it;
+    ``square_sums``: its sums over the ``base`` px boxes, if the caller has those (``SquareSums``).
     ``exact=False`` (multiscale's scan of candidates): the tokens from OpenCV's area resize instead,
     several times faster; its float32 weights put each box's error off by up to about ``1e-6`` of
     the box's sum of squares (the formula cancels), which ``SCAN_TOLERANCE`` covers.
@@ -97,10 +106,12 @@ def token_sse(canvas: np.ndarray, base: int, levels: int, token_size: int = TOKE
         x64 = None
         tokens = cv2.resize(np.ascontiguousarray(canvas, np.float32), (cw // base * t, ch // base * t),
                             interpolation=cv2.INTER_AREA)
-    if squares is None:
-        x64 = np.asarray(canvas, np.float64) if x64 is None else x64
-        squares = np.einsum("ijc,ijc->ij", x64, x64)
-    sq = _box_sums(squares, base)
+    if square_sums is not None:
+        sq = square_sums
+    else:
+        if squares is None:
+            squares = np.einsum("ijc,ijc->ij", canvas, canvas, dtype=np.float64)
+        sq = _box_sums(squares, base)
     out = []
     for k in range(levels + 1):
         s = base << k
@@ -217,6 +228,27 @@ def _pad(x: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
     return x if ph == pw == 0 else cv2.copyMakeBorder(x, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
 
 
+class SquareSums:
+    """Sums of squares (all channels, float64) over any grid of boxes of an edge-padded image, from
+    one integral image (``kernels.square_integral``): one pass for every candidate's box sums,
+    instead of a float64 copy of the image and a pass per box size."""
+
+    def __init__(self, padded: np.ndarray) -> None:
+        from .kernels import square_integral  # numba: imported on first use
+
+        self.integral = np.empty((padded.shape[0] + 1, padded.shape[1] + 1))
+        square_integral(padded, self.integral)
+
+    def total(self, h: int, w: int) -> float:
+        """The sum over the top-left ``h x w`` pixels."""
+        return float(self.integral[h, w])
+
+    def grid(self, ch: int, cw: int, size: int) -> np.ndarray:
+        """``[ch / size, cw / size]``: the sum over each ``size`` px box of the top-left ``ch x cw``."""
+        c = self.integral[0:ch + 1:size, 0:cw + 1:size]
+        return (c[1:, 1:] - c[:-1, 1:]) - (c[1:, :-1] - c[:-1, :-1])
+
+
 def _smallest_fitting_size(h: int, w: int, budget: int) -> int:
     """The smallest patch size whose uniform grid has at most ``budget`` tokens."""
     sizes = np.arange(1, max(h, w) + 1, dtype=np.int64)
@@ -268,21 +300,41 @@ class _QueryMix:
     description: Any
 
 
-def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, levels: int,
-               token_size: int, qmix: _QueryMix | None = None) -> _Candidate:
-    """One candidate layout (``levels = 0``: the uniform grid) with its (query-weighted) errors.
-    ``img`` is float32, ``squares`` its per-pixel sum of squares (float64)."""
+@dataclass
+class _Source:
+    """The image as every candidate reads it: float32 ``img``, edge-padded once to the largest canvas
+    any candidate needs (each candidate takes a view of its own canvas: edge replication does not
+    depend on how far it goes), and the sums of squares of that padded image."""
+    img: np.ndarray
+    padded: np.ndarray
+    squares: SquareSums
+
+    @classmethod
+    def of(cls, img: np.ndarray, reach: int) -> _Source:
+        h, w = img.shape[:2]
+        padded = _pad(img, (h + reach, w + reach))
+        return cls(img, padded, SquareSums(padded))
+
+    def canvas(self, canvas: tuple[int, int]) -> np.ndarray:
+        return self.padded[:canvas[0], :canvas[1]]
+
+
+def _candidate(src: _Source, budget: int, base: int, levels: int, token_size: int,
+               qmix: _QueryMix | None = None) -> _Candidate:
+    """One candidate layout (``levels = 0``: the uniform grid) with its (query-weighted) errors."""
+    img = src.img
     h, w = img.shape[:2]
     if base < token_size:  # a uniform grid finer than the token: upsampled tokens, errors from the pixels
         lay = uniform(h, w, base)
-        padded = _pad(img, lay.canvas)
+        padded = src.canvas(lay.canvas)
         per_box = _tile_errors(img, padded, lay.boxes, token_size, "inside")  # float64, exact
         wts = None if qmix is None else query_box_weights(qmix.qmap, qmix.weight, lay.boxes)
         err = float(per_box.sum() if wts is None else (per_box * wts).sum())
-        return _Candidate(lay, err, 0.0, padded, err, wts, scale=float(squares.sum()))
+        return _Candidate(lay, err, 0.0, padded, err, wts, scale=src.squares.total(h, w))
     canvas = padded_canvas(h, w, base << levels)
-    padded, padded_sq = _pad(img, canvas), _pad(squares, canvas)
-    fine_first = token_sse(padded, base, levels, token_size, padded_sq, exact=False)
+    padded = src.canvas(canvas)
+    sq = src.squares.grid(*canvas, base)
+    fine_first = token_sse(padded, base, levels, token_size, exact=False, square_sums=sq)
     sse = {base << k: e for k, e in enumerate(fine_first)}
     sizes = [base << k for k in range(levels, -1, -1)]
     if levels == 0:
@@ -297,14 +349,13 @@ def _candidate(img: np.ndarray, squares: np.ndarray, budget: int, base: int, lev
     total, straddle = _canvas_sse(*canvas, h, w, boxes, sse, wts)
 
     def rescore() -> tuple[float, float]:
-        exact = token_sse(padded, base, levels, token_size, padded_sq)  # the same boxes, exact errors
+        exact = token_sse(padded, base, levels, token_size, square_sums=sq)  # the same boxes, exact errors
         return _canvas_sse(*canvas, h, w, boxes, {base << k: e for k, e in enumerate(exact)}, wts)
 
     ratio = base // token_size
     scanned = not (base % token_size == 0 and ratio & (ratio - 1) == 0)  # power-of-two sizes are exact already
     return _Candidate(PatchLayout(h, w, canvas, boxes), total, straddle, padded, weights=wts,
-                      rescore=rescore if scanned else None, scale=float(padded_sq.sum()))
-
+                      rescore=rescore if scanned else None, scale=src.squares.total(*canvas))
 
 
 def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, scales: int = DEFAULT_SCALES,
@@ -327,11 +378,10 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     img = check_rgb(image)
     qmap, qw = resolve_query(query, img, query_weight)
     qmix = None if qmap is None else _QueryMix(np.asarray(qmap, np.float32), qw, describe_query(query))
-    img64 = img.astype(np.float64)
-    squares = np.einsum("ijc,ijc->ij", img64, img64)
     h, w = img.shape[:2]
     u_fit = _smallest_fitting_size(h, w, budget)
     bases = [int(u) for u in np.unique(np.round(np.geomspace(token_size, max(token_size, u_fit), scales)))]
+    src = _Source.of(img, max(token_size, u_fit) << levels)  # reaches every candidate's canvas
     tried: dict[tuple[int, int], _Candidate | None] = {}
 
     def run(base: int, lv: int) -> None:
@@ -339,7 +389,7 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
             return
         canvas = padded_canvas(h, w, base << lv)
         fits = (canvas[0] // (base << lv)) * (canvas[1] // (base << lv)) <= budget  # roots within budget
-        tried[(base, lv)] = _candidate(img, squares, budget, base, lv, token_size, qmix) if fits else None
+        tried[(base, lv)] = _candidate(src, budget, base, lv, token_size, qmix) if fits else None
 
     run(u_fit, 0)
     if levels > 0:
@@ -365,7 +415,7 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     # alone: no need to rescore; several: exact errors, where float64 rounding (~1e-16 of the sum of
     # squares per term) counts as a tie and the fewer tokens win (a flat image: the coarsest layout)
     errors = {k: tried[k].error(img, token_size) if len(close) > 1 else scanned[k] for k in close}
-    tie = TIE_TOLERANCE * float(squares.sum())
+    tie = TIE_TOLERANCE * src.squares.total(h, w)
     least = min(errors.values())
     best_key = min((k for k in close if errors[k] <= least + tie),
                    key=lambda k: (tried[k].layout.num_tokens, errors[k]))

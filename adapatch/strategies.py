@@ -17,12 +17,16 @@ import numpy as np
 
 from .greedy import greedy
 from .layout import PatchLayout, uniform, uniform_for_budget
-from .multiscale import multiscale
+from .multiscale import FAST_SCALES, multiscale
 from .quadtree import quadtree
 from .query import check_query_weight
 from .validation import check_choice, check_int
 
 STRATEGIES = ("quadtree", "greedy", "uniform", "multiscale")
+BUDGET_DEFAULT: dict[str, Any] = {"strategy": "multiscale", "scales": FAST_SCALES}
+"""The layout a budget gets when no strategy is named (the CLI, ``default_layout``): the better of the
+``distortion`` quadtree and the equal-token uniform grid by exact error, so it never keeps less than
+the uniform grid (the quadtree alone loses to it on textures, text and flat-ish photos)."""
 
 
 def make_layout(image: np.ndarray, strategy: str = "quadtree", saliency: np.ndarray | str | None = None,
@@ -45,6 +49,12 @@ def _drop_query(params: dict[str, Any]) -> None:
     baseline and ignores a query (the weight is still checked)."""
     params.pop("query", None)
     check_query_weight(params.pop("query_weight", 0.0))
+
+
+def default_layout(image: np.ndarray, budget: int, **params: Any) -> PatchLayout:
+    """The budget-mode default (``BUDGET_DEFAULT``) at ``budget`` tokens; ``params`` override it."""
+    opts = {k: v for k, v in BUDGET_DEFAULT.items() if k != "strategy"}
+    return layout_for_budget(image, BUDGET_DEFAULT["strategy"], budget, **{**opts, **params})
 
 
 def layout_for_budget(image: np.ndarray, strategy: str, budget: int, saliency: np.ndarray | str | None = None,

@@ -87,11 +87,9 @@ def test_weighted_errors_the_search_uses_are_exact(astronaut) -> None:
     ms = sys.modules["adapatch.multiscale"]  # the module (``adapatch.multiscale`` is the function)
     q = ap.query_map(astronaut[:300, :410], box=(40, 60, 200, 260))
     img = np.ascontiguousarray(astronaut[:300, :410])  # a canvas with padding
-    x = img.astype(np.float64)
-    squares = np.einsum("ijc,ijc->ij", x, x)
     qmix = ms._QueryMix(q, 0.6, "map")
     for base, levels in ((16, 2), (21, 2), (27, 0), (12, 0)):
-        cand = ms._candidate(img, squares, 300, base, levels, 16, qmix)
+        cand = ms._candidate(ms._Source.of(img, base << levels), 300, base, levels, 16, qmix)
         # rel 1e-6: the reference reconstructs in float32
         assert cand.error(img, 16) == pytest.approx(_weighted_error(img, cand.layout, q, 0.6), rel=1e-6)
 

@@ -155,13 +155,16 @@ class ThresholdCurve:
         return float(self.thresholds[::-1][k])
 
     def as_xy(self, max_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
-        """``(threshold, tokens)`` points tracing the step curve over [0, 1] for plotting."""
+        """``(threshold, tokens)`` points tracing the step curve for plotting: over [0, 1], or for
+        ``distortion``'s lambda over [0, a little past the largest breakpoint]."""
         max_points = check_int("max_points", max_points, 2)
         u = np.unique(self.thresholds)
+        unbounded = threshold_limit(self.params.get("importance", ""), "query" in self.params) == float("inf")
+        top = max(1.0, float(u[-1]) * 1.05) if unbounded and len(u) else 1.0
         if len(u) + 2 <= max_points:
-            xs = np.concatenate([[0.0], u, [1.0]])
+            xs = np.concatenate([[0.0], u, [top]])
         else:
-            xs = np.linspace(0.0, 1.0, max_points)
+            xs = np.linspace(0.0, top, max_points)
             xs = np.unique(np.concatenate([xs, np.quantile(u, np.linspace(0, 1, max_points // 2))]))
         return xs, self.tokens_at(xs)
 

@@ -19,7 +19,9 @@ For each share ``s`` of each image's 16 px grid:
 * (a) ``uniform``: ``layout_for_budget(img, "uniform", round(s * n16_i))`` per image (square patches
   of any integer size); ``T`` = the sum of their actual tokens; ``n_i`` = each image's count.
 * (b) per-image budget layouts at ``n_i``: ``quadtree(img, budget=n_i, min_size=16, max_size=64,
-  importance="distortion")`` and ``multiscale(img, n_i)``.
+  importance="distortion")``, ``multiscale(img, n_i)`` and, where the library has it,
+  ``default_layout(img, n_i)`` (the budget-mode default: multiscale with one scale, the better of the
+  quadtree and the uniform grid).
 * (c) ``one_lambda``: the smallest lambda whose threshold-mode quadtrees (16-64 px, distortion) have
   at most ``T`` tokens in total, solved exactly from the union of the images' ``threshold_curve``
   breakpoints; layouts are ``quadtree(img, threshold=lambda, ...)``.
@@ -73,13 +75,15 @@ from adapatch.layout import PatchLayout  # noqa: E402
 LONG_SIDE = 384
 SHARES = (0.20, 0.35, 0.50)
 RD_SHARE = 0.30
-QT_CALLS = 5  # speed: quadtree calls per round (it is ~100x faster than multiscale)
+QT_CALLS = 5  # speed: quadtree (and default) calls per round (~100x faster than multiscale)
 MIN, MAX = 16, 64
 QT = dict(min_size=MIN, max_size=MAX, importance="distortion")
 IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field", "retina", "moon",
           "clock", "text", "page", "brick", "grass", "gravel", "immunohistochemistry", "cell", "colorwheel", "flat",
           "chelsea_thumb", "microaneurysms", "rocket_crop", "composite_2000x1500")
-METHODS = ("uniform", "quadtree_budget", "multiscale", "one_lambda", "one_old_threshold", "hull")
+HAS_DEFAULT = hasattr(ap, "default_layout")  # the budget-mode default (78fb53b on): multiscale, scales=1
+METHODS = ("uniform", "quadtree_budget", "multiscale") + (("default_budget",) if HAS_DEFAULT else ()) + (
+    "one_lambda", "one_old_threshold", "hull")
 
 
 def q8(a: np.ndarray) -> np.ndarray:
@@ -300,6 +304,10 @@ def dataset(names: tuple[str, ...], shares: tuple[float, ...]) -> dict:
             per[n]["multiscale"] = fid(im, ms)
             per[n]["multiscale"]["base_size"] = ms.params["base_size"]
             per[n]["multiscale"]["levels_used"] = ms.params["levels_used"]
+            if HAS_DEFAULT:
+                dl = ap.default_layout(im, ni)
+                per[n]["default_budget"] = fid(im, dl)
+                per[n]["default_budget"]["levels_used"] = dl.params.get("levels_used")
         total = sum(per[n]["uniform"]["tokens"] for n in names)
         lam = solve_one(list(new_curves.values()), total)
         t_old = solve_one([o.curve for o in old.values()], total)
@@ -329,8 +337,8 @@ def dataset(names: tuple[str, ...], shares: tuple[float, ...]) -> dict:
                                                         - summ["quadtree_budget"]["pooled_psnr"], 3),
             "one_lambda_minus_multiscale_db": round(summ["one_lambda"]["pooled_psnr"]
                                                    - summ["multiscale"]["pooled_psnr"], 3),
-            "one_lambda_above_both_budget_layouts": summ["one_lambda"]["pooled_psnr"] > max(
-                summ["quadtree_budget"]["pooled_psnr"], summ["multiscale"]["pooled_psnr"]),
+            "one_lambda_above_every_budget_layout": summ["one_lambda"]["pooled_psnr"] > max(
+                summ[m]["pooled_psnr"] for m in ("quadtree_budget", "multiscale", "default_budget") if m in summ),
             "hull_minus_uniform_db": round(summ["hull"]["pooled_psnr"] - u, 3),
         }
         for n in names:
@@ -356,13 +364,18 @@ def per_image_rd(names: tuple[str, ...]) -> list[dict]:
         ms = ap.multiscale(im, k)
         fm = fid(im, ms)
         both = fu["psnr"] >= MAX_PSNR and fq["psnr"] >= MAX_PSNR
+        extra = {}
+        if HAS_DEFAULT:
+            fd = fid(im, ap.default_layout(im, k))
+            extra = {"default_dpsnr": 0.0 if both else round(fd["psnr"] - fu["psnr"], 3),
+                     "default_dssim": round(fd["ssim"] - fu["ssim"], 4)}
         rows.append({"image": n, "size": list(im.shape[:2]), "tokens": k, "uniform_patch": uni.params["patch_size"],
                      "uniform_psnr": fu["psnr"],
                      "quadtree_dpsnr": 0.0 if both else round(fq["psnr"] - fu["psnr"], 3),
                      "quadtree_dssim": round(fq["ssim"] - fu["ssim"], 4),
                      "multiscale_dpsnr": 0.0 if both else round(fm["psnr"] - fu["psnr"], 3),
                      "multiscale_dssim": round(fm["ssim"] - fu["ssim"], 4),
-                     "multiscale_pick": f"base {ms.params['base_size']}, levels {ms.params['levels_used']}"})
+                     "multiscale_pick": f"base {ms.params['base_size']}, levels {ms.params['levels_used']}", **extra})
     return rows
 
 
@@ -371,17 +384,19 @@ def speed(rounds: int) -> dict:
     one = q8(cv2.resize(data.chelsea() / 255.0, (1152, 864), interpolation=cv2.INTER_CUBIC).astype(np.float32))
     nine = composite(("retina", "hubble_deep_field", "astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
                       "text", "brick"), 3, 3, 1000, 1000)
-    out = {}
+    out: dict = {"loadavg_1min_before": round(os.getloadavg()[0], 2)}
     runs = (("1MP chelsea 864x1152", one, rounds), ("9MP composite 3000x3000", nine, max(3, (rounds + 1) // 2)))
     for label, img, r in runs:
         n = round(RD_SHARE * ap.uniform(*img.shape[:2], 16).num_tokens)
         fns = {"quadtree": lambda: ap.quadtree(img, budget=n, **QT), "multiscale": lambda: ap.multiscale(img, n)}
+        if HAS_DEFAULT:
+            fns["default_budget"] = lambda: ap.default_layout(img, n)
         for f in fns.values():
             f()
         t: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(r):  # round-robin: load on the machine falls on both alike
             for k, f in fns.items():
-                for _ in range(QT_CALLS if k == "quadtree" else 1):
+                for _ in range(1 if k == "multiscale" else QT_CALLS):
                     t0 = time.perf_counter()
                     f()
                     t[k].append(time.perf_counter() - t0)
@@ -389,10 +404,29 @@ def speed(rounds: int) -> dict:
         out[label] = {"size": list(img.shape[:2]), "budget": n, "rounds": r, "quadtree_calls_per_round": QT_CALLS,
                       "median_ms": {k: round(v, 2) for k, v in ms.items()},
                       "multiscale_over_quadtree": round(ms["multiscale"] / ms["quadtree"], 1),
-                      "target_within_10x": ms["multiscale"] <= 10 * ms["quadtree"]}
-        print(f"speed {label}: {out[label]['median_ms']} ratio {out[label]['multiscale_over_quadtree']}",
+                      "multiscale_within_10x": ms["multiscale"] <= 10 * ms["quadtree"]}
+        if HAS_DEFAULT:
+            out[label]["default_over_quadtree"] = round(ms["default_budget"] / ms["quadtree"], 2)
+            out[label]["default_within_10x"] = ms["default_budget"] <= 10 * ms["quadtree"]
+        out[label]["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
+        print(f"speed {label}: {out[label]['median_ms']} ratio {out[label]['multiscale_over_quadtree']} "
+              f"load {out[label]['loadavg_1min_after']}",
               file=sys.stderr, flush=True)
     return out
+
+
+def library_state() -> dict:
+    """Which adapatch ran: its git commit and uncommitted library files, when it is a git checkout."""
+    import subprocess
+    root = Path(ap.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "adapatch"],
+                               capture_output=True, text=True, check=True).stdout.split("\n")
+        return {"path": str(root), "commit": head, "uncommitted": [d.strip() for d in dirty if d.strip()]}
+    except (OSError, subprocess.CalledProcessError):
+        return {"path": str(root), "commit": None, "uncommitted": None}
 
 
 def main() -> None:
@@ -400,12 +434,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--rounds", type=int, default=9, help="speed: round-robin rounds at 1 MP (half at 9 MP, >= 3)")
     p.add_argument("--seed", type=int, default=0, help="recorded only: nothing is drawn at random")
+    p.add_argument("--note", default=None, help="recorded in the JSON (e.g. which library snapshot ran)")
     p.add_argument("--quick", action="store_true", help="5 images, one share, 3 speed rounds (a smoke run)")
     args = p.parse_args()
     np.random.seed(args.seed)
     names, shares, rounds = IMAGES, SHARES, args.rounds
     if args.quick:
         names, shares, rounds = ("astronaut", "text", "brick", "flat", "microaneurysms"), (0.35,), 3
+    lib = library_state()  # before the run: others may commit while it runs
     t0 = time.perf_counter()
     ds = dataset(names, shares)
     rd = per_image_rd(names)
@@ -416,6 +452,7 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
                     "opencv": cv2.__version__},
         "seconds": None,
+        "library": {**lib, "note": args.note},
         "lambda_unit": "8-bit levels^2 of MSE (channels averaged) over 256 px, per added token",
         "pooling": "pooled_psnr = 10 log10(1 / (sum_i SSE_i / sum_i 3 H_i W_i)), values in [0, 1]",
         "dataset": ds,

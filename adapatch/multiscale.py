@@ -168,7 +168,7 @@ def _tile_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_s
     return out
 
 
-def _padding_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> np.ndarray:
+def padding_errors(img: np.ndarray, canvas: np.ndarray, boxes: np.ndarray, token_size: int) -> np.ndarray:
     """Per box: the squared error over its padding pixels (0 for boxes inside the image)."""
     return _tile_errors(img, canvas, boxes, token_size, "outside")
 
@@ -222,7 +222,7 @@ def query_box_weights(qmap: np.ndarray | None, weight: float, boxes: np.ndarray)
     return (1.0 - weight) + weight * box_means(qmap, boxes)
 
 
-def _pad(x: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+def pad_edges(x: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
     """Edge-replicate ``x`` at the bottom/right to ``canvas`` (OpenCV: much faster than ``np.pad``)."""
     ph, pw = canvas[0] - x.shape[0], canvas[1] - x.shape[1]
     return x if ph == pw == 0 else cv2.copyMakeBorder(x, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
@@ -275,7 +275,7 @@ class _Candidate:
         if self.padding is None:
             self.padding = 0.0
             if self.straddling > 0:
-                pad = _padding_errors(img, self.padded, self.layout.boxes, token_size)
+                pad = padding_errors(img, self.padded, self.layout.boxes, token_size)
                 self.padding = float((pad if self.weights is None else pad * self.weights).sum())
         return self.canvas_error - self.padding
 
@@ -312,7 +312,7 @@ class _Source:
     @classmethod
     def of(cls, img: np.ndarray, reach: int) -> _Source:
         h, w = img.shape[:2]
-        padded = _pad(img, (h + reach, w + reach))
+        padded = pad_edges(img, (h + reach, w + reach))
         return cls(img, padded, SquareSums(padded))
 
     def canvas(self, canvas: tuple[int, int]) -> np.ndarray:

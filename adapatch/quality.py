@@ -28,7 +28,7 @@ import numpy as np
 from .fidelity import MAX_PSNR, luminance, resample_canvas, ssim_luminance
 from .importance import IMPORTANCE_MEASURES, TOKEN_SIZE, pad_to_canvas, reconstruction_sse
 from .layout import padded_canvas
-from .multiscale import _pad, _padding_errors
+from .multiscale import pad_edges, padding_errors
 from .quadtree_engine import heap_order, path_minima, prepare
 from .validation import check_choice, check_int, check_rgb
 
@@ -83,7 +83,7 @@ def _image_sse(img: np.ndarray, padded: np.ndarray, sizes: list[int], sse: list[
         edge = (yy + s > h) | (xx + s > w)
         if edge.any():  # the border strip: its squares' padding share, all at once
             boxes = np.stack([yy[edge], xx[edge], np.full(int(edge.sum()), s)], axis=1)
-            e[edge] -= _padding_errors(img, padded, boxes, token_size)
+            e[edge] -= padding_errors(img, padded, boxes, token_size)
         out.append(np.maximum(e, 0.0))
     return out
 
@@ -105,7 +105,7 @@ def _quadtree_ssim(img: np.ndarray, prep, order: np.ndarray, ks: np.ndarray, tok
     ch, cw = prep.canvas
     sizes = prep.sizes
     lum = luminance(img)
-    canvas = _pad(lum, (ch, cw))
+    canvas = pad_edges(lum, (ch, cw))
     recs = [resample_canvas(canvas, s, token_size) for s in sizes]  # each level's boxes, everywhere
     rec = recs[0].copy()
     ends = np.cumsum([(ch // s) * (cw // s) for s in sizes[:-1]])
@@ -177,7 +177,7 @@ def uniform_quality(image: np.ndarray, sizes: range | list[int] | None = None,
     tokens, sse, s_tokens, s_vals = [], [], [], []
     for i, s in enumerate(sizes):
         canvas = padded_canvas(h, w, s)
-        rec = resample_canvas(_pad(x, canvas), s, token_size)[:h, :w]
+        rec = resample_canvas(pad_edges(x, canvas), s, token_size)[:h, :w]
         sse.append(float(cv2.norm(x, rec, cv2.NORM_L2SQR)))  # float64 accumulation, the crop as a view
         tokens.append((canvas[0] // s) * (canvas[1] // s))
         if i in with_ssim:

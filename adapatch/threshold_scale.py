@@ -103,10 +103,13 @@ class ThresholdScale:
         """``(low, high)``: a positive range holding every positive position with one log step of
         margin on each side (for a log axis; position 0's threshold 0 sits at ``low``)."""
         pos = self.thresholds[1:]
-        step = self._step()
+        step = self.step_factor
         return float(pos[0] / step), float(pos[-1] * step)
 
-    def _step(self) -> float:
+    @property
+    def step_factor(self) -> float:
+        """The factor one position multiplies the threshold by (the median over the positive
+        positions; 10 when there are fewer than two)."""
         pos = self.thresholds[1:]
         if len(pos) >= 2:
             return float(np.exp(np.median(np.diff(np.log(pos)))))
@@ -127,7 +130,7 @@ class ThresholdScale:
         if len(logs) == 0:
             out = np.zeros_like(t)
         else:
-            xp = np.concatenate([[logs[0] - np.log(self._step())], logs])
+            xp = np.concatenate([[logs[0] - np.log(self.step_factor)], logs])
             with np.errstate(divide="ignore", invalid="ignore"):
                 x = np.log(np.where(t > 0, t, 1.0))
             out = np.where(t > 0, np.interp(x, xp, np.arange(len(xp), dtype=np.float64)), 0.0)

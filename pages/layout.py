@@ -14,6 +14,7 @@ from adapatch.app_support import (
     state,
     ui,
 )
+from adapatch import threshold_scale
 from adapatch.app_support.images import ImageEntry
 
 IMPORTANCE_HELP = {
@@ -84,26 +85,81 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
     ui.export_section(entry, settings, lay, kind="tokens", key="layout_export")
 
 
-def threshold_widget(curve: ap.ThresholdCurve | None, budget: recipes.Budget | None, quad: bool) -> float:
-    """The Importance threshold slider. With a budget (quadtree) it is disabled and shows the threshold
-    the budget implies (``ThresholdCurve.threshold_for``: the threshold-mode quadtree of the same
-    importance and sizes with at most the budget's tokens), under its own key, so the user's own
-    threshold setting is kept and comes back when the budget is turned off. Returns the threshold
-    the view stands for."""
-    if not (quad and budget is not None and curve is not None):
-        return state.widget("threshold", st.slider, "Importance threshold", 0.0, 1.0, step=0.005, format="%.4f",
-                            disabled=not quad or budget is not None,
-                            help="Without a budget: a square splits while its importance is above this value."
-                                 + ("" if quad else " (quadtree only)"))
-    implied = curve.threshold_for(budget.tokens)
-    st.session_state[IMPLIED_KEY] = float(min(max(implied, 0.0), 1.0))  # a display-only widget: set, never read
-    st.slider("Importance threshold", 0.0, 1.0, step=0.005, format="%.4f", disabled=True, key=IMPLIED_KEY,
-              help="Set by the budget: the threshold at which the threshold-mode quadtree (same importance and "
-                   "sizes) uses at most the budget's tokens. Turn the budget off to set your own threshold.")
-    n = curve.tokens_at(implied)
-    st.caption(f"The budget implies threshold {implied:.4f} (threshold mode: {n:,} token{'s' if n != 1 else ''}, "
-               "the same or fewer)")
-    return implied
+THRESHOLD_KEY = "w_threshold"
+"""Key of the user's threshold slider (threshold mode)."""
+SHOWN = "ap_threshold_shown"
+"""Session key: ``(kind, threshold)`` the threshold slider was last set to by the page. A widget value
+that differs from it was set by the user; one that equals it is old, and the stored setting wins (the
+budget switched off, a Dataset threshold applied, another importance)."""
+
+
+def _scale_caption(scale: threshold_scale.ThresholdScale, shown: str, curve: ap.ThresholdCurve) -> str:
+    """What the threshold means and how the slider maps to it (``shown``: the slider's label of it)."""
+    ends = (f"0 ({curve.tokens_at(0.0):,} tokens), then {ui.fmt_sig(scale.thresholds[1])} … "
+            f"{ui.fmt_sig(scale.thresholds[-1])} ({curve.base_tokens:,} tokens)")
+    how = f"Log scale, ×{scale.step_factor:.3g} a step, where this image's token count changes: {ends}."
+    if scale.unbounded:
+        return (f"{shown} ({ui.LAMBDA_UNIT_TEXT}): every added token removes at least "
+                f"λ of squared error (least error + λ × tokens). {how}")
+    what = "the importance mixed with the query" if "query" in curve.params else "the importance"
+    return f"{shown} (a threshold on {what}, in [0, 1]: a square splits while above it). {how}"
+
+
+def threshold_widget(curve: ap.ThresholdCurve, budget: recipes.Budget, use_budget: bool,
+                     switched_off: bool = False) -> tuple[float, threshold_scale.ThresholdScale]:
+    """The Importance threshold slider (quadtree): a select slider over the image's threshold scale
+    (``adapatch.threshold_scale``: 0, then log-spaced over where the token count changes, then the
+    coarsest), labelled with the threshold itself (``λ = 37.2`` for ``distortion``). The value that
+    reaches the library and the settings is the threshold; a stored one off the scale (a Dataset
+    threshold, the one a budget implied) is inserted as it is, so it is used exactly.
+
+    With a budget it is disabled and shows the threshold the budget implies
+    (``ThresholdCurve.threshold_for``: the threshold-mode quadtree of the same importance and sizes with
+    at most the budget's tokens), under its own key. Without one it shows the user's threshold of this
+    kind (``recipes.threshold_kind``); none yet, or ``switched_off`` (the budget was just turned off):
+    the threshold ``budget`` implies. Returns ``(threshold, scale)``."""
+    ss = st.session_state
+    scale = threshold_scale.threshold_scale(curve)
+    kind = recipes.curve_kind(curve)
+    unit = ("λ, the squared error a split must remove per added token (8-bit grey levels² of MSE over 256 px, one "
+            "16 px token's area)" if scale.unbounded else "a threshold on the importance, in [0, 1]")
+    implied = curve.threshold_for(budget.tokens)  # budget.tokens is within the curve's range (layout_budget)
+    if use_budget:
+        options = [float(v) for v in scale.including(implied)]
+        labels = ui.threshold_labels(options, scale.unbounded)
+        ss[IMPLIED_KEY] = float(implied)  # a display-only widget: set, never read
+        ss.pop(SHOWN, None)
+        st.select_slider("Importance threshold", options=options, format_func=labels.get, disabled=True,
+                         key=IMPLIED_KEY,
+                         help=f"Set by the budget: {unit}; the smallest at which the threshold-mode quadtree (same "
+                              "importance and sizes) uses at most the budget's tokens. Turn the budget off to set "
+                              "your own (it starts here).")
+        n = curve.tokens_at(implied)
+        st.caption(f"The budget implies {labels[float(implied)]}"
+                   + (f" ({ui.LAMBDA_UNIT_TEXT})" if scale.unbounded else "")
+                   + f" (threshold mode: {n:,} token{'s' if n != 1 else ''}, the same or fewer)")
+        return implied, scale
+    shown = ss.get(SHOWN)
+    if switched_off:  # threshold mode starts where the budget was: the threshold it implied
+        recipes.set_threshold(kind, implied)
+    elif THRESHOLD_KEY in ss and shown is not None and shown[0] == kind and ss[THRESHOLD_KEY] != shown[1]:
+        recipes.set_threshold(kind, float(ss[THRESHOLD_KEY]))  # the user moved it
+    value = recipes.stored_threshold(kind)
+    if value is None:  # no threshold of this kind yet: the one the budget setting implies
+        value = implied
+    value = float(min(max(value, 0.0), scale.limit))
+    options = [float(v) for v in scale.including(value)]
+    labels = ui.threshold_labels(options, scale.unbounded)
+    ss[THRESHOLD_KEY] = value  # what the slider shows is the stored threshold (the frontend follows)
+    ss[SHOWN] = (kind, value)
+    out = float(st.select_slider(
+        "Importance threshold", options=options, format_func=labels.get, key=THRESHOLD_KEY,
+        help=f"Without a budget: {unit}. The slider moves on a log scale over where this image's token count "
+             "changes (Home: 0, the finest layout; End: the coarsest). The threshold itself is what the settings "
+             "and the export keep."))
+    recipes.set_threshold(kind, out)
+    st.caption(_scale_caption(scale, labels[out], curve))
+    return out, scale
 
 
 @st.fragment
@@ -145,13 +201,32 @@ def layout_view(entry: ImageEntry) -> None:
             note = recipes.sizes_note(entry.height, entry.width, sizes)
             if note:
                 st.caption(note)
+            was_budget = bool(state.get("use_budget"))
             use_budget = state.widget("use_budget", st.toggle, "Token budget",
                                       help="Cap the number of tokens (quadtree refines best-first until it is used; "
-                                           "the threshold is then not used).")
-            threshold_slot = st.container()  # filled once the budget is known: it shows the threshold implied
+                                           "the threshold is then not used). Switching it on starts the budget at the "
+                                           "threshold layout's tokens; off, the threshold starts at the one the "
+                                           "budget implied.")
+            threshold_slot = st.container()  # filled once the query and the budget are known
+            budget_slot = st.container()  # filled once the query is known (switching the budget on needs it)
             curve = (compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance)
                      if quad else None)
+            vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS)
+            show_recon = state.widget("show_recon", st.toggle, "Show what the model sees",
+                                      help="Each token resampled to 16x16 and painted back at its box.")
+            choice = query_ui.controls(entry)
+        main = query_ui.beside(right, entry, choice, "layout")  # the drawing surface, before anything is computed
+        choice = query_ui.checked(entry, choice)
+        query = query_ui.record(choice, entry)
+        qcurve = (compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance, query)
+                  if curve is not None and query is not None else curve)  # with a query: the mixed importance's
+        with budget_slot:
             top_f = recipes.fraction_max(sizes[0])  # the range depends on the sizes, never on the image
+            if quad and use_budget and not was_budget:  # switched on: the budget starts at the threshold layout's
+                mine = recipes.stored_threshold(recipes.curve_kind(qcurve))  # tokens (none stored: threshold mode
+                if mine is not None:  # showed the budget's own implied threshold, and the budget stays)
+                    tokens = qcurve.tokens_at(mine)
+                    state.set_widget("budget_fraction", recipes.fraction_for_tokens(entry, tokens, top_f))
             state.widget("budget_fraction", st.slider, "Budget (% of the 16 px grid)", recipes.FRACTION_MIN, top_f,
                          step=recipes.FRACTION_STEP, format="percent", clamp=recipes.clamp_fraction(top_f),
                          disabled=not (use_budget or strategy == "multiscale"),
@@ -161,19 +236,12 @@ def layout_view(entry: ImageEntry) -> None:
             budget = recipes.layout_budget(entry, strategy, (min_size, max_size), importance)
             if use_budget or strategy == "multiscale":
                 st.caption(budget.caption())
-            vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS)
-            show_recon = state.widget("show_recon", st.toggle, "Show what the model sees",
-                                      help="Each token resampled to 16x16 and painted back at its box.")
-            choice = query_ui.controls(entry)
-        main = query_ui.beside(right, entry, choice, "layout")  # the drawing surface, before anything is computed
-        choice = query_ui.checked(entry, choice)
-        query = query_ui.record(choice, entry)
-        with threshold_slot:  # with a query, the curve of the mixed importance
-            qcurve = (compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance, query)
-                      if curve is not None and query is not None else curve)
-            threshold = threshold_widget(qcurve, budget if use_budget else None, quad)
+        threshold, scale = None, None
+        if qcurve is not None:
+            with threshold_slot:
+                threshold, scale = threshold_widget(qcurve, budget, use_budget, switched_off=was_budget and not use_budget)
 
-        settings = recipes.with_query(recipes.layout_settings(entry=entry), query)
+        settings = recipes.with_query(recipes.layout_settings(entry=entry, threshold=threshold), query)
         lay = compute.layout(entry, settings)
         eff = ap.efficiency(lay, vit)
         slots = ui.efficiency_metrics(eff, lay, container=top)
@@ -208,10 +276,10 @@ def layout_view(entry: ImageEntry) -> None:
                            f"uniform: {len(u.tokens)} patch sizes (SSIM at {len(u.ssim)}); the current layout's values "
                            "are exact. All against the original image."
                            + (" The curves are without the query; the current layout has it." if query else ""))
-            elif curve is not None:  # budget mode: the threshold it implies, on the curve, and the budget line
+            elif curve is not None:  # the threshold (budget mode: the one it implies) on the curve, the budget line
                 fig = (ui.curve_figure(qcurve, threshold, qcurve.tokens_at(threshold), budget.tokens,
-                                       label="threshold the budget implies") if use_budget else
-                       ui.curve_figure(qcurve, threshold, lay.num_tokens, None))
+                                       label="threshold the budget implies", scale=scale) if use_budget else
+                       ui.curve_figure(qcurve, threshold, lay.num_tokens, None, scale=scale))
                 st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="layout_curve")
             elif strategy == "multiscale":
                 p = lay.params

@@ -11,6 +11,7 @@ from typing import Any
 from adapatch.budgets import RelativeBudget, relative_budget, uniform16_tokens
 from adapatch.export import MODEL_SCORERS, MODEL_STRATEGIES, PRUNE_SCORERS
 from adapatch.layout import uniform
+from adapatch.quadtree import default_threshold
 from adapatch.strategies import STRATEGIES
 
 from . import compute, state
@@ -127,9 +128,21 @@ def fraction_max(min_size: int) -> float:
     return float(min(max(1.0, (16 / int(min_size)) ** 2), SMALL_IMAGE_TOKENS))
 
 
+FRACTION_DIGITS = 6
+"""Decimals a stored budget fraction keeps: the slider sets whole percents, but a budget started at a
+layout's token count (``fraction_for_tokens``) keeps that count exactly on any image under 10^6
+tokens of the 16 px grid (256 MP)."""
+
+
 def clamp_fraction(hi: float):
     """Fit a stored fraction into the slider's range (the range depends on the sizes, not the image)."""
-    return lambda v: float(min(max(round(float(v), 4), FRACTION_MIN), hi))
+    return lambda v: float(min(max(round(float(v), FRACTION_DIGITS), FRACTION_MIN), hi))
+
+
+def fraction_for_tokens(entry: ImageEntry, tokens: int, hi: float) -> float:
+    """The budget fraction (of ``entry``'s 16 px grid) whose budget is ``tokens`` on this image, within
+    the slider's range ``[FRACTION_MIN, hi]`` (``relative_budget`` of it gives ``tokens`` back)."""
+    return clamp_fraction(hi)(int(tokens) / uniform16_tokens(entry.height, entry.width))
 
 
 @dataclass(frozen=True)
@@ -172,8 +185,9 @@ class Budget:
 
 
 def budget_fraction(name: str = "budget_fraction") -> float:
-    """The stored budget fraction (of the 16 px grid), rounded to what the slider can set."""
-    return round(float(state.get(name)), 4)
+    """The stored budget fraction (of the 16 px grid), rounded to ``FRACTION_DIGITS`` decimals (the
+    slider's floats, e.g. 0.30000000000000004, read as 0.3)."""
+    return round(float(state.get(name)), FRACTION_DIGITS)
 
 
 def layout_budget(entry: ImageEntry, strategy: str | None = None, sizes=None, importance: str | None = None,
@@ -201,6 +215,42 @@ def compare_budget(entry: ImageEntry, configs: list[dict], fraction: float | Non
     lo = max(uniform(h, w, int(max(c["sizes"]))).num_tokens for c in configs)
     hi = max(lo, uniform(h, w, 4).num_tokens)
     return Budget(budget_fraction("compare_budget_fraction") if fraction is None else float(fraction), h, w, lo, hi)
+
+
+# ------------------------------------------------------------------ thresholds
+def threshold_kind(importance: str, mixing: bool = False) -> str:
+    """What a stored threshold is a threshold of: the importance, with ``+query`` when it is mixed with
+    a query (then in [0, 1] for every importance; ``distortion`` alone is ``lambda``, unbounded).
+    Each kind keeps its own threshold (``state``'s ``thresholds``): a ``lambda`` never becomes a
+    ``std`` threshold when the importance changes, and coming back finds the old value."""
+    return f"{importance}+query" if mixing else str(importance)
+
+
+def curve_kind(curve) -> str:
+    """``threshold_kind`` of an ``adapatch.ThresholdCurve`` (its params name the importance and query)."""
+    return threshold_kind(str(curve.params.get("importance", "")), "query" in curve.params)
+
+
+def stored_threshold(kind: str) -> float | None:
+    """The user's threshold of ``kind``, or None when none was set yet."""
+    value = (state.get("thresholds") or {}).get(kind)
+    return None if value is None else float(value)
+
+
+def set_threshold(kind: str, value: float) -> None:
+    """Store the threshold of ``kind`` (exactly: a solved threshold is not rounded to a slider step)."""
+    thresholds = state.settings().setdefault("thresholds", {})
+    thresholds[kind] = float(value)
+
+
+def implied_threshold(entry: ImageEntry, importance: str, sizes=None) -> float:
+    """The threshold the stored budget fraction implies on ``entry`` (query-blind): the smallest whose
+    threshold-mode quadtree has at most the budget's tokens (``ThresholdCurve.threshold_for``). The
+    start of threshold mode for a kind without a threshold of its own."""
+    min_size, max_size = fit_sizes(entry.height, entry.width, sizes or state.get("sizes"))
+    b = layout_budget(entry, "quadtree", (min_size, max_size), importance)
+    curve = compute.threshold_curve(entry, current_saliency(), int(min_size), int(max_size), importance)
+    return curve.threshold_for(b.tokens)
 
 
 def model_name() -> str:
@@ -240,9 +290,16 @@ def layout_settings(strategy: str | None = None, importance: str | None = None, 
             b = layout_budget(entry, strategy, (min_size, max_size), importance)
             budget, relative = b.tokens, b.record()
     if strategy == "quadtree":  # with a budget the threshold is not used: best-first until the budget is spent
-        thr = None if budget is not None else float(state.get("threshold") if threshold is None else threshold)
+        importance = importance or state.get("importance")
+        thr = None
+        if budget is None:  # the given threshold, else the stored one of this importance (query-blind), else
+            thr = threshold if threshold is not None else stored_threshold(threshold_kind(importance))
+            if thr is None:  # the one the budget implies on this image (the library's default without one)
+                thr = (implied_threshold(entry, importance, (min_size, max_size)) if entry is not None
+                       else default_threshold(importance))
+            thr = float(thr)
         params = {"threshold": thr, "min_size": int(min_size), "max_size": int(max_size), "budget": budget,
-                  "importance": importance or state.get("importance")}
+                  "importance": importance}
     elif strategy == "greedy":
         params = {"patch_sizes": powers_between(min_size, max_size), "budget": budget, "uncovered": "fill",
                   "allocation": state.get("greedy_allocation")}

@@ -32,6 +32,7 @@ SETTINGS = "ap_settings"
 DEVICE = "ap_device"
 DETACHED = "ap_uploads_detached"  # the uploader widget lost its files (st.switch_page): keep ours
 DEFAULT_IMAGE = "sample:astronaut"
+FORCED = "ap_forced_widgets"  # names whose widget value set_widget has just set (no value= for them)
 QUERY_REGIONS = "ap_query_regions"  # image digest -> {"shape": [h, w], "query": Query dict of a region}
 
 DEFAULTS: dict[str, Any] = {
@@ -44,7 +45,11 @@ DEFAULTS: dict[str, Any] = {
     "strategy": "quadtree",
     "importance": "distortion",  # the library's budget-mode default (README: equal-token results)
     "greedy_allocation": "saliency",
-    "threshold": 0.10,
+    # threshold mode: the user's threshold per kind (``recipes.threshold_kind``: the importance, "+query" when
+    # mixed with a query). None yet: threshold mode starts at the threshold the budget setting implies on the
+    # image (``recipes.implied_threshold``; 30% of the 16 px grid by default), never at a fixed number that
+    # is nearly the finest grid for lambda and the coarsest for another importance.
+    "thresholds": {},
     "sizes": (16, 64),  # min 16 = the token size: smaller boxes carry no more pixels (docs/app.md)
     "use_budget": True,
     "budget_fraction": 0.30,  # of the image's 16 px grid (relative: the same on every image)
@@ -135,11 +140,21 @@ def widget(name: str, factory, *args, clamp=None, options=None, **kwargs):
         else:  # select_slider
             kwargs["value"] = value
             kwargs["options"] = options
-    else:
+    elif name not in st.session_state.get(FORCED, ()):  # set_widget: the widget's key holds the value already
         kwargs["value"] = value
+    st.session_state.get(FORCED, set()).discard(name)
     out = factory(*args, key=f"w_{name}", **kwargs)
     put(name, out)
     return out
+
+
+def set_widget(name: str, value: Any) -> None:
+    """Set setting ``name`` and the value its widget (``w_<name>``, drawn later in this run) shows,
+    overriding what the widget held: for a setting the app itself changes while its widget stays on
+    the page (e.g. the budget when it is switched on). Call before the widget is drawn."""
+    put(name, value)
+    st.session_state[f"w_{name}"] = value
+    st.session_state.setdefault(FORCED, set()).add(name)  # widget() then passes no value= (no warning)
 
 
 # ------------------------------------------------------------------ images

@@ -194,22 +194,91 @@ def _figure(spec: dict) -> go.Figure:
     return go.Figure(spec, _validate=False)
 
 
+LAMBDA_UNIT_TEXT = "error per token, levels² over 256 px"
+"""The unit of ``lambda`` in words: squared error removed per added token, in 8-bit grey levels^2 of
+MSE over 256 pixels (one 16 px token's area; ``adapatch.quadtree_engine.LAMBDA_UNIT``)."""
+
+
+def fmt_sig(value: float, digits: int = 3) -> str:
+    """``value`` (>= 0) to ``digits`` significant digits, plainly: 37.2, 0.0735, 3,040 (never an
+    exponent; a number of ``10**digits`` or more shows all its integer digits)."""
+    v = float(value)
+    if v <= 0:
+        return "0"
+    e = int(np.floor(np.log10(v)))
+    decimals = max(digits - 1 - e, 0)
+    text = f"{round(v, decimals):,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def threshold_labels(values, unbounded: bool, digits: int = 3) -> dict[float, str]:
+    """A label per threshold (``"λ = 37.2"`` for ``lambda``, ``"0.0735"`` otherwise), each with the
+    fewest significant digits (``digits`` or more) that tell it apart from every other: a select
+    slider stores its value by label, so labels must be unique."""
+    vals = [float(v) for v in values]
+    d = [digits] * len(vals)
+    for _ in range(16):
+        texts = [fmt_sig(v, k) for v, k in zip(vals, d)]
+        seen: dict[str, int] = {}
+        for t in texts:
+            seen[t] = seen.get(t, 0) + 1
+        dup = [i for i, t in enumerate(texts) if seen[t] > 1]
+        if not dup:
+            break
+        for i in dup:
+            d[i] += 1
+    else:
+        texts = [repr(v) for v in vals]
+    return {v: (f"λ = {t}" if unbounded else t) for v, t in zip(vals, texts)}
+
+
+def fmt_threshold(value: float, unbounded: bool, digits: int = 4) -> str:
+    """One threshold in running text: "λ = 37.18" or "0.07352"."""
+    return f"λ = {fmt_sig(value, digits)}" if unbounded else fmt_sig(value, digits)
+
+
 def curve_figure(curve: ap.ThresholdCurve, threshold: float, tokens: int, budget: int | None,
-                 label: str = "current") -> go.Figure:
+                 label: str = "current", scale=None) -> go.Figure:
     """Tokens vs threshold (exact step curve from the library), the point ``(threshold, tokens)``
-    marked (``label``: "current", or in budget mode the threshold the budget implies), budget line."""
-    xs, ys = curve.as_xy(max_points=300)
+    marked (``label``: "current", or in budget mode the threshold the budget implies), budget line.
+
+    With ``scale`` (``adapatch.threshold_scale.ThresholdScale``, what the slider moves through) the
+    threshold axis is logarithmic over the scale's range (``lambda`` for ``distortion``: no [0, 1]
+    clamp), the curve traced by ``threshold_scale.curve_points``; threshold 0 (the slider's first
+    position, the finest layout) sits at the left end. Without it: the linear [0, 1] axis."""
+    t = float(threshold)
+    if scale is not None:
+        from adapatch.threshold_scale import curve_points
+        xs, ys = curve_points(curve, scale, max_points=300)
+        lo, hi = scale.log_range
+        x_mark = min(max(t, lo), hi)
+        name = "λ" if scale.unbounded else "threshold"
+        shown = fmt_threshold(t, scale.unbounded)
+        ticks = log_ticks(lo, hi)
+        xaxis = {"type": "log", "range": [float(np.log10(lo)), float(np.log10(hi))],
+                 "tickvals": ticks, "ticktext": [fmt_tick(v) for v in ticks],
+                 "title": {"text": (f"λ ({LAMBDA_UNIT_TEXT}), log scale" if scale.unbounded
+                                    else "threshold (importance in [0, 1]), log scale")}}
+        title = "Tokens vs threshold" + (" λ" if scale.unbounded else "") + " (the slider's range)"
+        hover = f"{name} %{{x:.4g}}: %{{y}} tokens<extra></extra>"
+    else:
+        xs, ys = curve.as_xy(max_points=300)
+        x_mark = min(max(t, 0.0), 1.0)
+        shown = f"threshold {t:.4f}"
+        xaxis = {"title": {"text": "threshold"}, "range": [0, 1]}
+        title = "Tokens vs threshold"
+        hover = "threshold %{x:.3f}: %{y} tokens<extra></extra>"
     data = [
         {"type": "scatter", "x": xs, "y": ys, "mode": "lines", "line": {"shape": "hv"}, "name": "tokens",
-         "hovertemplate": "threshold %{x:.3f}: %{y} tokens<extra></extra>"},
-        {"type": "scatter", "x": [min(max(float(threshold), 0.0), 1.0)], "y": [int(tokens)], "mode": "markers",
+         "hovertemplate": hover},
+        {"type": "scatter", "x": [x_mark], "y": [int(tokens)], "mode": "markers",
          "name": label, "marker": {"size": 12, "color": "#ff4b4b", "line": {"width": 2, "color": "white"}},
-         "hovertemplate": f"{label}: threshold {float(threshold):.4f}, %{{y}} tokens<extra></extra>"},
+         "hovertemplate": f"{label}: {shown}, %{{y}} tokens<extra></extra>"},
     ]
     layout: dict[str, Any] = {
         "height": 300, "margin": {"l": 55, "r": 10, "t": 30, "b": 40}, "showlegend": False,
-        "title": {"text": "Tokens vs threshold", "font": {"size": 13}},
-        "xaxis": {"title": {"text": "threshold"}, "range": [0, 1]}, "yaxis": {"title": {"text": "tokens"}}}
+        "title": {"text": title, "font": {"size": 13}},
+        "xaxis": xaxis, "yaxis": {"title": {"text": "tokens"}}}
     if budget is not None:
         layout["shapes"] = [{"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "yref": "y", "y0": budget,
                              "y1": budget, "line": {"dash": "dash", "color": "#ffa421"}}]

@@ -7,7 +7,7 @@ import streamlit as st
 
 import adapatch as ap
 from adapatch.app_support import dataset_view as dv
-from adapatch.app_support import state, ui
+from adapatch.app_support import recipes, state, ui
 from adapatch.app_support.images import md_escape
 from adapatch.dataset import InfeasibleTarget, Targets
 
@@ -41,12 +41,15 @@ def source_picker() -> dv.DatasetSource | None:
 
 
 def _apply(importance: str, sizes: tuple[int, int], threshold: float) -> None:
-    """The Patch layout page's settings for this calibration: the quadtree at exactly this threshold."""
+    """The Patch layout page's settings for this calibration: the quadtree at exactly this threshold
+    (inserted in the slider's scale as it is), without a query (the calibration is query-blind: a
+    query would make it a threshold of the mixed importance)."""
     state.put("strategy", "quadtree")
     state.put("use_budget", False)
     state.put("importance", importance)
     state.put("sizes", (int(sizes[0]), int(sizes[1])))
-    state.put("threshold", float(threshold))
+    state.put("query_kind", "none")
+    recipes.set_threshold(recipes.threshold_kind(importance), float(threshold))
 
 
 @st.fragment
@@ -87,7 +90,7 @@ def calibration_view(source: dv.DatasetSource) -> None:
                 target = state.widget(name, st.slider, dv.TARGET_KINDS[kind] + " (at most)", rng.lo, rng.hi,
                                       step=type(rng.lo)(rng.step), clamp=clamp,
                                       format="%.3f" if kind == "flops_ratio" else "%d",
-                                      help=f"From {rng.lo:g} (no square splits: threshold 1) to {rng.hi:g} "
+                                      help=f"From {rng.lo:g} (no square splits: the largest threshold) to {rng.hi:g} "
                                            "(every square splits: threshold 0), on this dataset.")
             p95_lo, p95_hi = dv.p95_range(store)
             use_p95 = state.widget("ds_use_p95", st.toggle, "Also cap p95 tokens per image",
@@ -104,7 +107,8 @@ def calibration_view(source: dv.DatasetSource) -> None:
         except InfeasibleTarget as e:
             with right:
                 st.warning(md_escape(dv.infeasible_message(e)), icon=":material/block:")
-                st.plotly_chart(dv.curve_figure(curve, None, None, kind, float(target), p95), config=ui.PLOT_CONFIG,
+                st.plotly_chart(dv.curve_figure(curve, None, None, kind, float(target), p95,
+                                                log_x=importance == "distortion"), config=ui.PLOT_CONFIG,
                                 key="ds_curve")
             skipped_list(source, store)
             return
@@ -134,7 +138,7 @@ def calibration_view(source: dv.DatasetSource) -> None:
                             "(a ratio of totals; what ViT papers call FLOPs). Lower is cheaper.")
 
         with right:
-            st.plotly_chart(dv.curve_figure(curve, t, s, kind, float(target), p95), config=ui.PLOT_CONFIG,
+            st.plotly_chart(dv.curve_figure(curve, t, s, kind, float(target), p95, log_x=importance == "distortion"), config=ui.PLOT_CONFIG,
                             key="ds_curve")
             tokens = store.tokens_at(np.array([t]))[:, 0]
             st.plotly_chart(dv.histogram_figure(tokens, t), config=ui.PLOT_CONFIG, key="ds_hist")

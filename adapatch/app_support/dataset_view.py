@@ -258,7 +258,7 @@ def curve(source: DatasetSource, settings: CurveSettings, vit: str) -> DatasetCu
 
 @dataclass
 class Range:
-    """What a target can be on this data: ``lo`` (every image as max-size squares only: threshold 1)
+    """What a target can be on this data: ``lo`` (every image as max-size squares only: the largest threshold)
     up to ``hi`` (every split: threshold 0), both reachable, rounded outwards to the slider's step."""
 
     kind: str
@@ -384,12 +384,19 @@ LINE_COLORS = {"mean": "#ff4b4b", "p50": "#4b8bff", "p95": "#ffa421", "max": "#8
 
 
 def curve_figure(c: DatasetCurve, threshold: float | None, stats: DatasetStats | None, kind: str,
-                 target: float | None, p95_cap: float | None) -> go.Figure:
+                 target: float | None, p95_cap: float | None, log_x: bool = False) -> go.Figure:
     """Tokens per image vs threshold (mean, p50, p95, max; log y), the target as a horizontal line
     (on a right-hand axis with that target's own curve when it is not in tokens per image), and the
-    solved threshold as a vertical line."""
+    solved threshold as a vertical line. ``log_x``: a log threshold axis (``distortion``'s ``lambda``
+    spans decades; threshold 0 is left off it)."""
     other = kind in ("tokens_per_mp", "flops_ratio")
     fig = go.Figure()  # (make_subplots would cost ~40 ms a rerun; a second y axis is two layout keys)
+    keep = [i for i, t in enumerate(c.thresholds) if t > 0] if log_x else list(range(len(c.thresholds)))
+    if log_x and not keep:
+        log_x, keep = False, list(range(len(c.thresholds)))
+    pick = (lambda vs: [vs[i] for i in keep])
+    c = DatasetCurve(**{**c.to_dict(), **{f: pick(getattr(c, f)) for f in (
+        "thresholds", "mean_tokens", "p50_tokens", "p95_tokens", "max_tokens", "tokens_per_mp", "flops_ratio")}})
     x = c.thresholds
     series = {"mean": c.mean_tokens, "p50": c.p50_tokens, "p95": c.p95_tokens, "max": c.max_tokens}
     for name, ys in series.items():
@@ -404,7 +411,7 @@ def curve_figure(c: DatasetCurve, threshold: float | None, stats: DatasetStats |
         fig.update_layout(yaxis2=dict(title_text=label, overlaying="y", side="right", showgrid=False,
                                       rangemode="tozero", tickmode="auto", nticks=6,
                                       tickformat=",.0f" if kind == "tokens_per_mp" else ".2f"))
-    xs = [0.0, max(x) if len(x) else 1.0]
+    xs = [min(x), max(x)] if log_x else [0.0, max(x) if len(x) else 1.0]
     if target is not None:  # drawn as traces: a shape's label on a log axis would take log10 units
         fig.add_trace(go.Scatter(x=xs, y=[target, target], mode="lines", name=f"target {target:,.4g}",
                                  line=dict(color="#21c354" if other else LINE_COLORS["mean"], dash="dash", width=1.4),
@@ -413,10 +420,12 @@ def curve_figure(c: DatasetCurve, threshold: float | None, stats: DatasetStats |
         fig.add_trace(go.Scatter(x=xs, y=[p95_cap, p95_cap], mode="lines", name=f"p95 cap {p95_cap:,.0f}",
                                  line=dict(color=LINE_COLORS["p95"], dash="dash", width=1.4),
                                  hovertemplate=f"p95 cap {p95_cap:,.0f}<extra></extra>"))
-    if threshold is not None:
+    if threshold is not None and (threshold > 0 or not log_x):
+        right = (math.log(threshold / min(x)) > 0.6 * math.log(max(x) / min(x)) if log_x and max(x) > min(x)
+                 else threshold > 0.6 * max(x))
         fig.add_vline(x=threshold, line_color="#262730", line_width=1.5, line_dash="dot",
-                      annotation_text=f"t = {threshold:.4g}", annotation_position="top left" if threshold > 0.6 * max(x)
-                      else "top right")
+                      annotation_text=f"{'λ' if log_x else 't'} = {threshold:.4g}",
+                      annotation_position="top left" if right else "top right")
     if stats is not None:
         fig.add_trace(go.Scatter(x=[stats.threshold], y=[stats.mean_tokens], mode="markers", name="solved",
                                  marker=dict(size=11, color=LINE_COLORS["mean"], line=dict(width=2, color="white")),
@@ -430,7 +439,8 @@ def curve_figure(c: DatasetCurve, threshold: float | None, stats: DatasetStats |
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=36, b=10), hovermode="x unified",
                       title=dict(text="Tokens per image vs threshold (whole dataset)", font_size=13),
                       legend=dict(orientation="h", y=-0.22, x=0.0, xanchor="left", yanchor="top", font_size=11),
-                      xaxis_title="threshold")
+                      xaxis=dict(title_text="λ (error per token, levels² over 256 px), log scale" if log_x
+                                 else "threshold", type="log" if log_x else "linear"))
     return fig
 
 

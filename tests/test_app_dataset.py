@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import adapatch as ap  # noqa: E402
 from adapatch.app_support import dataset_view as dv  # noqa: E402
+from adapatch.app_support.images import digest_of  # noqa: E402
 from adapatch.dataset import CurveSettings, InfeasibleTarget, Objectives, Targets, scan, solve  # noqa: E402
 from adapatch.samples import dataset_sample_paths, load_sample  # noqa: E402
 
@@ -115,13 +116,39 @@ def test_apply_sets_the_exact_threshold_on_patch_layout(store) -> None:
     app.button(key="ds_apply").click().run()
     _ok(app)
     s = app.session_state["ap_settings"]
-    assert s["threshold"] == t  # exactly, not rounded to the slider's step
+    assert s["thresholds"]["distortion"] == t  # exactly, not rounded to the slider's scale
     assert (s["strategy"], s["use_budget"], s["importance"], tuple(s["sizes"])) == ("quadtree", False, "distortion",
                                                                                     (16, 64))
     assert app.title[0].value == "Patch layout"
-    assert app.slider(key="w_threshold").value == t
+    assert app.select_slider(key="w_threshold").value == t  # inserted in the scale as it is
     expected = ap.quadtree(load_sample("astronaut"), threshold=t, min_size=16, max_size=64, importance="distortion")
     assert int(_metrics(app)["Tokens"].replace(",", "")) == expected.num_tokens
+
+
+def test_applied_threshold_gives_the_dataset_pages_tokens_for_its_images(store) -> None:
+    """Issue 21: the threshold the Dataset page solves, applied on Patch layout, gives the Dataset
+    page's token count for every image (three of the set, opened in the sidebar)."""
+    names = ("photo_chelsea.jpg", "document_letter.png", "flat_soft_blobs.png")
+    paths = {p.name: p for p in dataset_sample_paths()}
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    app.file_uploader(key="uploader").set_value([(n, paths[n].read_bytes(), "image/png") for n in names]).run()
+    _ok(app)
+    keys = [k for k in app.selectbox(key="w_image").options if k.startswith("Upload")]
+    assert len(keys) == 3, app.selectbox(key="w_image").options
+    app.switch_page(PAGE).run()
+    app.slider(key="w_ds_target_mean_tokens").set_value(75).run()
+    t, _ = solve(store, Targets(mean_tokens=75), "ViT-B")
+    app.button(key="ds_apply").click().run()
+    _ok(app)
+    app.switch_page("pages/layout.py").run()  # AppTest's own page (a plain run() would go back to Dataset)
+    tokens = store.tokens_at(np.array([t]))[:, 0]
+    stored = [Path(p).name for p in store.paths]
+    for name in names:
+        app.selectbox(key="w_image").set_value(f"upload:{digest_of(paths[name].read_bytes())}").run()
+        _ok(app)
+        assert name in app.selectbox(key="w_image").format_func(app.selectbox(key="w_image").value)
+        assert app.select_slider(key="w_threshold").value == t
+        assert int(_metrics(app)["Tokens"].replace(",", "")) == tokens[stored.index(name)], name
 
 
 def test_uploads_with_bad_files_are_listed_as_skipped() -> None:

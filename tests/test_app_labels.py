@@ -122,7 +122,7 @@ def test_no_negative_zero_delta_when_the_layout_is_the_grid() -> None:
     at = _app().run()
     at.file_uploader(key="uploader").set_value(("noise.png", _png(rng.random((64, 64, 3))), "image/png")).run()
     at.toggle(key="w_use_budget").set_value(False).run()
-    at.slider(key="w_threshold").set_value(0.0).run()
+    at.select_slider(key="w_threshold").set_value(0.0).run()
     _ok(at)
     tokens = next(m for m in at.metric if m.label == "Tokens")
     assert tokens.value == "16" and next(m for m in at.metric if m.label == "Uniform 16 px").value == "16"

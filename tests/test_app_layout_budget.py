@@ -1,8 +1,11 @@
 """Patch layout in budget mode, small images and the quality charts, under ``AppTest``.
 
 * With a budget, the threshold slider is disabled and shows the threshold the budget implies: the
-  library's ``threshold_for_budget`` for the same importance and sizes; the user's own threshold
-  comes back when the budget is turned off.
+  library's ``threshold_for_budget`` for the same importance and sizes (``lambda`` for
+  ``distortion``, not clamped to [0, 1]). Turning the budget off starts threshold mode at that
+  threshold; turning it on starts the budget at the threshold layout's token count.
+* The threshold slider moves through the library's scale (``adapatch.threshold_scale``): the page's
+  options and token counts are the library's.
 * An image smaller than the patch range gets a fitted range with a note, and no four-digit
   percentage anywhere in its numbers.
 * The quality chart has PSNR and SSIM panels on Patch layout and on Compare.
@@ -25,11 +28,14 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 import adapatch as ap  # noqa: E402
 from adapatch.budgets import relative_budget  # noqa: E402
 from adapatch.samples import load_sample  # noqa: E402
+from adapatch.threshold_scale import threshold_scale  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 IMPLIED = "w_threshold_implied"
+THRESHOLD = "w_threshold"
 
 
+from adapatch.app_support import ui  # noqa: E402
 from tests.app_helpers import app as _app, metric as _metric, ok as _ok  # noqa: E402
 
 
@@ -54,6 +60,15 @@ def _quality_chart(at: AppTest) -> dict:
     return charts[0]
 
 
+def _tokens(at: AppTest) -> int:
+    return int(_metric(at, "Tokens").replace(",", ""))
+
+
+def _curve(importance: str = "distortion", img: np.ndarray | None = None) -> ap.ThresholdCurve:
+    img = load_sample("astronaut") if img is None else img
+    return ap.threshold_curve(img, min_size=16, max_size=64, importance=importance)
+
+
 @pytest.mark.parametrize("importance", ["distortion", "std"])
 def test_budget_mode_shows_the_threshold_the_budget_implies(importance: str) -> None:
     at = _app().run()
@@ -63,31 +78,71 @@ def test_budget_mode_shows_the_threshold_the_budget_implies(importance: str) -> 
     img = load_sample("astronaut")
     budget = relative_budget(*img.shape[:2], fraction=0.4)
     want = ap.threshold_for_budget(img, budget, min_size=16, max_size=64, importance=importance)
-    shown = at.slider(key=IMPLIED)
+    shown = at.select_slider(key=IMPLIED)
     assert shown.disabled and shown.label == "Importance threshold"
-    assert shown.value == pytest.approx(min(want, 1.0), abs=1e-12)
-    assert not [s for s in at.slider if s.key == "w_threshold"]  # the user's slider is not drawn
+    assert shown.value == want  # exactly: inserted in the slider's scale as it is (lambda: not clamped to 1)
+    if importance == "distortion":
+        assert want > 1.0
+    assert not [s for s in at.select_slider if s.key == THRESHOLD]  # the user's slider is not drawn
     tokens = ap.quadtree(img, threshold=want, min_size=16, max_size=64, importance=importance).num_tokens
     assert tokens <= budget
-    assert any(f"The budget implies threshold {want:.4f} (threshold mode: {tokens:,} tokens" in c.value
-               for c in at.caption)
-    assert at.session_state["ap_settings"]["threshold"] == pytest.approx(0.10)  # the user's own setting is kept
+    scale = threshold_scale(_curve(importance, img))
+    shown_t = ui.threshold_labels(scale.including(want), scale.unbounded)[want]  # the slider's own label
+    assert shown.options[shown.options.index(shown_t)] == shown_t
+    assert any(f"The budget implies {shown_t}" in c.value and f"(threshold mode: {tokens:,} tokens" in c.value
+               for c in at.caption), [c.value for c in at.caption]
+    assert at.session_state["ap_settings"]["thresholds"] == {}  # no threshold of the user's yet
 
 
-def test_turning_the_budget_off_brings_the_users_threshold_back() -> None:
+def test_turning_the_budget_off_starts_at_the_threshold_the_budget_implied() -> None:
+    """Issue 21: not at an old stored value. Also when the user had a threshold of their own before."""
     at = _app().run()
-    at.toggle(key="w_use_budget").set_value(False).run()
-    at.slider(key="w_threshold").set_value(0.235).run()
-    at.toggle(key="w_use_budget").set_value(True).run()
-    _ok(at)
-    assert at.slider(key=IMPLIED).disabled
-    assert at.slider(key=IMPLIED).value != pytest.approx(0.235)
-    at.toggle(key="w_use_budget").set_value(False).run()
-    _ok(at)
-    assert at.slider(key="w_threshold").value == pytest.approx(0.235) and not at.slider(key="w_threshold").disabled
     img = load_sample("astronaut")
-    expected = ap.quadtree(img, threshold=0.235, min_size=16, max_size=64, importance="distortion").num_tokens
-    assert int(_metric(at, "Tokens").replace(",", "")) == expected
+    curve = _curve()
+    scale = threshold_scale(curve)
+    at.toggle(key="w_use_budget").set_value(False).run()
+    at.select_slider(key=THRESHOLD).set_value(float(scale.thresholds[40])).run()  # a threshold of the user's
+    _ok(at)
+    assert _tokens(at) == curve.tokens_at(scale.thresholds[40])
+    at.toggle(key="w_use_budget").set_value(True).run()
+    at.slider(key="w_budget_fraction").set_value(0.45).run()
+    _ok(at)
+    implied = at.select_slider(key=IMPLIED).value
+    budget = relative_budget(*img.shape[:2], fraction=0.45)
+    assert implied == curve.threshold_for(budget)
+    at.toggle(key="w_use_budget").set_value(False).run()
+    _ok(at)
+    slider = at.select_slider(key=THRESHOLD)
+    assert slider.value == implied and not slider.disabled  # exactly, off the scale's grid if need be
+    assert at.session_state["ap_settings"]["thresholds"]["distortion"] == implied
+    expected = ap.quadtree(img, threshold=implied, min_size=16, max_size=64, importance="distortion").num_tokens
+    assert _tokens(at) == expected == curve.tokens_at(implied) and expected <= budget
+    assert len(slider.options) == len(scale) + (implied not in scale.thresholds)
+
+
+def test_turning_the_budget_on_starts_at_the_threshold_layouts_tokens() -> None:
+    at = _app().run()
+    img = load_sample("astronaut")
+    curve = _curve()
+    scale = threshold_scale(curve)
+    at.toggle(key="w_use_budget").set_value(False).run()
+    for position in (30, 120, 185):
+        t = float(scale.thresholds[position])
+        at.select_slider(key=THRESHOLD).set_value(t).run()
+        n = curve.tokens_at(t)
+        assert _tokens(at) == n
+        at.toggle(key="w_use_budget").set_value(True).run()
+        _ok(at)
+        fraction = at.slider(key="w_budget_fraction").value
+        assert fraction == at.session_state["ap_settings"]["budget_fraction"]
+        assert relative_budget(*img.shape[:2], fraction=fraction) == n  # the budget is the token count
+        assert any(f"= {n:,} tokens for this 448x448 image" in c.value for c in at.caption)
+        assert _tokens(at) == ap.quadtree(img, min_size=16, max_size=64, budget=n).num_tokens
+        # and back off: threshold mode starts at what this budget implies, the same or fewer tokens
+        at.toggle(key="w_use_budget").set_value(False).run()
+        _ok(at)
+        assert at.select_slider(key=THRESHOLD).value == curve.threshold_for(n)
+        assert _tokens(at) == curve.tokens_at(curve.threshold_for(n)) <= n
 
 
 def test_implied_threshold_follows_the_budget_slider() -> None:
@@ -99,9 +154,69 @@ def test_implied_threshold_follows_the_budget_slider() -> None:
         _ok(at)
         budget = relative_budget(*img.shape[:2], fraction=fraction)
         want = ap.threshold_for_budget(img, budget, min_size=16, max_size=64, importance="distortion")
-        assert at.slider(key=IMPLIED).value == pytest.approx(want, abs=1e-12)
+        assert at.select_slider(key=IMPLIED).value == pytest.approx(want, abs=1e-12)
         seen.append(want)
     assert seen[0] > seen[1]  # more tokens: a lower threshold
+    assert seen[0] > 1.0  # lambda, not clamped to [0, 1]
+
+
+@pytest.mark.parametrize("importance", ["distortion", "std"])
+def test_threshold_slider_is_the_library_scale(importance: str) -> None:
+    """Library numbers = page numbers: the slider's options are ``threshold_scale``'s thresholds (the
+    stored one inserted), and the tokens at a position are the library's layout at that threshold."""
+    at = _app().run()
+    at.selectbox(key="w_importance").set_value(importance).run()
+    at.toggle(key="w_use_budget").set_value(False).run()
+    _ok(at)
+    img = load_sample("astronaut")
+    curve = _curve(importance, img)
+    scale = threshold_scale(curve)
+    slider = at.select_slider(key=THRESHOLD)
+    labels = ui.threshold_labels(scale.including(slider.value), scale.unbounded)
+    assert slider.options == list(labels.values())  # the library's thresholds, labelled by the threshold itself
+    if importance == "distortion":
+        assert slider.options[0] == "λ = 0" and slider.options[-1].startswith("λ = ")
+    for position in (0, 1, 60, 140, scale.last):
+        t = float(scale.threshold_at(position))
+        at.select_slider(key=THRESHOLD).set_value(t).run()
+        _ok(at)
+        lay = ap.quadtree(img, threshold=t, min_size=16, max_size=64, importance=importance)
+        assert _tokens(at) == lay.num_tokens == scale.tokens(curve)[position], position
+        assert at.session_state["ap_settings"]["thresholds"][importance] == t
+        assert len(at.select_slider(key=THRESHOLD).options) == len(scale)  # on the grid: nothing inserted
+    assert _tokens(at) == curve.base_tokens  # the last position: the coarsest layout
+    at.select_slider(key=THRESHOLD).set_value(0.0).run()
+    assert _tokens(at) == curve.tokens_at(0.0)  # the first: the finest
+    caption = [c.value for c in at.caption if "Log scale" in c.value]
+    assert len(caption) == 1 and f"×{scale.step_factor:.3g} a step" in caption[0]
+    if importance == "distortion":
+        assert caption[0].startswith("λ = 0 (error per token, levels² over 256 px)")
+    chart = next(c for c in _charts(at) if "Tokens vs threshold" in _title(c))
+    assert chart["layout"]["xaxis"]["type"] == "log"
+    lo, hi = scale.log_range
+    assert chart["layout"]["xaxis"]["range"] == pytest.approx([np.log10(lo), np.log10(hi)])
+    mark = chart["data"][1]
+    assert mark["x"] == [lo] and mark["y"] == [curve.tokens_at(0.0)]  # threshold 0 at the left end
+
+
+def test_each_importance_keeps_its_own_threshold() -> None:
+    """A lambda never becomes a std threshold: switching importance starts the new one at the
+    threshold the budget implies, and switching back finds the old value."""
+    at = _app().run()
+    at.toggle(key="w_use_budget").set_value(False).run()
+    scale = threshold_scale(_curve())
+    lam = float(scale.thresholds[170])
+    at.select_slider(key=THRESHOLD).set_value(lam).run()
+    at.selectbox(key="w_importance").set_value("std").run()
+    _ok(at)
+    img = load_sample("astronaut")
+    std_curve = _curve("std", img)
+    want = std_curve.threshold_for(relative_budget(*img.shape[:2], fraction=0.3))
+    assert at.select_slider(key=THRESHOLD).value == want <= 1.0
+    at.selectbox(key="w_importance").set_value("distortion").run()
+    _ok(at)
+    assert at.select_slider(key=THRESHOLD).value == lam
+    assert _tokens(at) == _curve().tokens_at(lam)
 
 
 FOUR_DIGIT_PERCENT = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?%|[-+]?\d{4,}(\.\d+)?%")
@@ -133,7 +248,7 @@ def test_tiny_image_gets_a_fitted_range_and_no_four_digit_percentage(sizes) -> N
     for mode in ("budget", "threshold 0"):
         if mode == "threshold 0":
             at.toggle(key="w_use_budget").set_value(False).run()
-            at.slider(key="w_threshold").set_value(0.0).run()
+            at.select_slider(key=THRESHOLD).set_value(0.0).run()
             _ok(at)
         for strategy in ("quadtree", "greedy", "multiscale"):
             at.selectbox(key="w_strategy").set_value(strategy).run()
@@ -199,8 +314,11 @@ def test_quality_and_curve_figures_are_valid_plotly() -> None:
 
     img = load_sample("astronaut")[:200, :300]
     q, u = quadtree_quality(img, ssim_points=4), uniform_quality(img, sizes=[16, 24, 32], ssim_points=2)
+    lam = ap.threshold_curve(img, min_size=16, max_size=64, importance="distortion")
     for fig in (ui.quality_figure([q, u], 100, 30.0, 0.9, marks=[("A", 90, 29.0, 0.88, 0)], budget=100),
                 ui.quality_figure([q, u]),
                 ui.curve_figure(ap.threshold_curve(img, min_size=16, max_size=64), 0.1, 100, 120),
-                ui.curve_figure(ap.threshold_curve(img, min_size=16, max_size=64), 0.1, 100, None)):
+                ui.curve_figure(ap.threshold_curve(img, min_size=16, max_size=64), 0.1, 100, None),
+                ui.curve_figure(lam, 37.2, 100, 120, scale=threshold_scale(lam)),
+                ui.curve_figure(lam, 0.0, 100, None, scale=threshold_scale(lam))):
         go.Figure(fig.to_dict())  # raises on an invalid property

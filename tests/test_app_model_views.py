@@ -139,7 +139,7 @@ def test_layout_page_learned_selector(task, digit) -> None:
     assert any("64x64 input frame" in c.value for c in at.caption)
     at.selectbox(key="w_strategy").set_value("quadtree").run()  # back to the usual page
     _ok(at)
-    assert [s for s in at.slider if s.label == "Importance threshold"]  # budget mode: the implied one, disabled
+    assert [s for s in at.select_slider if s.label == "Importance threshold"]  # budget mode: the implied one, disabled
 
 
 def test_saliency_page_attention_with_the_bundled_model() -> None:

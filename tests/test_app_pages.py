@@ -85,11 +85,19 @@ def test_opens_on_a_sample_with_numbers_from_the_library() -> None:
     assert _metric(at, "SSIM") == f"{fid['ssim']:.4f}"
 
 
-@pytest.mark.parametrize("threshold", [0.05, 0.2, 0.35])
-def test_threshold_slider_sets_tokens_to_the_library_value(threshold: float) -> None:
+def _scale_threshold(position: int, importance: str = "distortion") -> float:
+    """The threshold at ``position`` of the slider's scale on astronaut, 16-64 px (the library's)."""
+    from adapatch.threshold_scale import threshold_scale
+    curve = ap.threshold_curve(load_sample("astronaut"), min_size=16, max_size=64, importance=importance)
+    return float(threshold_scale(curve).threshold_at(position))
+
+
+@pytest.mark.parametrize("position", [10, 100, 190])
+def test_threshold_slider_sets_tokens_to_the_library_value(position: int) -> None:
+    threshold = _scale_threshold(position)
     at = _app().run()
     at.toggle(key="w_use_budget").set_value(False).run()
-    at.slider(key="w_threshold").set_value(threshold).run()
+    at.select_slider(key="w_threshold").set_value(threshold).run()
     _ok(at)
     expected = ap.quadtree(load_sample("astronaut"), threshold=threshold, min_size=16, max_size=64,
                            importance="distortion").num_tokens
@@ -156,15 +164,16 @@ def test_sizes_strategy_and_greedy_budget() -> None:
 
 
 def test_settings_survive_page_switches() -> None:
+    threshold = _scale_threshold(150)
     at = _app().run()
     at.toggle(key="w_use_budget").set_value(False).run()
-    at.slider(key="w_threshold").set_value(0.25).run()
+    at.select_slider(key="w_threshold").set_value(threshold).run()
     for page in ["pages/saliency.py", "pages/compare.py", "pages/layout.py"]:
         at.switch_page(page).run()
         _ok(at)
-    assert at.slider(key="w_threshold").value == pytest.approx(0.25)
+    assert at.select_slider(key="w_threshold").value == threshold
     assert at.toggle(key="w_use_budget").value is False
-    expected = ap.quadtree(load_sample("astronaut"), threshold=0.25, min_size=16, max_size=64,
+    expected = ap.quadtree(load_sample("astronaut"), threshold=threshold, min_size=16, max_size=64,
                            importance="distortion").num_tokens
     assert _int(_metric(at, "Tokens")) == expected
 

@@ -226,7 +226,7 @@ def test_patch_layout_page_fits_a_10x10_upload_with_sizes_2_to_8() -> None:
     for mode in ("budget", "threshold 0"):
         if mode == "threshold 0":
             at.toggle(key="w_use_budget").set_value(False).run()
-            at.slider(key="w_threshold").set_value(0.0).run()
+            at.select_slider(key="w_threshold").set_value(0.0).run()
         for strategy in ("quadtree", "greedy", "multiscale"):
             at.selectbox(key="w_strategy").set_value(strategy).run()
             ok(at)
@@ -245,7 +245,7 @@ def test_patch_layout_page_keeps_4_px_on_a_512_photo_and_shows_no_four_digit_per
     at.select_slider(key="w_sizes").set_value((4, 64)).run()
     at.selectbox(key="w_importance").set_value("std").run()  # distortion never splits below 16 px (lossless there)
     at.toggle(key="w_use_budget").set_value(False).run()
-    at.slider(key="w_threshold").set_value(0.0).run()
+    at.select_slider(key="w_threshold").set_value(0.0).run()
     ok(at)
     assert at.select_slider(key="w_sizes").value == (4, 64)
     assert not [c.value for c in at.caption if "are used here" in c.value]  # no fitting, no note

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 import adapatch as ap
-from tests.e2e.test_app_browser import _no_exception, _thumb_value, _tokens, _wait_idle
+from tests.e2e.test_app_browser import _no_exception, _thumb_threshold, _tokens, _wait_idle
 
 SESSIONS = 8
 
@@ -68,7 +68,7 @@ def test_eight_sessions_see_only_their_own_image(browser, app_url, tmp_path):
             # loaded 2-core machine a slider's rerun can start after the idle check (stale, not foreign)
             deadline = time.monotonic() + 60
             while True:
-                t = float(_thumb_value(p, "Importance threshold"))
+                t = _thumb_threshold(p)
                 sizes = p.locator('[data-testid="stSlider"]').filter(has_text="Patch sizes")
                 lo, hi = (int(v.inner_text()) for v in sizes.locator('[data-testid="stSliderThumbValue"]').all())
                 expected = ap.quadtree(img, threshold=t, min_size=lo, max_size=hi, importance="distortion").num_tokens

@@ -1,0 +1,115 @@
+"""The threshold slider in a real browser on a ~1 MP photo (issue 21): Home, then ArrowRight steps
+and End, by keyboard. The token count changes at most positions, never goes up, and at every
+position is the library's (``adapatch.threshold_scale`` on the same image); Home is the finest layout,
+End the coarsest. Screenshots go to ``test-artifacts/e2e/threshold_slider/`` for a human to look at.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import adapatch as ap
+from adapatch.app_support import ui
+from adapatch.threshold_scale import threshold_scale
+
+from tests.e2e.test_app_browser import _no_exception, _thumb_value, _tokens, _wait_idle
+
+PRESSES = 30
+LABEL = "Importance threshold"
+
+# The rerun of a key press is done when the caption under the slider (written by the server) names
+# the threshold the thumb shows (written by the browser at once), and the app is idle again.
+SETTLED_JS = """label => {
+  const slider = [...document.querySelectorAll('[data-testid="stSlider"]')].find(s => s.textContent.includes(label));
+  const thumb = slider?.querySelector('[data-testid="stSliderThumbValue"]')?.textContent.trim();
+  const caps = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(c => c.textContent.trim());
+  const app = document.querySelector('[data-testid="stApp"]');
+  return thumb && caps.some(c => c.startsWith(thumb + ' (')) &&
+         app.getAttribute('data-test-script-state') === 'notRunning';
+}"""
+
+
+@pytest.fixture(scope="module")
+def photo_1mp(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    skdata = pytest.importorskip("skimage.data")
+    img = cv2.resize(skdata.chelsea(), (1152, 864), interpolation=cv2.INTER_CUBIC)
+    path = tmp_path_factory.mktemp("e2e") / "chelsea_1152x864.png"
+    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return path, ap.load_image(path)
+
+
+def _shot(page, path: Path) -> None:
+    """A screenshot tall enough for the chart under the overlay (stMain scrolls, not the page)."""
+    page.set_viewport_size({"width": 1440, "height": 2100})
+    page.wait_for_timeout(600)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size({"width": 1440, "height": 1000})
+    page.wait_for_timeout(200)
+
+
+def _press(page, key: str) -> tuple[str, int]:
+    page.keyboard.press(key)
+    page.wait_for_timeout(150)  # let the rerun start
+    page.wait_for_function(SETTLED_JS, arg=LABEL, timeout=60_000)
+    _wait_idle(page)
+    return _thumb_value(page, LABEL), int(_tokens(page).replace(",", ""))
+
+
+def test_threshold_slider_spans_the_token_range_by_keyboard(page, app_url, artifacts, photo_1mp):
+    path, image = photo_1mp
+    out = artifacts / "threshold_slider"
+    out.mkdir(parents=True, exist_ok=True)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=90_000)
+    _wait_idle(page, timeout=90_000)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    page.locator('[data-testid="stSidebar"]').get_by_text("1152x864").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    _no_exception(page)
+
+    _shot(page, out / "budget_mode.png")
+    # budget off: threshold mode starts at the threshold the budget implied
+    implied = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="The budget implies").inner_text()
+    page.locator('[data-testid="stMain"]').get_by_text("Token budget", exact=True).click()
+    page.wait_for_function(SETTLED_JS, arg=LABEL, timeout=60_000)
+    _wait_idle(page)
+    curve = ap.threshold_curve(image, min_size=16, max_size=64, importance="distortion")
+    scale = threshold_scale(curve)
+    start = _thumb_value(page, LABEL)
+    assert start.startswith("λ = ") and f"implies {start} " in implied, (start, implied)
+
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text=LABEL).get_by_role("slider")
+    thumb.focus()
+    labels = ui.threshold_labels(scale.thresholds, True)
+    by_label = {v: k for k, v in labels.items()}
+    seen = [_press(page, "Home")]
+    for _ in range(PRESSES):
+        seen.append(_press(page, "ArrowRight"))
+    _no_exception(page)
+    _shot(page, out / "after_30_steps.png")
+    thumb.focus()
+    seen.append(_press(page, "End"))
+    _shot(page, out / "end.png")
+
+    shown = [label for label, _ in seen]
+    tokens = [n for _, n in seen]
+    thresholds = [by_label[label] for label in shown]  # every label is a position of the library's scale
+    assert thresholds[:PRESSES + 1] == [float(v) for v in scale.thresholds[:PRESSES + 1]]
+    assert thresholds[-1] == float(scale.thresholds[-1])
+    want = [int(curve.tokens_at(t)) for t in thresholds]
+    assert tokens == want  # page numbers = library numbers, at every position
+    assert tokens[0] == curve.tokens_at(0.0) and tokens[-1] == curve.base_tokens  # finest, coarsest
+    assert all(a >= b for a, b in zip(tokens, tokens[1:]))  # monotone
+    steps = tokens[:PRESSES + 1]
+    distinct = len(set(steps))
+    assert distinct >= 0.8 * len(steps), (distinct, steps)  # the count changes at most positions
+    assert page.real_errors() == [], page.real_errors()
+    (out / "steps.json").write_text(json.dumps({
+        "image": "chelsea 1152x864 PNG upload", "presses": ["Home"] + ["ArrowRight"] * PRESSES + ["End"],
+        "thumb": shown, "tokens": tokens, "distinct_over_home_and_30_steps": distinct,
+        "library_distinct_over_201_positions": int(len(np.unique(scale.tokens(curve))))}, indent=1))

@@ -68,7 +68,7 @@ def _spread(n: int, points: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n - 1, min(points, n))).astype(np.int64))
 
 
-def _image_sse(img: np.ndarray, padded: np.ndarray, sizes: list[int], sse: list[np.ndarray],
+def image_sse_levels(img: np.ndarray, padded: np.ndarray, sizes: list[int], sse: list[np.ndarray],
                token_size: int) -> list[np.ndarray]:
     """``sse`` (canvas errors per square, one map per size) with the padding's share removed from
     the squares that reach past the image."""
@@ -139,7 +139,7 @@ def quadtree_quality(image: np.ndarray, min_size: int = 16, max_size: int = 64,
     extra = {"min_size": min_size, "max_size": max_size, "token_size": token_size, "importance": importance}
     n0 = prep.levels[0][0].size
     padded = pad_to_canvas(img[None], prep.canvas)[0]
-    sse = _image_sse(img, padded, prep.sizes, [e[0] for e in reconstruction_sse(padded[None], prep.sizes, token_size)],
+    sse = image_sse_levels(img, padded, prep.sizes, [e[0] for e in reconstruction_sse(padded[None], prep.sizes, token_size)],
                      token_size)
     total0 = float(sse[0].sum())
     order = _split_order(prep, importance) if len(prep.sizes) > 1 else np.zeros(0, np.int64)

@@ -199,6 +199,20 @@ def test_threshold_slider_is_the_library_scale(importance: str) -> None:
     assert mark["x"] == [lo] and mark["y"] == [curve.tokens_at(0.0)]  # threshold 0 at the left end
 
 
+def test_export_keeps_the_exact_threshold() -> None:
+    """The settings and the export hold the threshold itself (a lambda off the slider's grid too), and
+    the exported snippet's call reproduces the page's tokens."""
+    at = _app().run()
+    at.toggle(key="w_use_budget").set_value(False).run()  # starts at the implied lambda: off the grid
+    _ok(at)
+    t = at.select_slider(key=THRESHOLD).value
+    assert t not in threshold_scale(_curve()).thresholds
+    snippet = at.code[0].value
+    assert f"threshold={t!r}" in snippet or f"'threshold': {t!r}" in snippet, snippet
+    assert _tokens(at) == ap.quadtree(load_sample("astronaut"), threshold=t, min_size=16, max_size=64,
+                                      importance="distortion").num_tokens
+
+
 def test_each_importance_keeps_its_own_threshold() -> None:
     """A lambda never becomes a std threshold: switching importance starts the new one at the
     threshold the budget implies, and switching back finds the old value."""

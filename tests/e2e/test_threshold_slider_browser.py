@@ -17,22 +17,10 @@ import adapatch as ap
 from adapatch.app_support import ui
 from adapatch.threshold_scale import threshold_scale
 
-from tests.e2e.test_app_browser import _no_exception, _thumb_value, _tokens, _wait_idle
+from tests.e2e.test_app_browser import SETTLED_JS, _no_exception, _thumb_value, _tokens, _wait_idle
 
 PRESSES = 30
 LABEL = "Importance threshold"
-
-# The rerun of a key press is done when the caption under the slider (written by the server) names
-# the threshold the thumb shows (written by the browser at once), and the app is idle again.
-SETTLED_JS = """label => {
-  const slider = [...document.querySelectorAll('[data-testid="stSlider"]')].find(s => s.textContent.includes(label));
-  const thumb = slider?.querySelector('[data-testid="stSliderThumbValue"]')?.textContent.trim();
-  const caps = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')].map(c => c.textContent.trim());
-  const app = document.querySelector('[data-testid="stApp"]');
-  return thumb && caps.some(c => c.startsWith(thumb + ' (')) &&
-         app.getAttribute('data-test-script-state') === 'notRunning';
-}"""
-
 
 @pytest.fixture(scope="module")
 def photo_1mp(tmp_path_factory) -> tuple[Path, np.ndarray]:

@@ -19,6 +19,7 @@ from .importance import IMPORTANCE_MEASURES
 from .layout import PatchLayout, uniform, uniform_for_budget
 from .multiscale import multiscale
 from .pruning import keep_count, prune, token_scores
+from .rd_hull import RDHull, rd_hull
 from .quadtree import PathImportance, ThresholdCurve, path_importance, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
 from .query import Query, query_map
 from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
@@ -28,10 +29,10 @@ from .strategies import BUDGET_DEFAULT, STRATEGIES, default_layout, layout_for_b
 
 __all__ = [
     "BUDGET_DEFAULT", "DEFAULT_MAX_PIXELS", "EfficiencySummary", "IMPORTANCE_MEASURES", "ImageError", "LoadedImage",
-    "PatchLayout", "PathImportance", "RelativeBudget", "STRATEGIES", "ThresholdCurve", "VIT_PRESETS", "ViTPreset", "available_devices",
+    "PatchLayout", "PathImportance", "RDHull", "RelativeBudget", "STRATEGIES", "ThresholdCurve", "VIT_PRESETS", "ViTPreset", "available_devices",
     "default_layout", "downscale_to_pixels", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
     "fidelity", "fit_size", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout",
-    "mean_speedups", "multiscale", "open_image", "path_importance", "prune", "psnr_ssim", "quadtree", "quadtree_batch",
+    "mean_speedups", "multiscale", "open_image", "path_importance", "prune", "psnr_ssim", "quadtree", "quadtree_batch", "rd_hull",
     "Query", "query_map", "reconstruct",
     "register_saliency", "relative_budget", "render", "resize_image", "resolve_device", "saliency", "saliency_methods",
     "threshold_curve", "threshold_for_budget", "token_scores", "uniform", "uniform_for_budget", "vit_flops",

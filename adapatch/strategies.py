@@ -38,10 +38,28 @@ def make_layout(image: np.ndarray, strategy: str = "quadtree", saliency: np.ndar
     if strategy == "greedy":
         return greedy(image, saliency, **params)
     if strategy == "multiscale":
+        if params.get("threshold") is not None and params.get("budget") is None:
+            return multiscale_at_threshold(image, **params)
+        params.pop("threshold", None)
         return multiscale(image, **params)
     _drop_query(params)
     h, w = np.shape(image)[:2]
     return uniform(h, w, **params)
+
+
+def multiscale_at_threshold(image: np.ndarray, threshold: float, *, levels: int = 2, token_size: int = 16,
+                            scales: int | None = None, query: Any = None, query_weight: float = 0.0,
+                            budget: None = None) -> PatchLayout:
+    """``multiscale``'s threshold mode: at ``threshold`` = lambda (the error a token must remove,
+    ``quadtree_engine.LAMBDA_UNIT``) the layout of least ``error + lambda * tokens`` among the
+    ``distortion`` quadtree's Lagrangian layouts and uniform grids of a ladder of sizes
+    (``rd_hull``). ``scales`` belongs to budget mode and is ignored; a query is not supported here
+    yet (its weight must be 0)."""
+    from .rd_hull import rd_hull
+
+    if check_query_weight(query_weight) > 0 and query is not None:
+        raise ValueError("multiscale's threshold mode does not take a query yet: use a budget, or the quadtree")
+    return rd_hull(image, levels=levels, token_size=token_size).layout(threshold)
 
 
 def _drop_query(params: dict[str, Any]) -> None:

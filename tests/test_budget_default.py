@@ -58,7 +58,7 @@ def test_default_layout_beats_the_quadtree_where_uniform_does(images):
     pytest.param(0.2, marks=pytest.mark.xfail(strict=True, reason=(
         "known gap: on this texture-heavy set at 20% the quadtree's lambda layouts keep less than per-image "
         "uniform grids of in-between sizes (34-56 px); one lambda over each image's hull of quadtree AND "
-        "uniform-grid layouts closes it (benchmarks/bench_lambda.py 'hull'), not built into calibration yet"))),
+        "uniform-grid layouts closes it (multiscale at lambda, ap.rd_hull: the next test)"))),
     0.35, 0.5])
 def test_one_lambda_over_a_set_keeps_at_least_per_image_uniform_grids(images, share):
     """Equal slope: the smallest lambda whose layouts fit the per-image uniform grids' total tokens
@@ -89,3 +89,19 @@ def test_lambda_unit_reads_as_mse_per_token_area():
     from adapatch.quadtree_engine import lagrangian_levels
     assert lagrangian_levels([np.full((1, 1, 1), gain)])[0][0, 0, 0] == pytest.approx(40.0)
     assert LAMBDA_UNIT == pytest.approx(255.0 ** 2 / 768)
+
+
+@pytest.mark.parametrize("share", [0.2, 0.35, 0.5])
+def test_one_lambda_over_each_images_hull_keeps_more_than_per_image_uniform_grids(images, share):
+    """With the uniform grids among the candidates (``multiscale`` at lambda, ``rd_hull``), one lambda
+    over the same texture-heavy set keeps at least the per-image uniform grids at every share."""
+    imgs = [v for k, v in images.items() if k != "noise_odd"]
+    unis = [ap.layout_for_budget(im, "uniform", round(share * -(-im.shape[0] // 16) * -(-im.shape[1] // 16)))
+            for im in imgs]
+    total = sum(u.num_tokens for u in unis)
+    hulls = [ap.rd_hull(im) for im in imgs]
+    cands = np.unique(np.concatenate([h.slopes for h in hulls] + [[0.0]]))
+    lam = float(cands[np.argmax(sum(h.tokens_at(cands) for h in hulls) <= total)])
+    lays = [h.layout(lam) for h in hulls]
+    assert sum(l.num_tokens for l in lays) <= total
+    assert sum(_sse(im, l) for im, l in zip(imgs, lays)) <= sum(_sse(im, u) for im, u in zip(imgs, unis))

@@ -96,6 +96,28 @@ def test_threshold_slider_spans_the_token_range_by_keyboard(page, app_url, artif
     steps = tokens[:PRESSES + 1]
     distinct = len(set(steps))
     assert distinct >= 0.8 * len(steps), (distinct, steps)  # the count changes at most positions
+
+    # budget on: it starts at the threshold layout's token count (the slider in the browser follows)
+    at = tokens[PRESSES]
+    thumb.focus()
+    for _ in range(2):  # back from End to a position in the middle of the ArrowRight run
+        page.keyboard.press("Home")
+        _wait_idle(page)
+    for _ in range(PRESSES):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function(SETTLED_JS, arg=LABEL, timeout=60_000)
+    _wait_idle(page)
+    assert int(_tokens(page).replace(",", "")) == at
+    page.locator('[data-testid="stMain"]').get_by_text("Token budget", exact=True).click()
+    caption = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="tokens for this 1152x864 image")
+    caption.first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert f"= {at:,} tokens for this 1152x864 image" in caption.first.inner_text()
+    budget_thumb = _thumb_value(page, "Budget (% of the 16 px grid)")
+    assert budget_thumb.rstrip("%").replace(".", "", 1).isdigit(), budget_thumb
+    assert abs(float(budget_thumb.rstrip("%")) - 100 * at / 3888) < 1, budget_thumb  # the 16 px grid: 3,888
+    assert int(_tokens(page).replace(",", "")) <= at
+    _shot(page, out / "budget_on.png")
     assert page.real_errors() == [], page.real_errors()
     (out / "steps.json").write_text(json.dumps({
         "image": "chelsea 1152x864 PNG upload", "presses": ["Home"] + ["ArrowRight"] * PRESSES + ["End"],

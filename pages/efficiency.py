@@ -35,7 +35,8 @@ def efficiency_view() -> None:
                                        help="Uploaded images are always included.")
         with_fidelity = c2.toggle("Fidelity (slower)", value=True, key="w_eff_fid")
         c3.caption("Quadtree and greedy use the settings of the Patch layout page (sizes, threshold, importance, "
-                   "budget). A budget is relative: the same share of each image's 16 px grid.")
+                   "budget). A budget is relative: the same share of each image's 16 px grid. Without a budget the "
+                   "quadtree uses the Patch layout threshold (none set yet: the one the budget implies on each image).")
         keys = [e.key for e in state.uploaded_entries()] + (sample_keys() if include_samples else [])
         if not keys:
             st.info("Upload images in the sidebar, or include the bundled samples.", icon=":material/info:")

@@ -44,10 +44,10 @@ min_size=16, max_size=64, importance="distortion")`` vs ``multiscale(img, N)`` (
 (chelsea resized to 1152x864) and 9 MP (a 3000x3000 composite), round-robin in the same run,
 median ms and their ratio. The library is called as is: re-run it after multiscale changes.
 
-Diagnostic (``hull``): one lambda over each image's lower convex hull of {the quadtree's
-Lagrangian layouts} U {uniform grids of every integer patch size}: what "multiscale joins the
-lambda framework" could reach (selection by canvas errors for the quadtree points, image errors
-for the grids; the PSNRs reported are measured with ``fidelity`` on the chosen layouts).
+``hull``: one lambda over each image's ``ap.rd_hull`` (multiscale's threshold mode: the lower
+convex hull of the quadtree's Lagrangian layouts and uniform grids of a 28-size ladder), solved
+exactly from the hulls' slopes; the PSNRs reported are measured with ``fidelity`` on the chosen
+layouts.
 Deterministic (no random draws; ``--seed`` is recorded for form). Prints JSON (also ``--out``).
 """
 
@@ -69,7 +69,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import adapatch as ap  # noqa: E402
 from adapatch import quadtree_engine as qe  # noqa: E402
-from adapatch.fidelity import MAX_PSNR, reconstruct_cpu  # noqa: E402
+from adapatch.fidelity import MAX_PSNR  # noqa: E402
 from adapatch.layout import PatchLayout  # noqa: E402
 
 LONG_SIDE = 384
@@ -174,83 +174,14 @@ def solve_one(curves: list[ap.ThresholdCurve], total: int) -> float:
     return union.threshold_for(total)
 
 
-# ---------------------------------------------------------------- hull diagnostic
+# ---------------------------------------------------------------- multiscale at lambda
 
-def image_sse(img: np.ndarray, lay: PatchLayout) -> float:
-    rec = reconstruct_cpu(img, lay)
-    d = (rec - img).astype(np.float64)
-    return float(np.einsum("ijc,ijc->", d, d))
-
-
-class Hull:
-    """Lower convex hull of (tokens, squared error) over the quadtree's Lagrangian layouts and
-    every uniform grid of one image; ``pick(lam)`` minimises error + lam * tokens over it."""
-
-    def __init__(self, img: np.ndarray):
-        prep = qe.prepare(img, None, MIN, MAX, "distortion")
-        h, w = img.shape[:2]
-        root = ap.uniform(prep.canvas[0], prep.canvas[1], MAX)  # error of the all-roots layout, canvas
-        canvas = cv2.copyMakeBorder(img, 0, prep.canvas[0] - h, 0, prep.canvas[1] - w, cv2.BORDER_REPLICATE)
-        e0 = image_sse(canvas, PatchLayout(*prep.canvas, prep.canvas, root.boxes))
-        lam = np.concatenate([lv[0].ravel() for lv in qe.path_minima(prep.levels)])
-        gain = np.concatenate([g[0].ravel() for g in prep.gains])
-        order = np.argsort(-lam, kind="stable")
-        n0 = prep.levels[0][0].size
-        pts = [(n0, e0, ("qt", float(lam.max(initial=0.0)) + 1.0))]
-        cum_g = np.cumsum(gain[order])
-        lam_s = lam[order]
-        for j in range(len(lam_s)):  # layout at threshold just below lam_s[j]: first j+1 split
-            if lam_s[j] <= 0:
-                break
-            if j + 1 < len(lam_s) and lam_s[j + 1] == lam_s[j]:
-                continue
-            pts.append((n0 + 3 * (j + 1), e0 - cum_g[j], ("qt", float(lam_s[j]) * (1 - 1e-12))))
-        for p in range(12, min(128, max(h, w)) + 1):  # shares 20-50% are grids of about 23-36 px
-            n = (-(-h // p)) * (-(-w // p))
-            pts.append((n, image_sse(img, ap.uniform(h, w, p)), ("uniform", p)))
-        pts.sort(key=lambda x: (x[0], x[1]))
-        hull: list = []
-        for pt in pts:
-            if hull and pt[1] >= hull[-1][1]:
-                continue  # not below the error of fewer tokens
-            while len(hull) >= 2:
-                (x1, y1, _), (x2, y2, _) = hull[-2], hull[-1]
-                if (y2 - y1) * (pt[0] - x1) >= (pt[1] - y1) * (x2 - x1):  # hull[-1] on or above the chord
-                    hull.pop()
-                else:
-                    break
-            hull.append(pt)
-        self.points = hull
-        # slope between consecutive hull points, in lambda units: point k is chosen for
-        # lam in [slope(k, k+1), slope(k-1, k))
-        self.slopes = np.array([(hull[k][1] - hull[k + 1][1]) / (hull[k + 1][0] - hull[k][0]) * qe.LAMBDA_UNIT
-                                for k in range(len(hull) - 1)])
-        self.img, self.prep = img, prep
-
-    def index(self, lam: float) -> int:
-        return int(np.sum(self.slopes > lam))  # points taken while their slope still pays
-
-    def layout(self, lam: float) -> PatchLayout:
-        kind, v = self.points[self.index(lam)][2]
-        h, w = self.img.shape[:2]
-        if kind == "uniform":
-            return ap.uniform(h, w, v)
-        return ap.quadtree(self.img, threshold=v, **QT)
-
-
-def solve_hull(hulls: list[Hull], total: int) -> float:
-    cands = np.unique(np.concatenate([hh.slopes for hh in hulls] + [[0.0]]))[::-1]  # descending
-    tok = lambda lam: sum(hh.points[hh.index(lam)][0] for hh in hulls)  # noqa: E731
-    best = float(cands[0]) if len(cands) else 0.0
-    lo, hi = 0, len(cands) - 1  # tokens rise as lam falls: the smallest lam with tok <= total
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if tok(cands[mid]) <= total:
-            best = float(cands[mid])
-            lo = mid + 1
-        else:
-            hi = mid - 1
-    return best
+def solve_hull(hulls: list, total: int) -> float:
+    """Smallest lambda whose summed tokens over the images' ``ap.rd_hull`` are <= ``total`` (exact:
+    the token counts change only at the hulls' slopes)."""
+    cands = np.unique(np.concatenate([hh.slopes for hh in hulls] + [[0.0]]))
+    tokens = sum(hh.tokens_at(cands) for hh in hulls)
+    return float(cands[np.argmax(tokens <= total)])
 
 
 # ---------------------------------------------------------------- measurement
@@ -288,7 +219,7 @@ def dataset(names: tuple[str, ...], shares: tuple[float, ...]) -> dict:
     info = {n: {"size": list(im.shape[:2]), "n16": ap.uniform(*im.shape[:2], 16).num_tokens} for n, im in imgs.items()}
     new_curves = {n: ap.threshold_curve(im, **QT) for n, im in imgs.items()}
     old = {n: OldThreshold(im) for n, im in imgs.items()}
-    hulls = {n: Hull(im) for n, im in imgs.items()}
+    hulls = {n: ap.rd_hull(im) for n, im in imgs.items()}
     sizes = [imgs[n].size for n in names]
     out: dict = {"images": info, "shares": {}}
     for s in shares:
@@ -322,7 +253,8 @@ def dataset(names: tuple[str, ...], shares: tuple[float, ...]) -> dict:
             per[n]["one_old_threshold"] = fid(im, lay)
             hl = hulls[n].layout(lam_h)
             per[n]["hull"] = fid(im, hl)
-            per[n]["hull"]["pick"] = f"uniform {hl.params['patch_size']} px" if hl.strategy == "uniform" else "quadtree"
+            assert hl.num_tokens == hulls[n].tokens_at(lam_h), n
+            per[n]["hull"]["pick"] = f"uniform {hl.params['base_size']} px" if hl.params["levels_used"] == 0 else "quadtree"
         base = [per[n]["uniform"] for n in names]
         summ = {m: pooled([per[n][m] for n in names], base, sizes, list(names)) for m in METHODS}
         for m in METHODS:

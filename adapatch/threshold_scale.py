@@ -30,12 +30,21 @@ for ``std``; the 2%-98% quantile range gives 171-199 and 174-199. Spacing by qua
 201 on every image, but then a step is no longer one factor of ``lambda`` (the slider becomes a
 second budget slider); a 50/50 blend of the two changed the counts by -4 to +17. The log scale
 between quantiles is kept. ``tests/test_threshold_scale.py`` holds the numbers for four photos.
+
+``multiscale``'s threshold mode has the same kind of step function: its ``RDHull``
+(``adapatch.rd_hull``) changes the token count at its ``slopes`` (lambda, in the same unit). Every
+function here takes an ``RDHull`` where it takes a ``ThresholdCurve``: the breakpoints are its
+slopes, the limit is ``inf`` (lambda), the finest layout is the hull's last point (lambda 0) and
+the coarsest its first (a uniform grid of the ladder's largest size). A hull's scale also gives
+each breakpoint above its high quantile a position of its own (``HULL_TAIL``): those are the coarse
+uniform grids, few, and spread over decades of lambda.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -73,7 +82,29 @@ def _round_sig(x: np.ndarray, digits: int, up: bool = False) -> np.ndarray:
     return out
 
 
-def _curve_limit(curve: ThresholdCurve) -> float:
+if TYPE_CHECKING:
+    from .rd_hull import RDHull
+
+Curve = Union[ThresholdCurve, "RDHull"]
+"""What a scale is made for: a quadtree's ``ThresholdCurve`` or ``multiscale``'s ``RDHull``."""
+
+
+def is_hull(curve: Curve) -> bool:
+    """Whether ``curve`` is an ``RDHull`` (breakpoints in ``slopes``) rather than a ``ThresholdCurve``."""
+    return not isinstance(curve, ThresholdCurve) and hasattr(curve, "slopes")
+
+
+def breakpoints(curve: Curve) -> np.ndarray:
+    """The thresholds at which ``curve``'s token count changes, ascending: a ``ThresholdCurve``'s
+    ``thresholds``, an ``RDHull``'s ``slopes`` (stored descending)."""
+    if is_hull(curve):
+        return np.sort(np.asarray(curve.slopes, dtype=np.float64))
+    return np.asarray(curve.thresholds, dtype=np.float64)
+
+
+def _curve_limit(curve: Curve) -> float:
+    if is_hull(curve):
+        return math.inf  # lambda
     return threshold_limit(str(curve.params.get("importance", "")), "query" in curve.params)
 
 
@@ -148,17 +179,39 @@ class ThresholdScale:
         t = check_float("threshold", threshold, 0.0, self.limit)
         return np.unique(np.append(self.thresholds, t))
 
-    def tokens(self, curve: ThresholdCurve) -> np.ndarray:
+    def tokens(self, curve: Curve) -> np.ndarray:
         """Token count at every position (``curve.tokens_at``), non-increasing."""
         return np.asarray(curve.tokens_at(self.thresholds))
 
 
-def threshold_scale(curve: ThresholdCurve, positions: int = POSITIONS, *, limit: float | None = None,
+HULL_TAIL = 40
+"""At most this many positions of an ``RDHull``'s scale go to the breakpoints above its high quantile."""
+
+
+def _tail(pos: np.ndarray, hi: float, positions: int) -> np.ndarray:
+    """The breakpoints of a hull above ``hi`` (its ``HIGH_QUANTILE``), one position each (at most
+    ``HULL_TAIL``, thinned evenly, the largest kept; never more than a quarter of ``positions``).
+
+    A hull's coarse end is a few uniform grids whose breakpoints spread over decades of lambda (on a
+    1152x864 photo the last 2% of ~600 breakpoints hold every grid from about 950 tokens down to 20):
+    a log scale that stops at the quantile would reach all of them only at its last position, one
+    that runs to the largest breakpoint spends most of its positions where nothing changes. So the
+    log part stops at the quantile, and each coarser layout gets a position of its own (the
+    breakpoint rounded up: the position gives that layout)."""
+    above = np.unique(pos[pos > hi])
+    most = max(1, min(HULL_TAIL, positions // 4))
+    if len(above) > most:
+        above = above[np.unique(np.linspace(0, len(above) - 1, most).round().astype(int))]
+    return above
+
+
+def threshold_scale(curve: Curve, positions: int = POSITIONS, *, limit: float | None = None,
                     digits: int = SIGNIFICANT_DIGITS) -> ThresholdScale:
     """The slider scale of ``curve`` (module docstring): ``positions`` thresholds, ascending.
 
     Args:
-        curve: the image's exact ``ThresholdCurve`` (``adapatch.threshold_curve``).
+        curve: the image's exact ``ThresholdCurve`` (``adapatch.threshold_curve``), or its ``RDHull``
+            (``adapatch.rd_hull``: ``multiscale``'s threshold mode, breakpoints at its slopes).
         positions: number of slider positions (at least 3); the result has this many, fewer only
             when rounding or the ``[0, 1]`` limit leaves fewer distinct thresholds.
         limit: largest allowed threshold; default from the curve's importance and query
@@ -173,7 +226,7 @@ def threshold_scale(curve: ThresholdCurve, positions: int = POSITIONS, *, limit:
         raise ValueError(f"limit must be > 0 (or inf), got {limit!r}")
     limit = float(limit)
     unbounded = math.isinf(limit)
-    th = np.asarray(curve.thresholds, dtype=np.float64)
+    th = breakpoints(curve)
     pos = th[th > 0]
     if len(pos) == 0:
         lo, hi = FALLBACK["lambda" if unbounded else "unit"]
@@ -188,16 +241,20 @@ def threshold_scale(curve: ThresholdCurve, positions: int = POSITIONS, *, limit:
     if hi > limit:
         hi = limit
         lo = min(lo, hi / MIN_SPAN)
-    n_log = positions - 2
+    tail = _tail(pos, hi, positions) if is_hull(curve) and unbounded and len(pos) else np.zeros(0)
+    n_log = positions - 2 - max(len(tail) - 1, 0)
     step = (hi / lo) ** (1.0 / max(n_log - 1, 1))
-    if hi * step <= limit:
+    if len(tail):  # a hull: the log part up to the high quantile, then every coarser layout, the last at the top
+        middle = np.geomspace(lo, hi, n_log)
+        ends = tail
+    elif hi * step <= limit:
         middle = np.geomspace(lo, hi, n_log)  # lo > 0: a quantile of positive values, or the fallback
-        top = max(top, hi * step)
+        ends = np.array([max(top, hi * step)])
     else:  # the log part ends one step below the limit, the last position is the limit itself
         middle = np.geomspace(lo, limit, n_log + 1)[:-1]
-        top = limit
+        ends = np.array([limit])
     for d in range(digits, 18):
-        values = np.concatenate([[0.0], _round_sig(middle, d), _round_sig(np.array([top]), d, up=True)])
+        values = np.concatenate([[0.0], _round_sig(middle, d), _round_sig(ends, d, up=True)])
         values[-1] = min(values[-1], limit)
         if np.all(np.diff(values) > 0):
             break
@@ -205,13 +262,13 @@ def threshold_scale(curve: ThresholdCurve, positions: int = POSITIONS, *, limit:
     return ThresholdScale(values, float(limit))
 
 
-def curve_points(curve: ThresholdCurve, scale: ThresholdScale, max_points: int = 300) -> tuple[np.ndarray, np.ndarray]:
+def curve_points(curve: Curve, scale: ThresholdScale, max_points: int = 300) -> tuple[np.ndarray, np.ndarray]:
     """``(thresholds, tokens)`` tracing the step curve over the scale's ``log_range`` for a plot with a
     log threshold axis: every position of the scale, the breakpoints in range (thinned evenly by
     rank to at most ``max_points`` in all) and both ends of the range."""
     max_points = check_int("max_points", max_points, 2)
     lo, hi = scale.log_range
-    th = np.asarray(curve.thresholds, dtype=np.float64)
+    th = breakpoints(curve)
     inside = th[(th >= lo) & (th <= hi)]
     room = max(max_points - len(scale) - 2, 0)
     if len(inside) > room:

@@ -145,3 +145,62 @@ def test_bad_arguments_raise() -> None:
         threshold_scale(curve, positions=2)
     with pytest.raises(ValueError):
         threshold_scale(curve, limit=0.0)
+
+
+# ------------------------------------------------------------------ multiscale's hull (adapatch.rd_hull)
+# distinct token counts over 201 positions of an RDHull's scale, measured (1152x864, levels 2, token 16):
+# chelsea 153, astronaut 170, coffee 197, text 103, brick 96 (its hull has 347 breakpoints, text's 626);
+# camera 193, coins 154, moon 187, hubble_deep_field 155, immunohistochemistry 48 (104 breakpoints)
+HULL_AT_LEAST = {"chelsea": 140, "astronaut": 150, "coffee": 180, "text": 95, "brick": 90}
+
+
+@pytest.fixture(scope="module")
+def hulls(photos) -> dict:
+    imgs = {**photos, "brick": _photo("brick")}
+    return {n: (imgs[n], ap.rd_hull(imgs[n])) for n in HULL_AT_LEAST}
+
+
+@pytest.mark.parametrize("name", list(HULL_AT_LEAST))
+def test_hull_scale_spans_every_layout_of_the_hull(hulls, name: str) -> None:
+    """An RDHull takes the place of a ThresholdCurve: lambda (unbounded), position 0 the finest layout
+    (the hull's last point), the last position the coarsest (its first), monotone, most positions
+    distinct; every coarse uniform grid of the hull has a position of its own."""
+    img, hull = hulls[name]
+    scale = threshold_scale(hull)
+    assert len(scale) == POSITIONS and scale.unbounded and math.isinf(scale.limit)
+    tokens = scale.tokens(hull)
+    assert np.all(np.diff(scale.thresholds) > 0) and np.all(np.diff(tokens) <= 0)
+    assert tokens[0] == hull.tokens[-1] and tokens[-1] == hull.tokens[0]
+    assert scale.thresholds[0] == 0.0 and scale.thresholds[-1] >= hull.slopes[0]
+    assert len(np.unique(tokens)) >= HULL_AT_LEAST[name], (name, len(np.unique(tokens)))
+    assert set(hull.tokens[:8].tolist()) <= set(tokens.tolist())  # the 8 coarsest layouts: each reachable
+    for p in (0, 1, 60, 150, scale.last - 3, scale.last):
+        t = scale.threshold_at(p)
+        assert hull.layout(t).num_tokens == tokens[p] == hull.tokens_at(t), (name, p)
+
+
+def test_hull_scale_is_log_spaced_up_to_its_high_quantile(hulls) -> None:
+    _, hull = hulls["chelsea"]
+    scale = threshold_scale(hull)
+    pos = np.sort(hull.slopes)
+    tail = int((pos > np.quantile(pos, 0.98)).sum())  # breakpoints above the quantile: one position each
+    log_part = scale.thresholds[1:len(scale) - tail]
+    ratios = log_part[1:] / log_part[:-1]
+    assert np.allclose(ratios, np.median(ratios), rtol=0.06)  # one factor a step (3 significant digits)
+    assert log_part[0] == pytest.approx(np.quantile(pos, 0.02), rel=5e-3)
+    assert log_part[-1] == pytest.approx(np.quantile(pos, 0.98), rel=5e-3)
+    for t in scale.thresholds[1:]:
+        assert float(f"{t:.3g}") == t or t == scale.thresholds[-1]
+
+
+def test_hull_curve_points_and_a_flat_image(hulls) -> None:
+    _, hull = hulls["text"]
+    scale = threshold_scale(hull)
+    xs, ys = curve_points(hull, scale, max_points=300)
+    lo, hi = scale.log_range
+    assert len(xs) <= 300 and xs[0] == lo and xs[-1] == hi and np.all(np.diff(xs) > 0)
+    assert np.array_equal(ys, hull.tokens_at(xs)) and np.all(np.diff(ys) <= 0)
+    flat = ap.rd_hull(np.full((200, 300, 3), 0.4, np.float32))
+    scale = threshold_scale(flat)
+    assert np.all(np.diff(scale.thresholds) > 0) and scale.unbounded
+    assert set(scale.tokens(flat).tolist()) <= set(flat.tokens.tolist())

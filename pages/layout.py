@@ -93,11 +93,16 @@ that differs from it was set by the user; one that equals it is old, and the sto
 budget switched off, a Dataset threshold applied, another importance)."""
 
 
-def _scale_caption(scale: threshold_scale.ThresholdScale, shown: str, curve: ap.ThresholdCurve) -> str:
-    """What the threshold means and how the slider maps to it (``shown``: the slider's label of it)."""
+def _scale_caption(scale: threshold_scale.ThresholdScale, shown: str, curve) -> str:
+    """What the threshold means and how the slider maps to it (``shown``: the slider's label of it;
+    ``curve``: the quadtree's ``ThresholdCurve`` or multiscale's ``RDHull``)."""
     ends = (f"0 ({curve.tokens_at(0.0):,} tokens), then {ui.fmt_sig(scale.thresholds[1])} … "
-            f"{ui.fmt_sig(scale.thresholds[-1])} ({curve.base_tokens:,} tokens)")
+            f"{ui.fmt_sig(scale.thresholds[-1])} ({curve.tokens_at(scale.thresholds[-1]):,} tokens)")
     how = f"Log scale, ×{scale.step_factor:.3g} a step, where this image's token count changes: {ends}."
+    if threshold_scale.is_hull(curve):
+        return (f"{shown} ({ui.LAMBDA_UNIT_TEXT}): the layout of least error + λ × tokens among the distortion "
+                f"quadtree's and the uniform grids' (this image's rate-distortion hull). {how} The coarsest "
+                "layouts (uniform grids) get a position each.")
     if scale.unbounded:
         return (f"{shown} ({ui.LAMBDA_UNIT_TEXT}): every added token removes at least "
                 f"λ of squared error (least error + λ × tokens). {how}")
@@ -105,7 +110,15 @@ def _scale_caption(scale: threshold_scale.ThresholdScale, shown: str, curve: ap.
     return f"{shown} (a threshold on {what}, in [0, 1]: a square splits while above it). {how}"
 
 
-def threshold_widget(curve: ap.ThresholdCurve, budget: recipes.Budget, use_budget: bool,
+def implied_by(curve, tokens: int) -> float:
+    """The threshold ``tokens`` imply on ``curve``: ``ThresholdCurve.threshold_for``, or for an
+    ``RDHull`` ``recipes.hull_threshold_for`` (a budget below its coarsest layout: that layout)."""
+    if threshold_scale.is_hull(curve):
+        return recipes.hull_threshold_for(curve, tokens)
+    return curve.threshold_for(tokens)
+
+
+def threshold_widget(curve, budget: recipes.Budget, use_budget: bool,
                      switched_off: bool = False) -> tuple[float, threshold_scale.ThresholdScale]:
     """The Importance threshold slider (quadtree): a select slider over the image's threshold scale
     (``adapatch.threshold_scale``: 0, then log-spaced over where the token count changes, then the
@@ -117,13 +130,16 @@ def threshold_widget(curve: ap.ThresholdCurve, budget: recipes.Budget, use_budge
     (``ThresholdCurve.threshold_for``: the threshold-mode quadtree of the same importance and sizes with
     at most the budget's tokens), under its own key. Without one it shows the user's threshold of this
     kind (``recipes.threshold_kind``); none yet, or ``switched_off`` (the budget was just turned off):
-    the threshold ``budget`` implies. Returns ``(threshold, scale)``."""
+    the threshold ``budget`` implies. Returns ``(threshold, scale)``.
+
+    ``curve`` may be ``multiscale``'s ``RDHull`` (threshold mode only): lambda over the image's
+    rate-distortion hull, the same kind of threshold as the distortion quadtree's."""
     ss = st.session_state
     scale = threshold_scale.threshold_scale(curve)
     kind = recipes.curve_kind(curve)
     unit = ("λ, the squared error a split must remove per added token (8-bit grey levels² of MSE over 256 px, one "
             "16 px token's area)" if scale.unbounded else "a threshold on the importance, in [0, 1]")
-    implied = curve.threshold_for(budget.tokens)  # budget.tokens is within the curve's range (layout_budget)
+    implied = implied_by(curve, budget.tokens)  # budget.tokens is within the curve's range (layout_budget)
     if use_budget:
         options = [float(v) for v in scale.including(implied)]
         labels = ui.threshold_labels(options, scale.unbounded)
@@ -156,10 +172,41 @@ def threshold_widget(curve: ap.ThresholdCurve, budget: recipes.Budget, use_budge
         "Importance threshold", options=options, format_func=labels.get, key=THRESHOLD_KEY,
         help=f"Without a budget: {unit}. The slider moves on a log scale over where this image's token count "
              "changes (Home: 0, the finest layout; End: the coarsest). The threshold itself is what the settings "
-             "and the export keep."))
+             "and the export keep."
+             + (" multiscale: the layout of least error + λ × tokens among the distortion quadtree's layouts and "
+                "uniform grids of 28 sizes; λ is shared with the quadtree." if threshold_scale.is_hull(curve) else "")))
     recipes.set_threshold(kind, out)
     st.caption(_scale_caption(scale, labels[out], curve))
     return out, scale
+
+
+def _candidate_text(hull, lam: float) -> str:
+    """Which candidate ``hull`` takes at ``lam``: "the quadtree (16-64 px boxes)" or "the uniform grid of 45 px patches"."""
+    k = int(hull.index(lam))
+    if hull.kinds[k] == "uniform":
+        return f"the uniform grid of {int(hull.values[k])} px patches"
+    p = hull.params
+    return f"the distortion quadtree ({p['token_size']}-{p['token_size'] << p['levels']} px boxes)"
+
+
+def hull_caption(hull, lam: float, tokens: int) -> str:
+    """Multiscale's threshold mode in words: the candidate taken at ``lam`` and what the hull holds."""
+    kinds = list(hull.kinds)
+    n_uniform = kinds.count("uniform")
+    quad_from = next((int(t) for t, k in zip(hull.tokens, kinds) if k == "quadtree"), None)
+    held = (f"{len(kinds)} layouts on this image's hull: {n_uniform} uniform grid{'s' if n_uniform != 1 else ''}"
+            + (f" and the quadtree's from {quad_from:,} tokens up" if quad_from is not None else
+               " (no quadtree layout keeps more here)"))
+    return (f"At {ui.fmt_threshold(lam, True)} this image takes {_candidate_text(hull, lam)}: {tokens:,} tokens, the "
+            f"least error + λ × tokens of {held}.")
+
+
+def multiscale_won(lay: ap.PatchLayout) -> str:
+    """Which candidate multiscale's budget mode kept, from the layout's params."""
+    p = lay.params
+    if p["levels_used"] == 0:
+        return f"the uniform grid of {p['base_size']} px patches (no quadtree kept more here)"
+    return f"a distortion quadtree of {p['base_size']}-{p['base_size'] << p['levels_used']} px boxes"
 
 
 @st.fragment
@@ -171,24 +218,28 @@ def layout_view(entry: ImageEntry) -> None:
             st.markdown("**Layout settings**")
             strategy = state.widget("strategy", st.selectbox, "Strategy", options=list(recipes.LAYOUT_STRATEGY_LABELS),
                                     format_func=lambda s: recipes.LAYOUT_STRATEGY_LABELS.get(s, s),
-                                    help="quadtree: split squares whose importance exceeds the threshold; "
+                                    help="multiscale (the default): with a budget, the better of the distortion "
+                                         "quadtree and the equal-token uniform grid by the error of what the model "
+                                         "sees (Search: fast), or of quadtrees on several base patch sizes "
+                                         "(thorough); without one, λ over the image's rate-distortion hull. "
+                                         "quadtree: split squares whose importance exceeds the threshold; "
                                          "greedy: give the most salient cells the smallest patches within a budget; "
-                                         "multiscale: the best of quadtrees on several base patch sizes and the "
-                                         "uniform grid at the budget, by the error of what the model sees; "
                                          "selector: the learned patch selector of the bundled model keeps the "
                                          "top-k cells of its grid.")
-            strategy = strategy or "quadtree"
+            strategy = strategy or recipes.DEFAULT_STRATEGY
         if strategy == "learned_selector":
             selector_view(entry, top, left, right)
             return
         with left:
             quad = strategy == "quadtree"
+            multi = strategy == "multiscale"
             if quad or strategy != "greedy":
                 importance = state.widget("importance", st.selectbox, "Importance measure",
                                           options=ap.IMPORTANCE_MEASURES,
                                           format_func=lambda m: f"{m} · {IMPORTANCE_HELP.get(m, '')}",
                                           disabled=not quad, help="What makes a square worth splitting (quadtree). "
-                                          "distortion (the default) keeps the most of the image at equal tokens.")
+                                          "distortion (the default) keeps the most of the image at equal tokens. "
+                                          "multiscale always compares layouts by distortion.")
             else:
                 importance = state.get("importance")
                 state.widget("greedy_allocation", st.selectbox, "Allocation", options=list(ALLOCATION_HELP),
@@ -196,7 +247,9 @@ def layout_view(entry: ImageEntry) -> None:
                              help="How greedy gives each cell of the largest size its patch size.")
             sizes = state.widget("sizes", st.select_slider, "Patch sizes (px)", options=list(recipes.SIZE_OPTIONS),
                                  clamp=lambda v: tuple(v) if len(tuple(v)) == 2 else (8, 64),
-                                 help="Smallest and largest patch; every power of two in between is used.")
+                                 help="Smallest and largest patch; every power of two in between is used. "
+                                      "multiscale: 16-64 px quadtree boxes and uniform grids of any size; the "
+                                      "smallest patch sets its budget's range.")
             min_size, max_size = recipes.fit_sizes(entry.height, entry.width, sizes)  # a small image: fitted
             note = recipes.sizes_note(entry.height, entry.width, sizes)
             if note:
@@ -204,13 +257,23 @@ def layout_view(entry: ImageEntry) -> None:
             was_budget = bool(state.get("use_budget"))
             use_budget = state.widget("use_budget", st.toggle, "Token budget",
                                       help="Cap the number of tokens (quadtree refines best-first until it is used; "
-                                           "the threshold is then not used). Switching it on starts the budget at the "
-                                           "threshold layout's tokens; off, the threshold starts at the one the "
-                                           "budget implied.")
+                                           "multiscale keeps the candidate of least error within it; the threshold "
+                                           "is then not used). Switching it on starts the budget at the threshold "
+                                           "layout's tokens; off, the threshold starts at the one the budget implied.")
+            if multi:
+                state.widget("scales", st.selectbox, "Search", options=list(recipes.SEARCH_LABELS),
+                             format_func=recipes.SEARCH_LABELS.get, clamp=recipes.search_scales,
+                             disabled=not use_budget,
+                             help="multiscale's search with a budget. fast (the default): the 16-64 px distortion "
+                                  "quadtree against the equal-token uniform grid, by exact error (never keeps less "
+                                  "than the uniform grid; ~20 ms at 1 MP). thorough: quadtrees on 6 base patch "
+                                  "sizes as well (30-300x slower, ~0.2 dB more on average). Without a budget "
+                                  "multiscale uses λ over the image's hull instead.")
             threshold_slot = st.container()  # filled once the query and the budget are known
             budget_slot = st.container()  # filled once the query is known (switching the budget on needs it)
             curve = (compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance)
                      if quad else None)
+            hull = compute.rd_hull(entry) if multi and not use_budget else None  # threshold mode only: built once
             vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS)
             show_recon = state.widget("show_recon", st.toggle, "Show what the model sees",
                                       help="Each token resampled to 16x16 and painted back at its box.")
@@ -218,28 +281,35 @@ def layout_view(entry: ImageEntry) -> None:
         main = query_ui.beside(right, entry, choice, "layout")  # the drawing surface, before anything is computed
         choice = query_ui.checked(entry, choice)
         query = query_ui.record(choice, entry)
+        refused = hull is not None and query is not None and query["weight"] > 0
+        if refused:  # the library refuses a query in multiscale's threshold mode: say so, go on without it
+            query = None
         qcurve = (compute.threshold_curve(entry, recipes.current_saliency(), min_size, max_size, importance, query)
                   if curve is not None and query is not None else curve)  # with a query: the mixed importance's
         with budget_slot:
             top_f = recipes.fraction_max(sizes[0])  # the range depends on the sizes, never on the image
-            if quad and use_budget and not was_budget:  # switched on: the budget starts at the threshold layout's
-                mine = recipes.stored_threshold(recipes.curve_kind(qcurve))  # tokens (none stored: threshold mode
-                if mine is not None:  # showed the budget's own implied threshold, and the budget stays)
-                    tokens = qcurve.tokens_at(mine)
+            if (quad or multi) and use_budget and not was_budget:  # switched on: the budget starts at the
+                kind = recipes.curve_kind(qcurve) if quad else recipes.MULTISCALE_KIND  # threshold layout's tokens
+                mine = recipes.stored_threshold(kind)  # (none stored: threshold mode showed the budget's own
+                if mine is not None:  # implied threshold, and the budget stays)
+                    tokens = qcurve.tokens_at(mine) if quad else compute.rd_hull(entry).tokens_at(mine)
                     state.set_widget("budget_fraction", recipes.fraction_for_tokens(entry, tokens, top_f))
             state.widget("budget_fraction", st.slider, "Budget (% of the 16 px grid)", recipes.FRACTION_MIN, top_f,
                          step=recipes.FRACTION_STEP, format="percent", clamp=recipes.clamp_fraction(top_f),
-                         disabled=not (use_budget or strategy == "multiscale"),
+                         disabled=not use_budget,
                          help="A share of the tokens a ViT/16 spends on the image, so every image gets the same "
-                              "relative compute (switching images keeps the share)."
-                              + (" multiscale always works to a budget." if strategy == "multiscale" else ""))
+                              "relative compute (switching images keeps the share).")
             budget = recipes.layout_budget(entry, strategy, (min_size, max_size), importance)
-            if use_budget or strategy == "multiscale":
+            if use_budget:
                 st.caption(budget.caption())
         threshold, scale = None, None
-        if qcurve is not None:
+        if qcurve is not None or hull is not None:
             with threshold_slot:
-                threshold, scale = threshold_widget(qcurve, budget, use_budget, switched_off=was_budget and not use_budget)
+                threshold, scale = threshold_widget(qcurve if quad else hull, budget, use_budget,
+                                                    switched_off=was_budget and not use_budget)
+        elif multi:
+            threshold_slot.caption("Without a budget, multiscale takes λ (error per added token) over this image's "
+                                   "rate-distortion hull: its quadtree's layouts and uniform grids of 28 sizes.")
 
         settings = recipes.with_query(recipes.layout_settings(entry=entry, threshold=threshold), query)
         lay = compute.layout(entry, settings)
@@ -247,6 +317,9 @@ def layout_view(entry: ImageEntry) -> None:
         slots = ui.efficiency_metrics(eff, lay, container=top)
 
         with main:
+            if refused:
+                st.warning(f"{compute.MULTISCALE_QUERY_REFUSED}. The layout below is without the query.",
+                           icon=":material/block:")
             if show_recon:
                 st.image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
                          width="stretch", caption="What the model sees: every token resampled to 16 px and painted back")
@@ -268,33 +341,35 @@ def layout_view(entry: ImageEntry) -> None:
         with c1:
             ui.size_legend(lay, key="layout_legend")
         with c2:
-            if curve is not None and use_budget and importance == "distortion":
-                q, u = compute.quality_curves(entry, min_size, max_size)
+            if (curve is not None and use_budget and importance == "distortion") or (multi and use_budget):
+                q_lo, q_hi = (min_size, max_size) if quad else recipes.fit_sizes(entry.height, entry.width, (16, 64))
+                q, u = compute.quality_curves(entry, q_lo, q_hi)
                 st.plotly_chart(ui.quality_figure([q, u], lay.num_tokens, fid["psnr"], fid["ssim"]),
                                 config=ui.PLOT_CONFIG, key="layout_quality")
-                st.caption(f"Quadtree: PSNR at every budget, SSIM exact at {len(q.ssim)} budgets spread over the range; "
-                           f"uniform: {len(u.tokens)} patch sizes (SSIM at {len(u.ssim)}); the current layout's values "
-                           "are exact. All against the original image."
+                st.caption((f"multiscale · {recipes.search_word(lay.params['scales'])} kept {multiscale_won(lay)} at "
+                            "this budget, by the squared error of what the model sees; the two curves are its fast "
+                            "search's candidates" + (" (thorough also tries quadtrees on other base sizes)"
+                                                     if lay.params["scales"] != 1 else "") + ". " if multi else "")
+                           + f"Quadtree: PSNR at every budget, SSIM exact at {len(q.ssim)} budgets spread over the "
+                           f"range; uniform: {len(u.tokens)} patch sizes (SSIM at {len(u.ssim)}); the current "
+                           "layout's values are exact. All against the original image."
                            + (" The curves are without the query; the current layout has it." if query else ""))
+            elif hull is not None:  # multiscale's threshold mode: tokens vs lambda over the hull
+                st.plotly_chart(ui.curve_figure(hull, threshold, lay.num_tokens, None, scale=scale,
+                                                title="Tokens vs threshold λ · multiscale: quadtree and uniform grids"),
+                                config=ui.PLOT_CONFIG, key="layout_curve")
+                st.caption(hull_caption(hull, threshold, lay.num_tokens))
             elif curve is not None:  # the threshold (budget mode: the one it implies) on the curve, the budget line
                 fig = (ui.curve_figure(qcurve, threshold, qcurve.tokens_at(threshold), budget.tokens,
                                        label="threshold the budget implies", scale=scale) if use_budget else
                        ui.curve_figure(qcurve, threshold, lay.num_tokens, None, scale=scale))
                 st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="layout_curve")
-            elif strategy == "multiscale":
-                p = lay.params
-                won = (f"the uniform grid of {p['base_size']} px patches (no adaptive layout kept more here)"
-                       if p["levels_used"] == 0 else
-                       f"a quadtree of {p['base_size']}-{p['base_size'] << p['levels_used']} px boxes")
-                st.info(f"Best at this budget, by the squared error of what the model sees: {won}. "
-                        "Candidates: quadtrees on several base patch sizes and the equal-token uniform grid.",
-                        icon=":material/info:")
             else:
-                st.info("The tokens-vs-threshold curve applies to the quadtree; greedy spends the budget "
-                        "on the most salient cells (saliency method from the Saliency page), or by "
+                st.info("The tokens-vs-threshold curve applies to the quadtree and multiscale; greedy spends the "
+                        "budget on the most salient cells (saliency method from the Saliency page), or by "
                         "rate-distortion allocation.", icon=":material/info:")
-        if choice.ready:
-            tokens = budget.tokens if use_budget or strategy == "multiscale" else lay.num_tokens
+        if choice.ready and not refused:
+            tokens = budget.tokens if use_budget else lay.num_tokens
             query_ui.comparison(entry, recipes.query_pair(settings, tokens), choice,
                                 budget_note=f"Both solved for {tokens:,} tokens (the library's budget mode), same "
                                             f"strategy and sizes; query weight {choice.weight:.2f}.")

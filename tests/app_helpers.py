@@ -45,3 +45,10 @@ def chart_texts(at: AppTest) -> list[list[str]]:
     the page, one list per chart. The chart's JSON is parsed first: Plotly may write non-ASCII
     characters as ``\\uXXXX`` escapes (7.x does), so the JSON text is no place to look for them."""
     return [list(_strings(json.loads(c.proto.spec))) for c in at.get("plotly_chart")]
+
+
+def use_quadtree(at: AppTest) -> AppTest:
+    """Pick the quadtree on Patch layout (the default strategy is multiscale, the library's budget-mode
+    default) and rerun: for tests about the quadtree's threshold, curve and importances."""
+    at.selectbox(key="w_strategy").set_value("quadtree").run()
+    return at

@@ -36,7 +36,12 @@ THRESHOLD = "w_threshold"
 
 
 from adapatch.app_support import ui  # noqa: E402
-from tests.app_helpers import app as _app, metric as _metric, ok as _ok  # noqa: E402
+from tests.app_helpers import app as _app, metric as _metric, ok as _ok, use_quadtree  # noqa: E402
+
+
+def _quad_app() -> AppTest:
+    """The app on the quadtree (these tests are about its threshold; the default strategy is multiscale)."""
+    return use_quadtree(_app().run())
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -71,7 +76,7 @@ def _curve(importance: str = "distortion", img: np.ndarray | None = None) -> ap.
 
 @pytest.mark.parametrize("importance", ["distortion", "std"])
 def test_budget_mode_shows_the_threshold_the_budget_implies(importance: str) -> None:
-    at = _app().run()
+    at = _quad_app()
     at.selectbox(key="w_importance").set_value(importance).run()
     at.slider(key="w_budget_fraction").set_value(0.4).run()
     _ok(at)
@@ -96,7 +101,7 @@ def test_budget_mode_shows_the_threshold_the_budget_implies(importance: str) -> 
 
 def test_turning_the_budget_off_starts_at_the_threshold_the_budget_implied() -> None:
     """Issue 21: not at an old stored value. Also when the user had a threshold of their own before."""
-    at = _app().run()
+    at = _quad_app()
     img = load_sample("astronaut")
     curve = _curve()
     scale = threshold_scale(curve)
@@ -121,7 +126,7 @@ def test_turning_the_budget_off_starts_at_the_threshold_the_budget_implied() -> 
 
 
 def test_turning_the_budget_on_starts_at_the_threshold_layouts_tokens() -> None:
-    at = _app().run()
+    at = _quad_app()
     img = load_sample("astronaut")
     curve = _curve()
     scale = threshold_scale(curve)
@@ -146,7 +151,7 @@ def test_turning_the_budget_on_starts_at_the_threshold_layouts_tokens() -> None:
 
 
 def test_implied_threshold_follows_the_budget_slider() -> None:
-    at = _app().run()
+    at = _quad_app()
     img = load_sample("astronaut")
     seen = []
     for fraction in (0.2, 0.6):
@@ -164,7 +169,7 @@ def test_implied_threshold_follows_the_budget_slider() -> None:
 def test_threshold_slider_is_the_library_scale(importance: str) -> None:
     """Library numbers = page numbers: the slider's options are ``threshold_scale``'s thresholds (the
     stored one inserted), and the tokens at a position are the library's layout at that threshold."""
-    at = _app().run()
+    at = _quad_app()
     at.selectbox(key="w_importance").set_value(importance).run()
     at.toggle(key="w_use_budget").set_value(False).run()
     _ok(at)
@@ -202,7 +207,7 @@ def test_threshold_slider_is_the_library_scale(importance: str) -> None:
 def test_export_keeps_the_exact_threshold() -> None:
     """The settings and the export hold the threshold itself (a lambda off the slider's grid too), and
     the exported snippet's call reproduces the page's tokens."""
-    at = _app().run()
+    at = _quad_app()
     at.toggle(key="w_use_budget").set_value(False).run()  # starts at the implied lambda: off the grid
     _ok(at)
     t = at.select_slider(key=THRESHOLD).value
@@ -216,7 +221,7 @@ def test_export_keeps_the_exact_threshold() -> None:
 def test_each_importance_keeps_its_own_threshold() -> None:
     """A lambda never becomes a std threshold: switching importance starts the new one at the
     threshold the budget implies, and switching back finds the old value."""
-    at = _app().run()
+    at = _quad_app()
     at.toggle(key="w_use_budget").set_value(False).run()
     scale = threshold_scale(_curve())
     lam = float(scale.thresholds[170])
@@ -270,7 +275,7 @@ def test_tiny_image_gets_a_fitted_range_and_no_four_digit_percentage(sizes) -> N
             bad = [t for t in _all_text(at) if FOUR_DIGIT_PERCENT.search(t)]
             assert not bad, (mode, strategy, bad)
             assert int(_metric(at, "Tokens").replace(",", "")) <= 8 * 4  # at most 8x the 16 px grid (4 tokens)
-        at.selectbox(key="w_strategy").set_value("quadtree").run()
+        at.selectbox(key="w_strategy").set_value("quadtree").run()  # the next mode starts on the quadtree
 
 
 def test_large_image_keeps_its_range() -> None:
@@ -280,6 +285,8 @@ def test_large_image_keeps_its_range() -> None:
 
 
 def test_patch_layout_quality_chart_has_psnr_and_ssim_with_the_current_layout() -> None:
+    """The default view (multiscale, fast search, with a budget): the curves of its two candidates,
+    the distortion quadtree and the uniform grid, and the current layout (the library's default)."""
     at = _app().run()
     _ok(at)
     chart = _quality_chart(at)
@@ -289,7 +296,7 @@ def test_patch_layout_quality_chart_has_psnr_and_ssim_with_the_current_layout() 
     for name in ("quadtree · distortion", "uniform", "current"):
         assert (name, "y") in names and (name, "y2") in names, names
     img = load_sample("astronaut")
-    lay = ap.quadtree(img, min_size=16, max_size=64, budget=relative_budget(448, 448, fraction=0.3))
+    lay = ap.default_layout(img, relative_budget(448, 448, fraction=0.3))
     fid = ap.fidelity(img, lay)
     current = [t for t in chart["data"] if t["name"] == "current"]
     assert current[0]["x"] == [lay.num_tokens] and current[0]["y"][0] == pytest.approx(fid["psnr"])
@@ -307,12 +314,15 @@ def test_compare_shows_the_quality_chart_with_the_budget_marked() -> None:
     b = relative_budget(448, 448, fraction=0.5)
     assert [s["x0"] for s in chart["layout"]["shapes"]] == [b, b]  # the budget, in both panels
     names = [t["name"] for t in chart["data"]]
-    assert "uniform" in names and any(n.startswith("A: quadtree · distortion") for n in names)
+    assert "uniform" in names and any(n.startswith("B: quadtree · distortion") for n in names)
     marks = {t["name"]: t for t in chart["data"] if t["name"] in ("A", "B", "C") and t.get("yaxis", "y") == "y"}
     assert set(marks) == {"A", "B", "C"}
     lay = ap.layout_for_budget(img, "uniform", b)
     assert marks["C"]["x"] == [lay.num_tokens]
     assert marks["C"]["y"][0] == pytest.approx(ap.fidelity(img, lay)["psnr"])
+    lay = ap.default_layout(img, b)  # A: the budget-mode default, its point only
+    assert marks["A"]["x"] == [lay.num_tokens]
+    assert marks["A"]["y"][0] == pytest.approx(ap.fidelity(img, lay)["psnr"])
     assert any("SSIM exact at 12 budgets" in c.value for c in at.caption)
     at.selectbox(key="w_cmp_1_strategy").set_value("greedy").run()
     _ok(at)

@@ -25,7 +25,7 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["pages/layout.py", "pages/saliency.py", "pages/pruning.py", "pages/compare.py", "pages/efficiency.py"]
 
 
-from tests.app_helpers import app as _app, chart_texts, metric as _metric, ok as _ok  # noqa: E402
+from tests.app_helpers import app as _app, chart_texts, metric as _metric, ok as _ok, use_quadtree  # noqa: E402
 
 
 def _int(text: str) -> int:
@@ -72,8 +72,9 @@ def test_opens_on_a_sample_with_numbers_from_the_library() -> None:
     _ok(at)
     assert at.session_state["ap_current"] == "sample:astronaut"
     img = load_sample("astronaut")
-    lay = ap.quadtree(img, min_size=16, max_size=64, budget=_budget(img))  # the library's budget-mode default
-    assert lay.params["importance"] == "distortion"
+    assert at.selectbox(key="w_strategy").value == "multiscale" and at.selectbox(key="w_scales").value == 1
+    lay = ap.default_layout(img, _budget(img))  # the library's budget-mode default: multiscale, scales=1
+    assert lay.strategy == "multiscale" and lay.params["scales"] == 1
     assert any(f"= {_budget(img):,} tokens for this 448x448 image" in c.value for c in at.caption)
     eff = ap.efficiency(lay, "ViT-B")
     assert _int(_metric(at, "Tokens")) == lay.num_tokens
@@ -95,7 +96,7 @@ def _scale_threshold(position: int, importance: str = "distortion") -> float:
 @pytest.mark.parametrize("position", [10, 100, 190])
 def test_threshold_slider_sets_tokens_to_the_library_value(position: int) -> None:
     threshold = _scale_threshold(position)
-    at = _app().run()
+    at = use_quadtree(_app().run())
     at.toggle(key="w_use_budget").set_value(False).run()
     at.select_slider(key="w_threshold").set_value(threshold).run()
     _ok(at)
@@ -111,7 +112,7 @@ def test_budget_slider_sets_tokens_to_the_library_value(fraction: float) -> None
     _ok(at)
     img = load_sample("astronaut")
     budget = _budget(img, fraction)
-    expected = ap.quadtree(img, min_size=16, max_size=64, budget=budget).num_tokens
+    expected = ap.default_layout(img, budget).num_tokens  # the default strategy: multiscale, fast search
     assert _int(_metric(at, "Tokens")) == expected
     assert expected <= budget
     assert at.session_state["ap_settings"]["budget_fraction"] == pytest.approx(fraction)
@@ -124,7 +125,7 @@ def test_relative_budget_carries_over_to_another_image() -> None:
     at.slider(key="w_budget_fraction").set_value(0.2).run()
     _ok(at)
     big = load_sample("astronaut")
-    assert _int(_metric(at, "Tokens")) == ap.quadtree(big, min_size=16, max_size=64, budget=_budget(big, 0.2)).num_tokens
+    assert _int(_metric(at, "Tokens")) == ap.default_layout(big, _budget(big, 0.2)).num_tokens
     at.selectbox(key="w_image").set_value("sample:page").run()
     _ok(at)
     small = load_sample("page")
@@ -134,7 +135,7 @@ def test_relative_budget_carries_over_to_another_image() -> None:
     assert budget != _budget(big, 0.2)
     assert at.slider(key="w_budget_fraction").value == pytest.approx(0.2)  # the fraction is kept
     assert any(f"= {budget:,} tokens for this {w}x{h} image" in c.value for c in at.caption)
-    assert _int(_metric(at, "Tokens")) == ap.quadtree(small, min_size=16, max_size=64, budget=budget).num_tokens
+    assert _int(_metric(at, "Tokens")) == ap.default_layout(small, budget).num_tokens
     # the export records the absolute budget used and the relative setting it came from
     snippet = _snippet(at)
     assert f"'budget': {budget}" in snippet or f"budget={budget}" in snippet
@@ -142,7 +143,7 @@ def test_relative_budget_carries_over_to_another_image() -> None:
 
 
 def test_budget_below_the_strategys_range_is_raised_and_said_so() -> None:
-    at = _app().run()
+    at = use_quadtree(_app().run())
     at.slider(key="w_budget_fraction").set_value(0.01).run()  # 8 tokens on 448x448: below the 49 of the 64 px grid
     _ok(at)
     img = load_sample("astronaut")
@@ -152,7 +153,7 @@ def test_budget_below_the_strategys_range_is_raised_and_said_so() -> None:
 
 
 def test_sizes_strategy_and_greedy_budget() -> None:
-    at = _app().run()
+    at = use_quadtree(_app().run())
     at.select_slider(key="w_sizes").set_value((16, 32)).run()
     _ok(at)
     img = load_sample("astronaut")
@@ -165,7 +166,7 @@ def test_sizes_strategy_and_greedy_budget() -> None:
 
 def test_settings_survive_page_switches() -> None:
     threshold = _scale_threshold(150)
-    at = _app().run()
+    at = use_quadtree(_app().run())
     at.toggle(key="w_use_budget").set_value(False).run()
     at.select_slider(key="w_threshold").set_value(threshold).run()
     for page in ["pages/saliency.py", "pages/compare.py", "pages/layout.py"]:
@@ -187,7 +188,7 @@ def test_upload_becomes_the_current_image_everywhere() -> None:
     _ok(at)
     assert at.session_state["ap_current"].startswith("upload:")
     loaded = ap.load_image(data)
-    lay = ap.quadtree(loaded, min_size=16, max_size=64, budget=_budget(loaded))  # 30% of 320 tokens: 96
+    lay = ap.default_layout(loaded, _budget(loaded))  # 30% of 320 tokens: 96
     assert _int(_metric(at, "Tokens")) == lay.num_tokens
     at.switch_page("pages/pruning.py").run()
     _ok(at)
@@ -240,9 +241,10 @@ def test_compare_solves_each_layout_for_the_same_budget() -> None:
     img = load_sample("astronaut")
     b = _budget(img, 0.5)  # 392 tokens: half the 16 px grid of a 448x448 image
     assert any(f"= {b:,} tokens for this 448x448 image" in c.value for c in at.caption)
-    want = [ap.layout_for_budget(img, "quadtree", b, None, min_size=16, max_size=64,
+    # A: the budget-mode default; B and C: its two candidates (the distortion quadtree, the equal-token grid)
+    want = [ap.default_layout(img, b).num_tokens,
+            ap.layout_for_budget(img, "quadtree", b, None, min_size=16, max_size=64,
                                  importance="distortion").num_tokens,
-            ap.layout_for_budget(img, "quadtree", b, None, min_size=16, max_size=64, importance="std").num_tokens,
             ap.layout_for_budget(img, "uniform", b).num_tokens]
     assert list(df["tokens"]) == want
     assert want[0] <= b and want[1] <= b
@@ -253,9 +255,11 @@ def test_compare_solves_each_layout_for_the_same_budget() -> None:
     b2 = _budget(coffee, 0.5)
     assert b2 != b
     assert list(at.dataframe[0].value["tokens"]) == [
+        ap.default_layout(coffee, b2).num_tokens,
         ap.layout_for_budget(coffee, "quadtree", b2, None, min_size=16, max_size=64, importance="distortion").num_tokens,
-        ap.layout_for_budget(coffee, "quadtree", b2, None, min_size=16, max_size=64, importance="std").num_tokens,
         ap.layout_for_budget(coffee, "uniform", b2).num_tokens]
+    psnr = at.dataframe[0].value["PSNR (dB)"]
+    assert psnr.iloc[0] >= psnr.iloc[2] - 0.05  # the default never keeps less than the equal-token grid
 
 
 def test_device_choices_come_from_the_library() -> None:
@@ -289,7 +293,8 @@ def test_efficiency_summary_is_the_library_summary() -> None:
 def test_efficiency_page_without_any_adaptive_layout() -> None:
     """Settings the library refuses on every image (a saliency importance with bad saliency
     parameters): quadtree and greedy fail per image (one note each); the page keeps working and shows
-    the uniform grid, with no error. (A budget cannot fail: it is kept within each image's range.)"""
+    the uniform grid, with no error; multiscale (it compares by distortion, no saliency) still has its
+    layouts. (A budget cannot fail: it is kept within each image's range.)"""
     at = _app().run()
     at.session_state["ap_settings"]["use_budget"] = True
     at.session_state["ap_settings"]["budget_fraction"] = 0.01  # below every image's minimum: raised, no failure
@@ -298,7 +303,8 @@ def test_efficiency_page_without_any_adaptive_layout() -> None:
     at.switch_page("pages/efficiency.py").run()
     _ok(at)
     assert any("low must be" in c.value.replace("\\", "") for c in at.caption)
-    assert any("No adaptive layout" in c.value for c in at.caption)
+    summary = at.dataframe[1].value  # all images together: a column per strategy that has layouts
+    assert list(summary.columns) == ["multiscale", "uniform 16 px"]
 
 
 def test_budget_mode_shows_quality_against_equal_token_uniform() -> None:

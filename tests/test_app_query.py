@@ -31,6 +31,7 @@ from adapatch.samples import load_sample
 from tests.app_helpers import app as _app
 from tests.app_helpers import metric as _metric
 from tests.app_helpers import ok as _ok
+from tests.app_helpers import use_quadtree
 
 BOX = (250, 250, 400, 400)  # astronaut is 448x448: the lower-right quarter (helmet, badge)
 WEIGHT = 0.5
@@ -48,7 +49,8 @@ def _set_box(at: AppTest, box=BOX) -> AppTest:
 
 
 def _region_app(box=BOX) -> AppTest:
-    at = _app().run()
+    """The quadtree (``_expected``'s layouts) with a box query at ``WEIGHT``."""
+    at = use_quadtree(_app().run())
     at.radio(key="w_query_kind").set_value("region").run()
     _ok(at)
     return _set_box(at, box)
@@ -218,7 +220,7 @@ def test_text_queries_are_hidden_with_their_reason() -> None:
 
 
 def test_threshold_mode_compares_at_the_layouts_token_count() -> None:
-    at = _app().run()
+    at = use_quadtree(_app().run())
     at.toggle(key="w_use_budget").set_value(False).run()
     at.radio(key="w_query_kind").set_value("region").run()
     _set_box(at)
@@ -288,8 +290,8 @@ def test_clicked_points() -> None:
 
 
 def test_multiscale_takes_the_query() -> None:
-    """Multiscale mixes the query (#14): the page shows the library's layout with the query, and the
-    comparison holds the same budget on both sides."""
+    """Multiscale mixes the query (#14): the page shows the library's layout with the query (its search
+    setting: fast, ``scales=1``, by default), and the comparison holds the same budget on both sides."""
     at = _region_app()
     at.selectbox(key="w_strategy").set_value("multiscale").run()
     _ok(at)
@@ -297,8 +299,8 @@ def test_multiscale_takes_the_query() -> None:
     h, w = img.shape[:2]
     budget = relative_budget(h, w, fraction=0.30)
     qmap = ap.query_map(img, box=BOX, falloff=round(0.10 * min(h, w), 2))
-    want = ap.multiscale(img, budget, query=qmap, query_weight=WEIGHT)
-    blind = ap.multiscale(img, budget)
+    want = ap.multiscale(img, budget, scales=1, query=qmap, query_weight=WEIGHT)
+    blind = ap.multiscale(img, budget, scales=1)
     assert want != blind
     assert _metric(at, "Tokens") == _metric(at, "Tokens · with") == f"{want.num_tokens:,}"
     assert _metric(at, "Tokens · without") == f"{blind.num_tokens:,}"

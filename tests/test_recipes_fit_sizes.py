@@ -235,13 +235,14 @@ def test_patch_layout_page_fits_a_10x10_upload_with_sizes_2_to_8() -> None:
             tokens = int(metric(at, "Tokens").replace(",", ""))
             assert 1 <= tokens <= finest(10, 10, 8, 8) == 4, (mode, strategy, tokens)  # 8 px on the 16 px canvas
             assert metric(at, "Uniform 16 px") == "1"
-        at.selectbox(key="w_strategy").set_value("quadtree").run()  # multiscale always works to a budget
+        at.selectbox(key="w_strategy").set_value("quadtree").run()  # the threshold-0 mode starts on the quadtree
 
 
 def test_patch_layout_page_keeps_4_px_on_a_512_photo_and_shows_no_four_digit_percentage() -> None:
     photo = (np.random.default_rng(512).random((512, 512, 3)) * 255).astype(np.uint8)  # noise: threshold 0 splits all
     at = app().run()
     at.file_uploader(key="uploader").set_value(("photo.png", _png(photo), "image/png")).run()
+    at.selectbox(key="w_strategy").set_value("quadtree").run()  # the default is multiscale (16-64 px boxes)
     at.select_slider(key="w_sizes").set_value((4, 64)).run()
     at.selectbox(key="w_importance").set_value("std").run()  # distortion never splits below 16 px (lossless there)
     at.toggle(key="w_use_budget").set_value(False).run()

@@ -11,8 +11,9 @@ from typing import Any
 from adapatch.budgets import RelativeBudget, relative_budget, uniform16_tokens
 from adapatch.export import MODEL_SCORERS, MODEL_STRATEGIES, PRUNE_SCORERS
 from adapatch.layout import uniform
+from adapatch.multiscale import DEFAULT_SCALES, FAST_SCALES
 from adapatch.quadtree import default_threshold
-from adapatch.strategies import STRATEGIES
+from adapatch.strategies import BUDGET_DEFAULT, STRATEGIES
 
 from . import compute, state
 from .compute import saliency_spec
@@ -25,6 +26,33 @@ SCORER_LABELS = {s: _SCORER_LABELS[s] for s in PRUNE_SCORERS}  # the export form
 LAYOUT_STRATEGY_LABELS = {s: "selector" if s == "learned_selector" else s
                           for s in STRATEGIES + MODEL_STRATEGIES if s != "uniform"}
 """Strategies of the Patch layout page (the library's names; uniform is the baseline, on Compare)."""
+
+DEFAULT_STRATEGY = BUDGET_DEFAULT["strategy"]
+"""The Patch layout page's default strategy: the library's budget-mode default (``ap.default_layout``),
+``multiscale`` with ``BUDGET_DEFAULT["scales"]`` (1): the better of the ``distortion`` quadtree and the
+equal-token uniform grid by exact error, so the default never keeps less than the uniform grid."""
+SEARCH_LABELS = {FAST_SCALES: "fast: quadtree vs uniform grid",
+                 DEFAULT_SCALES: f"thorough: {DEFAULT_SCALES} base sizes"}
+"""multiscale's search in budget mode (``scales``): fast (the budget-mode default, ``BUDGET_DEFAULT``:
+the 16-64 px distortion quadtree and the equal-token uniform grid; ~20 ms at 1 MP) or thorough
+(quadtrees on ``DEFAULT_SCALES`` base sizes and two refinements; 30-300x slower, ~0.2 dB more on
+average)."""
+SEARCH_SHORT = {FAST_SCALES: "fast", DEFAULT_SCALES: "thorough"}
+"""The search as a label's word ("multiscale · fast")."""
+
+
+def search_word(scales: int) -> str:
+    """``1`` -> "fast", ``6`` -> "thorough", any other count (a loaded settings file) -> "7 base sizes"."""
+    return SEARCH_SHORT.get(int(scales), f"{int(scales)} base sizes")
+
+
+def search_scales(value) -> int:
+    """A stored search setting fitted to the options (an unknown value: the fast default)."""
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        return FAST_SCALES
+    return v if v in SEARCH_LABELS else FAST_SCALES
 
 
 def powers_between(min_size: int, max_size: int) -> list[int]:
@@ -195,7 +223,9 @@ def layout_budget(entry: ImageEntry, strategy: str | None = None, sizes=None, im
     """The Patch layout page's budget for ``entry`` (arguments override the stored settings).
 
     The range is the library's: for the quadtree, the base and the fully split token counts of its
-    threshold curve; for greedy and multiscale, the grids of the largest and smallest patch size.
+    threshold curve; for greedy, the grids of the largest and smallest patch size; for multiscale, 1
+    token (one of its candidates is always the uniform grid that fits any budget, patches of any size)
+    up to the grid of the smallest patch size.
     """
     strategy = strategy or state.get("strategy")
     h, w = entry.height, entry.width
@@ -204,6 +234,8 @@ def layout_budget(entry: ImageEntry, strategy: str | None = None, sizes=None, im
         curve = compute.threshold_curve(entry, current_saliency(), int(min_size), int(max_size),
                                         importance or state.get("importance"))
         lo, hi = curve.base_tokens, curve.max_tokens
+    elif strategy == "multiscale":
+        lo, hi = 1, uniform(h, w, int(min_size)).num_tokens
     else:
         lo, hi = uniform(h, w, int(max_size)).num_tokens, uniform(h, w, int(min_size)).num_tokens
     return Budget(budget_fraction() if fraction is None else float(fraction), h, w, lo, max(lo, hi))
@@ -227,8 +259,19 @@ def threshold_kind(importance: str, mixing: bool = False) -> str:
 
 
 def curve_kind(curve) -> str:
-    """``threshold_kind`` of an ``adapatch.ThresholdCurve`` (its params name the importance and query)."""
+    """``threshold_kind`` of an ``adapatch.ThresholdCurve`` (its params name the importance and query),
+    or of an ``RDHull`` (``multiscale``'s threshold mode): ``distortion``, the same ``lambda`` as the
+    quadtree's (one unit, one meaning: switching between the two keeps it)."""
+    from adapatch.threshold_scale import is_hull
+    if is_hull(curve):
+        return MULTISCALE_KIND
     return threshold_kind(str(curve.params.get("importance", "")), "query" in curve.params)
+
+
+MULTISCALE_KIND = "distortion"
+"""The threshold kind of ``multiscale``'s threshold mode: ``lambda``, shared with the ``distortion``
+quadtree (the same unit; the hull's layout at a lambda never has a larger ``error + lambda * tokens``
+than the quadtree's own)."""
 
 
 def stored_threshold(kind: str) -> float | None:
@@ -251,6 +294,19 @@ def implied_threshold(entry: ImageEntry, importance: str, sizes=None) -> float:
     b = layout_budget(entry, "quadtree", (min_size, max_size), importance)
     curve = compute.threshold_curve(entry, current_saliency(), int(min_size), int(max_size), importance)
     return curve.threshold_for(b.tokens)
+
+
+def hull_threshold_for(hull, tokens: int) -> float:
+    """``hull.threshold_for(tokens)``, a budget below the hull's coarsest layout taken as that layout's
+    tokens (multiscale's budget mode reaches below it: its uniform candidate has patches of any size)."""
+    return float(hull.threshold_for(max(int(tokens), int(hull.tokens[0]))))
+
+
+def multiscale_implied_threshold(entry: ImageEntry, sizes=None) -> float:
+    """The lambda the stored budget fraction implies on ``entry`` for ``multiscale``'s threshold mode:
+    the smallest whose hull layout has at most the budget's tokens (``RDHull.threshold_for``)."""
+    b = layout_budget(entry, "multiscale", sizes)
+    return hull_threshold_for(compute.rd_hull(entry), b.tokens)
 
 
 def model_name() -> str:
@@ -282,9 +338,9 @@ def layout_settings(strategy: str | None = None, importance: str | None = None, 
     if entry is not None:  # a range larger than the image is fitted to it (``fit_sizes``)
         min_size, max_size = fit_sizes(entry.height, entry.width, (min_size, max_size))
     relative = None
-    if budget == "setting":  # multiscale always has a budget
+    if budget == "setting":
         budget = None
-        if strategy in BUDGET_STRATEGIES and (state.get("use_budget") or strategy == "multiscale"):
+        if strategy in BUDGET_STRATEGIES and state.get("use_budget"):
             if entry is None:
                 raise ValueError("a relative budget needs the image it applies to")
             b = layout_budget(entry, strategy, (min_size, max_size), importance)
@@ -306,7 +362,15 @@ def layout_settings(strategy: str | None = None, importance: str | None = None, 
     elif strategy == "learned_selector":
         params = {"k": int(state.get("selector_k")), "model": model_name()}
     elif strategy == "multiscale":
-        params = {"budget": int(budget)}
+        if budget is not None:  # budget mode: the search setting (scales) makes the same call as the page
+            params = {"budget": int(budget), "scales": search_scales(state.get("scales"))}
+        else:  # threshold mode: lambda over the image's hull (the export's make_layout builds the same hull)
+            thr = threshold if threshold is not None else stored_threshold(MULTISCALE_KIND)
+            if thr is None:
+                if entry is None:
+                    raise ValueError("multiscale's threshold mode needs the image (the threshold its budget implies)")
+                thr = multiscale_implied_threshold(entry, (min_size, max_size))
+            params = {"threshold": float(thr), "levels": compute.HULL_LEVELS, "token_size": compute.HULL_TOKEN_SIZE}
     else:
         params = {"patch_size": int(min_size)}
     return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": None,
@@ -329,7 +393,9 @@ def budget_settings(config: dict, budget: int | Budget) -> dict[str, Any]:
     elif strategy == "greedy":
         params = {"patch_sizes": powers_between(min_size, max_size), "uncovered": "fill",
                   "allocation": config.get("allocation", "saliency")}
-    else:  # uniform (the equal-token grid) and multiscale need only the budget
+    elif strategy == "multiscale":  # the budget and the search
+        params = {"scales": search_scales(config.get("scales", FAST_SCALES))}
+    else:  # uniform (the equal-token grid) needs only the budget
         params = {}
     return {"saliency": current_saliency(), "strategy": strategy, "params": params, "solve_budget": int(budget),
             "prune": None, "vit": state.get("vit"), "device": state.device(), "relative_budget": relative}
@@ -367,6 +433,8 @@ def query_pair(settings: dict[str, Any], tokens: int | None = None) -> tuple[dic
             and settings["params"].get("budget") is None and settings.get("solve_budget") is None):
         with_q["solve_budget"] = int(tokens)  # budget mode: the threshold / budget params do not apply
         with_q["params"] = {k: v for k, v in settings["params"].items() if k not in ("budget", "threshold")}
+        if settings["strategy"] == "multiscale":  # budget mode's own params: the search, not the hull's
+            with_q["params"] = {"scales": search_scales(state.get("scales"))}
     return with_q, {**with_q, "query": None}
 
 
@@ -376,7 +444,10 @@ def describe(settings: dict) -> str:
     if settings["strategy"] == "quadtree":
         text = f"quadtree · {p.get('importance', 'std')} · {p.get('min_size')}-{p.get('max_size')} px"
     elif settings["strategy"] == "multiscale":
-        text = "multiscale · best of scaled quadtrees and uniform"
+        if p.get("threshold") is not None and p.get("budget") is None and settings.get("solve_budget") is None:
+            text = "multiscale · λ over the quadtree and uniform grids"
+        else:
+            text = f"multiscale · {search_word(p.get('scales', DEFAULT_SCALES))}"
     elif settings["strategy"] == "learned_selector":
         text = f"learned selector · top-{p.get('k')} cells · model input frame"
     elif settings["strategy"] == "greedy":

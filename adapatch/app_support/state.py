@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from ..errors import ImageError
+from ..strategies import BUDGET_DEFAULT
 from .images import (
     MAX_UPLOADS,
     ImageEntry,
@@ -42,8 +43,9 @@ DEFAULTS: dict[str, Any] = {
     "heat_alpha": 0.55,
     "colormap": "turbo",
     # layout
-    "strategy": "quadtree",
-    "importance": "distortion",  # the library's budget-mode default (README: equal-token results)
+    "strategy": BUDGET_DEFAULT["strategy"],  # the library's budget-mode default (ap.default_layout): multiscale
+    "scales": BUDGET_DEFAULT["scales"],  # multiscale's search in budget mode: 1 = fast (the default), 6 = thorough
+    "importance": "distortion",  # the quadtree's (README: equal-token results)
     "greedy_allocation": "saliency",
     # threshold mode: the user's threshold per kind (``recipes.threshold_kind``: the importance, "+query" when
     # mixed with a query). None yet: threshold mode starts at the threshold the budget setting implies on the
@@ -67,11 +69,11 @@ DEFAULTS: dict[str, Any] = {
     # compare
     "compare_budget_fraction": 0.30,  # of the 16 px grid, as on Patch layout
     "compare_n": 3,
-    "compare_configs": [
+    "compare_configs": [  # A: the budget-mode default; B and C: its two candidates; D: the old threshold
+        {"strategy": "multiscale", "importance": "distortion", "sizes": (16, 64), "scales": BUDGET_DEFAULT["scales"]},
         {"strategy": "quadtree", "importance": "distortion", "sizes": (16, 64)},
-        {"strategy": "quadtree", "importance": "std", "sizes": (16, 64)},
         {"strategy": "uniform", "importance": "distortion", "sizes": (16, 64)},
-        {"strategy": "multiscale", "importance": "distortion", "sizes": (16, 64)},
+        {"strategy": "quadtree", "importance": "std", "sizes": (16, 64)},
     ],
     # efficiency
     "eff_samples": True,

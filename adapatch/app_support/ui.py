@@ -237,10 +237,12 @@ def fmt_threshold(value: float, unbounded: bool, digits: int = 4) -> str:
     return f"λ = {fmt_sig(value, digits)}" if unbounded else fmt_sig(value, digits)
 
 
-def curve_figure(curve: ap.ThresholdCurve, threshold: float, tokens: int, budget: int | None,
-                 label: str = "current", scale=None) -> go.Figure:
+def curve_figure(curve, threshold: float, tokens: int, budget: int | None,
+                 label: str = "current", scale=None, title: str | None = None) -> go.Figure:
     """Tokens vs threshold (exact step curve from the library), the point ``(threshold, tokens)``
     marked (``label``: "current", or in budget mode the threshold the budget implies), budget line.
+    ``curve``: a quadtree's ``ThresholdCurve`` or multiscale's ``RDHull`` (with ``scale`` only: tokens
+    vs lambda over the image's rate-distortion hull). ``title`` replaces the default title.
 
     With ``scale`` (``adapatch.threshold_scale.ThresholdScale``, what the slider moves through) the
     threshold axis is logarithmic over the scale's range (``lambda`` for ``distortion``: no [0, 1]
@@ -259,14 +261,14 @@ def curve_figure(curve: ap.ThresholdCurve, threshold: float, tokens: int, budget
                  "tickvals": ticks, "ticktext": [fmt_tick(v) for v in ticks],
                  "title": {"text": (f"λ ({LAMBDA_UNIT_TEXT}), log scale" if scale.unbounded
                                     else "threshold (importance in [0, 1]), log scale")}}
-        title = "Tokens vs threshold" + (" λ" if scale.unbounded else "") + " (the slider's range)"
+        title = title or "Tokens vs threshold" + (" λ" if scale.unbounded else "") + " (the slider's range)"
         hover = f"{name} %{{x:.4g}}: %{{y}} tokens<extra></extra>"
     else:
         xs, ys = curve.as_xy(max_points=300)
         x_mark = min(max(t, 0.0), 1.0)
         shown = f"threshold {t:.4f}"
         xaxis = {"title": {"text": "threshold"}, "range": [0, 1]}
-        title = "Tokens vs threshold"
+        title = title or "Tokens vs threshold"
         hover = "threshold %{x:.3f}: %{y} tokens<extra></extra>"
     data = [
         {"type": "scatter", "x": xs, "y": ys, "mode": "lines", "line": {"shape": "hv"}, "name": "tokens",

@@ -25,16 +25,23 @@ def _config_widgets(i: int, cfg: dict) -> dict:
         allocation = st.selectbox("Allocation", ["saliency", "distortion"],
                                   index=["saliency", "distortion"].index(allocation), key=f"w_cmp_{i}_allocation")
     sizes = tuple(cfg.get("sizes", (16, 64)))
+    scales = recipes.search_scales(cfg.get("scales", recipes.FAST_SCALES))
     if strategy == "multiscale":
-        st.caption("Best of quadtrees on several base patch sizes and the equal-token uniform grid, "
-                   "by the error of what the model sees.")
+        scales = st.selectbox("Search", list(recipes.SEARCH_LABELS), format_func=recipes.SEARCH_LABELS.get,
+                              index=list(recipes.SEARCH_LABELS).index(scales), key=f"w_cmp_{i}_scales",
+                              help="fast (the budget-mode default): the 16-64 px distortion quadtree against the "
+                                   "equal-token uniform grid; thorough: quadtrees on 6 base patch sizes as well "
+                                   "(30-300x slower).")
+        st.caption("The layout of least error of what the model sees among its candidates; one of them is "
+                   "the equal-token uniform grid, so it never keeps less.")
     elif strategy != "uniform":
         sizes = st.select_slider("Patch sizes (px)", options=list(recipes.SIZE_OPTIONS), value=sizes,
                                  key=f"w_cmp_{i}_sizes")
     else:
         st.caption("Square patches of one size (any integer), token count closest to the budget: "
                    "the equal-token baseline.")
-    return {"strategy": strategy, "importance": importance, "allocation": allocation, "sizes": tuple(sizes)}
+    return {"strategy": strategy, "importance": importance, "allocation": allocation, "sizes": tuple(sizes),
+            "scales": scales}
 
 
 def _label(settings: dict, lay: ap.PatchLayout) -> str:
@@ -43,7 +50,10 @@ def _label(settings: dict, lay: ap.PatchLayout) -> str:
     if lay.strategy == "uniform":
         return f"{text} · {lay.params['patch_size']} px"
     if lay.strategy == "multiscale":
-        return f"multiscale · {lay.params['base_size']} px base" + (" (uniform won)" if not lay.params["levels_used"] else "")
+        p = lay.params
+        won = (f"uniform {p['base_size']} px won" if not p["levels_used"] else
+               f"quadtree {p['base_size']}-{p['base_size'] << p['levels_used']} px won")
+        return f"{text} · {won}"
     return text
 
 
@@ -56,7 +66,7 @@ def quality_chart(entry: ImageEntry, configs: list[dict], layouts: list, budget:
     equal-token uniform grid, each compared layout marked at the budget (``ui.quality_figure``).
 
     Quadtrees: their exact curve (PSNR at every budget, SSIM at ``quality.SSIM_POINTS``); greedy:
-    sampled at ``GREEDY_POINTS`` budgets; multiscale (seconds per budget at 1 MP): its point only.
+    sampled at ``GREEDY_POINTS`` budgets; multiscale: its point only (one search per budget).
     Every curve is cached per image and settings, so moving the budget only moves the marks.
     """
     from dataclasses import replace
@@ -97,7 +107,8 @@ def quality_chart(entry: ImageEntry, configs: list[dict], layouts: list, budget:
     if sampled:
         notes.append(f"Greedy ({', '.join(sampled)}): {GREEDY_POINTS} budgets over its range, one layout each.")
     if alone:
-        notes.append(f"Multiscale ({', '.join(alone)}): its point only (a whole curve takes seconds per image).")
+        notes.append(f"Multiscale ({', '.join(alone)}): its point only (one search per budget; the fast search "
+                     "keeps the better of the quadtree · distortion 16-64 px and the equal-token uniform grid).")
     st.caption(" ".join(notes))
 
 

@@ -15,8 +15,9 @@ from adapatch.report import (
     mean_speedups,
 )
 
-STRATEGIES = ("quadtree", "greedy", "uniform 16 px")
-"""The layouts compared per image: the Patch layout page's settings for each strategy, and the grid."""
+STRATEGIES = ("multiscale", "quadtree", "greedy", "uniform 16 px")
+"""The layouts compared per image: the Patch layout page's settings for each strategy (multiscale, its
+default, first), and the grid."""
 
 
 def _settings(name: str, entry) -> dict:
@@ -34,9 +35,10 @@ def efficiency_view() -> None:
         include_samples = state.widget("eff_samples", c1.toggle, "Include the bundled samples",
                                        help="Uploaded images are always included.")
         with_fidelity = c2.toggle("Fidelity (slower)", value=True, key="w_eff_fid")
-        c3.caption("Quadtree and greedy use the settings of the Patch layout page (sizes, threshold, importance, "
-                   "budget). A budget is relative: the same share of each image's 16 px grid. Without a budget the "
-                   "quadtree uses the Patch layout threshold (none set yet: the one the budget implies on each image).")
+        c3.caption("Multiscale, quadtree and greedy use the settings of the Patch layout page (sizes, threshold, "
+                   "importance, budget, multiscale's search). A budget is relative: the same share of each image's "
+                   "16 px grid. Without a budget the quadtree and multiscale use the Patch layout λ (none set yet: "
+                   "the one the budget implies on each image; multiscale: over each image's hull).")
         keys = [e.key for e in state.uploaded_entries()] + (sample_keys() if include_samples else [])
         if not keys:
             st.info("Upload images in the sidebar, or include the bundled samples.", icon=":material/info:")
@@ -92,8 +94,8 @@ def efficiency_view() -> None:
             table, config = _per_image_table(df, vit)
             st.dataframe(table, width="stretch", hide_index=True, column_config=config,
                          height=ui.table_height(len(df), most=15))
-            same = " Every layout's finest patch is 16 px, so its grid is the 16 px grid." if (
-                df["min_size"] == 16).all() else ""
+            same = (" Every layout's finest patch is at least 16 px, so the 16 px grid is the finest grid to "
+                    "compare with." if (df["min_size"] >= 16).all() else "")
             st.caption(f"GMACs and speed-up over the 16 px grid for {vit}, the Patch layout page's ViT preset.{same} "
                        "Hover a header for what it means. Every column and every ViT preset:")
             st.download_button("Per-image numbers (CSV)", data=_per_image_csv(df, vits), mime="text/csv",
@@ -116,7 +118,7 @@ def short_names(entries) -> dict[str, str]:
     return out
 
 
-BAR_COLORS = {"quadtree": "#e8603c", "greedy": "#ffa421", "uniform 16 px": "#8a8d91"}
+BAR_COLORS = {"multiscale": "#4b8bff", "quadtree": "#e8603c", "greedy": "#ffa421", "uniform 16 px": "#8a8d91"}
 FINEST_COLOR = "#c5c8cc"
 
 
@@ -183,11 +185,11 @@ def _px(text: str) -> int:
 def _per_image_table(df: pd.DataFrame, vit: str):
     """The per-image rows of one ViT preset (``vit``), human names, fractions as percentages, and short
     headers sized to their text, so every column reads in full on a 1440 px wide page: (Styler,
-    column_config). The finest-patch columns are left out when every layout's finest patch is 16 px
-    (they would repeat the 16 px grid's); the CSV has every column."""
+    column_config). The finest-patch columns are left out when every layout's finest patch is 16 px or
+    more (the 16 px grid is then the finest reference); the CSV has every column."""
     all_cols = _per_image_columns([vit])
     keys = [c.format(vit=vit) for c in PER_IMAGE_SHOWN]
-    if "min_size" in df.columns and (df["min_size"] == 16).all():
+    if "min_size" in df.columns and (df["min_size"] >= 16).all():  # e.g. multiscale's uniform grid of 30 px
         keys = [k for k in keys if k not in ("min_size", "reduction_min")]
     cols = {k: all_cols[k] for k in keys if k in df.columns}
     out = df[list(cols)].rename(columns={k: c[0] for k, c in cols.items()})
@@ -245,7 +247,10 @@ def _summary_table(summaries: list[EfficiencySummary]) -> pd.DataFrame:
 
 def _summary_config(summaries: list[EfficiencySummary]) -> dict:
     """Headers of the summary table: the strategies, each with what it is."""
-    what = {"quadtree": "The quadtree with the Patch layout page's settings.",
+    what = {"multiscale": "Multiscale (the Patch layout page's default) with its settings: with a budget its search "
+                          "(fast: the better of the distortion quadtree and the equal-token uniform grid), without "
+                          "one λ over each image's rate-distortion hull.",
+            "quadtree": "The quadtree with the Patch layout page's settings.",
             "greedy": "The greedy layout with the Patch layout page's settings.",
             "uniform 16 px": "The standard ViT grid of 16 px patches (the reference)."}
     config = {"_index": st.column_config.Column("all images together", width=390)}  # the measures, never cut

@@ -107,6 +107,7 @@ def test_scenes_make_their_point(views) -> None:
     assert sky.main.layout.counts_per_size().get(64, 0) > 0  # large patches on the sky
     m, q = texture.panels  # multiscale keeps the uniform grid, which beats the quadtree at the same budget
     assert m.layout.params["levels_used"] == 0 and m.psnr > q.psnr and q.tokens <= texture.budget
+    assert m.layout.params["scales"] == 1 and m.label.startswith("Multiscale · fast")  # the budget-mode default
     quad, grid16, full = digit.panels
     assert (quad.tokens, grid16.tokens, full.tokens) == (16, 16, 64)
     assert quad.prediction == digit.truth == 5 and full.prediction == digit.truth and grid16.prediction != digit.truth

@@ -142,7 +142,7 @@ def test_summary_table_has_a_row_per_measure() -> None:
     at.switch_page("pages/efficiency.py").run()
     ok(at)
     summary = next(d for d in at.dataframe if "PSNR dB (of the mean MSE)" in d.value.index)
-    assert list(summary.value.columns) == ["quadtree", "greedy", "uniform 16 px"]
+    assert list(summary.value.columns) == ["multiscale", "quadtree", "greedy", "uniform 16 px"]
     assert {"total tokens", "tokens / MP", "mean SSIM"} <= set(summary.value.index)
     cfg = _config(summary)
     assert cfg["_index"]["width"] >= max(round(6.2 * len(m)) + 20 for m in summary.value.index)

@@ -37,7 +37,7 @@ from .images import (
     fit_for_compute,
     load_sample_entry,
 )
-from .recipes import Budget, describe
+from .recipes import Budget, describe, search_word
 
 VIT = "ViT-B"
 """ViT preset of the GMACs numbers (the Patch layout page's default)."""
@@ -59,6 +59,7 @@ class Scene:
     ``"quadtree"`` (the distortion quadtree at the same budget: what multiscale turned down) or
     ``"model"`` (the task model's equal-token and full grids, and its predictions).
     ``token_size``: the token side the PSNR is measured for (16, or the task model's 8 px).
+    ``scales``: multiscale's search (1: fast, the budget-mode default; 6: thorough).
     """
 
     key: str
@@ -71,6 +72,7 @@ class Scene:
     fraction: float = 0.30
     beside: str = "uniform"
     token_size: int = 16
+    scales: int = 1
     stacked: bool = False  # wide images: panels one above the other
     budget_table: bool = False  # the same relative budget on every scene's image
 
@@ -156,6 +158,8 @@ def scene_budget(scene_: Scene, image: np.ndarray) -> Budget:
     if scene_.strategy == "quadtree":
         curve = ap.threshold_curve(image, None, min_size=lo_size, max_size=hi_size, importance=scene_.importance)
         lo, hi = curve.base_tokens, curve.max_tokens
+    elif scene_.strategy == "multiscale":  # as recipes.layout_budget: any budget down to 1 token
+        lo, hi = 1, uniform(h, w, lo_size).num_tokens
     else:
         lo, hi = uniform(h, w, hi_size).num_tokens, uniform(h, w, lo_size).num_tokens
     return Budget(float(scene_.fraction), h, w, lo, max(lo, hi))
@@ -169,7 +173,7 @@ def scene_settings(scene_: Scene, image: np.ndarray, device: str = "auto") -> di
         params: dict[str, Any] = {"threshold": None, "min_size": lo_size, "max_size": hi_size, "budget": b.tokens,
                                   "importance": scene_.importance}
     elif scene_.strategy == "multiscale":
-        params = {"budget": b.tokens}
+        params = {"budget": b.tokens, "scales": int(scene_.scales)}
     else:
         raise ValueError(f"demo scenes use quadtree or multiscale, not {scene_.strategy!r}")
     return {"saliency": saliency_spec("edges"), "strategy": scene_.strategy, "params": params, "solve_budget": None,
@@ -274,9 +278,10 @@ def _uniform_label(layout: ap.PatchLayout) -> str:
 def _main_label(settings: dict, layout: ap.PatchLayout) -> str:
     if layout.strategy == "multiscale":
         p = layout.params
+        search = search_word(p["scales"])
         if p["levels_used"] == 0:
-            return f"Multiscale's choice: uniform grid · {p['base_size']} px"
-        return f"Multiscale's choice: quadtree · {p['base_size']}-{p['base_size'] << p['levels_used']} px"
+            return f"Multiscale · {search}, its choice: uniform grid · {p['base_size']} px"
+        return f"Multiscale · {search}, its choice: quadtree · {p['base_size']}-{p['base_size'] << p['levels_used']} px"
     return f"Adaptive: {describe(settings)}"
 
 
@@ -440,6 +445,8 @@ def open_on_layout(scene_: Scene, image_key: str) -> None:
     state.put("strategy", scene_.strategy)
     if scene_.strategy == "quadtree":
         state.put("importance", scene_.importance)
+    if scene_.strategy == "multiscale":
+        state.put("scales", int(scene_.scales))
     state.put("sizes", tuple(scene_.sizes))
     state.put("use_budget", True)
     state.put("budget_fraction", float(scene_.fraction))

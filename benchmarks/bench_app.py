@@ -1,19 +1,27 @@
-"""The Patch layout page's latency: a slider move at 1 MP and on a 4000x800 panorama, its parts, the
-quality-chart pass, and (optional) a cold first visit and slider moves in a real headless Chromium.
-Prints JSON.
+"""The Patch layout page's latency: a slider move at 1 MP, on a 4000x800 panorama and on a 3000x3000
+upload (computed at 2048x2048, the app's compute limit), its parts, the quality-chart pass, and
+(optional) a cold first visit and slider moves in a real headless Chromium. Prints JSON.
 
-    python benchmarks/bench_app.py [--repeats 9] [--browser] [--cold 3]
+    python benchmarks/bench_app.py [--repeats 9] [--browser] [--cold 3] [--images 1024x1024,3000x3000]
 
-* ``rerun_ms``: a slider move through ``streamlit.testing.v1.AppTest`` (the whole script reruns,
-  sidebar included, so this bounds the fragment rerun from above), median of ``--repeats`` moves to
-  values not seen before (no cache hits); ``cached_rerun_ms``: the same script with every result
-  cached (the floor: Streamlit, widgets, figures); ``layout_only_ms``: the library's layout alone
-  (``ap.quadtree``) for the same settings, the baseline measured in the same run.
-* ``parts_ms``: the page's compute path called directly (layout, overlay JPEG, fidelity, the
-  fidelity of before: torch reconstruction + scikit-image SSIM, the quality pass).
+* ``apptest``: per image and strategy (``multiscale``: the page's default, fast search, ``scales=1``;
+  ``quadtree``: distortion, picked on the page) and mode (``budget``: the budget slider;
+  ``threshold``: the lambda slider, over the quadtree's curve or multiscale's hull):
+  ``rerun_ms``, a slider move through ``streamlit.testing.v1.AppTest`` (the whole script reruns,
+  sidebar, PSNR/SSIM and charts included, so this bounds the fragment rerun from above), median of
+  ``--repeats`` moves to values not seen before (no cache hits); ``cached_rerun_ms``: the same script
+  with every result cached (the floor: Streamlit, widgets, figures); ``layout_only_ms``: the
+  library's layout alone for the same settings (``ap.default_layout`` / ``ap.quadtree`` /
+  ``RDHull.layout``), the baseline measured in the same run; ``switch_ms``: the rerun that turned the
+  budget off (multiscale: it builds the image's hull, once per image).
+* ``parts_*``: the page's compute path called directly (layout, overlay JPEG, fidelity, the
+  fidelity of before: torch reconstruction + scikit-image SSIM, the quality pass), and the budget
+  step of the default strategy (``default_step_ms``: ``ap.default_layout`` + the overlay JPEG, what
+  comes before the token number and the picture; PSNR/SSIM come after them).
 * ``--browser``: ``streamlit run app.py`` on a free port and Debian's Chromium (as ``tests/e2e``):
-  keydown to new token number / new overlay loaded / rerun done, for the threshold slider at 1 MP
-  and the budget slider on the panorama (first press warms caches, left out of the median).
+  keydown to new token number / new overlay loaded / rerun done, for the threshold slider at 1 MP,
+  the budget slider at 1 MP, on the panorama and on the 3000x3000 upload (the default strategy; first
+  press warms caches, left out of the median).
 * ``--cold N``: N fresh servers, each visited twice: title, token number, overlay and idle times of
   the first (cold) and second visit.
 """
@@ -61,7 +69,17 @@ def images() -> dict[str, np.ndarray]:
     one_mp = cv2.resize(load_sample("astronaut"), (1024, 1024), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     tiles = [cv2.resize(load_sample(n), (800, 800), interpolation=cv2.INTER_AREA)
              for n in ("astronaut", "coffee", "rocket", "page", "diagram")]
-    return {"1024x1024": one_mp.astype(np.float32), "4000x800": np.concatenate(tiles, axis=1).clip(0, 1)}
+    names = ("astronaut", "coffee", "rocket", "page", "diagram", "coffee", "rocket", "astronaut", "page")
+    big = [cv2.resize(load_sample(n), (1000, 1000), interpolation=cv2.INTER_CUBIC) for n in names]
+    mosaic = np.concatenate([np.concatenate(big[r * 3:r * 3 + 3], axis=1) for r in range(3)], axis=0)
+    return {"1024x1024": one_mp.astype(np.float32), "4000x800": np.concatenate(tiles, axis=1).clip(0, 1),
+            "3000x3000": mosaic.clip(0, 1).astype(np.float32)}
+
+
+def computed(img: np.ndarray) -> np.ndarray:
+    """The image as the app computes on it: the PNG upload decoded, downscaled to the compute limit."""
+    from adapatch.app_support.images import fit_for_compute
+    return fit_for_compute(ap.load_image(png_bytes(img)))[0]
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -71,26 +89,43 @@ def png_bytes(img: np.ndarray) -> bytes:
 
 
 # ------------------------------------------------------------------ AppTest reruns
-def apptest_reruns(name: str, img: np.ndarray, repeats: int) -> dict:
+def apptest_reruns(name: str, img: np.ndarray, repeats: int, strategy: str = "multiscale") -> dict:
     from streamlit.testing.v1 import AppTest
 
+    from adapatch.threshold_scale import threshold_scale
+
     data = png_bytes(img)
-    loaded = ap.load_image(data)
+    loaded = computed(img)
     h, w = loaded.shape[:2]
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.run()
     at.file_uploader(key="uploader").set_value((f"{name}.png", data, "image/png")).run()
     assert not at.exception, [e.value for e in at.exception]
-    out = {}
+    if strategy != "multiscale":  # the page's default
+        at.selectbox(key="w_strategy").set_value(strategy).run()
+    out: dict = {"computed_at": f"{w}x{h}"}
     for mode in ("budget", "threshold"):
+        switch = None
         if mode == "threshold":
-            at.toggle(key="w_use_budget").set_value(False).run()
-        values = ([0.20 + 0.01 * i for i in range(repeats)] if mode == "budget" else
-                  [0.05 + 0.005 * i for i in range(repeats)])
+            t0 = time.perf_counter()
+            at.toggle(key="w_use_budget").set_value(False).run()  # multiscale: builds the image's hull
+            switch = round(1000 * (time.perf_counter() - t0), 1)
+            if strategy == "multiscale":
+                hull = ap.rd_hull(loaded)
+                curve, scale = hull, threshold_scale(hull)
+            else:
+                curve = ap.threshold_curve(loaded, min_size=16, max_size=64, importance="distortion")
+                scale = threshold_scale(curve)
+            values = [float(scale.threshold_at(p)) for p in range(40, 40 + 10 * repeats, 10)]  # log steps
+        else:
+            values = [0.20 + 0.01 * i for i in range(repeats)]
         times = []
         for v in values:
             t0 = time.perf_counter()
-            at.slider(key="w_budget_fraction" if mode == "budget" else "w_threshold").set_value(v).run()
+            if mode == "budget":
+                at.slider(key="w_budget_fraction").set_value(v).run()
+            else:
+                at.select_slider(key="w_threshold").set_value(v).run()
             times.append(time.perf_counter() - t0)
         assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
         cached = []
@@ -99,16 +134,23 @@ def apptest_reruns(name: str, img: np.ndarray, repeats: int) -> dict:
             at.run()
             cached.append(time.perf_counter() - t0)
         v0 = values[0]
-        if mode == "budget":
+        if mode == "budget" and strategy == "multiscale":
+            layout_only = _median_ms(lambda v0=v0: ap.default_layout(loaded, relative_budget(h, w, fraction=v0)),
+                                     repeats)
+        elif mode == "budget":
             layout_only = _median_ms(lambda v0=v0: ap.quadtree(loaded, min_size=16, max_size=64,
-                                                         budget=relative_budget(h, w, fraction=v0)), repeats)
+                                                               budget=relative_budget(h, w, fraction=v0)), repeats)
+        elif strategy == "multiscale":
+            layout_only = _median_ms(lambda v0=v0: curve.layout(v0), repeats)  # from the (cached) hull
         else:
             layout_only = _median_ms(lambda v0=v0: ap.quadtree(loaded, threshold=v0, min_size=16, max_size=64,
-                                                         importance="distortion"), repeats)
+                                                               importance="distortion"), repeats)
         out[mode] = {"rerun_ms": round(1000 * statistics.median(times), 1),
                      "rerun_all_ms": [round(1000 * t) for t in times],
                      "cached_rerun_ms": round(1000 * statistics.median(cached), 1),
                      "layout_only_ms": layout_only}
+        if switch is not None:
+            out[mode]["switch_ms"] = switch
     return out
 
 
@@ -122,10 +164,21 @@ def parts(img: np.ndarray, repeats: int) -> dict:
     from adapatch.fidelity import luminance
     from adapatch.quality import SSIM_POINTS, quadtree_quality, uniform_quality
 
+    img = computed(img)
     h, w = img.shape[:2]
     lay = ap.quadtree(img, min_size=16, max_size=64, budget=relative_budget(h, w, fraction=0.3))
     base = to_display(img, 1024)
     ap.fidelity(img, lay, device="cpu")  # kernels loaded
+    fractions = iter(np.linspace(0.2, 0.6, 1000))  # a new budget every step (no cache in the library anyway)
+
+    def default_step() -> None:  # a budget step of the page's default: the layout, then the overlay JPEG
+        d = ap.default_layout(img, relative_budget(h, w, fraction=float(next(fractions))))
+        jpeg_bytes(render.layout_overlay(base, d, max_side=1024))
+
+    t0 = time.perf_counter()
+    hull = ap.rd_hull(img)
+    hull_s = time.perf_counter() - t0
+    lams = iter(np.geomspace(max(float(hull.slopes[-1]), 1e-3), float(hull.slopes[0]), 1000))
 
     def before() -> None:  # the fidelity of before: torch reconstruction, scikit-image SSIM
         rec = ap.reconstruct(img, lay, device="cpu")
@@ -136,6 +189,14 @@ def parts(img: np.ndarray, repeats: int) -> dict:
     uniform_quality(img, ssim_points=SSIM_POINTS)
     quality_s = time.perf_counter() - t0
     return {
+        "computed_at": f"{w}x{h}",
+        "default_layout_ms": _median_ms(lambda: ap.default_layout(img, relative_budget(h, w, fraction=0.3)), repeats),
+        "default_step_ms": _median_ms(default_step, repeats),
+        "thorough_layout_ms": _median_ms(lambda: ap.layout_for_budget(img, "multiscale",
+                                                                      relative_budget(h, w, fraction=0.3), scales=6),
+                                         max(1, repeats // 3)),
+        "hull_build_ms": round(1000 * hull_s, 1),
+        "hull_layout_ms": _median_ms(lambda: hull.layout(float(next(lams))), repeats),
         "layout_ms": _median_ms(lambda: ap.quadtree(img, min_size=16, max_size=64,
                                                     budget=relative_budget(h, w, fraction=0.3)), repeats),
         "overlay_jpeg_ms": _median_ms(lambda: jpeg_bytes(render.layout_overlay(base, lay, max_side=1024)), repeats),
@@ -255,7 +316,10 @@ def browser_sliders(imgs: dict[str, np.ndarray], presses: int) -> dict:
         browser = _launch(p)
         for name, label, budget_mode in (("1024x1024", "Importance threshold", False),
                                          ("1024x1024", "Budget (% of the 16 px grid)", True),
-                                         ("4000x800", "Budget (% of the 16 px grid)", True)):
+                                         ("4000x800", "Budget (% of the 16 px grid)", True),
+                                         ("3000x3000", "Budget (% of the 16 px grid)", True)):
+            if name not in imgs:
+                continue
             path = Path(tmp) / f"{name}.png"
             path.write_bytes(png_bytes(imgs[name]))
             ctx = browser.new_context(viewport={"width": 1440, "height": 1000})
@@ -285,17 +349,21 @@ def main() -> None:
     parser.add_argument("--presses", type=int, default=7)
     parser.add_argument("--no-parts", action="store_true", help="skip parts_* (e.g. on an older checkout)")
     parser.add_argument("--no-apptest", action="store_true", help="skip the AppTest reruns")
+    parser.add_argument("--images", default="1024x1024,4000x800,3000x3000", help="comma-separated image names")
+    parser.add_argument("--strategies", default="multiscale,quadtree", help="AppTest strategies (multiscale: default)")
     args = parser.parse_args()
-    imgs = images()
+    imgs = {k: v for k, v in images().items() if k in args.images.split(",")}
     out: dict = {"environment": {"machine": platform.machine(), "cpus": os.cpu_count(),
                                  "load_avg": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version()},
                  "targets": {"fragment_rerun_1mp_ms": 300, "panorama_budget_overlay_ms": 400,
-                             "cold_first_paint_s": 3.0, "quality_pass_1mp_ms": 1000}}
+                             "cold_first_paint_s": 3.0, "quality_pass_1mp_ms": 1000,
+                             "default_budget_step_3000x3000_ms": 300}}
     if not args.no_parts:
-        out["parts_1mp"] = parts(imgs["1024x1024"], args.repeats)
-        out["parts_4000x800"] = parts(imgs["4000x800"], args.repeats)
+        for name, img in imgs.items():
+            out[f"parts_{name}"] = parts(img, args.repeats)
     if not args.no_apptest:
-        out["apptest"] = {name: apptest_reruns(name, img, args.repeats) for name, img in imgs.items()}
+        out["apptest"] = {f"{name} {strategy}": apptest_reruns(name, img, args.repeats, strategy)
+                          for name, img in imgs.items() for strategy in args.strategies.split(",")}
     have_browser = CHROMIUM.exists()
     if args.browser or args.cold:
         try:

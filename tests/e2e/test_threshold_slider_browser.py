@@ -1,7 +1,10 @@
 """The threshold slider in a real browser on a ~1 MP photo (issue 21): Home, then ArrowRight steps
 and End, by keyboard. The token count changes at most positions, never goes up, and at every
 position is the library's (``adapatch.threshold_scale`` on the same image); Home is the finest layout,
-End the coarsest. Screenshots go to ``test-artifacts/e2e/threshold_slider/`` for a human to look at.
+End the coarsest. For the quadtree (its ``ThresholdCurve``) and for multiscale, the default strategy
+(lambda over the image's ``RDHull``: the caption names the candidate taken, a quadtree or a uniform
+grid). Screenshots go to ``test-artifacts/e2e/threshold_slider/`` and
+``test-artifacts/e2e/multiscale_threshold/`` for a human to look at.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import adapatch as ap
 from adapatch.app_support import ui
 from adapatch.threshold_scale import threshold_scale
 
-from tests.e2e.test_app_browser import SETTLED_JS, _no_exception, _thumb_value, _tokens, _wait_idle
+from tests.e2e.test_app_browser import SETTLED_JS, _no_exception, _select, _thumb_value, _tokens, _wait_idle
 
 PRESSES = 30
 LABEL = "Importance threshold"
@@ -59,6 +62,7 @@ def test_threshold_slider_spans_the_token_range_by_keyboard(page, app_url, artif
     page.locator('[data-testid="stSidebar"]').get_by_text("1152x864").first.wait_for(timeout=60_000)
     _wait_idle(page)
     _no_exception(page)
+    _select(page, "Strategy", "quadtree")  # the default is multiscale (the test below)
 
     _shot(page, out / "budget_mode.png")
     # budget off: threshold mode starts at the threshold the budget implied
@@ -98,15 +102,15 @@ def test_threshold_slider_spans_the_token_range_by_keyboard(page, app_url, artif
     assert distinct >= 0.8 * len(steps), (distinct, steps)  # the count changes at most positions
 
     # budget on: it starts at the threshold layout's token count (the slider in the browser follows)
-    at = tokens[PRESSES]
     thumb.focus()
     for _ in range(2):  # back from End to a position in the middle of the ArrowRight run
         page.keyboard.press("Home")
         _wait_idle(page)
-    for _ in range(PRESSES):
-        page.keyboard.press("ArrowRight")
+    for _ in range(PRESSES):  # fast presses: on a loaded machine one may land while a rerun redraws the
+        page.keyboard.press("ArrowRight")  # slider, so the position is read back from the thumb
     page.wait_for_function(SETTLED_JS, arg=LABEL, timeout=60_000)
     _wait_idle(page)
+    at = int(curve.tokens_at(by_label[_thumb_value(page, LABEL)]))
     assert int(_tokens(page).replace(",", "")) == at
     page.locator('[data-testid="stMain"]').get_by_text("Token budget", exact=True).click()
     caption = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="tokens for this 1152x864 image")
@@ -123,3 +127,77 @@ def test_threshold_slider_spans_the_token_range_by_keyboard(page, app_url, artif
         "image": "chelsea 1152x864 PNG upload", "presses": ["Home"] + ["ArrowRight"] * PRESSES + ["End"],
         "thumb": shown, "tokens": tokens, "distinct_over_home_and_30_steps": distinct,
         "library_distinct_over_201_positions": int(len(np.unique(scale.tokens(curve))))}, indent=1))
+
+
+def _caption(page, part: str) -> str:
+    return page.locator('[data-testid="stCaptionContainer"]').filter(has_text=part).first.inner_text()
+
+
+def test_multiscale_threshold_slider_steps_over_the_hull(page, app_url, artifacts, photo_1mp):
+    """The default strategy without a budget: lambda over the image's rate-distortion hull. Home, 30 x
+    ArrowRight, End, then ArrowLeft through the coarse end (uniform grids, one position each): every
+    position's tokens are ``RDHull.tokens_at`` of the library, monotone, distinct at most positions."""
+    path, image = photo_1mp
+    out = artifacts / "multiscale_threshold"
+    out.mkdir(parents=True, exist_ok=True)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=90_000)
+    _wait_idle(page, timeout=90_000)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    page.locator('[data-testid="stSidebar"]').get_by_text("1152x864").first.wait_for(timeout=60_000)
+    _wait_idle(page)
+    _no_exception(page)
+    assert page.locator('[data-testid="stSelectbox"]').filter(has_text="Strategy").get_by_role(
+        "combobox").input_value() == "multiscale"
+    hull = ap.rd_hull(image, levels=2, token_size=16)
+    scale = threshold_scale(hull)
+    budget = round(0.3 * 3888)  # the default budget: 30% of the 16 px grid
+    page.locator('[data-testid="stMain"]').get_by_text("Token budget", exact=True).click()
+    page.wait_for_function(SETTLED_JS, arg=LABEL, timeout=120_000)  # the first visit builds the hull
+    _wait_idle(page)
+    _no_exception(page)
+    assert int(_tokens(page).replace(",", "")) == hull.tokens_at(hull.threshold_for(budget)) <= budget
+    _shot(page, out / "start.png")
+
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text=LABEL).get_by_role("slider")
+    thumb.focus()
+    labels = ui.threshold_labels(scale.thresholds, True)
+    by_label = {v: k for k, v in labels.items()}
+    seen = [_press(page, "Home")]
+    for _ in range(PRESSES):
+        seen.append(_press(page, "ArrowRight"))
+    _no_exception(page)
+    assert "this image takes the distortion quadtree" in _caption(page, "this image takes")
+    _shot(page, out / "after_30_steps.png")
+    thumb.focus()
+    seen.append(_press(page, "End"))
+    coarsest = _caption(page, "this image takes")
+    assert f"the uniform grid of {int(hull.values[0])} px patches: {int(hull.tokens[0]):,} tokens" in coarsest
+    _shot(page, out / "end.png")
+    back = []
+    for _ in range(6):  # the coarse end: a uniform grid at each position
+        back.append(_press(page, "ArrowLeft"))
+    _shot(page, out / "coarse_end.png")
+    _no_exception(page)
+
+    shown = [label for label, _ in seen]
+    tokens = [n for _, n in seen]
+    thresholds = [by_label[label] for label in shown]
+    assert thresholds[:PRESSES + 1] == [float(v) for v in scale.thresholds[:PRESSES + 1]]
+    assert thresholds[-1] == float(scale.thresholds[-1])
+    assert tokens == [int(hull.tokens_at(t)) for t in thresholds]  # the library's numbers at every position
+    assert tokens[0] == hull.tokens[-1] and tokens[-1] == hull.tokens[0]  # finest, coarsest
+    assert all(a >= b for a, b in zip(tokens, tokens[1:]))  # monotone
+    distinct = len(set(tokens[:PRESSES + 1]))
+    assert distinct >= 0.8 * (PRESSES + 1), (distinct, tokens)
+    back_t = [by_label[label] for label, _ in back]
+    assert [n for _, n in back] == [int(hull.tokens_at(t)) for t in back_t]
+    assert [n for _, n in back] == sorted({n for _, n in back})  # each step left: more tokens
+    assert [n for _, n in back] == [int(v) for v in scale.tokens(hull)[scale.last - 6:scale.last][::-1]]
+    assert page.real_errors() == [], page.real_errors()
+    (out / "steps.json").write_text(json.dumps({
+        "image": "chelsea 1152x864 PNG upload", "strategy": "multiscale (threshold mode: RDHull)",
+        "presses": ["Home"] + ["ArrowRight"] * PRESSES + ["End"] + ["ArrowLeft"] * 6,
+        "thumb": shown + [label for label, _ in back], "tokens": tokens + [n for _, n in back],
+        "distinct_over_home_and_30_steps": distinct,
+        "library_distinct_over_201_positions": int(len(np.unique(scale.tokens(hull))))}, indent=1))

@@ -8,6 +8,7 @@ selection) live in ``adapatch.model``.
 
 from typing import TYPE_CHECKING
 
+from . import model_plugins  # noqa: F401  (first: it fills adapatch.plugins before any layer is imported)
 from . import render
 from .budgets import RelativeBudget, relative_budget
 from .efficiency import VIT_PRESETS, ViTPreset, efficiency, vit_flops

@@ -21,9 +21,10 @@ Plotly image trace draws it), rounded to the nearest pixel; a polygon is filled 
 ``1 - smoothstep(d / falloff)`` at distance ``d`` (exact Euclidean distance transform), so it falls
 smoothly to exactly 0 at ``falloff`` px; 0 gives the hard mask; None is 10% of the shorter side.
 
-Class and text maps come from ``adapatch.model.query_maps`` (torch), reached by name on first use
-like ``saliency.register_lazy``: the layout modules stay below the model package, which imports
-``adapatch.pruning``.
+Class and text maps come from the model package (torch), through the plug-in registry
+(``adapatch.plugins``, kinds ``"class"`` and ``"text"``): this module never names the model
+package, which imports ``adapatch.pruning`` and so sits above it; ``adapatch.model_plugins`` names
+``adapatch.model.query_maps``, imported on first use.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from . import plugins
 from .validation import check_float, check_int
 
 QUERY_KINDS = ("box", "polygon", "points", "class", "text")
@@ -290,12 +292,6 @@ def check_query_map(m: Any, shape: tuple[int, ...], name: str = "query") -> np.n
     return arr
 
 
-def _model_query_maps():
-    """``adapatch.model.query_maps``, imported by name on first use (torch; see the module docstring)."""
-    import importlib
-    return importlib.import_module("adapatch.model.query_maps")
-
-
 def query_map(image: Any, query: Query | dict | None = None, *, box: Any = None, polygon: Any = None,
               points: Any = None, falloff: float | None = None, model: Any = None, target: int | None = None,
               text: str | None = None, device: Any = "auto") -> np.ndarray:
@@ -322,11 +318,11 @@ def query_map(image: Any, query: Query | dict | None = None, *, box: Any = None,
     h, w = int(shape[0]), int(shape[1])
     if q.kind in REGION_KINDS:
         return _region_map(h, w, q)
-    maps = _model_query_maps()
+    fn = plugins.load("query", q.kind)  # the model package's map (see the module docstring)
     if q.kind == "class":
-        m = maps.class_evidence_map(image, q.model, q.target, device=device)
+        m = fn(image, q.model, q.target, device=device)
     else:
-        m = maps.text_map(image, q.text, model=q.model, device=device)
+        m = fn(image, q.text, model=q.model, device=device)
     arr = np.asarray(m, dtype=np.float32)
     if arr.shape != (h, w) or not np.isfinite(arr).all():
         raise ValueError(f"the {q.kind} map must be finite with the image's shape {(h, w)}, got {arr.shape}")

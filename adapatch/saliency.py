@@ -2,13 +2,14 @@
 
 Every method maps a float32 RGB image ``[H, W, 3]`` to a float32 ``[H, W]`` map; the registry
 min-max normalises it to ``[0, 1]`` (a constant map becomes all zeros, never NaN). New methods
-(e.g. ``"attention"`` from a ViT, in ``adapatch.model``) plug in with ``register_saliency``;
-callers only ever use ``saliency(image, method, **params)``.
+plug in with ``register_saliency``; callers only ever use ``saliency(image, method, **params)``.
+Methods that need the model package (``"attention"`` from a ViT) are plug-ins
+(``adapatch.plugins``): listed here by the name ``adapatch.model_plugins`` registered, their module
+imported the first time one is asked for (importing it registers the method).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -16,6 +17,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from . import plugins
 from .validation import check_float, check_int, check_rgb
 
 SaliencyFn = Callable[..., np.ndarray]
@@ -31,7 +33,7 @@ class SaliencyMethod:
     defaults: dict[str, Any] = field(default_factory=dict)
     param_ranges: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     param_choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    module: str | None = None  # lazily imported module that registers the real function
+    module: str | None = None  # a plug-in's module, imported on first use (it registers the real function)
     reason: str = ""  # why the method is unavailable, if it is
 
     @property
@@ -65,19 +67,22 @@ def register_saliency(name: str, description: str = "", defaults: dict[str, Any]
     return deco
 
 
-def register_lazy(name: str, module: str, description: str = "") -> None:
-    """Announce a method whose module registers it on import (keeps torch models out of import)."""
-    if name not in _REGISTRY:
-        _REGISTRY[name] = SaliencyMethod(name, None, description, module=module)
+def _announce_plugins() -> None:
+    """List the saliency plug-ins (``adapatch.plugins``) not registered yet, unresolved: their
+    modules are imported on first use, so torch models stay out of ``import adapatch``."""
+    for p in plugins.registered("saliency"):
+        if p.name not in _REGISTRY:
+            _REGISTRY[p.name] = SaliencyMethod(p.name, None, p.description, module=p.module)
 
 
 def _resolve(name: str) -> SaliencyMethod:
+    _announce_plugins()
     m = _REGISTRY.get(name)
     if m is None:
         raise ValueError(f"method must be one of {', '.join(map(repr, _REGISTRY))}; got {name!r}")
     if m.fn is None and m.module:
         try:
-            importlib.import_module(m.module)
+            plugins.load("saliency", name)  # importing its module registers the method
         except Exception as e:  # optional dependency missing or broken: report, do not crash
             m.reason = f"{m.module} could not be imported: {type(e).__name__}: {e}"
         m = _REGISTRY[name]
@@ -85,7 +90,8 @@ def _resolve(name: str) -> SaliencyMethod:
 
 
 def saliency_methods() -> dict[str, SaliencyMethod]:
-    """All registered methods (lazy ones resolved), in registration order."""
+    """All registered methods (plug-ins resolved), in registration order."""
+    _announce_plugins()
     for name in list(_REGISTRY):
         _resolve(name)
     return dict(_REGISTRY)
@@ -239,5 +245,4 @@ def spectral_saliency(image: np.ndarray, scale: int = 64, sigma: float = 2.5) ->
     return cv2.resize(sal, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-register_lazy("attention", "adapatch.model.attention",
-              "CLS attention / attention rollout of a ViT (needs adapatch.model and weights).")
+_announce_plugins()  # after the built-in methods (adapatch.model_plugins registered them before this import)

@@ -1,8 +1,10 @@
 """Attention saliency of a ViT: last-layer CLS attention and attention rollout.
 
-Registered with the core's saliency registry as ``"attention"`` (the core imports this module
-lazily). A model with random weights has meaningless attention, so these functions refuse a
-model whose ``pretrained`` flag is False unless ``allow_random=True`` (for tests and timing).
+Registered with the core's saliency registry as ``"attention"`` (``attention_method``):
+``adapatch.model_plugins`` names this module as the ``"attention"`` saliency plug-in
+(``adapatch.plugins``), and it is imported the first time that method is asked for. A model with
+random weights has meaningless attention, so these functions refuse a model whose ``pretrained``
+flag is False unless ``allow_random=True`` (for tests and timing).
 With no model given, the registered method uses the bundled task model (trained here, on
 cluttered digits; see ``adapatch.model.load_task_model``).
 
@@ -108,7 +110,7 @@ def attention_saliency(image: np.ndarray, model, mode: str = "rollout", head_fus
                    defaults={"model": None, "mode": "rollout", "head_fusion": "mean", "discard_ratio": 0.9},
                    param_ranges={"discard_ratio": (0.0, 0.99, 0.01)},
                    param_choices={"mode": MODES, "head_fusion": HEAD_FUSIONS})
-def _attention_method(image: np.ndarray, model=None, mode: str = "rollout", head_fusion: str = "mean",
+def attention_method(image: np.ndarray, model=None, mode: str = "rollout", head_fusion: str = "mean",
                       discard_ratio: float = 0.9) -> np.ndarray:
     """Registry entry: ``model=None`` uses the bundled task model (raises if it is missing); a
     string is a model source (``"task"``, a checkpoint path, a timm name; ``resolve_model``),

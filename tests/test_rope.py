@@ -21,10 +21,10 @@ from adapatch.model.rope import (
     grid_centers,
     layer_rope,
     rope_bands,
-    rope_config_from_timm,
     rope_embedding,
     rope_positions,
 )
+from adapatch.model.timm.rope import rope_config_from_timm
 
 # one config per kind and per grid flavour (as timm's RoPE ViTs use them, plus the other options)
 CONFIGS = {

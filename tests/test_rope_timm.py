@@ -29,9 +29,9 @@ from adapatch.model.rope import (
     apply_rope,
     grid_centers,
     layer_rope,
-    rope_config_from_timm,
     rope_embedding,
 )
+from adapatch.model.timm.rope import rope_config_from_timm
 
 ATOL = 1e-6
 

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.timm
 
 import adapatch as ap  # noqa: E402
 from adapatch.model import load_model, load_model_bytes  # noqa: E402
-from adapatch.model.weights import load_timm, meta_build, timm_arch_config  # noqa: E402
+from adapatch.model.timm.build import meta_build, timm_arch_config  # noqa: E402
+from adapatch.model.weights import load_timm  # noqa: E402
 
 NAMES = sorted(set(timm.list_models("vit_*") + timm.list_models("deit_*")))
 COVERAGE = 0.80 if int(timm.__version__.split(".")[0]) >= 1 else 0.70

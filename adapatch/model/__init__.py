@@ -2,7 +2,9 @@
 token pruning (learned scorer, EViT attentive), a learned patch selector, latency measurement,
 and the bundled task model trained on cluttered digits by ``python -m adapatch.experiments``.
 
-Nothing is downloaded at import; timm is optional and only used by ``load_model(<timm name>)``.
+Nothing is downloaded at import; timm is optional and only used by ``load_model(<timm name>)``
+and a timm ``config.json`` beside a checkpoint; every piece of code that reads timm lives in
+``adapatch.model.timm``.
 """
 
 from .agreement import TokenAgreement, token_agreement
@@ -18,8 +20,9 @@ from .selector import LearnedPatchSelector, relaxed_mask, select_topk, sparsity_
 from .sources import TASK, describe_model, resolve_model
 from .task import ASSET_DIR, TaskModel, load_task_model, prepare_image, resize_for_model
 from .vit import ViTConfig, VisionTransformer
-from .weights import (PREPROCESS, PRESETS, create_model, load_model, load_model_bytes, read_state_dict,
-                      read_state_dict_bytes, save_model)
+from .config_inference import PREPROCESS
+from .weights import (PRESETS, create_model, load_model, load_model_bytes, read_state_dict, read_state_dict_bytes,
+                      save_model)
 
 __all__ = [
     "PREPROCESS", "TokenAgreement", "token_agreement",

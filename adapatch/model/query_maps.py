@@ -1,9 +1,10 @@
 """Query maps from a model: class evidence from a ViT, and text relevance from an image-text model.
 
-``adapatch.query_map`` calls these (imported lazily) for the ``"class"`` and ``"text"`` kinds of
-query. Both return float32 ``[H, W]`` maps in [0, 1] at the image's own size: the model runs on
-its fixed input (the image is resized to it, aspect not kept, as for attention saliency), the
-token-grid map is upsampled bilinearly (cv2) and min-max normalised (a constant map is all zeros).
+``adapatch.query_map`` calls these for the ``"class"`` and ``"text"`` kinds of query (plug-ins,
+``adapatch.plugins``: this module is imported on first use). Both return float32 ``[H, W]`` maps
+in [0, 1] at the image's own size: the model runs on its fixed input (the image is resized to it,
+aspect not kept, as for attention saliency), the token-grid map is upsampled bilinearly (cv2) and
+min-max normalised (a constant map is all zeros).
 
 **Class evidence** (``class_evidence_map``) works for any loaded ``VisionTransformer`` or the
 bundled ``TaskModel``: class token or not (average / max / attention-pool heads), registers,
@@ -217,16 +218,17 @@ def _load_named(name: str, device: str):
     else:
         raise ValueError(f"model must name pretrained weights, 'ARCH/TAG' (e.g. {DEFAULT_TEXT_MODEL!r}) or "
                          f"'hf-hub:org/repo', got {name!r}: an architecture alone has random weights")
-    from .weights import _hub_offline, _hub_reachable, _one_line
+    from .messages import one_line
+    from .timm.hub import hub_offline, hub_reachable
 
-    online = _hub_reachable()  # offline, only cached weights load and a miss fails at once (no retries)
+    online = hub_reachable()  # offline, only cached weights load and a miss fails at once (no retries)
     try:
-        with (contextlib.nullcontext() if online else _hub_offline()):
+        with (contextlib.nullcontext() if online else hub_offline()):
             model = open_clip.create_model(arch, pretrained=tag, device=device)
             tokenizer = open_clip.get_tokenizer(arch)
     except Exception as e:  # noqa: BLE001 - unknown name or tag, hub unreachable, not cached
         why = _first_line(e) if online else "offline and its weights are not cached"
-        raise ValueError(_one_line(f"model: open_clip could not load {name!r}: {why}")) from None
+        raise ValueError(one_line(f"model: open_clip could not load {name!r}: {why}")) from None
     return model.eval(), tokenizer
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from .vit import ViTConfig, VisionTransformer
+from ..vit import ViTConfig, VisionTransformer
+from .rope import rope_config_from_timm
 
 SUPPORTED_CLASSES = ("VisionTransformer", "VisionTransformerDistilled", "Eva")
 _CLASS_FEATURE = {
@@ -185,7 +186,6 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
             raise Unsupported(f"a pos_embed of {n} rows for a {grid}x{grid} grid and {npt} prefix tokens")
     rope = {}
     if getattr(tm, "rope", None) is not None:
-        from .rope import rope_config_from_timm
         try:
             rope = rope_config_from_timm(tm.rope, tm).to_dict()
         except ValueError as e:

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from adapatch.experiments.cluttered_digits import DatasetConfig, _sources
+from adapatch.experiments.cluttered_digits import DatasetConfig, source_digits as _sources
 from adapatch.experiments.query_eval import (
     BUDGETS,
     check_class_maps,

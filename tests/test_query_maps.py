@@ -104,7 +104,7 @@ def test_task_class_map_finds_the_digit(task, truth):
 
 def _two_digit_canvases(n: int, seed: int = 0):
     """Two held-out digits of different classes (left and right) on one noisy canvas, with boxes."""
-    from adapatch.experiments.cluttered_digits import DatasetConfig, _sources, to_rgb
+    from adapatch.experiments.cluttered_digits import DatasetConfig, source_digits as _sources, to_rgb
 
     _, _, src, lab = _sources(DatasetConfig())
     rng = np.random.default_rng(seed)

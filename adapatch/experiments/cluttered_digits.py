@@ -43,7 +43,7 @@ class DatasetConfig:
         return asdict(self)
 
 
-def _sources(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def source_digits(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Enlarged source digits ``[M, 8s, 8s]`` in [0, 1] and labels, split train / test."""
     from sklearn.datasets import load_digits
 
@@ -57,7 +57,7 @@ def _sources(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return big[tr], d.target[tr], big[te], d.target[te]
 
 
-def _paste(canvas: np.ndarray, patch: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
+def paste(canvas: np.ndarray, patch: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> None:
     """``canvas[i, y:y+h, x:x+w] = max(canvas, patch[i])`` for all i at once."""
     n, h, w = patch.shape
     iy = ys[:, None, None] + np.arange(h)[None, :, None]
@@ -75,7 +75,7 @@ def add_distractors(canvas: np.ndarray, src: np.ndarray, count: int, f: int, rng
         oy, ox = rng.integers(0, d - f + 1, n), rng.integers(0, d - f + 1, n)
         frag = src[pick[:, None, None], oy[:, None, None] + np.arange(f)[None, :, None],
                    ox[:, None, None] + np.arange(f)[None, None, :]]
-        _paste(canvas, frag * rng.uniform(0.6, 1.0, (n, 1, 1)).astype(np.float32),
+        paste(canvas, frag * rng.uniform(0.6, 1.0, (n, 1, 1)).astype(np.float32),
                rng.integers(0, s - f + 1, n), rng.integers(0, s - f + 1, n))
 
 
@@ -86,7 +86,7 @@ def _compose(src: np.ndarray, labels: np.ndarray, n: int, cfg: DatasetConfig, rn
     add_distractors(canvas, src, cfg.n_distractors, cfg.fragment * cfg.scale, rng)
     pick = rng.integers(0, len(src), n)
     ys, xs = rng.integers(0, s - d + 1, n), rng.integers(0, s - d + 1, n)
-    _paste(canvas, src[pick], ys, xs)
+    paste(canvas, src[pick], ys, xs)
     canvas += rng.normal(0.0, cfg.noise, canvas.shape).astype(np.float32)
     np.clip(canvas, 0.0, 1.0, out=canvas)
     return canvas, labels[pick].astype(np.int64), np.stack([ys, xs], 1)
@@ -96,7 +96,7 @@ def make_dataset(cfg: DatasetConfig | None = None) -> dict[str, np.ndarray]:
     """``{"train_x", "train_y", "test_x", "test_y", "train_pos", "test_pos"}``; images are grey
     float32 ``[n, size, size]`` in [0, 1] (use ``to_rgb``), pos is the digit's top-left corner."""
     cfg = cfg or DatasetConfig()
-    tr_src, tr_lab, te_src, te_lab = _sources(cfg)
+    tr_src, tr_lab, te_src, te_lab = source_digits(cfg)
     rng = np.random.default_rng(cfg.seed + 1)
     trx, try_, trp = _compose(tr_src, tr_lab, cfg.n_train, cfg, rng)
     tex, tey, tep = _compose(te_src, te_lab, cfg.n_test, cfg, rng)

@@ -17,10 +17,10 @@ reports how often it names the *other* digit).
 
 Everything else follows ``cluttered_digits`` at the bundled model's settings (digits enlarged 3x
 to 24 px, 4 distractor fragments of 12 px, noise 0.08) and draws its digits from that run's
-*held-out* source digits (``_sources`` with the same ``seed`` and ``test_fraction``), so the model
-has never seen any digit here. Ground truth per image: both digits' pasted 24 px boxes and their
-ink boxes (the tight box of the pasted digit's pixels >= ``ink_level``), the queried side, both
-labels.
+*held-out* source digits (``source_digits`` with the same ``seed`` and ``test_fraction``), so the
+model has never seen any digit here. Ground truth per image: both digits' pasted 24 px boxes and
+their ink boxes (the tight box of the pasted digit's pixels >= ``ink_level``), the queried side,
+both labels.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..validation import check_float, check_int
-from .cluttered_digits import DatasetConfig, _paste, _sources, add_distractors
+from .cluttered_digits import DatasetConfig, add_distractors, paste, source_digits
 
 SIDES = ("left", "right")
 
@@ -104,7 +104,7 @@ def make_two_digits(cfg: TwoDigitConfig | None = None) -> dict[str, np.ndarray]:
     dcfg = DatasetConfig(n_train=1, n_test=1, size=cfg.size, scale=cfg.scale, n_distractors=cfg.n_distractors,
                          fragment=cfg.fragment, noise=cfg.noise, test_fraction=cfg.test_fraction,
                          seed=cfg.source_seed)
-    _, _, src, lab = _sources(dcfg)  # the held-out source digits only
+    _, _, src, lab = source_digits(dcfg)  # the held-out source digits only
     rng = np.random.default_rng(cfg.seed)
     n, s, d = cfg.n, cfg.size, src.shape[1]
     half = s // 2
@@ -122,7 +122,7 @@ def make_two_digits(cfg: TwoDigitConfig | None = None) -> dict[str, np.ndarray]:
     for j, (pick, lo) in enumerate(((left, 0), (right, half))):
         ys = rng.integers(0, s - d + 1, n)
         xs = rng.integers(lo, lo + half - d + 1, n)  # wholly inside its half
-        _paste(canvas, src[pick], ys, xs)
+        paste(canvas, src[pick], ys, xs)
         boxes[:, j] = np.stack([ys, xs, ys + d, xs + d], 1)
         ink[:, j] = _ink_boxes(src[pick], ys, xs, cfg.ink_level)
     canvas += rng.normal(0.0, cfg.noise, canvas.shape).astype(np.float32)

@@ -30,7 +30,7 @@ def _fuse(a: torch.Tensor, head_fusion: str) -> torch.Tensor:
     return a.mean(dim=1) if head_fusion == "mean" else a.amax(dim=1)
 
 
-def _read_row(m: torch.Tensor, num_prefix: int, has_cls: bool) -> torch.Tensor:
+def read_row(m: torch.Tensor, num_prefix: int, has_cls: bool) -> torch.Tensor:
     """``[B, N]`` from a ``[B, T, T]`` map: the class token's row over the patch tokens, or (no class
     token: average-pool and attention-pool models) the mean row of the patch tokens."""
     if has_cls:
@@ -43,7 +43,7 @@ def cls_attention(attns: list[torch.Tensor], head_fusion: str = "mean", num_pref
     """``[B, N]``: attention of the CLS query on each patch token in the last block (without a
     class token: the mean attention each patch token receives from the patch tokens)."""
     check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
-    return _read_row(_fuse(attns[-1], head_fusion), num_prefix, has_cls)
+    return read_row(_fuse(attns[-1], head_fusion), num_prefix, has_cls)
 
 
 def rollout(attns: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.9, num_prefix: int = 1,
@@ -71,7 +71,7 @@ def rollout(attns: list[torch.Tensor], head_fusion: str = "mean", discard_ratio:
         f = (f + eye) / 2
         f = f / f.sum(dim=-1, keepdim=True)
         result = f @ result
-    return _read_row(result, num_prefix, has_cls)
+    return read_row(result, num_prefix, has_cls)
 
 
 @torch.no_grad()

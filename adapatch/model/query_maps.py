@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 from ..device import resolve_device
 from ..validation import check_choice, check_rgb
-from .attention import _read_row
+from .attention import read_row
 from .task import as_vit, prepare_image
 
 CLASS_METHODS = ("gradattn", "gradcam")
@@ -154,7 +154,7 @@ def class_evidence_tokens(image: np.ndarray, model, target: int, device: str | t
             for a, da in zip(attns, grads):
                 a_bar = (da.float() * a.detach().float()).clamp(min=0).mean(dim=1)
                 r = r + a_bar @ r
-            cam = _read_row(r, npt, vit.cls_token is not None)[0]
+            cam = read_row(r, npt, vit.cls_token is not None)[0]
     return cam.reshape(g, g).detach().cpu().numpy().astype(np.float32)
 
 

@@ -1,9 +1,11 @@
 """``PatchLayout``: the result of every layout strategy, a set of square boxes ``(y, x, size)``.
 
 Coordinates are in pixels of the *canvas*: the image padded at the bottom and right (by edge
-replication) up to ``canvas = (canvas_height, canvas_width)``. Boxes never start outside the
-canvas, so every original pixel ``(r, c)`` with ``r < height`` and ``c < width`` lies in exactly
-one box of ``boxes`` (a token) or ``dropped`` (a region the layout gives no token).
+replication) up to ``canvas = (canvas_height, canvas_width)``. Boxes lie inside the canvas, and
+every original pixel ``(r, c)`` with ``r < height`` and ``c < width`` lies in exactly one box of
+``boxes`` (a token) or ``dropped`` (a region the layout gives no token). Padding pixels lie in at
+most one box: a box wholly in the padding would hold no pixel of the image, so layouts leave such
+regions uncovered (a quadtree's squares straddling the edge split into fewer than four tokens).
 Boxes are kept in row-major order of their top-left corner, the order of a ViT's fixed grid.
 """
 
@@ -41,7 +43,8 @@ class PatchLayout:
 
     Attributes:
         height, width: size of the original image in pixels.
-        canvas: ``(canvas_height, canvas_width)``, the padded area the boxes tile.
+        canvas: ``(canvas_height, canvas_width)``, the padded area the boxes lie in (they tile
+            the image; parts of the padding may be left uncovered).
         boxes: int32 ``[N, 3]`` of ``(y, x, size)``, one row per token.
         dropped: int32 ``[M, 3]`` boxes that are part of the tiling but get no token
             (budget exhausted, pruned).
@@ -85,17 +88,21 @@ class PatchLayout:
         return math.ceil(self.height / patch_size) * math.ceil(self.width / patch_size)
 
     def kept_area_fraction(self) -> float:
-        """Fraction of the canvas area covered by tokens (1.0 unless boxes were dropped)."""
-        total = self.canvas[0] * self.canvas[1]
-        return float((self.boxes[:, 2].astype(np.int64) ** 2).sum() / total) if total else 0.0
+        """Fraction of the image's pixels covered by tokens (1.0 unless boxes were dropped)."""
+        total = self.height * self.width
+        b = self.boxes.astype(np.int64)
+        inside = ((np.minimum(b[:, 0] + b[:, 2], self.height) - np.minimum(b[:, 0], self.height))
+                  * (np.minimum(b[:, 1] + b[:, 2], self.width) - np.minimum(b[:, 1], self.width)))
+        return float(inside.sum() / total) if total else 0.0
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "PatchLayout":
-        """Prove that ``boxes`` and ``dropped`` together tile the canvas exactly.
+        """Prove that ``boxes`` and ``dropped`` together tile the image exactly.
 
-        Every canvas pixel (hence every original pixel) is covered exactly once. Checked by
-        painting box counts with a 2-D difference array (one cumulative sum per axis), so the
-        cost is one canvas-sized array, not a loop over pixels. Raises ``ValueError`` if not.
+        Every original pixel is covered exactly once, every padding pixel of the canvas at most
+        once (boxes wholly in the padding hold no pixel of the image; layouts leave them out).
+        Checked by painting box counts with a 2-D difference array (one cumulative sum per axis),
+        so the cost is one canvas-sized array, not a loop over pixels. Raises ``ValueError`` if not.
         """
         ch, cw = self.canvas
         if ch < self.height or cw < self.width:
@@ -114,9 +121,13 @@ class PatchLayout:
         np.add.at(diff, (y, x + s), -1)
         np.add.at(diff, (y + s, x + s), 1)
         cover = diff.cumsum(0).cumsum(1)[:ch, :cw]
-        if not (cover == 1).all():
-            bad = int((cover != 1).sum())
-            raise ValueError(f"boxes do not tile the canvas: {bad} pixels covered 0 or 2+ times")
+        image = cover[:self.height, :self.width]
+        if not (image == 1).all():
+            bad = int((image != 1).sum())
+            raise ValueError(f"boxes do not tile the image: {bad} pixels covered 0 or 2+ times")
+        if (cover > 1).any():
+            bad = int((cover > 1).sum())
+            raise ValueError(f"boxes overlap in the padding: {bad} pixels covered 2+ times")
         return self
 
     # ------------------------------------------------------------------ geometry helpers

@@ -2,7 +2,8 @@
 
 Everything is drawn at ``max_side`` pixels (the longer side) or less, the size a screen shows,
 with 1 px lines there; no loop over boxes: box ids are painted with a 2-D difference array (boxes
-tile the canvas, so each pixel receives exactly one id) and outlines are where the id changes.
+tile the image, so each image pixel receives exactly one id; only image pixels are drawn) and
+outlines are where the id changes.
 Colours depend only on the patch size, so the same size has the same colour in every view.
 """
 
@@ -101,8 +102,9 @@ def _paint(layout: PatchLayout, shape: tuple[int, int]) -> tuple[np.ndarray, np.
     y0, x0, n = allb[:, 0] // g, allb[:, 1] // g, allb[:, 2] // g
     y1, x1 = y0 + n, x0 + n
     ids_value = np.arange(len(allb), dtype=np.int64) + 1
-    # Boxes tile the canvas, so each cell sums exactly one box's value: a 2-D difference array
-    # (corners +v / -v, then cumulative sums) paints all boxes at once.
+    # Boxes tile the image, so each cell holding an image pixel sums exactly one box's value (padding
+    # left uncovered reads -1 and is never sampled): a 2-D difference array (corners +v / -v, then
+    # cumulative sums) paints all boxes at once.
     idx = np.concatenate([y0 * (gw + 1) + x0, y1 * (gw + 1) + x0, y0 * (gw + 1) + x1, y1 * (gw + 1) + x1])
     w = np.concatenate([ids_value, -ids_value, -ids_value, ids_value]).astype(np.float64)
     diff = np.bincount(idx, weights=w, minlength=(gh + 1) * (gw + 1)).reshape(gh + 1, gw + 1)

@@ -9,9 +9,9 @@ rules, exact curves and the query mix).
   must remove per added token (``quadtree_engine.LAMBDA_UNIT``: 8-bit levels^2 of MSE over 256
   pixels), and the layout is the one that minimises ``error + lambda * tokens`` exactly; the other
   importances are in [0, 1].
-* budget mode: best-first refinement (+3 tokens a split) until the next split would exceed the
-  budget; for ``distortion`` the greedy of rate-distortion coding (largest squared error removed
-  first).
+* budget mode: best-first refinement until the next split's tokens would exceed the budget (a
+  split adds 3 tokens, fewer where children would lie wholly in the padding: those are no tokens);
+  for ``distortion`` the greedy of rate-distortion coding (largest squared error removed first).
 
 The tokens-vs-threshold curve (``threshold_curve``), the threshold that meets a budget
 (``threshold_for_budget``) and a quadtree at any threshold without the pixels (``PathImportance``)
@@ -27,8 +27,8 @@ import numpy as np
 
 from .importance import TOKEN_SIZE
 from .layout import PatchLayout
-from .quadtree_engine import (Prepared, budget_split, heap_order_split, leaves, path_minima, prepare,
-                              prepare_distortion_rgb8, threshold_limit, with_query)
+from .quadtree_engine import (Prepared, budget_split, flat_increments, heap_order_split, leaves, path_minima,
+                              prepare, prepare_distortion_rgb8, threshold_limit, with_query)
 from .validation import check_float, check_int
 
 DEFAULT_THRESHOLD = 0.1
@@ -125,23 +125,37 @@ def quadtree_batch(images: np.ndarray, saliency: np.ndarray | str | None = None,
 class ThresholdCurve:
     """Tokens of the threshold-mode quadtree as a function of the threshold, exactly.
 
-    ``thresholds`` (ascending) are the path importances of the split-able squares; the layout at
-    threshold ``t`` has ``base_tokens + 3 * #{thresholds > t}`` tokens.
+    ``thresholds`` (ascending) are the path importances of the split-able squares whose split adds
+    tokens, and ``increments[i]`` how many (``quadtree_engine.split_increments``: 3, or 1 for a
+    square straddling the image's edge; None: 3 each); the layout at threshold ``t`` has
+    ``base_tokens + sum of increments[thresholds > t]`` tokens. Splits that add no token (the corner
+    square straddling the image, squares wholly in the padding) change the layout but not the
+    count: they are no breakpoints and are left out.
     """
 
     thresholds: np.ndarray
     base_tokens: int
     params: dict[str, Any]
+    increments: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.thresholds = np.asarray(self.thresholds, np.float64)
+        n = len(self.thresholds)
+        inc = np.full(n, 3, np.int64) if self.increments is None else np.asarray(self.increments, np.int64)
+        if inc.shape != (n,):
+            raise ValueError(f"increments must have one entry per threshold ({n}), got shape {inc.shape}")
+        self.increments = inc
+        # tokens added by the splits at and above each threshold: _above[j] = sum(increments[j:])
+        self._above = np.concatenate([np.cumsum(inc[::-1])[::-1], [0]])
 
     @property
     def max_tokens(self) -> int:
-        return self.base_tokens + 3 * len(self.thresholds)
+        return self.base_tokens + int(self._above[0])
 
     def tokens_at(self, threshold: float | np.ndarray) -> int | np.ndarray:
         """Token count of ``quadtree(..., threshold=t)`` (vectorised over ``t``)."""
         t = np.asarray(threshold, dtype=np.float64)
-        n_above = len(self.thresholds) - np.searchsorted(self.thresholds, t, side="right")
-        out = self.base_tokens + 3 * n_above
+        out = self.base_tokens + self._above[np.searchsorted(self.thresholds, t, side="right")]
         return int(out) if out.ndim == 0 else out
 
     def threshold_for(self, budget: int) -> float:
@@ -149,10 +163,9 @@ class ThresholdCurve:
         budget = check_int("budget", budget, 1)
         if budget < self.base_tokens:
             raise ValueError(f"budget must be >= {self.base_tokens} (the number of max_size squares), got {budget}")
-        k = (budget - self.base_tokens) // 3
-        if k >= len(self.thresholds):
-            return 0.0
-        return float(self.thresholds[::-1][k])
+        # the splits above thresholds[j - 1] add _above[j] tokens (non-increasing in j): the first j that fits
+        j = int((self._above > budget - self.base_tokens).sum())
+        return 0.0 if j == 0 else float(self.thresholds[j - 1])
 
     def as_xy(self, max_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
         """``(threshold, tokens)`` points tracing the step curve for plotting: over [0, 1], or for
@@ -176,7 +189,9 @@ class PathImportance:
     ``values`` holds the path importance ``p`` of every split-able square (levels concatenated,
     coarse to fine, row-major; float64): at threshold ``t`` exactly the squares with ``p > t``
     split. From it come the image's exact tokens-vs-threshold curve and its layout at any
-    threshold, without the pixels (what dataset calibration keeps per image).
+    threshold, without the pixels (what dataset calibration keeps per image). The tokens each
+    split adds (``increments``: 3, fewer where children would lie wholly in the padding) follow
+    from the geometry alone, so they are not stored.
     """
 
     height: int
@@ -191,9 +206,18 @@ class PathImportance:
         """Tokens with no split: the ``max_size`` squares covering the canvas."""
         return (self.canvas[0] // self.sizes[0]) * (self.canvas[1] // self.sizes[0])
 
+    def increments(self) -> np.ndarray:
+        """The tokens each square's split adds, aligned with ``values`` (from the geometry alone:
+        ``quadtree_engine.split_increments``)."""
+        return flat_increments(self.height, self.width, self.canvas, self.sizes)
+
     def curve(self) -> ThresholdCurve:
         """The exact tokens-vs-threshold curve."""
-        return ThresholdCurve(np.sort(self.values), self.base_tokens, self.params)
+        inc = self.increments()
+        adds = inc > 0
+        vals, inc = self.values[adds], inc[adds]
+        order = np.argsort(vals, kind="stable")
+        return ThresholdCurve(vals[order], self.base_tokens, self.params, inc[order])
 
     def layout(self, threshold: float) -> PatchLayout:
         """The layout ``quadtree(image, threshold=threshold, ...)`` gives, from ``values`` alone."""

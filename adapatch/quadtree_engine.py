@@ -8,9 +8,9 @@ rule below works on whole levels (no per-square Python loop):
 * threshold mode: a square of size > ``min_size`` splits when its value exceeds the threshold; it
   exists when every ancestor split, so a square splits at ``t`` iff its *path value*
   ``p(sq) = min(value(sq), p(parent)) > t`` (``path_minima``) and the tokens-vs-threshold curve is
-  ``N0 + 3 * #{p > t}``, exact and one-pass.
-* budget mode: best-first refinement (+3 tokens a split) stops before a split would exceed the
-  budget. For per-pixel importances (``std``, ...) the first ``k`` splits are the ``k`` squares of
+  ``N0 + sum of inc(sq) over p > t``, exact and one-pass (``inc``: the tokens a split adds, below).
+* budget mode: best-first refinement stops at the first split whose tokens no longer fit in the
+  budget. For per-pixel importances (``std``, ...) the splits are the squares in order of
   largest ``p`` (``budget_split``). For ``distortion`` it is the greedy of rate-distortion coding
   (split the open square whose split removes the most squared error): a square's place in a
   literal heap's pop order is its *record key* (the gain ranks along its ancestry that are worse
@@ -44,7 +44,14 @@ query: the query-blind layout, bit for bit.
 
 Sides that are not multiples of ``max_size``: the image is padded at the bottom/right by edge
 replication up to the next multiple (``PatchLayout.canvas``). Every original pixel is covered by
-exactly one box; squares wholly in the padding never split.
+exactly one box. Boxes wholly in the padding (top-left corner at or past the bottom or right edge)
+hold no pixel of the image and are no tokens (``leaves`` drops them; the padding they would cover is
+left uncovered, ``PatchLayout.validate``), so a split adds ``inc(sq) = (its children holding an
+image pixel) - 1`` tokens (``split_increments``): 3 inside the image, 1 for a square straddling one
+edge with two children past it, 0 for the corner square with one child inside. Tokens are then
+``N0 + sum of inc`` over the splits made, never more than the ``min_size`` grid of the image, and
+every count above (budgets, the curve, ``lambda``'s cost of a split) uses ``inc``. Squares wholly
+in the padding add nothing and never split in budget mode.
 """
 
 from __future__ import annotations
@@ -81,6 +88,50 @@ class Prepared:
     params: dict[str, Any]
     gains: list[np.ndarray] | None = None  # distortion: squared error a split removes, per size
 
+    def increments(self) -> list[np.ndarray]:
+        """Tokens each split adds, per split-able size (``split_increments``: geometry only)."""
+        return split_increments(self.height, self.width, self.canvas, self.sizes)
+
+    def inside(self) -> list[np.ndarray]:
+        """Which squares hold a pixel of the image, per split-able size (``squares_inside``)."""
+        return squares_inside(self.height, self.width, self.canvas, self.sizes)
+
+
+def _children_inside(n: int, s: int, extent: int) -> np.ndarray:
+    """Per square of a row (or column) of ``n`` squares of side ``s``: how many of its two child
+    rows (columns) start inside an image side of ``extent`` px (0, 1 or 2)."""
+    start = np.arange(n, dtype=np.int64) * s
+    return (start < extent).astype(np.int64) + (start + s // 2 < extent)
+
+
+def split_increments(height: int, width: int, canvas: tuple[int, int], sizes: list[int]) -> list[np.ndarray]:
+    """``[ch / s, cw / s]`` int64 per split-able size (``sizes[:-1]``): the tokens a split of each
+    square adds, ``(its children holding an image pixel) - 1``: 3 inside the image, 1 for a square
+    straddling one edge with two children in the padding, 0 for the corner square with one child
+    in the image, and 0 for squares wholly in the padding (no token before or after). Children
+    wholly in the padding are no tokens (``leaves``), so tokens = the ``max_size`` squares + the sum
+    of the increments of the splits made."""
+    out = []
+    for s in sizes[:-1]:
+        ny = _children_inside(canvas[0] // s, s, height)
+        nx = _children_inside(canvas[1] // s, s, width)
+        out.append(np.maximum(ny[:, None] * nx[None, :] - 1, 0))
+    return out
+
+
+def squares_inside(height: int, width: int, canvas: tuple[int, int], sizes: list[int]) -> list[np.ndarray]:
+    """``[ch / s, cw / s]`` bool per split-able size: the squares whose top-left pixel lies in the
+    image (the others are wholly in the padding: they are no token and never split in budget mode)."""
+    return [(np.arange(canvas[0] // s) * s < height)[:, None] & (np.arange(canvas[1] // s) * s < width)[None, :]
+            for s in sizes[:-1]]
+
+
+def flat_increments(height: int, width: int, canvas: tuple[int, int], sizes: list[int]) -> np.ndarray:
+    """``split_increments`` of every split-able square, levels concatenated (coarse to fine,
+    row-major): aligned with ``PathImportance.values``."""
+    inc = split_increments(height, width, canvas, sizes)
+    return np.concatenate([x.ravel() for x in inc]) if inc else np.zeros(0, np.int64)
+
 
 def check_sizes(min_size: int, max_size: int) -> tuple[int, int]:
     """Validate a patch-size range (powers of two, ``min_size <= max_size``)."""
@@ -91,6 +142,11 @@ def check_sizes(min_size: int, max_size: int) -> tuple[int, int]:
     return min_size, max_size
 
 
+def split_sizes(min_size: int, max_size: int) -> list[int]:
+    """The square sizes of a quadtree from ``max_size`` down to ``min_size`` (powers of two apart)."""
+    return [max_size >> i for i in range(int(np.log2(max_size // min_size)) + 1)]
+
+
 def prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, importance: str,
              saliency_method: str = "edges", token_size: int = TOKEN_SIZE) -> Prepared:
     min_size, max_size = check_sizes(min_size, max_size)
@@ -99,7 +155,7 @@ def prepare(images: np.ndarray, saliency: Any, min_size: int, max_size: int, imp
     batch = check_rgb(images, batch=True)
     b, h, w = batch.shape[:3]
     canvas = padded_canvas(h, w, max_size)
-    sizes = [max_size >> i for i in range(int(np.log2(max_size // min_size)) + 1)]
+    sizes = split_sizes(min_size, max_size)
     params: dict[str, Any] = {"min_size": min_size, "max_size": max_size, "importance": importance}
     sal = None
     if importance in SALIENCY_MEASURES:
@@ -131,7 +187,7 @@ def prepare_distortion_rgb8(image: np.ndarray, min_size: int, max_size: int, tok
     token_size = check_power_of_two("token_size", token_size, 1, 1024)
     h, w = image.shape[:2]
     canvas = padded_canvas(h, w, max_size)
-    sizes = [max_size >> i for i in range(int(np.log2(max_size // min_size)) + 1)]
+    sizes = split_sizes(min_size, max_size)
     params: dict[str, Any] = {"min_size": min_size, "max_size": max_size, "importance": "distortion",
                               "token_size": token_size}
     gains = distortion_gains(None, sizes, token_size, sse=reconstruction_sse_rgb8(image, canvas, sizes, token_size))
@@ -143,11 +199,12 @@ def prepared_from_gains(height: int, width: int, canvas: tuple[int, int], sizes:
     """The rate-distortion refinement state from the squared error each split removes
     (``gains[i]``: ``[B, gh, gw]`` for ``sizes[i]``, every size but the leaf): squares wholly in the
     padding hold no pixel of the image and get no gain; the level values are the Lagrangian
-    collapse points in ``lambda`` units (``lagrangian_levels``)."""
+    collapse points in ``lambda`` units (``lagrangian_levels``, each split costing its real
+    increment of tokens, ``split_increments``)."""
     for g, s in zip(gains, sizes):
         g[:, -(-height // s):] = 0.0
         g[:, :, -(-width // s):] = 0.0
-    levels = lagrangian_levels(gains)
+    levels = lagrangian_levels(gains, split_increments(height, width, canvas, sizes))
     levels.append(np.zeros((batch, canvas[0] // sizes[-1], canvas[1] // sizes[-1])))
     return Prepared(height, width, canvas, sizes, levels, params, gains)
 
@@ -158,25 +215,56 @@ def _blocks(x: np.ndarray, f: int) -> np.ndarray:
     return x.reshape(b, h // f, f, w // f, f).transpose(0, 1, 3, 2, 4).reshape(b, h // f, w // f, f * f)
 
 
-def lagrangian_levels(gains: list[np.ndarray]) -> list[np.ndarray]:
+def _block_rows(x: np.ndarray | None, shape: tuple[int, int], f: int, sel: np.ndarray) -> np.ndarray:
+    """``[n, f*f]``: the ``f x f`` blocks of ``x`` (``shape``; None: 3 everywhere) under the coarse
+    cells ``sel`` (``[gh, gw]`` bool), in ``_blocks``' order; only those blocks are copied."""
+    if x is None:
+        return np.full((int(sel.sum()), f * f), 3.0)
+    gh, gw = shape[0] // f, shape[1] // f
+    return x.reshape(gh, f, gw, f).transpose(0, 2, 1, 3)[sel].reshape(-1, f * f)
+
+
+FREE_SPLIT = float(np.finfo(np.float64).max)
+"""The collapse point of a split that adds no token and removes error (``lagrangian_levels``): the
+largest finite float, so it splits at every threshold a user can give and stays finite in arithmetic
+and JSON. No token-count breakpoint is there (``ThresholdCurve`` leaves such squares out)."""
+
+
+def lagrangian_levels(gains: list[np.ndarray], increments: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Each split-able square's Lagrangian collapse point, in ``lambda`` units (``LAMBDA_UNIT``).
 
     ``gains[i]`` (``[B, gh, gw]``, coarse to fine, each level twice the previous per side) is the
-    squared error a split of the square removes (+3 tokens). With its own subtree pruned optimally,
-    a square splits at ``lambda`` iff ``h(lambda) = g + sum over split descendants u of (g_u - 3
-    lambda) - 3 lambda > 0``, where ``u`` splits iff the minimum of the collapse points on its path
-    below the square exceeds ``lambda``. ``h`` is continuous (a subtree leaves the sum where its own
-    part is zero) and decreasing, so its root is one closed form once the descendants' path values
-    are sorted: bottom-up, one vectorised pass per level. Exact; tested against every pruning of
+    squared error a split of the square removes, at a cost of ``increments[i]`` tokens (``[gh, gw]``,
+    the same for every image: ``split_increments``; None: 3 everywhere). With its own subtree pruned
+    optimally, a square ``v`` splits at ``lambda`` iff ``h(lambda) = g_v - a_v lambda + sum over split
+    descendants u of (g_u - a_u lambda) > 0``, where ``u`` splits iff the minimum of the collapse
+    points on its path below the square exceeds ``lambda``. ``h`` is continuous (a subtree leaves the
+    sum where its own part is zero) and non-increasing, so its root is one closed form once the
+    descendants' path values are sorted: ``(g_v + C_J) / (a_v + A_J)`` over the ``J`` descendants
+    that still split there (``C``, ``A``: their gains and increments); bottom-up, one vectorised
+    pass per level. Only squares whose subtree holds an increment other than 3 (the image's bottom
+    and right edges) need the increments; the rest take the all-3 form. A split that adds no token
+    (``a_v + A_J = 0``: a corner square straddling the image with one child inside) is worth it at
+    every lambda when it removes error: ``FREE_SPLIT``. Exact; tested against every pruning of
     small trees (``tests/test_lagrangian.py``).
     """
     n = len(gains)
+    incs = [None] * n if increments is None else [np.asarray(a, np.float64) for a in increments]
+    # squares whose subtree (the square included) holds an increment other than 3, per level
+    dirty: list[np.ndarray | None] = [None] * n
+    for i in range(n - 1, -1, -1):
+        if incs[i] is None:
+            continue
+        d = incs[i] != 3
+        if i + 1 < n and dirty[i + 1] is not None:
+            d |= _blocks(dirty[i + 1][None], 2)[0].any(axis=-1)
+        dirty[i] = d if d.any() else None
     lam: list[np.ndarray] = [np.empty(0)] * n
     below: dict[int, np.ndarray] = {}  # level k -> min of the collapse points on the path from level i+1 to k
     for i in range(n - 1, -1, -1):
         g = np.asarray(gains[i], np.float64)
         if i == n - 1:
-            li = g / 3.0
+            num, den = g, np.full(g.shape, 3.0) if incs[i] is None else np.broadcast_to(incs[i], g.shape)
         else:
             f = [1 << (k - i) for k in range(i + 1, n)]
             q = np.concatenate([_blocks(below[k], fk) for k, fk in zip(range(i + 1, n), f)], axis=-1)
@@ -193,17 +281,40 @@ def lagrangian_levels(gains: list[np.ndarray]) -> list[np.ndarray]:
             new[..., 1:] = q[..., 1:] != q[..., :-1]
             start = np.maximum.accumulate(np.where(new, idx, 0), axis=-1)
             before = np.take_along_axis(cum - gd, start, axis=-1)
-            h = g[..., None] + before - 3.0 * q * (start + 1)
+            with np.errstate(invalid="ignore"):  # an infinite path value (a free split below) times 3
+                h = g[..., None] + before - 3.0 * q * (start + 1)
             big_j = (h <= 0).sum(axis=-1)
             cj = np.where(big_j > 0, np.take_along_axis(cum, np.maximum(big_j - 1, 0)[..., None], axis=-1)[..., 0], 0.0)
-            li = (g + cj) / (3.0 * (big_j + 1))
+            num, den = g + cj, 3.0 * (big_j + 1)
+            sel = dirty[i]
+            if sel is not None:  # the same with each square's own increments, on the edge squares only
+                a = np.broadcast_to(incs[i][sel], g[:, sel].shape)
+                ad = np.concatenate([_block_rows(incs[k], gains[k].shape[1:], fk, sel)
+                                     for k, fk in zip(range(i + 1, n), f)], axis=-1)
+                o = order[:, sel]
+                ad = np.take_along_axis(np.broadcast_to(ad, o.shape), o, axis=-1)
+                cum_a = np.cumsum(ad, axis=-1)
+                st = start[:, sel]
+                cost = a[..., None] + np.take_along_axis(cum_a - ad, st, axis=-1)  # tokens of the split set
+                qs = q[:, sel]
+                # a free split set's h does not fall with lambda (not even at an infinite value)
+                with np.errstate(invalid="ignore"):
+                    hs = g[:, sel][..., None] + before[:, sel] - np.where(cost > 0, qs * cost, 0.0)
+                js = (hs <= 0).sum(axis=-1)
+                last = np.maximum(js - 1, 0)[..., None]
+                num = num.copy()
+                den = np.array(den, np.float64)
+                num[:, sel] = g[:, sel] + np.where(js > 0, np.take_along_axis(cum[:, sel], last, axis=-1)[..., 0], 0.0)
+                den[:, sel] = a + np.where(js > 0, np.take_along_axis(cum_a, last, axis=-1)[..., 0], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            li = np.where(den > 0, num / den, np.where(num > 0, np.inf, 0.0))
         np.maximum(li, 0.0, out=li)
         lam[i] = li
         for k in range(i + 1, n):
             fk = 1 << (k - i)
             np.minimum(below[k], li.repeat(fk, axis=1).repeat(fk, axis=2), out=below[k])
         below[i] = li.copy()
-    return [x * LAMBDA_UNIT for x in lam]
+    return [np.where(np.isinf(x), FREE_SPLIT, x * LAMBDA_UNIT) for x in lam]
 
 
 def apply_query(prep: Prepared, qmaps: np.ndarray, weight: float, description: Any) -> Prepared:
@@ -240,7 +351,9 @@ def leaves(prep: Prepared, split: list[np.ndarray]) -> list[np.ndarray]:
     """Boxes ``[n, 3]`` per image, row-major, from per-level split masks (``[B, gh, gw]`` bool).
 
     Each leaf writes its size at its top-left cell of the finest grid; reading the non-zero
-    cells back in raster order yields the boxes already sorted (no sort needed).
+    cells back in raster order yields the boxes already sorted (no sort needed). Leaves wholly in
+    the padding (top-left corner at or past the image's bottom or right edge) hold no pixel of the
+    image: they are no token (the cells past the image are cleared before reading).
     """
     m = prep.sizes[-1]
     b = prep.levels[0].shape[0]
@@ -253,6 +366,8 @@ def leaves(prep: Prepared, split: list[np.ndarray]) -> list[np.ndarray]:
             exists = (exists & split[lvl]).repeat(2, axis=1).repeat(2, axis=2)
         else:
             corner[:, ::f, ::f][exists] = s
+    corner[:, -(-prep.height // m):] = 0
+    corner[:, :, -(-prep.width // m):] = 0
     gw = corner.shape[2]
     idx = np.flatnonzero(corner)
     boxes = np.empty((len(idx), 3), BOX_DTYPE)
@@ -266,31 +381,53 @@ def leaves(prep: Prepared, split: list[np.ndarray]) -> list[np.ndarray]:
     return np.split(boxes, np.searchsorted(idx, np.arange(1, b) * corner[0].size))
 
 
+def _first_fitting(inc_sorted: np.ndarray, cand_sorted: np.ndarray, room: int) -> np.ndarray:
+    """Which of the squares, in split order, split: candidates, up to the first whose increment no
+    longer fits in ``room`` tokens (increments are >= 0, so the running sum only grows)."""
+    return cand_sorted & (np.cumsum(np.where(cand_sorted, inc_sorted, 0), axis=-1) <= room)
+
+
 def budget_split(prep: Prepared, p: list[np.ndarray], threshold: float | None, budget: int) -> list[np.ndarray]:
-    """Split masks of best-first refinement: the top-k squares by path importance, per image."""
+    """Split masks of best-first refinement: squares in order of path importance, per image, while
+    the tokens their splits add (``split_increments``) fit in the budget.
+
+    The order is ``p`` descending, ties by position in the concatenated levels (coarser level first,
+    then row-major); squares wholly in the padding never split. Only the squares that can be
+    reached are sorted: at most ``(budget - N0) // 3`` splits adding 3 tokens fit, plus the few
+    straddling ones that add fewer, so the top ``K`` of them are found by partition (O(M)) and only
+    those are ordered.
+    """
     b = p[0].shape[0] if p else prep.levels[0].shape[0]
     n0 = prep.levels[0][0].size
     check_base_budget(prep, budget)
-    k = (budget - n0) // 3
     if not p:
         return []
+    room = budget - n0
     flat = np.concatenate([x.reshape(b, -1) for x in p], axis=1)  # [B, M]: coarse to fine, row-major
-    cand = flat > (threshold if threshold is not None else -np.inf)
+    inc = np.concatenate([x.ravel() for x in prep.increments()])
+    inside = np.concatenate([x.ravel() for x in prep.inside()])
+    cand = (flat > (threshold if threshold is not None else -np.inf)) & inside
     keyed = np.where(cand, flat, -np.inf)
     m = flat.shape[1]
+    k = min(m, room // 3 + int((inside & (inc < 3)).sum()))  # no more can split
+    if k <= 0:
+        return per_level(np.zeros_like(cand), p)
     if k >= m:
-        chosen = cand
-    elif k <= 0:
-        chosen = np.zeros_like(cand)
+        top = np.broadcast_to(np.arange(m), (b, m))
     else:
-        # best-first order is p descending, ties by position in ``flat`` (coarser level first, then
-        # row-major): the k-th largest value by partition (O(M)), everything above it, and the
-        # first of its ties in position order.
+        # the k first squares in order: the k-th largest value by partition, everything above it,
+        # and the first of its ties in position order (k per image)
         kth = np.partition(keyed, m - k, axis=1)[:, m - k, None]
         above = keyed > kth
         ties = keyed == kth
         need = k - above.sum(axis=1, keepdims=True)
-        chosen = (above | (ties & (np.cumsum(ties, axis=1) <= need))) & cand
+        sel = above | (ties & (np.cumsum(ties, axis=1) <= need))
+        top = np.nonzero(sel)[1].reshape(b, k)  # ascending position per image
+    order = np.take_along_axis(top, np.argsort(-np.take_along_axis(keyed, top, axis=1), axis=1, kind="stable"),
+                               axis=1)
+    take = _first_fitting(inc[order], np.take_along_axis(cand, order, axis=1), room)
+    chosen = np.zeros_like(cand)
+    np.put_along_axis(chosen, order, take, axis=1)
     return per_level(chosen, p)
 
 
@@ -348,17 +485,18 @@ def heap_order_split(prep: Prepared, threshold: float | None, budget: int) -> li
     """Split masks of the literal greedy (largest squared-error reduction first) within ``budget``.
 
     Candidates are squares whose path importance exceeds ``threshold`` (0 when None: a split that
-    removes no error is never made); the first ``k`` of them in heap order split.
+    removes no error is never made); they split in heap order while the tokens their splits add
+    (``split_increments``) fit in the budget, up to the first that does not.
     """
     gains = prep.gains
     n0 = prep.levels[0][0].size
     check_base_budget(prep, budget)
     if not gains:
         return []
-    k = (budget - n0) // 3
     order, cand = heap_order(prep, threshold)
-    cand_sorted = np.take_along_axis(cand, order, axis=1)
-    take = cand_sorted & (np.cumsum(cand_sorted, axis=1) <= k)
+    cand &= np.concatenate([x.ravel() for x in prep.inside()])
+    inc = np.concatenate([x.ravel() for x in prep.increments()])
+    take = _first_fitting(inc[order], np.take_along_axis(cand, order, axis=1), budget - n0)
     chosen = np.zeros_like(cand)
     np.put_along_axis(chosen, order, take, axis=1)
     return per_level(chosen, gains)

@@ -4,11 +4,14 @@ the original image.
 
 The quadtree's budget mode splits squares in one fixed order (``quadtree(..., budget=n)``: the
 literal heap order for ``importance="distortion"``, path importance descending otherwise), and
-each split lowers the squared error by exactly that square's gain, so the whole PSNR curve is one
-cumulative sum over that order: no layout is rebuilt per budget. Errors count the image's pixels
-only (squares reaching into the padding are recomputed over their in-image part), so every point
-equals ``fidelity(image, layout)["psnr"]`` of the layout the library makes at that budget (up to
-float32 rounding of the reconstruction; tested).
+each split lowers the squared error by exactly that square's gain and adds its increment of tokens
+(3, fewer for a square straddling the image's edge: children wholly in the padding are no tokens,
+``quadtree_engine.split_increments``), so the whole PSNR curve is one cumulative sum over that
+order: no layout is rebuilt per budget. Splits that add no token share their token count with the
+splits before them; the curve keeps the last of them (the layout that budget makes). Errors count
+the image's pixels only (squares reaching into the padding are recomputed over their in-image
+part), so every point equals ``fidelity(image, layout)["psnr"]`` of the layout the library makes
+at that budget (up to float32 rounding of the reconstruction; tested).
 
 SSIM has no such sum: it is evaluated exactly, but at ``ssim_points`` token counts spread evenly
 over the range (``QualityCurve.ssim_tokens``). The quadtree's are one pass too: the luminance
@@ -29,7 +32,7 @@ from .fidelity import MAX_PSNR, luminance, resample_canvas, ssim_luminance
 from .importance import IMPORTANCE_MEASURES, TOKEN_SIZE, pad_to_canvas, reconstruction_sse
 from .layout import padded_canvas
 from .multiscale import pad_edges, padding_errors
-from .quadtree_engine import heap_order, path_minima, prepare
+from .quadtree_engine import flat_increments, heap_order, path_minima, prepare
 from .validation import check_choice, check_int, check_rgb
 
 SSIM_POINTS = 12
@@ -90,12 +93,16 @@ def image_sse_levels(img: np.ndarray, padded: np.ndarray, sizes: list[int], sse:
 
 def _split_order(prep, importance: str) -> np.ndarray:
     """Flat indices (levels concatenated, coarse to fine, row-major) of the squares the budget mode
-    splits, in the order it splits them: the first ``k`` are its layout at ``n0 + 3k`` tokens."""
+    splits, in the order it splits them: the first ``k`` are its layout at ``n0`` + their increments
+    tokens (squares wholly in the padding never split)."""
+    inside = np.concatenate([x.ravel() for x in prep.inside()])
     if importance == "distortion":
         order, cand = heap_order(prep)
-        return order[0][cand[0][order[0]]]
-    flat = np.concatenate([p[0].ravel() for p in path_minima(prep.levels)])
-    return np.argsort(-flat, kind="stable")  # p descending, ties by position (``quadtree._budget_split``)
+        order = order[0][cand[0][order[0]]]
+    else:
+        flat = np.concatenate([p[0].ravel() for p in path_minima(prep.levels)])
+        order = np.argsort(-flat, kind="stable")  # p descending, ties by position (``budget_split``)
+    return order[inside[order]]
 
 
 def _quadtree_ssim(img: np.ndarray, prep, order: np.ndarray, ks: np.ndarray, token_size: int) -> np.ndarray:
@@ -128,8 +135,9 @@ def quadtree_quality(image: np.ndarray, min_size: int = 16, max_size: int = 64,
                      token_size: int = TOKEN_SIZE, *, importance: str = "distortion",
                      saliency: np.ndarray | str | None = None, ssim_points: int = 0) -> QualityCurve:
     """PSNR of ``quadtree(image, saliency, budget=n, importance=importance, ...)`` for every
-    reachable ``n`` (``n0 + 3k``), from the split order and each split's exact gain over the image's
-    pixels; SSIM at ``ssim_points`` of those budgets (0: none)."""
+    reachable ``n`` (``n0`` plus the increments of the first ``k`` splits), from the split order and
+    each split's exact gain over the image's pixels; SSIM at ``ssim_points`` of those budgets (0:
+    none)."""
     img = check_rgb(image)
     check_choice("importance", importance, IMPORTANCE_MEASURES)
     ssim_points = check_int("ssim_points", ssim_points, 0)
@@ -150,11 +158,16 @@ def quadtree_quality(image: np.ndarray, min_size: int = 16, max_size: int = 64,
         sse_k = total0 - np.concatenate([[0.0], np.cumsum(flat_gain[order])])
     else:
         sse_k = np.array([total0])
-    tokens = n0 + 3 * np.arange(len(sse_k))
-    curve = QualityCurve(label, tokens, _psnr(sse_k, 3 * h * w), extra)
+    inc = flat_increments(h, w, prep.canvas, prep.sizes)
+    tokens = n0 + np.concatenate([[0], np.cumsum(inc[order])]).astype(np.int64)
+    # the layout a budget makes takes every split that fits: of splits sharing a token count, the last
+    ks_all = np.flatnonzero(np.append(tokens[1:] != tokens[:-1], True))
+    tokens = tokens[ks_all]
+    curve = QualityCurve(label, tokens, _psnr(sse_k[ks_all], 3 * h * w), extra)
     if ssim_points:
-        ks = _spread(len(sse_k), ssim_points)
-        curve.ssim_tokens = tokens[ks]
+        at = _spread(len(ks_all), ssim_points)
+        ks = ks_all[at]  # splits made at each of those points
+        curve.ssim_tokens = tokens[at]
         curve.ssim = _quadtree_ssim(img, prep, order, ks, token_size)
     return curve
 

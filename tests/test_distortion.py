@@ -147,19 +147,18 @@ def test_flat_and_tiny_never_split(img, t):
 def test_squares_wholly_in_the_padding_never_split():
     rng = np.random.default_rng(3)
     img = rng.random((70, 70, 3)).astype(np.float32)  # canvas 128x128: most of it padding
-    lay = ap.quadtree(img, budget=10**6, min_size=16, max_size=64, importance="distortion")
+    lay = ap.quadtree(img, budget=10**6, min_size=16, max_size=64, importance="distortion").validate()
     y, x, s = lay.boxes.T
-    outside = (y >= 70) | (x >= 70)
-    parent_y, parent_x = y // (2 * s) * (2 * s), x // (2 * s) * (2 * s)
-    split_from_padding = outside & (s < 64) & ((parent_y >= 70) | (parent_x >= 70))
-    assert outside.any() and not split_from_padding.any()
-    assert (s[~outside] == 16).all()  # the image itself is refined to the token size
+    assert not ((y >= 70) | (x >= 70)).any()  # a box wholly in the padding is no token
+    assert (s == 16).all()  # the image itself is refined to the token size
+    assert lay.num_tokens == 5 * 5 == ap.uniform(70, 70, 16).num_tokens
 
 
 # ------------------------------------------------------------------ exact greedy order
 def _heap_layout(img: np.ndarray, budget: int, min_size: int, max_size: int, threshold=None) -> np.ndarray:
     """A literal best-first heap over squares: pop the largest gain (ties: coarser, then
-    row-major), split it if its path importance passes, stop after ``k`` splits."""
+    row-major), split it if its path importance passes, stop at the first split whose tokens (its
+    increment: children wholly in the padding are no tokens) do not fit."""
     prep = _prepare(img, None, min_size, max_size, "distortion")
     nsplit = len(prep.sizes) - 1
     gains = prep.gains
@@ -173,12 +172,16 @@ def _heap_layout(img: np.ndarray, budget: int, min_size: int, max_size: int, thr
     g0 = prep.levels[0][0]
     heap = [entry(0, i, j) for i in range(g0.shape[0]) for j in range(g0.shape[1])] if nsplit else []
     heapq.heapify(heap)
-    k = (budget - g0.size) // 3
+    room = budget - g0.size
+    incs = prep.increments()
     split: set = set()
-    while heap and len(split) < k:
+    while heap:
         _, _, lv, i, j = heapq.heappop(heap)
         if not p[lv][0, i, j] > thr:
             continue
+        if incs[lv][i, j] > room:
+            break
+        room -= incs[lv][i, j]
         split.add((lv, i, j))
         if lv + 1 < nsplit:
             for di in (0, 1):

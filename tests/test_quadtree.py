@@ -34,6 +34,7 @@ def baseline_quadtree(image, threshold, min_size, max_size):
         else:
             boxes.append((y, x, s))
     boxes = np.array(boxes).reshape(-1, 3)
+    boxes = boxes[(boxes[:, 0] < h) & (boxes[:, 1] < w)]  # boxes wholly in the padding are no tokens
     return boxes[np.lexsort((boxes[:, 1], boxes[:, 0]))], np.array(variances)
 
 
@@ -128,20 +129,27 @@ def test_best_first_matches_priority_queue(astronaut):
 
 
 def _lexsort_budget_split(prep, p, threshold, budget):
-    """The reference formulation of best-first selection: a full lexsort (p desc, level, index)."""
+    """The reference formulation of best-first selection: a full lexsort (p desc, level, index) of
+    the squares holding an image pixel, split in that order while their increments fit."""
     b = p[0].shape[0]
-    k = (budget - prep.levels[0][0].size) // 3
+    room = budget - prep.levels[0][0].size
     flat = np.concatenate([x.reshape(b, -1) for x in p], axis=1)
     level_of = np.concatenate([np.full(x[0].size, i) for i, x in enumerate(p)])
-    cand = flat > (threshold if threshold is not None else -np.inf)
+    inc = np.concatenate([x.ravel() for x in prep.increments()])
+    inside = np.concatenate([x.ravel() for x in prep.inside()])
+    cand = (flat > (threshold if threshold is not None else -np.inf)) & inside
     keyed = np.where(cand, flat, -np.inf)
     chosen = np.zeros_like(cand)
-    if k > 0:
-        m = flat.shape[1]
-        order = np.lexsort((np.broadcast_to(np.arange(m), flat.shape), np.broadcast_to(level_of, flat.shape),
-                            -keyed), axis=-1)
-        np.put_along_axis(chosen, order[:, :k], True, axis=1)
-        chosen &= cand
+    m = flat.shape[1]
+    order = np.lexsort((np.broadcast_to(np.arange(m), flat.shape), np.broadcast_to(level_of, flat.shape),
+                        -keyed), axis=-1)
+    for i in range(b):  # one split at a time, as a reference should
+        used = 0
+        for j in order[i]:
+            if not cand[i, j] or used + inc[j] > room:
+                break
+            used += inc[j]
+            chosen[i, j] = True
     return chosen
 
 
@@ -149,7 +157,7 @@ def _lexsort_budget_split(prep, p, threshold, budget):
 def test_budget_selection_equals_full_sort_with_ties(rng, levels):
     """Quantised images have many equal importances: ties must go coarser-first, then row-major."""
     from adapatch.quadtree_engine import budget_split as _budget_split, path_minima as _path_importance, prepare as _prepare
-    imgs = (np.floor(rng.random((3, 96, 80, 3)) * levels) / levels).astype(np.float32)
+    imgs = (np.floor(rng.random((3, 96, 80, 3)) * levels) / levels).astype(np.float32)  # 80: straddles 32 px
     imgs[1, :48] = 0.5  # a flat half: many zero importances
     prep = _prepare(imgs, None, 4, 32, "std")
     p = _path_importance(prep.levels)

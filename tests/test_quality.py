@@ -14,7 +14,9 @@ def test_quadtree_curve_is_the_fidelity_of_each_budget(shape):
     img = rng.random((*shape, 3)).astype(np.float32)
     img[: shape[0] // 2] = np.round(img[: shape[0] // 2] * 3) / 3
     q = quadtree_quality(img, 16, 64)
-    assert (np.diff(q.tokens) == 3).all() and (np.diff(q.psnr) >= -1e-9).all()  # more tokens never lose
+    # a split adds 3 tokens, 1 where it straddles the image's edge (children in the padding are no tokens)
+    assert np.isin(np.diff(q.tokens), (1, 2, 3)).all() and (np.diff(q.psnr) >= -1e-9).all()  # more never lose
+    assert q.tokens[-1] <= ap.uniform(*shape, 16).num_tokens
     for i in np.unique(np.linspace(0, len(q.tokens) - 1, 5).astype(int)):
         lay = ap.quadtree(img, budget=int(q.tokens[i]), min_size=16, max_size=64)
         assert lay.num_tokens == q.tokens[i]

@@ -59,7 +59,14 @@ def test_a_box_query_pulls_the_finest_tokens_into_the_box(astronaut, budget: int
     steered.validate()
     assert steered.num_tokens <= budget
     assert steered.params["query"] == "map" and steered.params["query_weight"] == 0.7
-    # the query moves tokens into the box: more tokens spent on its pixels than without the query
+    # the query moves tokens into the box: more tokens spent on its pixels than without the query, at
+    # the same scale (at 150 tokens the query-blind winner is a 29 px base, the steered one 35 px:
+    # compare with the query-blind quadtree on the steered base)
+    base = steered.params["base_size"]
+    if blind.params["base_size"] != base:
+        import importlib
+        ms = importlib.import_module("adapatch.multiscale")
+        blind = ms._candidate(ms._Source.of(astronaut, base << 2), budget, base, 2, 16).layout
     assert _spent_on(steered) > _spent_on(blind)
 
 

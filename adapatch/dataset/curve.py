@@ -1,7 +1,8 @@
 """The dataset's exact tokens-vs-threshold curve, and the threshold that meets a compute target.
 
-Per image, the threshold-mode quadtree at threshold ``t`` has ``base + 3 * #{p > t}`` tokens
-(``adapatch.quadtree.PathImportance``). Over a dataset every statistic is a function of those
+Per image, the threshold-mode quadtree at threshold ``t`` has ``base + sum of inc over p > t``
+tokens (``adapatch.quadtree.PathImportance``; ``inc``, the tokens a split adds: 3, fewer for a
+square straddling the image's edge, ``quadtree_engine.split_increments``). Over a dataset every statistic is a function of those
 per-image counts:
 
 * mean tokens per image, and tokens per megapixel (total tokens / total megapixels);
@@ -10,8 +11,8 @@ per-image counts:
   its pixels, not as one vote);
 * p50 / p95 / max tokens per image (nearest-rank percentiles: a token count some image has).
 
-All of them are non-increasing in ``t`` and change only at the path-importance values, so the
-smallest threshold meeting a target is one of those values (or 0). ``solve_threshold`` finds it
+All of them are non-increasing in ``t`` and change only at the path-importance values of splits
+that add tokens, so the smallest threshold meeting a target is one of those values (or 0). ``solve_threshold`` finds it
 exactly, with no re-run of the patcher: it brackets the answer between evaluated thresholds and
 narrows the bracket by evaluating at quantiles of the values inside it, until the bracket holds
 few enough distinct values to evaluate them all. Each round is a few scans of the on-disk store.
@@ -138,8 +139,9 @@ class DatasetCurve:
 
 
 def top_threshold(store: CurveStore) -> float:
-    """A threshold at which no square splits: 1 for importances in [0, 1], the largest stored value
-    for ``distortion``'s ``lambda`` (unbounded)."""
+    """A threshold at which no split adds a token (max_size squares only): 1 for importances in
+    [0, 1], the largest breakpoint for ``distortion``'s ``lambda`` (unbounded; splits that add no
+    token, ``quadtree_engine.FREE_SPLIT``, still happen there)."""
     return max(1.0, store.max_value())
 
 
@@ -204,11 +206,11 @@ def solve_threshold(store: CurveStore, objective: str, target: float, vit: str =
         exhaustive = stride == 1 and len(cand) <= GRID_POINTS
         if not exhaustive:
             cand = np.unique(cand[np.linspace(0, len(cand) - 1, GRID_POINTS).round().astype(int)])
-        tok = store.tokens_at(cand)
-        ok = obj.value(objective, tok) <= target
+        split_counts, added = store.counts_at(cand)
+        ok = obj.value(objective, store.base_tokens[:, None] + added) <= target
         if exhaustive:
             return float(cand[np.argmax(ok)]) if ok.any() else hi
-        splits = ((tok - store.base_tokens[:, None]) // 3).sum(axis=0)
+        splits = split_counts.sum(axis=0)
         if ok.any():
             j = int(np.argmax(ok))
             hi, s_hi = float(cand[j]), int(splits[j])

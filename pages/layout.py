@@ -308,8 +308,7 @@ def layout_view(entry: ImageEntry) -> None:
                 threshold, scale = threshold_widget(qcurve if quad else hull, budget, use_budget,
                                                     switched_off=was_budget and not use_budget)
         elif multi:
-            threshold_slot.caption("Without a budget, multiscale takes λ (error per added token) over this image's "
-                                   "rate-distortion hull: its quadtree's layouts and uniform grids of 28 sizes.")
+            threshold_slot.caption("Budget off: λ (error per added token) over this image's rate-distortion hull.")
 
         settings = recipes.with_query(recipes.layout_settings(entry=entry, threshold=threshold), query)
         lay = compute.layout(entry, settings)

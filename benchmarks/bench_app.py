@@ -141,7 +141,7 @@ def apptest_reruns(name: str, img: np.ndarray, repeats: int, strategy: str = "mu
             layout_only = _median_ms(lambda v0=v0: ap.quadtree(loaded, min_size=16, max_size=64,
                                                                budget=relative_budget(h, w, fraction=v0)), repeats)
         elif strategy == "multiscale":
-            layout_only = _median_ms(lambda v0=v0: curve.layout(v0), repeats)  # from the (cached) hull
+            layout_only = _median_ms(lambda v0=v0, hull=curve: hull.layout(v0), repeats)  # from the hull
         else:
             layout_only = _median_ms(lambda v0=v0: ap.quadtree(loaded, threshold=v0, min_size=16, max_size=64,
                                                                importance="distortion"), repeats)

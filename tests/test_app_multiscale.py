@@ -143,7 +143,7 @@ def _threshold_app():
 
 
 def test_threshold_mode_moves_lambda_over_the_hull() -> None:
-    at, img, hull = _threshold_app()
+    at, _, hull = _threshold_app()
     scale = threshold_scale(hull)
     slider = at.select_slider(key=THRESHOLD)
     labels = ui.threshold_labels(scale.including(slider.value), True)

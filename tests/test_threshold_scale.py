@@ -165,7 +165,7 @@ def test_hull_scale_spans_every_layout_of_the_hull(hulls, name: str) -> None:
     """An RDHull takes the place of a ThresholdCurve: lambda (unbounded), position 0 the finest layout
     (the hull's last point), the last position the coarsest (its first), monotone, most positions
     distinct; every coarse uniform grid of the hull has a position of its own."""
-    img, hull = hulls[name]
+    _, hull = hulls[name]
     scale = threshold_scale(hull)
     assert len(scale) == POSITIONS and scale.unbounded and math.isinf(scale.limit)
     tokens = scale.tokens(hull)

@@ -164,7 +164,7 @@ class PatchLayout:
             "width": self.width,
             "canvas": list(self.canvas),
             "strategy": self.strategy,
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "num_tokens": self.num_tokens,
             "boxes": self.boxes.tolist(),
             "dropped": self.dropped.tolist(),
@@ -200,7 +200,7 @@ class PatchLayout:
             (other.height, other.width, other.canvas, other.strategy)
             and np.array_equal(self.boxes, other.boxes)
             and np.array_equal(self.dropped, other.dropped)
-            and _jsonable(self.params) == _jsonable(other.params)
+            and jsonable(self.params) == jsonable(other.params)
         )
 
     def __repr__(self) -> str:
@@ -208,11 +208,11 @@ class PatchLayout:
                 f"sizes={self.counts_per_size()}, dropped={len(self.dropped)}, strategy={self.strategy!r})")
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):

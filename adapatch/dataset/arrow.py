@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..layout import BOX_DTYPE, PatchLayout, _jsonable
+from ..layout import BOX_DTYPE, PatchLayout, jsonable
 
 
 def _schema():
@@ -53,7 +53,7 @@ def layouts_to_arrow(layouts: Sequence[PatchLayout], paths: Sequence[str]):
         "canvas_width": pa.array([lay.canvas[1] for lay in layouts], pa.int32()),
         "dropped": _box_lists([lay.dropped for lay in layouts]),
         "strategy": pa.array([lay.strategy for lay in layouts], pa.string()),
-        "params": pa.array([json.dumps(_jsonable(lay.params), sort_keys=True) for lay in layouts], pa.string()),
+        "params": pa.array([json.dumps(jsonable(lay.params), sort_keys=True) for lay in layouts], pa.string()),
     }
     return pa.Table.from_pydict(cols, schema=_schema())
 

@@ -275,14 +275,15 @@ def model_prune_from_settings(image: np.ndarray, settings: dict[str, Any], model
 
 def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
                          saliency_map: np.ndarray | None = None, model: Any = None,
-                         qmap: np.ndarray | None = None) -> PatchLayout:
+                         qmap: np.ndarray | None = None, multiscale_source: Any = None) -> PatchLayout:
     """The layout the settings describe, for ``image`` already loaded (and resized, if they say so).
 
     ``saliency_map`` may be given when the caller has it already (the app caches it); otherwise it
     is computed from ``settings["saliency"]`` when the layout needs it. ``model`` is the loaded
     model the settings name (else it is loaded by name). Model-based settings give a layout of
     ``frame_image(image, settings)``. ``qmap``: the settings' query map (``query_map`` of that image)
-    when the caller has it already; otherwise it is computed.
+    when the caller has it already; otherwise it is computed. ``multiscale_source``: a
+    ``multiscale.MultiscaleSource`` of ``image`` the caller keeps across budgets (same layout, faster).
     """
     s = normalize_settings(settings)
     if s["strategy"] in MODEL_STRATEGIES:
@@ -301,6 +302,8 @@ def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
         sal = compute_saliency(image, s["saliency"]["method"], **params)
     query = _query_map_for(image, s, model, qmap)
     params = {**s["params"], **query}
+    if s["strategy"] == "multiscale" and multiscale_source is not None:
+        params["source"] = multiscale_source
     if s["solve_budget"] is not None:
         params = _without_budget(params)  # solve_budget sets the budget: a stored budget/threshold does not apply
         layout = layout_for_budget(image, s["strategy"], int(s["solve_budget"]), sal, **params)

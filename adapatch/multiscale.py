@@ -31,6 +31,7 @@ query: the query-blind layout, bit for bit.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,26 +301,53 @@ class _QueryMix:
     description: Any
 
 
-@dataclass
-class _Source:
-    """The image as every candidate reads it: float32 ``img``, edge-padded once to the largest canvas
-    any candidate needs (each candidate takes a view of its own canvas: edge replication does not
-    depend on how far it goes), and the sums of squares of that padded image."""
-    img: np.ndarray
-    padded: np.ndarray
-    squares: SquareSums
+class MultiscaleSource:
+    """What ``multiscale`` reads of one image that no budget changes, kept for the next call: the
+    image edge-padded once (views of it are every candidate's canvas: edge replication does not
+    depend on how far it goes), the sums of squares of that padded image, and each candidate scale's
+    box errors once scanned. One source serves every budget of its image (``multiscale(image, N,
+    source=src)``): a budget slider then only refines and scores, the scan is not repeated."""
 
-    @classmethod
-    def of(cls, img: np.ndarray, reach: int) -> _Source:
-        h, w = img.shape[:2]
-        padded = pad_edges(img, (h + reach, w + reach))
-        return cls(img, padded, SquareSums(padded))
+    def __init__(self, image: np.ndarray, reach: int = 0) -> None:
+        self.img = check_rgb(image)
+        self.reach = -1
+        self._errors: dict[tuple[int, int, int], list[np.ndarray]] = {}
+        self._lock = threading.RLock()  # one source may serve several threads (the app's sessions)
+        self.ensure(reach)
+
+    def ensure(self, reach: int) -> None:
+        """Pad at least ``reach`` px past the bottom/right edges (the box errors already scanned stay valid)."""
+        with self._lock:
+            self._ensure(reach)
+
+    def _ensure(self, reach: int) -> None:
+        if reach > self.reach:
+            h, w = self.img.shape[:2]
+            reach = max(reach, 2 * self.reach)  # grow geometrically: few re-pads over a budget sweep
+            self.padded = pad_edges(self.img, (h + reach, w + reach))
+            self.squares = SquareSums(self.padded)
+            self.reach = reach
 
     def canvas(self, canvas: tuple[int, int]) -> np.ndarray:
         return self.padded[:canvas[0], :canvas[1]]
 
+    def box_errors(self, base: int, levels: int, token_size: int) -> list[np.ndarray]:
+        """``token_sse`` (scanned) of the canvas of boxes ``base * 2**levels``: fine first, cached."""
+        key = (base, levels, token_size)
+        with self._lock:
+            if key not in self._errors:
+                canvas = padded_canvas(*self.img.shape[:2], base << levels)
+                self._errors[key] = token_sse(self.canvas(canvas), base, levels, token_size, exact=False,
+                                              square_sums=self.squares.grid(*canvas, base))
+            return self._errors[key]
 
-def _candidate(src: _Source, budget: int, base: int, levels: int, token_size: int,
+    def matches(self, img: np.ndarray) -> bool:
+        """Whether ``img`` is (by shape and a sample of its pixels) the image this source was made of."""
+        a, b = self.img, img
+        return a.shape == b.shape and np.array_equal(a[::97, ::89], b[::97, ::89]) and np.array_equal(a[-1], b[-1])
+
+
+def _candidate(src: MultiscaleSource, budget: int, base: int, levels: int, token_size: int,
                qmix: _QueryMix | None = None) -> _Candidate:
     """One candidate layout (``levels = 0``: the uniform grid) with its (query-weighted) errors."""
     img = src.img
@@ -334,8 +362,7 @@ def _candidate(src: _Source, budget: int, base: int, levels: int, token_size: in
     canvas = padded_canvas(h, w, base << levels)
     padded = src.canvas(canvas)
     sq = src.squares.grid(*canvas, base)
-    fine_first = token_sse(padded, base, levels, token_size, exact=False, square_sums=sq)
-    sse = {base << k: e for k, e in enumerate(fine_first)}
+    sse = {base << k: e for k, e in enumerate(src.box_errors(base, levels, token_size))}
     sizes = [base << k for k in range(levels, -1, -1)]
     if levels == 0:
         boxes = uniform(h, w, base).boxes
@@ -359,7 +386,8 @@ def _candidate(src: _Source, budget: int, base: int, levels: int, token_size: in
 
 
 def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, scales: int = DEFAULT_SCALES,
-               token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0) -> PatchLayout:
+               token_size: int = TOKEN_SIZE, query: Any = None, query_weight: float = 0.0,
+               source: MultiscaleSource | None = None) -> PatchLayout:
     """The layout with at most ``budget`` tokens that keeps the most of ``image`` (least squared
     error of what a ``token_size`` embedding sees), among: quadtrees with boxes ``u * 2**k``
     (``k <= levels``) for ``scales`` base sizes ``u`` from ``token_size`` up to the finest uniform
@@ -370,6 +398,9 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     ``query``/``query_weight``: as for ``quadtree`` (a map ``[H, W]`` in [0, 1], an
     ``adapatch.Query`` or its dict); candidates are refined by the mixed importance and compared by
     the query-weighted error (module docstring). ``w = 0``: query-blind, bit for bit.
+
+    ``source``: a ``MultiscaleSource`` of this image, reused across calls (budget steps of one image
+    skip the scan of every candidate scale they share); the result is the same with or without it.
     """
     budget = check_int("budget", budget, 1)
     levels = check_int("levels", levels, 0, 8)
@@ -381,7 +412,14 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     h, w = img.shape[:2]
     u_fit = _smallest_fitting_size(h, w, budget)
     bases = [int(u) for u in np.unique(np.round(np.geomspace(token_size, max(token_size, u_fit), scales)))]
-    src = _Source.of(img, max(token_size, u_fit) << levels)  # reaches every candidate's canvas
+    reach = max(token_size, u_fit) << levels  # reaches every candidate's canvas
+    if source is None:
+        src = MultiscaleSource(img, reach)
+    elif not source.matches(img):
+        raise ValueError("source was made from another image (MultiscaleSource(image) of this one)")
+    else:
+        src = source
+        src.ensure(reach)
     tried: dict[tuple[int, int], _Candidate | None] = {}
 
     def run(base: int, lv: int) -> None:

@@ -49,12 +49,12 @@ def make_layout(image: np.ndarray, strategy: str = "quadtree", saliency: np.ndar
 
 def multiscale_at_threshold(image: np.ndarray, threshold: float, *, levels: int = 2, token_size: int = 16,
                             scales: int | None = None, query: Any = None, query_weight: float = 0.0,
-                            budget: None = None) -> PatchLayout:
+                            budget: None = None, source: Any = None) -> PatchLayout:
     """``multiscale``'s threshold mode: at ``threshold`` = lambda (the error a token must remove,
     ``quadtree_engine.LAMBDA_UNIT``) the layout of least ``error + lambda * tokens`` among the
     ``distortion`` quadtree's Lagrangian layouts and uniform grids of a ladder of sizes
-    (``rd_hull``). ``scales`` belongs to budget mode and is ignored; a query is not supported here
-    yet (its weight must be 0)."""
+    (``rd_hull``). ``scales`` and ``source`` belong to budget mode and are ignored; a query is not
+    supported here yet (its weight must be 0)."""
     from .rd_hull import rd_hull
 
     if check_query_weight(query_weight) > 0 and query is not None:

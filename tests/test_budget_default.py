@@ -103,3 +103,19 @@ def test_one_lambda_over_each_images_hull_keeps_more_than_per_image_uniform_grid
     lays = [h.layout(lam) for h in hulls]
     assert sum(l.num_tokens for l in lays) <= total
     assert sum(_sse(im, l) for im, l in zip(imgs, lays)) <= sum(_sse(im, u) for im, u in zip(imgs, unis))
+
+
+def test_a_multiscale_source_serves_every_budget_with_the_same_layouts(images):
+    """One ``MultiscaleSource`` per image (what the app keeps for a budget slider) gives the layouts
+    ``multiscale`` gives without it, in any order of budgets, fast and thorough search alike."""
+    from adapatch.multiscale import MultiscaleSource
+
+    for name in ("chelsea", "text", "noise_odd"):
+        img = images[name]
+        src = MultiscaleSource(img)
+        n16 = -(-img.shape[0] // 16) * -(-img.shape[1] // 16)
+        for n in (n16, 1, n16 // 3, 7, n16 // 2, 2 * n16):
+            for scales in (1, 6):
+                assert ap.multiscale(img, n, scales=scales, source=src) == ap.multiscale(img, n, scales=scales)
+    with pytest.raises(ValueError, match="another image"):
+        ap.multiscale(images["text"], 50, source=MultiscaleSource(images["chelsea"]))

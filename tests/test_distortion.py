@@ -394,7 +394,7 @@ def test_scan_tolerance_holds_on_padded_canvases():
         else:
             img[:, -1] = rng.random((shape[0], 3)) * 0.3 + 0.7
         for base, levels in ((61, 1), (23, 2), (45, 1), (33, 0), (19, 2)):
-            cand = ms._candidate(ms._Source.of(img, base << levels), 400, base, levels, 16)
+            cand = ms._candidate(ms.MultiscaleSource(img, base << levels), 400, base, levels, 16)
             scanned, exact = cand.scanned_error(img, 16), cand.error(img, 16)
             assert abs(scanned - exact) <= ms.SCAN_TOLERANCE / 4 * cand.scale, (shape, base, levels)
 

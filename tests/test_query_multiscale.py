@@ -66,7 +66,7 @@ def test_a_box_query_pulls_the_finest_tokens_into_the_box(astronaut, budget: int
     if blind.params["base_size"] != base:
         import importlib
         ms = importlib.import_module("adapatch.multiscale")
-        blind = ms._candidate(ms._Source.of(astronaut, base << 2), budget, base, 2, 16).layout
+        blind = ms._candidate(ms.MultiscaleSource(astronaut, base << 2), budget, base, 2, 16).layout
     assert _spent_on(steered) > _spent_on(blind)
 
 
@@ -96,7 +96,7 @@ def test_weighted_errors_the_search_uses_are_exact(astronaut) -> None:
     img = np.ascontiguousarray(astronaut[:300, :410])  # a canvas with padding
     qmix = ms._QueryMix(q, 0.6, "map")
     for base, levels in ((16, 2), (21, 2), (27, 0), (12, 0)):
-        cand = ms._candidate(ms._Source.of(img, base << levels), 300, base, levels, 16, qmix)
+        cand = ms._candidate(ms.MultiscaleSource(img, base << levels), 300, base, levels, 16, qmix)
         # rel 1e-6: the reference reconstructs in float32
         assert cand.error(img, 16) == pytest.approx(_weighted_error(img, cand.layout, q, 0.6), rel=1e-6)
 

@@ -254,8 +254,17 @@ def model_prune(entry: ImageEntry, settings: dict):
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def _layout(digest: str, key: str, settings_json: str, _image: np.ndarray, _sal: np.ndarray | None,
-            _model, _qmap: np.ndarray | None = None) -> ap.PatchLayout:
-    return layout_from_settings(_image, json.loads(settings_json), _sal, model=_model, qmap=_qmap)
+            _model, _qmap: np.ndarray | None = None, _source=None) -> ap.PatchLayout:
+    return layout_from_settings(_image, json.loads(settings_json), _sal, model=_model, qmap=_qmap,
+                                multiscale_source=_source)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _multiscale_source(digest: str, _image: np.ndarray):
+    """The image's ``MultiscaleSource`` (padded image, sums of squares, scanned box errors), kept
+    across budget steps: a step then refines and scores without scanning the image again."""
+    from adapatch.multiscale import MultiscaleSource
+    return MultiscaleSource(_image)
 
 
 # ------------------------------------------------------------------ multiscale's threshold mode (rd_hull)
@@ -317,8 +326,9 @@ def layout(entry: ImageEntry, settings: dict) -> ap.PatchLayout:
     if is_hull_settings(s):
         return hull_layout(entry, s)
     uses = settings_model(s) is not None
+    src = _multiscale_source(entry.digest, entry.array) if s["strategy"] == "multiscale" else None
     return _layout(entry.digest, settings_key(s) + _qtag(s), canonical(s), entry.array, _sal_for(entry, s),
-                   picked_model(uses, s["device"]), settings_qmap(entry, s))
+                   picked_model(uses, s["device"]), settings_qmap(entry, s), src)
 
 
 @st.cache_data(max_entries=48, show_spinner=False)

@@ -153,24 +153,26 @@ class OldThreshold:
     a square splits at ``t`` iff the path minimum of the values over its ancestry exceeds ``t``."""
 
     def __init__(self, img: np.ndarray):
-        self.prep = qe.prepare(img, None, MIN, MAX, "distortion")
-        vals = [np.minimum(2.0 * np.sqrt(g / (3.0 * s * s)), 1.0) for g, s in zip(self.prep.gains, self.prep.sizes)]
-        self.paths = qe.path_minima(vals + [self.prep.levels[-1]])
-        flat = np.concatenate([p[0].ravel() for p in self.paths]) if self.paths else np.zeros(0)
-        self.curve = ap.ThresholdCurve(np.sort(flat), self.prep.levels[0][0].size, {"importance": "distortion_old"})
+        p = qe.prepare(img, None, MIN, MAX, "distortion")
+        vals = [np.minimum(2.0 * np.sqrt(g / (3.0 * s * s)), 1.0) for g, s in zip(p.gains, p.sizes)]
+        paths = qe.path_minima(vals + [p.levels[-1]])
+        flat = np.concatenate([x[0].ravel() for x in paths]) if paths else np.zeros(0)
+        params = {"importance": "distortion_old", "min_size": MIN, "max_size": MAX}
+        self.record = ap.PathImportance(p.height, p.width, p.canvas, p.sizes, flat, params)
+        self.curve = self.record.curve()  # exact, with the splits' real token increments
 
     def layout(self, t: float) -> PatchLayout:
-        p = self.prep
-        boxes = qe.leaves(p, [x > t for x in self.paths])[0]
-        return PatchLayout(p.height, p.width, p.canvas, boxes, strategy="quadtree",
-                           params={"importance": "distortion_old", "threshold": t, "min_size": MIN, "max_size": MAX})
+        return self.record.layout(t)
 
 
 def solve_one(curves: list[ap.ThresholdCurve], total: int) -> float:
     """Smallest threshold whose summed tokens over ``curves`` are <= ``total`` (exact: the union of
     the breakpoints is one curve)."""
-    union = ap.ThresholdCurve(np.sort(np.concatenate([c.thresholds for c in curves])),
-                              sum(c.base_tokens for c in curves), {})
+    t = np.concatenate([c.thresholds for c in curves])
+    inc = np.concatenate([c.increments if c.increments is not None else np.full(len(c.thresholds), 3)
+                          for c in curves])
+    order = np.argsort(t, kind="stable")
+    union = ap.ThresholdCurve(t[order], sum(c.base_tokens for c in curves), {}, inc[order])
     return union.threshold_for(total)
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_lambda.py [--out benchmarks/results/lambda-DATE.json] [--rounds 9] [--quick]
 
-Issue #21's dataset target: one ``distortion`` lambda (the squared error a split must remove per
+The dataset target: one ``distortion`` lambda (the squared error a split must remove per
 added token, ``adapatch.quadtree_engine.LAMBDA_UNIT``) calibrated over a varied set lets tokens flow
 to the images that need them; at equal total tokens it should keep >= 1 dB more (PSNR of the pooled
 MSE) than per-image uniform grids at 20/35/50% of the 16 px grid, and more than per-image budget

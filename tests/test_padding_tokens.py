@@ -1,4 +1,4 @@
-"""Boxes wholly in the padding are no tokens (#21): a quadtree never has more tokens than the
+"""Boxes wholly in the padding are no tokens: a quadtree never has more tokens than the
 ``min_size`` grid of the same image, and every token count (threshold mode, its exact curve and
 solver, budget mode, quality curves, dataset scans) counts a split's real increment: the children
 that hold an image pixel, less one."""

@@ -8,12 +8,7 @@ import pytest
 
 import adapatch as ap
 from adapatch.quadtree_engine import LAMBDA_UNIT
-
-
-def _rgb(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a)
-    a = np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a[:, :, :3]
-    return np.ascontiguousarray(a, np.float32) / 255.0
+from tests.image_helpers import rgb01
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +19,7 @@ def images() -> dict[str, np.ndarray]:
            "coins": data.coins()[::2, ::2], "colorwheel": data.colorwheel()[::2, ::2],
            "gravel": data.gravel()[100:301, 50:377], "microaneurysms": data.microaneurysms(),
            "rocket": data.rocket()[::3, ::3]}
-    out = {k: _rgb(v) for k, v in out.items()}
+    out = {k: rgb01(v) for k, v in out.items()}
     out["noise_odd"] = rng.random((77, 131, 3)).astype(np.float32)  # odd sides, no structure
     return out
 

@@ -9,12 +9,7 @@ import pytest
 import adapatch as ap
 from adapatch.quadtree_engine import LAMBDA_UNIT
 from adapatch.rd_hull import candidate_points, lower_hull
-
-
-def _rgb(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a)
-    a = np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a[:, :, :3]
-    return np.ascontiguousarray(a, np.float32) / 255.0
+from tests.image_helpers import rgb01
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +17,7 @@ def images() -> dict[str, np.ndarray]:
     from skimage import data
     out = {"coffee": data.coffee()[::3, ::3], "brick": data.brick()[:200, :260], "text": data.text()[:, :300],
            "colorwheel": data.colorwheel()[::3, ::3], "gravel": data.gravel()[:150, :170]}
-    return {k: _rgb(v) for k, v in out.items()}
+    return {k: rgb01(v) for k, v in out.items()}
 
 
 def _sse(img: np.ndarray, lay: ap.PatchLayout) -> float:

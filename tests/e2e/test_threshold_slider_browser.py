@@ -51,10 +51,8 @@ def _press(page, key: str) -> tuple[str, int]:
     return _thumb_value(page, LABEL), int(_tokens(page).replace(",", ""))
 
 
-def test_threshold_slider_spans_the_token_range_by_keyboard(page, app_url, artifacts, photo_1mp):
-    path, image = photo_1mp
-    out = artifacts / "threshold_slider"
-    out.mkdir(parents=True, exist_ok=True)
+def _open_photo(page, app_url: str, path) -> None:
+    """Patch layout with the 1152x864 photo uploaded, idle, no exception shown."""
     page.goto(app_url)
     page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=90_000)
     _wait_idle(page, timeout=90_000)
@@ -62,6 +60,13 @@ def test_threshold_slider_spans_the_token_range_by_keyboard(page, app_url, artif
     page.locator('[data-testid="stSidebar"]').get_by_text("1152x864").first.wait_for(timeout=60_000)
     _wait_idle(page)
     _no_exception(page)
+
+
+def test_threshold_slider_spans_the_token_range_by_keyboard(page, app_url, artifacts, photo_1mp):
+    path, image = photo_1mp
+    out = artifacts / "threshold_slider"
+    out.mkdir(parents=True, exist_ok=True)
+    _open_photo(page, app_url, path)
     _select(page, "Strategy", "quadtree")  # the default is multiscale (the test below)
 
     _shot(page, out / "budget_mode.png")
@@ -140,13 +145,7 @@ def test_multiscale_threshold_slider_steps_over_the_hull(page, app_url, artifact
     path, image = photo_1mp
     out = artifacts / "multiscale_threshold"
     out.mkdir(parents=True, exist_ok=True)
-    page.goto(app_url)
-    page.get_by_role("heading", name="Patch layout").first.wait_for(timeout=90_000)
-    _wait_idle(page, timeout=90_000)
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
-    page.locator('[data-testid="stSidebar"]').get_by_text("1152x864").first.wait_for(timeout=60_000)
-    _wait_idle(page)
-    _no_exception(page)
+    _open_photo(page, app_url, path)
     assert page.locator('[data-testid="stSelectbox"]').filter(has_text="Strategy").get_by_role(
         "combobox").input_value() == "multiscale"
     hull = ap.rd_hull(image, levels=2, token_size=16)

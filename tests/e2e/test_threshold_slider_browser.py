@@ -51,6 +51,19 @@ def _press(page, key: str) -> tuple[str, int]:
     return _thumb_value(page, LABEL), int(_tokens(page).replace(",", ""))
 
 
+def _home_then_right(page, scale):
+    """Focus the threshold slider, press Home, then ArrowRight ``PRESSES`` times: ``(thumb, label ->
+    position, [(label, tokens)] per press)``."""
+    thumb = page.locator('[data-testid="stSlider"]').filter(has_text=LABEL).get_by_role("slider")
+    thumb.focus()
+    labels = ui.threshold_labels(scale.thresholds, True)
+    by_label = {v: k for k, v in labels.items()}
+    seen = [_press(page, "Home")]
+    for _ in range(PRESSES):
+        seen.append(_press(page, "ArrowRight"))
+    return thumb, by_label, seen
+
+
 def _open_photo(page, app_url: str, path) -> None:
     """Patch layout with the 1152x864 photo uploaded, idle, no exception shown."""
     page.goto(app_url)
@@ -80,13 +93,7 @@ def test_threshold_slider_spans_the_token_range_by_keyboard(page, app_url, artif
     start = _thumb_value(page, LABEL)
     assert start.startswith("λ = ") and f"implies {start} " in implied, (start, implied)
 
-    thumb = page.locator('[data-testid="stSlider"]').filter(has_text=LABEL).get_by_role("slider")
-    thumb.focus()
-    labels = ui.threshold_labels(scale.thresholds, True)
-    by_label = {v: k for k, v in labels.items()}
-    seen = [_press(page, "Home")]
-    for _ in range(PRESSES):
-        seen.append(_press(page, "ArrowRight"))
+    thumb, by_label, seen = _home_then_right(page, scale)
     _no_exception(page)
     _shot(page, out / "after_30_steps.png")
     thumb.focus()
@@ -158,13 +165,7 @@ def test_multiscale_threshold_slider_steps_over_the_hull(page, app_url, artifact
     assert int(_tokens(page).replace(",", "")) == hull.tokens_at(hull.threshold_for(budget)) <= budget
     _shot(page, out / "start.png")
 
-    thumb = page.locator('[data-testid="stSlider"]').filter(has_text=LABEL).get_by_role("slider")
-    thumb.focus()
-    labels = ui.threshold_labels(scale.thresholds, True)
-    by_label = {v: k for k, v in labels.items()}
-    seen = [_press(page, "Home")]
-    for _ in range(PRESSES):
-        seen.append(_press(page, "ArrowRight"))
+    thumb, by_label, seen = _home_then_right(page, scale)
     _no_exception(page)
     assert "this image takes the distortion quadtree" in _caption(page, "this image takes")
     _shot(page, out / "after_30_steps.png")

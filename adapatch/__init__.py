@@ -24,7 +24,7 @@ from .rd_hull import RDHull, rd_hull
 from .quadtree import PathImportance, ThresholdCurve, path_importance, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
 from .query import Query, query_map
 from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
-from .resize import downscale_to_pixels, fit_size, resize_image
+from .resize import WORK_MAX_PIXELS, downscale_to_pixels, fit_size, resize_image, to_working_size, work_size
 from .saliency import register_saliency, saliency, saliency_methods
 from .strategies import BUDGET_DEFAULT, STRATEGIES, default_layout, layout_for_budget, make_layout
 
@@ -35,7 +35,7 @@ __all__ = [
     "fidelity", "fit_size", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout",
     "mean_speedups", "multiscale", "open_image", "path_importance", "prune", "psnr_ssim", "quadtree", "quadtree_batch", "rd_hull",
     "Query", "query_map", "reconstruct",
-    "register_saliency", "relative_budget", "render", "resize_image", "resolve_device", "saliency", "saliency_methods",
+    "register_saliency", "relative_budget", "render", "resize_image", "to_working_size", "work_size", "WORK_MAX_PIXELS", "resolve_device", "saliency", "saliency_methods",
     "threshold_curve", "threshold_for_budget", "token_scores", "uniform", "uniform_for_budget", "vit_flops",
 ]
 __version__ = "0.1.0"

@@ -14,6 +14,7 @@ from .fidelity import fidelity
 from .image_io import DEFAULT_MAX_PIXELS, open_image
 from .greedy import ALLOCATIONS
 from .importance import IMPORTANCE_MEASURES
+from .resize import WORK_MAX_PIXELS, to_working_size
 from .saliency import saliency, saliency_methods
 from .samples import list_samples, sample_path
 from .strategies import BUDGET_DEFAULT, layout_for_budget, make_layout
@@ -44,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allocation", choices=ALLOCATIONS, default="saliency",
                    help="greedy: saliency rule or rate-distortion allocation")
     p.add_argument("--vit", choices=list(VIT_PRESETS), default="ViT-B")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="larger images are refused")
+    p.add_argument("--work-pixels", type=int, default=WORK_MAX_PIXELS,
+                   help=f"images with more pixels are downscaled to this working size first, as the app and "
+                        f"calibrate do (default {WORK_MAX_PIXELS:,} = 2048x2048; 0: full resolution); the layout "
+                        "JSON and overlay refer to the working image")
     p.add_argument("--json", type=Path, help="write the layout JSON here")
     p.add_argument("--overlay", type=Path, help="write the overlay PNG here")
     return p
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         src = sample_path(args.image[7:]) if args.image.startswith("sample:") else args.image
         loaded = open_image(src, max_pixels=args.max_pixels)
-        image = loaded.array
+        image, work = to_working_size(loaded.array, args.work_pixels)
         if args.saliency not in saliency_methods():
             raise ValueError(f"--saliency must be one of {', '.join(saliency_methods())}")
         strategy = args.strategy or ("quadtree" if args.budget is None or args.importance else "default")
@@ -99,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     h, w = image.shape[:2]
     for note in loaded.notes:
         print(f"note: {note}")
+    if work is not None:
+        oh, ow = loaded.shape
+        print(f"note: {ow}x{oh} computed at the working size {w}x{h} (--work-pixels 0: full resolution)")
     print(f"image: {w}x{h}  strategy: {layout.strategy}  sizes: {layout.counts_per_size()}")
     print(f"tokens: {eff['tokens']}  (uniform 16 px: {eff['uniform16_tokens']}, "
           f"uniform {eff['min_size']} px: {eff['uniform_min_tokens']})")

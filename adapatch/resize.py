@@ -1,8 +1,12 @@
-"""Resizing whole images: area interpolation to a size, or down to a pixel count.
+"""Resizing whole images: area interpolation to a size, down to a pixel count, or to the working size.
 
-The app computes on images of at most a few megapixels; ``downscale_to_pixels`` is the one
-place that decides the size, and ``resize_image`` the one call that makes it, so an exported
-snippet reproduces the app's pixels exactly (``ap.resize_image(image, (h, w))``).
+The working size (``WORK_MAX_PIXELS``, 2048x2048 = 4.2 MP) is the one rule of where layouts are
+computed: the app (every page, Dataset included), ``python -m adapatch IMAGE`` and dataset
+calibration (``calibrate``, ``layouts``) downscale larger images to it before any layout, so the
+same image and threshold give the same tokens everywhere. ``--work-pixels 0`` (``work_pixels=0``)
+computes at full resolution. ``downscale_to_pixels`` is the one place that decides the size and
+``resize_image`` the one call that makes it, so an exported snippet reproduces the app's pixels
+exactly (``ap.resize_image(image, (h, w))``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .image_io import BYTE_TO_FLOAT
 from .validation import check_int
+
+WORK_MAX_PIXELS = 2048 * 2048
+"""The working size: images with more pixels are downscaled (area interpolation, aspect kept) to at
+most this many before any layout is computed, by the app, the command line and calibration alike.
+Large enough for any ViT or VLM input resolution in use; small enough that every slider stays live."""
 
 
 def fit_size(height: int, width: int, max_pixels: int) -> tuple[int, int] | None:
@@ -47,6 +57,24 @@ def downscale_to_pixels(image: np.ndarray, max_pixels: int) -> tuple[np.ndarray,
     size = fit_size(image.shape[0], image.shape[1], max_pixels)
     if size is None:
         return image, None
+    return resize_image(image, size), size
+
+
+def work_size(height: int, width: int, work_pixels: int = WORK_MAX_PIXELS) -> tuple[int, int] | None:
+    """``(h, w)`` of the working image for a ``height x width`` image, or None when it is computed as it
+    is (at most ``work_pixels`` pixels, or ``work_pixels == 0``: full resolution)."""
+    work_pixels = check_int("work_pixels", work_pixels, 0)
+    return None if work_pixels == 0 else fit_size(height, width, work_pixels)
+
+
+def to_working_size(image: np.ndarray, work_pixels: int = WORK_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """``(image, None)`` when ``image`` is computed as it is, else ``(downscaled float32, (h, w))``;
+    uint8 images are mapped to floats the way ``load_image`` maps them before resizing."""
+    size = work_size(image.shape[0], image.shape[1], work_pixels)
+    if size is None:
+        return image, None
+    if image.dtype == np.uint8:
+        image = BYTE_TO_FLOAT[image]
     return resize_image(image, size), size
 
 

@@ -17,13 +17,14 @@ import numpy as np
 
 from ..errors import ImageError
 from ..image_io import open_image
-from ..resize import downscale_to_pixels
+from ..resize import WORK_MAX_PIXELS, to_working_size
 from ..samples import describe_sample, list_samples, list_task_samples, sample_path
 
 DECODE_MAX_PIXELS = 50_000_000
 """Largest upload decoded at all (header-checked by ``open_image`` before decoding)."""
-COMPUTE_MAX_PIXELS = 2048 * 2048
-"""Images above this many pixels are downscaled (area interpolation) before any computation."""
+COMPUTE_MAX_PIXELS = WORK_MAX_PIXELS
+"""Images above this many pixels are downscaled (area interpolation) before any computation: the
+library's working size (``adapatch.resize``), the same on every page, in the CLI and in calibration."""
 MAX_UPLOADS = 16
 """Uploaded images kept per session (each costs 12 bytes a pixel, <= 50 MB after downscaling)."""
 UPLOAD_TYPES = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
@@ -90,7 +91,7 @@ def digest_of(data: bytes) -> str:
 def fit_for_compute(array: np.ndarray, max_pixels: int = COMPUTE_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int] | None]:
     """The array downscaled (``adapatch.resize_image``, as the exported snippet does) when over
     ``max_pixels``, and the size it was downscaled to (None when it fits)."""
-    return downscale_to_pixels(array, max_pixels)
+    return to_working_size(array, max_pixels)
 
 
 def decode_upload(name: str, data: bytes, max_pixels: int = DECODE_MAX_PIXELS) -> ImageEntry:

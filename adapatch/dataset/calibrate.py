@@ -25,6 +25,7 @@ import numpy as np
 from .. import __version__
 from ..efficiency import VIT_PRESETS
 from ..image_io import DEFAULT_MAX_PIXELS
+from ..resize import WORK_MAX_PIXELS
 from ..validation import check_choice
 from .arrow import LayoutWriter
 from .curve import OBJECTIVES, DatasetCurve, DatasetStats, Objectives, dataset_curve, extremes, solve_threshold
@@ -143,7 +144,8 @@ class Calibration:
             "targets": self.targets.to_dict(), "threshold_per_target": self.per_target, "vit": st.vit,
             "min_tokens": st.min_tokens, "total_tokens": st.total_tokens,
             "uniform16_mean_tokens": st.uniform16_mean_tokens, "token_size": s.token_size,
-            "max_pixels": s.max_pixels, "workers": self.workers, "source": getattr(self.store, "source", ""),
+            "max_pixels": s.max_pixels, "work_pixels": s.work_pixels, "workers": self.workers,
+            "source": getattr(self.store, "source", ""),
             "skipped_count": len(self.store.skipped), "extremes": self.extremes(),
             "curve": self.curve.to_dict(), "adapatch_version": __version__, "strategy": "quadtree",
         }
@@ -207,7 +209,8 @@ def solve(store: CurveStore, targets: Targets, vit: str = "ViT-B") -> tuple[floa
 
 def calibrate(source: SourceSpec, targets: Targets | None = None, *, vit: str = "ViT-B", min_size: int = 8,
               max_size: int = 64, importance: str = CALIBRATION_IMPORTANCE, token_size: int = 16,
-              max_pixels: int = DEFAULT_MAX_PIXELS, engine: str = "local", workers: int | None = None,
+              max_pixels: int = DEFAULT_MAX_PIXELS, work_pixels: int = WORK_MAX_PIXELS, engine: str = "local",
+              workers: int | None = None,
               address: str | None = None, column: str | None = None, progress: bool = False,
               out: str | os.PathLike | None = None) -> Calibration:
     """Calibrate the quadtree threshold over ``source`` for ``targets`` (default: half the FLOPs of
@@ -215,7 +218,8 @@ def calibrate(source: SourceSpec, targets: Targets | None = None, *, vit: str = 
     ``Calibration`` holds a spill store on disk: close it (or use ``with``) when done."""
     check_choice("vit", vit, VIT_PRESETS)
     targets = targets or DEFAULT_TARGETS
-    settings = CurveSettings(min_size, max_size, importance, token_size, max_pixels=max_pixels)
+    settings = CurveSettings(min_size, max_size, importance, token_size, max_pixels=max_pixels,
+                             work_pixels=work_pixels)
     t0 = time.perf_counter()
     store = scan(source, settings, engine=engine, workers=workers, address=address, column=column, progress=progress)
     try:
@@ -234,13 +238,15 @@ def calibrate(source: SourceSpec, targets: Targets | None = None, *, vit: str = 
 
 def layouts_at(source: SourceSpec, threshold: float, out: str | os.PathLike, *, min_size: int = 8,
                max_size: int = 64, importance: str = CALIBRATION_IMPORTANCE, token_size: int = 16,
-               max_pixels: int = DEFAULT_MAX_PIXELS, engine: str = "local", workers: int | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS, work_pixels: int = WORK_MAX_PIXELS, engine: str = "local",
+               workers: int | None = None,
                address: str | None = None, column: str | None = None, progress: bool = False) -> dict:
     """Write the quadtree of every image at ``threshold`` to the Parquet file ``out``; returns a small
     summary (rows, skipped)."""
     from ..quadtree import check_threshold
     threshold = check_threshold(threshold, importance, False)
-    settings = CurveSettings(min_size, max_size, importance, token_size, max_pixels=max_pixels)
+    settings = CurveSettings(min_size, max_size, importance, token_size, max_pixels=max_pixels,
+                             work_pixels=work_pixels)
     with scan(source, settings, engine=engine, workers=workers, address=address, column=column,
               progress=progress) as store:
         out = os.fspath(out)

@@ -16,6 +16,7 @@ import sys
 from ..efficiency import VIT_PRESETS
 from ..image_io import DEFAULT_MAX_PIXELS
 from ..importance import IMPORTANCE_MEASURES
+from ..resize import WORK_MAX_PIXELS
 from .engines import ENGINES
 from .records import CALIBRATION_IMPORTANCE
 
@@ -33,6 +34,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--column", default=None, help="Parquet column holding the image bytes")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="images larger than this (width x height) are skipped and listed")
+    p.add_argument("--work-pixels", type=int, default=WORK_MAX_PIXELS,
+                   help=f"images with more pixels are downscaled to this working size first, as the app and "
+                        f"python -m adapatch IMAGE do (default {WORK_MAX_PIXELS:,} = 2048x2048; 0: full resolution)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -71,7 +75,8 @@ def calibrate_main(argv: list[str]) -> int:
             targets = Targets(flops_ratio=0.5)
             print("note: no target given; using --target-flops-ratio 0.5", file=sys.stderr)
         cal = calibrate(args.source, targets, vit=args.vit, min_size=args.min_size, max_size=args.max_size,
-                        importance=args.importance, max_pixels=args.max_pixels, engine=args.engine,
+                        importance=args.importance, max_pixels=args.max_pixels, work_pixels=args.work_pixels,
+                        engine=args.engine,
                         workers=args.workers, address=args.address, column=args.column, progress=not args.quiet,
                         out=args.out)
     except (ValueError, RuntimeError, OSError) as e:
@@ -98,8 +103,8 @@ def layouts_main(argv: list[str]) -> int:
     from .calibrate import layouts_at
     try:
         out = layouts_at(args.source, args.threshold, args.out, min_size=args.min_size, max_size=args.max_size,
-                         importance=args.importance, max_pixels=args.max_pixels, engine=args.engine,
-                         workers=args.workers, address=args.address, column=args.column, progress=not args.quiet)
+                         importance=args.importance, max_pixels=args.max_pixels, work_pixels=args.work_pixels,
+                         engine=args.engine, workers=args.workers, address=args.address, column=args.column, progress=not args.quiet)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

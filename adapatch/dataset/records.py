@@ -13,6 +13,7 @@ from ..image_io import DEFAULT_MAX_PIXELS, load_rgb8
 from ..importance import IMPORTANCE_MEASURES, SALIENCY_MEASURES, TOKEN_SIZE
 from ..quadtree import PathImportance, path_importance
 from ..quadtree_engine import check_sizes
+from ..resize import WORK_MAX_PIXELS, to_working_size
 from ..validation import check_choice, check_int, check_power_of_two
 from .sources import ItemReader, ItemRef
 
@@ -30,12 +31,16 @@ class CurveSettings:
     token_size: int = TOKEN_SIZE
     saliency: str = "edges"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    work_pixels: int = WORK_MAX_PIXELS
+    """Images with more pixels are downscaled to the library's working size first (``adapatch.resize``),
+    as the app and ``python -m adapatch`` do; 0 computes at full resolution."""
 
     def __post_init__(self) -> None:
         check_sizes(self.min_size, self.max_size)
         check_choice("importance", self.importance, IMPORTANCE_MEASURES)
         check_power_of_two("token_size", self.token_size, 1, 1024)
         check_int("max_pixels", self.max_pixels, 1)
+        check_int("work_pixels", self.work_pixels, 0)
         if self.importance in SALIENCY_MEASURES:
             from ..saliency import saliency_methods
             check_choice("saliency", self.saliency, saliency_methods())
@@ -58,8 +63,9 @@ def image_record(data: bytes, settings: CurveSettings) -> PathImportance:
     """Path importances of the image encoded in ``data`` (``ImageError`` when it cannot be used).
 
     8-bit images stay 8-bit (``load_rgb8``): the distortion importance reads the bytes directly,
-    bit-identical to the float image ``load_image`` gives, at a fraction of the cost."""
-    image = load_rgb8(data, max_pixels=settings.max_pixels)
+    bit-identical to the float image ``load_image`` gives, at a fraction of the cost. Images over the
+    working size are downscaled to it (float, as the app does), so the tokens match the app's."""
+    image, _ = to_working_size(load_rgb8(data, max_pixels=settings.max_pixels), settings.work_pixels)
     sal = settings.saliency if settings.importance in SALIENCY_MEASURES else None
     return path_importance(image, sal, min_size=settings.min_size, max_size=settings.max_size,
                            importance=settings.importance, token_size=settings.token_size)

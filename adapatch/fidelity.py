@@ -220,7 +220,9 @@ def reconstruct_cpu(image: np.ndarray, layout: PatchLayout, size: int = 16) -> n
 
 
 def _cpu(device) -> bool:
-    if device is None or (isinstance(device, str) and device == "cpu"):
+    """Whether the OpenCV path may answer: on the CPU, and for ``"auto"`` (the OpenCV path is exact,
+    needs no torch import and beats a host-to-device copy for one image; CUDA runs when asked by name)."""
+    if device is None or (isinstance(device, str) and device in ("cpu", "auto")):
         return True
     from .device import resolve_device  # torch: only to ask whether "auto" means CUDA
 
@@ -231,8 +233,9 @@ def fidelity(image: np.ndarray, layout: PatchLayout, size: int = 16,
              device: str | torch.device | None = "auto") -> dict[str, float]:
     """PSNR/SSIM of ``reconstruct(image, layout, size)`` against ``image``.
 
-    On the CPU the reconstruction is ``reconstruct_cpu`` (OpenCV) whenever the layout's boxes lie
-    on their sizes' grids; otherwise, and on CUDA, ``reconstruct`` (torch).
+    On the CPU and with ``"auto"`` the reconstruction is ``reconstruct_cpu`` (OpenCV) whenever the
+    layout's boxes lie on their sizes' grids; otherwise, and on CUDA named explicitly, ``reconstruct``
+    (torch; the same numbers, tested).
     """
     rec = None
     if isinstance(image, np.ndarray) and isinstance(size, (int, np.integer)) and 1 <= size <= 1024 and _cpu(device):

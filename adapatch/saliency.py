@@ -89,6 +89,18 @@ def _resolve(name: str) -> SaliencyMethod:
     return m
 
 
+def saliency_method(name: str) -> SaliencyMethod:
+    """The method ``name`` (``ValueError`` when unknown); a plug-in is imported only when it is the
+    one asked for, so looking up ``edges`` never loads torch."""
+    return _resolve(name)
+
+
+def saliency_method_names() -> list[str]:
+    """Names of every method, plug-ins included, without importing any plug-in."""
+    _announce_plugins()
+    return list(_REGISTRY)
+
+
 def saliency_methods() -> dict[str, SaliencyMethod]:
     """All registered methods (plug-ins resolved), in registration order."""
     _announce_plugins()

@@ -23,6 +23,7 @@ import streamlit as st
 
 import adapatch as ap
 from adapatch import render
+from adapatch.saliency import saliency_method, saliency_method_names
 from adapatch.export import (
     in_model_frame,
     layout_from_settings,
@@ -52,10 +53,9 @@ def canonical(obj: Any) -> str:
 # ------------------------------------------------------------------ saliency
 def saliency_spec(method: str, params: dict | None = None) -> dict:
     """``{"method", "params"}`` with the method's defaults filled in."""
-    methods = ap.saliency_methods()
-    if method not in methods:
+    if method not in saliency_method_names():
         raise ValueError(f"unknown saliency method {method!r}")
-    return {"method": method, "params": {**methods[method].defaults, **(params or {})}}
+    return {"method": method, "params": {**saliency_method(method).defaults, **(params or {})}}
 
 
 def model_key(uses_model: bool) -> str:
@@ -414,11 +414,11 @@ def fidelity(entry: ImageEntry, settings: dict, device: str = "auto") -> dict:
 def _overlay_png(digest: str, key: str, kind: str, max_side: int | None, factor: int, model_frame: bool,
                  _image: np.ndarray, _layout: ap.PatchLayout) -> bytes:
     tint = DROPPED_TINT if model_frame else None  # model frames: dropped tokens washed in colour
-    if factor > 1:  # a small model-input frame (dark digits): enlarged for display
-        _image, _layout = render.enlarge(_image, _layout, factor)
+    # a small model-input frame (dark digits) is drawn ``factor`` times larger; colours keep the true sizes
     if kind == "tokens":
-        return render.to_png_bytes(render.token_map(_image, _layout, max_side=max_side, dropped_tint=tint))
-    return render.to_png_bytes(render.layout_overlay(_image, _layout, max_side=max_side))
+        return render.to_png_bytes(render.token_map(_image, _layout, max_side=max_side, dropped_tint=tint,
+                                                    enlarge=factor))
+    return render.to_png_bytes(render.layout_overlay(_image, _layout, max_side=max_side, enlarge=factor))
 
 
 def overlay_png(entry: ImageEntry, settings: dict, kind: str = "layout", max_side: int | None = DISPLAY_SIDE) -> bytes:

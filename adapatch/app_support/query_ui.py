@@ -304,7 +304,12 @@ def _seed_box(entry: ImageEntry, region: dict | None) -> None:
 # ------------------------------------------------------------------ widgets
 @functools.lru_cache(maxsize=1)
 def text_reason() -> str | None:
-    """None when text queries can run here, else the one-line reason (``text_available``)."""
+    """None when text queries can run here, else the one-line reason (``text_available``). Without
+    open_clip installed the answer needs no torch (``open_clip_missing``), so a first paint stays fast."""
+    from adapatch.model_refs import open_clip_missing
+    missing = open_clip_missing()
+    if missing is not None:
+        return missing
     from adapatch.model.query_maps import text_available
     return text_available()
 

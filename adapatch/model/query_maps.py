@@ -60,6 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..model_refs import OPEN_CLIP_HINT, open_clip_missing
 from ..device import resolve_device
 from ..validation import check_choice, check_rgb
 from .attention import read_row
@@ -68,7 +69,6 @@ from .task import as_vit, prepare_image
 CLASS_METHODS = ("gradattn", "gradcam")
 TEXT_METHODS = ("auto", "tokens", "gradient")
 DEFAULT_TEXT_MODEL = "ViT-B-32/openai"
-OPEN_CLIP_HINT = "text queries need open_clip (pip install open_clip_torch)"
 # CLIP's (OpenAI) input normalisation, for a model that does not carry its own preprocess_cfg
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -182,10 +182,9 @@ def _first_line(e: BaseException) -> str:
 
 @lru_cache(maxsize=1)
 def _open_clip_status() -> str | None:
-    import importlib.util
-
-    if importlib.util.find_spec("open_clip") is None:
-        return f"{OPEN_CLIP_HINT}; it is not installed"
+    missing = open_clip_missing()
+    if missing is not None:
+        return missing
     try:
         import open_clip  # noqa: F401  (slow the first time: it imports torchvision and timm)
     except Exception as e:  # noqa: BLE001 - a torchvision built for another torch fails with a RuntimeError

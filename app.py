@@ -41,7 +41,7 @@ def _image_label(key: str) -> str:
         name = key[len("sample:"):]
         return f"Sample · {name} ({describe_sample(name)})"
     try:
-        return f"Upload · {state.entry(key).name}"
+        return f"{state.source_label(key)} · {state.entry(key).name}"
     except ap.ImageError:
         return "Upload · (removed)"
 

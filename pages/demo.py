@@ -2,6 +2,7 @@
 
 Each step shows its layout (and what it is compared with), the key numbers, an export of the
 settings that reproduce it, and a button that opens the same settings on the Patch layout page.
+Each scene runs on its own curated image, or on the sidebar's current image (uploads included).
 The scenes and every number come from ``adapatch.app_support.demo``; this page arranges widgets.
 """
 
@@ -30,6 +31,15 @@ def navigation() -> int:
     c3.button("Next", icon=":material/arrow_forward:", icon_position="right", key="demo_next", type="primary",
               on_click=demo.go_to, args=(i + 1,), disabled=i == LAST, width="stretch")
     return i
+
+
+def image_source() -> str:
+    """The choice of image: each scene's own ("scene") or the sidebar's current image ("sidebar")."""
+    names = {"scene": "Each scene's own image", "sidebar": f"The sidebar's image: {md_escape(state.current().name)}"}
+    return state.widget(demo.SOURCE, st.segmented_control, "Image", options=list(names), format_func=names.get,
+                        required=True, help="Run the scenes on their curated images, or on the image picked in the "
+                                            "sidebar (your uploads included). The scene about the task model's "
+                                            "digits always uses its own 64x64 digit.")
 
 
 def panel_metrics(view: demo.StepView, p: demo.Panel, container, per_row: int) -> None:
@@ -65,37 +75,39 @@ def pictures(view: demo.StepView) -> None:
     panels = view.panels
     if view.scene.stacked:  # a wide panorama: one above the other, full width
         for p in panels:
-            st.image(p.png, output_format="PNG", width="stretch", caption=f"{p.label} · {p.tokens} tokens")
+            st.image(p.png, output_format="PNG", width="stretch", caption=f"{p.label} · {ui.count_text(p.tokens)}")
             panel_metrics(view, p, st.container(), 4)
         return
     if view.scene.beside == "model":
         cols = st.columns(len(panels), gap="medium")
         for col, p in zip(cols, panels):
-            col.image(p.png, output_format="PNG", width="stretch", caption=f"{p.label} · {p.tokens} tokens")
+            col.image(p.png, output_format="PNG", width="stretch", caption=f"{p.label} · {ui.count_text(p.tokens)}")
             panel_metrics(view, p, col, 2)
         return
     square = view.main.layout.height == view.main.layout.width
     cols = st.columns([1, 1, 0.5] if square else [1, 1], gap="medium")  # square images: not taller than the screen
     for col, p in zip(cols, panels):
-        col.image(p.png, output_format="PNG", width="stretch", caption=f"{p.label} · {p.tokens} tokens")
+        col.image(p.png, output_format="PNG", width="stretch", caption=f"{p.label} · {ui.count_text(p.tokens)}")
         panel_metrics(view, p, col, 3)
 
 
 def reproduce(i: int, view: demo.StepView) -> None:
     """Export this step's settings; open them on the Patch layout page, with the step's image."""
     sc = view.scene
+    own = state.current_key() if view.own_image else None  # the step ran on the sidebar's image
     c1, c2, c3 = st.columns([1, 1.1, 2.6], vertical_alignment="center")
     c1.download_button("Export this step", data=view.settings_json(), file_name=demo.export_name(i, sc),
                        mime="application/json", on_click="ignore", icon=":material/download:", key="demo_export",
                        width="stretch", help="The settings JSON of adapatch.export: "
                                              "adapatch.export.layout_from_settings(image, settings) gives exactly "
                                              "the layout shown above.")
-    dataset = sc.image.startswith("dataset:")
+    dataset = sc.image.startswith("dataset:") and own is None
     # st.switch_page through state.switch_page keeps the session's images (uploads and the demo's own)
     if c2.button("Open in Patch layout", icon=":material/grid_view:", key="demo_open", width="stretch",
-                 on_click=demo.open_step, args=(sc,),
-                 help="Sets the Patch layout page to this step's strategy, sizes and budget share, selects this "
-                      "image" + (" (added to the sidebar's image list)" if dataset else "") + " and opens it."):
+                 on_click=demo.open_step, args=(sc, own),
+                 help="Sets the Patch layout page to this step's strategy, sizes and budget share (replacing "
+                      "yours there: the page lists what changed), selects this image"
+                      + (" (added to the sidebar's image list)" if dataset else "") + " and opens it."):
         state.switch_page("pages/layout.py")
     if dataset and demo.layout_key(sc, view.digest) is None:
         file = sc.image.split(":", 1)[1]
@@ -108,29 +120,37 @@ def reproduce(i: int, view: demo.StepView) -> None:
                    "`adapatch.export.layout_from_settings(image, settings)`.")
 
 
-def step(i: int) -> None:
+def step(i: int, source: str) -> None:
     sc = demo.SCENES[i]
-    with st.spinner("Computing this step (once per server)…"):
-        view = demo.step_view(sc.key, state.device())
+    own = source == "sidebar" and sc.any_image
+    with st.spinner("Computing this step…" if own else "Computing this step (once per server)…"):
+        view = demo.own_step_view(sc.key, state.device(), state.current()) if own \
+            else demo.step_view(sc.key, state.device())
     st.subheader(f"{i + 1}. {sc.title}")
     st.markdown(sc.story)
+    if source == "sidebar" and not own:
+        st.caption("This scene needs the task model's own 64x64 digits, so it keeps its digit; the other scenes "
+                   "run on the sidebar's image.")
     closest = (" · closest uniform grid: square patches whose token count is the closest to the adaptive layout's"
                if sc.beside in ("uniform", "model") else "")
-    st.caption(f"Image: **{md_escape(view.entry_name)}**, {view.size} · budget {sc.fraction:.0%} of its 16 px grid = "
-               f"{view.budget} tokens · box colour = patch size{closest}")
+    st.caption(f"Image: **{md_escape(view.entry_name)}**{' (the sidebar’s)' if own else ''}, {view.size} · budget "
+               f"{sc.fraction:.0%} of its 16 px grid = {ui.count_text(view.budget)} · box colour = patch size{closest}")
     pictures(view)
     st.info(view.takeaway(), icon=":material/lightbulb:")
     if view.held_out:
-        parts = [f"{r['layout']} ({r['tokens']} tokens) **{r['accuracy']:.1%}**" for r in view.held_out]
+        parts = [f"{r['layout']} ({ui.count_text(r['tokens'])}) **{r['accuracy']:.1%}**" for r in view.held_out]
         st.caption("Accuracy on the task's held-out test images (bundled results of "
                    "`python -m adapatch.experiments`): " + " · ".join(parts) + ".")
     if view.budget_rows:
-        st.markdown(f"**The same {sc.fraction:.0%} on each scene's image**")
+        st.markdown(f"**The same {sc.fraction:.0%} on "
+                    + ("the sidebar's image (first row) and " if view.own_image else "") + "each scene's image**")
         st.dataframe(pd.DataFrame(view.budget_rows), hide_index=True, width="stretch")
     reproduce(i, view)
 
 
-ui.page_header("Demo", "Adaptive patching in five scenes: each step has settings chosen to show one point. Step "
-                       "through with Next and Back; export a step's settings or open them on the Patch layout page.")
+ui.page_header("Demo", "Adaptive patching in five scenes: each step has settings chosen to show one point, on its "
+                       "own image or on the sidebar's. Step through with Next and Back; export a step's settings or "
+                       "open them on the Patch layout page.")
 with ui.guard("demo"):
-    step(navigation())
+    _source = image_source()
+    step(navigation(), _source)

@@ -10,20 +10,58 @@ from adapatch.app_support import compute, model_source, query_ui, recipes, state
 from adapatch.app_support.images import ImageEntry, md_escape
 
 
+PARAM_LABELS: dict[tuple[str, str], tuple[str, str]] = {
+    ("edges", "low"): ("Weak-edge threshold", "Canny's lower gradient threshold (0-255): weaker edges count only where "
+                                              "they touch a strong one. Lower finds fainter detail."),
+    ("edges", "high"): ("Strong-edge threshold", "Canny's upper gradient threshold (0-255): gradients above it are "
+                                                 "edges for sure. Lower marks more of the image as detail."),
+    ("edges", "sigma"): ("Blur radius (px)", "Standard deviation of the Gaussian that spreads the edges into a "
+                                            "density map; larger = smoother map. Unused when a blur kernel is set."),
+    ("edges", "ksize"): ("Blur kernel (px)", "0: blur by the radius above (reflected border). An odd size: OpenCV's "
+                                            "fixed-size blur (15 = the original seed implementation)."),
+    ("variance", "window"): ("Window (px)", "Side of the square over which the local standard deviation of grey "
+                                           "levels is taken; larger = coarser detail."),
+    ("entropy", "window"): ("Window (px)", "Side of the square over which the grey-level histogram is taken."),
+    ("entropy", "bins"): ("Grey-level bins", "Histogram bins of the local entropy; more bins see finer contrast."),
+    ("spectral", "scale"): ("Working width (px)", "The image is shrunk to this width before the spectrum is taken; "
+                                                 "smaller = larger structures."),
+    ("spectral", "sigma"): ("Blur radius (px)", "Gaussian blur of the residual map, at the working width."),
+    ("attention", "mode"): ("Attention", "cls: the class token's attention in the last block; rollout: attention "
+                                        "multiplied through all blocks."),
+    ("attention", "head_fusion"): ("Head fusion", "How the heads' attention maps are combined (rollout)."),
+    ("attention", "discard_ratio"): ("Discarded share", "Share of the weakest attention links dropped in each "
+                                                       "block before the rollout (0-0.99)."),
+}
+"""Readable label and help of each saliency parameter; the library's parameter name stays in the help
+(and in the exported settings), so the label and the code can be matched."""
+
+
+def param_label(method: str, name: str) -> tuple[str, str]:
+    """``(label, help)`` of a saliency parameter: a readable label, and help text ending with the
+    library's own parameter name (unknown parameters keep their name as the label)."""
+    label, help_ = PARAM_LABELS.get((method, name), (name, ""))
+    return label, (help_ + " " if help_ else "") + f"Library parameter: `{name}`."
+
+
 def _param_widget(method: str, name: str, default, rng, current, choices=None):
     key = f"w_sal_{method}_{name}"
+    label, help_ = param_label(method, name)
     if choices:  # categorical parameter: the registry lists its values
         options = list(choices)
-        return st.selectbox(name, options, index=options.index(current) if current in options else 0, key=key)
+        fmt = (lambda v: "0 (use the blur radius)" if v == 0 else f"{v} px") if (method, name) == ("edges", "ksize") \
+            else str
+        return st.selectbox(label, options, index=options.index(current) if current in options else 0, key=key,
+                            format_func=fmt, help=help_)
     if rng is None:  # no UI range published: a plain number input
         if isinstance(default, bool) or not isinstance(default, (int, float)):
-            st.caption(f"{name} = {default!r} (fixed)")
+            st.caption(f"{label} = {default!r} (fixed)")
             return default
-        return st.number_input(name, value=current, key=key)
+        return st.number_input(label, value=current, key=key, help=help_)
     lo, hi, step = rng
     if all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi, step, default)):
-        return st.slider(name, int(lo), int(hi), int(min(max(current, lo), hi)), step=int(step), key=key)
-    return st.slider(name, float(lo), float(hi), float(min(max(current, lo), hi)), step=float(step), key=key)
+        return st.slider(label, int(lo), int(hi), int(min(max(current, lo), hi)), step=int(step), key=key, help=help_)
+    return st.slider(label, float(lo), float(hi), float(min(max(current, lo), hi)), step=float(step), key=key,
+                     help=help_)
 
 
 @st.fragment

@@ -169,8 +169,16 @@ def test_open_in_patch_layout_puts_the_settings_in_place(views, index: int) -> N
 
 
 def _uploads(app: AppTest) -> list[str]:
-    """The sidebar's image list, less the bundled samples (labels as shown)."""
-    return [o for o in app.selectbox(key="w_image").options if not o.startswith("Sample · ")]
+    """The sidebar's image list, less the bundled samples it always lists (labels as shown)."""
+    keys = set(app.session_state["ap_images"])
+    return [o for k, o in zip(_image_keys(app), app.selectbox(key="w_image").options) if k in keys]
+
+
+def _image_keys(app: AppTest) -> list[str]:
+    """The keys behind the sidebar's image list, in its order (uploads first)."""
+    from adapatch.app_support.images import sample_keys, task_sample_keys
+    ups = list(dict.fromkeys(r["key"] for r in app.session_state["ap_uploads"].values() if r["key"]))
+    return ups + sample_keys() + task_sample_keys()
 
 
 def _dataset_index() -> int:
@@ -182,7 +190,7 @@ def test_a_dataset_image_opened_from_the_demo_stays_in_the_image_list() -> None:
     removed) and a second click (no duplicate entry), and never counts as the user's upload."""
     index = _dataset_index()
     sc = demo.SCENES[index]
-    label = f"Upload · {sc.image.split(':', 1)[1]} (bundled dataset)"  # as the sidebar lists it
+    label = f"Sample · {sc.image.split(':', 1)[1]} (bundled dataset)"  # as the sidebar lists it: no upload of the user's
     app = AppTest.from_file(APP, default_timeout=180)
     app.run()
     app.switch_page(PAGE).run()

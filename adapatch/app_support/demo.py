@@ -38,6 +38,7 @@ from .images import (
     load_sample_entry,
 )
 from .recipes import Budget, describe, search_word
+from .ui import count_text
 
 VIT = "ViT-B"
 """ViT preset of the GMACs numbers (the Patch layout page's default)."""
@@ -80,23 +81,31 @@ class Scene:
     def label(self) -> str:
         return self.title.split(":")[0]
 
+    @property
+    def any_image(self) -> bool:
+        """Whether the scene runs on any image (the sidebar's); the digit scene needs the task model's
+        own 64x64 digits."""
+        return self.beside != "model"
+
 
 SCENES: tuple[Scene, ...] = (
-    Scene("flat_sky", "Flat sky: large patches where nothing happens",
-          "A vision transformer cuts every image into the same small squares (tokens), so an empty sky costs as "
-          "much compute as the rocket. Adaptive patching covers the calm sky with a few large patches and spends "
-          "the small ones on the rocket, the towers and the lights. Same number of tokens as an ordinary grid, so "
-          "the same compute, and much more of the picture kept.",
+    Scene("flat_sky", "Flat sky: large patches where little happens",
+          "A vision transformer cuts every image into the same small squares (tokens), so a calm area costs as "
+          "much compute as the detail. The adaptive layout covers the calmest parts with large patches and spends "
+          "its small ones where a large patch would lose the most. Beside it, the uniform grid with the closest "
+          "token count (about the same compute); the line under the pictures says which keeps more of this image.",
           "sample:rocket", fraction=0.30),
-    Scene("text_page", "Text page: the tokens go to the lines of text",
-          "On a page, the detail is in the letters; margins and blank paper need almost nothing. The quadtree puts "
-          "its smallest patches on the lines of text and covers the paper with large ones, so at the same token "
-          "count the letters stay sharper than on a uniform grid.",
+    Scene("text_page", "Text page: where the tokens go on a page",
+          "On a page, the detail is in the letters; margins and blank paper need little. The quadtree gives its "
+          "smallest patches to the lines of text and covers the paper with large ones. Whether that keeps more than "
+          "a uniform grid with the same tokens depends on the page: on dense, even text a plain grid can do as well "
+          "or better. The line under the pictures says which it is here.",
           "sample:page", fraction=0.50),
-    Scene("dense_texture", "Dense texture: here the honest answer is the uniform grid",
-          "Gravel has detail everywhere, so there is nothing to save: every large patch blurs stones. With the same "
-          "tokens, a plain grid of medium patches keeps more than an adaptive layout. The multiscale strategy "
-          "measures both and keeps the uniform grid; it only goes adaptive where that keeps more.",
+    Scene("dense_texture", "Dense texture: when the uniform grid is the honest answer",
+          "An image with detail everywhere has little to save: every large patch blurs something. The multiscale "
+          "strategy measures a plain grid against adaptive layouts with the same tokens and keeps whichever keeps "
+          "more. Beside it, the distortion quadtree at the same budget; the line under the pictures says which "
+          "one multiscale kept.",
           "dataset:photo_gravel.jpg", strategy="multiscale", fraction=0.50, beside="quadtree"),
     Scene("task_digit", "The task's digit: what the model reads from 16 tokens",
           "The bundled model is a small ViT trained to read one digit among clutter, on 64x64 images cut into 64 "
@@ -105,8 +114,9 @@ SCENES: tuple[Scene, ...] = (
           "sample:digit_3_label5", importance="std", sizes=(8, 32), fraction=1.0, beside="model", token_size=8),
     Scene("panorama", "Panorama: a relative budget means the same on every image",
           "Budgets are a share of what a standard ViT/16 spends on the image, not a fixed number of tokens. The "
-          "same 30% gives this wide panorama and every other image the same relative compute, where a fixed count "
-          "would be generous on a small image and starve a large one.",
+          "same 30% gives a wide panorama and every other image about the same tokens per megapixel (a tiny image "
+          "still gets at least one token), where a fixed count would be generous on a small image and starve a "
+          "large one (the table below).",
           "dataset:photo_rocket_panorama.jpg", fraction=0.30, stacked=True, budget_table=True),
 )
 SCENE_KEYS = tuple(s.key for s in SCENES)
@@ -216,6 +226,7 @@ class StepView:
     truth: int | None = None
     held_out: list[dict] = field(default_factory=list)  # bundled accuracy of the digit's layouts
     budget_rows: list[dict] = field(default_factory=list)
+    own_image: bool = False  # computed on the sidebar's image, not the scene's own
 
     @property
     def main(self) -> Panel:
@@ -233,19 +244,51 @@ class StepView:
             def says(p: Panel) -> str:
                 mark = "right" if p.prediction == self.truth else "wrong"
                 return f"**{p.prediction}** ({mark}, {p.confidence:.0%} sure)"
-            return (f"True digit **{self.truth}**. The quadtree's {m.tokens} tokens: {says(m)}; the {u.tokens}-token "
+            return (f"True digit **{self.truth}**. The quadtree's {count_text(m.tokens)}: {says(m)}; the {u.tokens}-token "
                     f"grid: {says(u)}; the full {full.tokens}-token grid: {says(full)}. The quadtree costs "
                     f"×{m.macs_ratio:.2f} the full grid's MACs.")
         o = self.panels[1]
-        gain = m.psnr - o.psnr
         if self.scene.beside == "quadtree":
             lp = m.layout.params
             won = ("the uniform grid" if lp.get("levels_used") == 0 else "an adaptive layout")
-            return (f"Multiscale kept **{won}** ({m.tokens} tokens, {m.psnr:.2f} dB); the quadtree at the same budget "
-                    f"({o.tokens} tokens) reaches {o.psnr:.2f} dB, {abs(gain):.2f} dB "
-                    f"{'less' if gain >= 0 else 'more'}.")
-        return (f"Adaptive **{m.psnr:.2f} dB** with {m.tokens} tokens against {o.psnr:.2f} dB for the uniform grid with "
-                f"{o.tokens}: **{gain:+.2f} dB** at ×{m.macs_ratio:.3f} the 16 px grid's {VIT} GMACs.")
+            return (f"Here multiscale kept **{won}** ({count_text(m.tokens)}, {psnr_words(m.psnr)}); the quadtree at "
+                    f"the same budget ({count_text(o.tokens)}) reaches {psnr_words(o.psnr)}: "
+                    f"{compare_text(m.psnr, o.psnr, 'multiscale', 'the quadtree')}.")
+        versus = compare_text(m.psnr, o.psnr, "the adaptive layout", "the grid")
+        return (f"Here the adaptive layout ({count_text(m.tokens)}, {psnr_words(m.psnr)}) against the closest uniform "
+                f"grid ({count_text(o.tokens)}, {psnr_words(o.psnr)}): {versus}{_token_gap(m.tokens, o.tokens)}, at "
+                f"×{m.macs_ratio:.3f} the 16 px grid's {VIT} GMACs.")
+
+
+def psnr_words(psnr: float) -> str:
+    """PSNR with its unit ("31.55 dB"), or "lossless"."""
+    text = psnr_text(psnr)
+    return text if text == "lossless" else f"{text} dB"
+
+
+def _versus(gain: float, first: str, second: str) -> str:
+    """Which of two layouts keeps more, the sign taken from the numbers (``gain`` = first - second, dB):
+    "the adaptive layout keeps **0.45 dB more**", "... **0.45 dB less**", or "**the same**" (< 0.005 dB)."""
+    if abs(gain) < 0.005:
+        return f"{first} and {second} keep **the same** (within 0.01 dB)"
+    return f"{first} keeps **{abs(gain):.2f} dB {'more' if gain > 0 else 'less'}** than {second}"
+
+
+def compare_text(a: float, b: float, first: str, second: str) -> str:
+    """``_versus`` of two PSNRs; a lossless (capped) one is said in words, not as a dB difference
+    against the cap."""
+    if max(a, b) >= MAX_PSNR:
+        if min(a, b) >= MAX_PSNR:
+            return "both are **lossless**"
+        return f"{first if a > b else second} is **lossless**, {second if a > b else first} is not"
+    return _versus(a - b, first, second)
+
+
+def _token_gap(a: int, b: int) -> str:
+    """A note when two "equal-token" layouts differ in tokens by more than 5%."""
+    if b and abs(a - b) > 0.05 * b:
+        return f" (the grid closest in tokens has {abs(a - b) / b:.0%} {'fewer' if a > b else 'more'} tokens)"
+    return ""
 
 
 def psnr_text(psnr: float) -> str:
@@ -314,14 +357,12 @@ def _held_out(tokens_quadtree: int, importance: str) -> list[dict]:
             for m, label in want.items() if m in found]
 
 
-def _budget_rows(fraction: float, fixed: int) -> list[dict]:
+def _budget_rows(fraction: float, fixed: int, extra: ImageEntry | None = None) -> list[dict]:
     """The same relative budget on each photo-like scene image (not the 64x64 digit, whose model has
-    its own grid), against one fixed token count."""
+    its own grid), and first on ``extra`` (the sidebar's image) when given, against one fixed token count."""
     rows = []
-    for s in SCENES:
-        if s.beside == "model":
-            continue
-        e = load_entry(s.image)
+    entries = ([extra] if extra is not None else []) + [load_entry(s.image) for s in SCENES if s.beside != "model"]
+    for e in entries:
         h, w = e.height, e.width
         n16 = uniform16_tokens(h, w)
         b = relative_budget(h, w, fraction=fraction)
@@ -332,10 +373,12 @@ def _budget_rows(fraction: float, fixed: int) -> list[dict]:
     return rows
 
 
-def build_step(scene_: Scene, device: str = "auto") -> StepView:
+def build_step(scene_: Scene, device: str = "auto", entry: ImageEntry | None = None) -> StepView:
     """Compute one step (no Streamlit): the main layout from the step's settings, what goes beside it,
-    PSNR/SSIM against the original, MACs, and for the digit the task model's predictions."""
-    entry = load_entry(scene_.image)
+    PSNR/SSIM against the original, MACs, and for the digit the task model's predictions. ``entry``:
+    another image to run the step on (the sidebar's); the digit scene always uses its own digit."""
+    own = entry is not None and scene_.any_image
+    entry = entry if own else load_entry(scene_.image)
     image = entry.array
     settings = full_settings(entry, scene_settings(scene_, image, device))
     main_layout = layout_from_settings(image, settings)
@@ -373,15 +416,31 @@ def build_step(scene_: Scene, device: str = "auto") -> StepView:
         held = _held_out(main.tokens, scene_.importance)
     rows = []
     if scene_.budget_table:  # against the first scene's budget as a fixed count
-        rows = _budget_rows(scene_.fraction, scene_budget(SCENES[0], load_entry(SCENES[0].image).array).tokens)
+        rows = _budget_rows(scene_.fraction, scene_budget(SCENES[0], load_entry(SCENES[0].image).array).tokens,
+                            entry if own else None)
     return StepView(scene_, entry.name, entry.digest, f"{entry.width}x{entry.height}", settings, settings["params"]["budget"],
-                    reference, panels, truth, held or [], rows)
+                    reference, panels, truth, held or [], rows, own)
 
 
 @st.cache_data(max_entries=2 * len(SCENES), show_spinner=False)
 def step_view(key: str, device: str) -> StepView:
     """``build_step`` of the scene ``key``, cached (the scenes are fixed: one computation per server)."""
     return build_step(scene(key), device)
+
+
+@st.cache_data(max_entries=2 * len(SCENES), show_spinner=False)
+def _own_step_view(key: str, device: str, digest: str, _entry: ImageEntry) -> StepView:
+    return build_step(scene(key), device, _entry)
+
+
+def own_step_view(key: str, device: str, entry: ImageEntry) -> StepView:
+    """``build_step`` of the scene ``key`` on ``entry`` (the sidebar's image), cached by the image's digest."""
+    return _own_step_view(key, device, entry.digest, entry)
+
+
+SOURCE = "demo_source"
+"""Setting: "scene" (each scene's own image) or "sidebar" (the sidebar's current image)."""
+SOURCE_WIDGET = "w_demo_source"
 
 
 # ------------------------------------------------------------------ session
@@ -424,6 +483,10 @@ def dataset_upload(scene_: Scene) -> ImageEntry:
     return replace(entry, name=f"{entry.name} (bundled dataset)")
 
 
+SAMPLE_LABEL = "Sample"
+"""How the sidebar's list labels a bundled dataset file the Demo opened (it is no upload of the user's)."""
+
+
 def ensure_image(scene_: Scene) -> str:
     """The sidebar's key of the scene's image, putting a dataset image in the session's image list
     first (``state.add_image``, as if its file had been uploaded) when it is not there yet."""
@@ -431,26 +494,65 @@ def ensure_image(scene_: Scene) -> str:
         return scene_.image
     data = image_bytes(scene_)
     key = layout_key(scene_, digest_of(data))
-    return key if key is not None else state.add_image(dataset_upload(scene_))
+    return key if key is not None else state.add_image(dataset_upload(scene_), label=SAMPLE_LABEL)
 
 
-def open_step(scene_: Scene) -> None:
-    """Callback of the Demo's "Open in Patch layout", for every step: the step's image in the sidebar's
-    list and selected, and the step's settings on the Patch layout page (``open_on_layout``)."""
-    open_on_layout(scene_, ensure_image(scene_))
+def open_step(scene_: Scene, image_key: str | None = None) -> None:
+    """Callback of the Demo's "Open in Patch layout", for every step: the step's image (or ``image_key``,
+    the sidebar's image the step ran on) in the sidebar's list and selected, and the step's settings on
+    the Patch layout page (``open_on_layout``)."""
+    open_on_layout(scene_, image_key if image_key is not None else ensure_image(scene_))
+
+
+_SETTING_WORDS = {"strategy": "strategy", "importance": "importance", "scales": "multiscale search",
+                  "sizes": "patch sizes", "use_budget": "budget mode", "budget_fraction": "budget", "vit": "ViT preset"}
+
+
+def _setting_text(name: str, value: Any) -> str:
+    if name == "sizes":
+        return f"{value[0]}-{value[1]} px"
+    if name == "budget_fraction":
+        return f"{float(value):.0%} of the 16 px grid"
+    if name == "use_budget":
+        return "on" if value else "off"
+    if name == "scales":
+        return search_word(int(value))
+    return str(value)
+
+
+def step_settings(scene_: Scene) -> dict[str, Any]:
+    """The Patch layout page's settings a step puts in place (``open_on_layout``)."""
+    out: dict[str, Any] = {"strategy": scene_.strategy}
+    if scene_.strategy == "quadtree":
+        out["importance"] = scene_.importance
+    if scene_.strategy == "multiscale":
+        out["scales"] = int(scene_.scales)
+    out.update(sizes=tuple(scene_.sizes), use_budget=True, budget_fraction=float(scene_.fraction), vit=VIT)
+    return out
+
+
+def changes_text(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """The settings that ``after`` changes, in words ("strategy: quadtree (was multiscale)"), or None."""
+    parts = []
+    for name, value in after.items():
+        old = before.get(name)
+        if old is None or (tuple(old) if isinstance(old, (list, tuple)) else old) != value:
+            was = "" if old is None else f" (was {_setting_text(name, old)})"
+            parts.append(f"{_SETTING_WORDS.get(name, name)} {_setting_text(name, value)}{was}")
+    return "; ".join(parts) or None
 
 
 def open_on_layout(scene_: Scene, image_key: str) -> None:
-    """Callback: the Patch layout page's settings of this step, and its image as the current image."""
-    state.put("strategy", scene_.strategy)
-    if scene_.strategy == "quadtree":
-        state.put("importance", scene_.importance)
-    if scene_.strategy == "multiscale":
-        state.put("scales", int(scene_.scales))
-    state.put("sizes", tuple(scene_.sizes))
-    state.put("use_budget", True)
-    state.put("budget_fraction", float(scene_.fraction))
-    state.put("vit", VIT)
+    """Callback: the Patch layout page's settings of this step, and its image as the current image. What
+    this changes in the user's settings is said on the page that opens (``state.notify``)."""
+    after = step_settings(scene_)
+    before = {name: state.get(name) for name in after}
+    for name, value in after.items():
+        state.put(name, value)
+    changed = changes_text(before, after)
+    state.notify(f"Opened the Demo's step \"{scene_.label}\": " + (f"your settings changed: {changed}." if changed
+                                                                   else "your settings already matched it."),
+                 page="Patch layout")
     state.set_current(image_key)
     st.session_state.pop("w_image", None)  # the sidebar re-seeds its image box from the current image
 

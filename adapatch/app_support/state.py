@@ -205,19 +205,21 @@ def sync_uploads(files: list | None) -> list[str]:
     return new_keys
 
 
-def add_image(entry: ImageEntry) -> str:
+def add_image(entry: ImageEntry, label: str = "Upload") -> str:
     """Put ``entry`` (an upload-like image the app itself opens, e.g. a Demo step's bundled dataset
     image from ``images.decode_upload``) in the session's image list, next to the uploads, and return
     its key. It is kept like an upload (across page switches, cached by its digest) but does not
     depend on the sidebar's uploader: removing files there never removes it, and it does not count
-    towards ``MAX_UPLOADS``. Adding the same image again (same key) changes nothing."""
+    towards ``MAX_UPLOADS``. Adding the same image again (same key) changes nothing. ``label``: the
+    word the sidebar's list shows before its name (``source_label``), e.g. "Sample" for a bundled file."""
     init()
     ss = st.session_state
     records: dict[str, dict] = ss[UPLOADS]
     if entry.key not in ss[IMAGES]:
         ss[IMAGES][entry.key] = entry
     if not any(r["key"] == entry.key for r in records.values()):
-        records[f"app:{entry.key}"] = {"name": entry.name, "key": entry.key, "error": None, "kept": True}
+        records[f"app:{entry.key}"] = {"name": entry.name, "key": entry.key, "error": None, "kept": True,
+                                       "label": label}
     return entry.key
 
 
@@ -308,3 +310,34 @@ def set_query_region(digest: str, shape: tuple[int, int], query: dict | None) ->
         regions.pop(digest, None)
     else:
         regions[digest] = {"shape": [int(shape[0]), int(shape[1])], "query": dict(query)}
+
+
+# ------------------------------------------------------------------ labels and notices
+NOTICE = "ap_notice"  # a line for the next page drawn (e.g. the settings "Open in Patch layout" changed)
+
+
+def source_label(key: str) -> str:
+    """The word the sidebar's image list shows before an image's name: "Sample" for bundled samples and
+    for bundled files the app itself opened (``add_image(..., label="Sample")``), else "Upload"."""
+    if key.startswith("sample:"):
+        return "Sample"
+    init()
+    for r in st.session_state[UPLOADS].values():
+        if r["key"] == key and r.get("kept"):
+            return str(r.get("label") or "Upload")
+    return "Upload"
+
+
+def notify(text: str, page: str) -> None:
+    """Leave ``text`` for the page titled ``page`` (``ui.page_header`` shows it once, then forgets it):
+    addressed, so the page that set it, drawn once more before the switch, does not take it."""
+    st.session_state[NOTICE] = (page, text)
+
+
+def take_notice(page: str) -> str | None:
+    """The notice left for the page titled ``page``, forgotten as it is read; None when there is none."""
+    pending = st.session_state.get(NOTICE)
+    if not pending or pending[0] != page:
+        return None
+    del st.session_state[NOTICE]
+    return pending[1]

@@ -55,6 +55,17 @@ def page_header(title: str, caption: str, entry: ImageEntry | None = None) -> No
     if entry is not None:
         line += f"  \nImage: **{md_escape(entry.name)}** · {md_escape(entry.describe())}"
     st.caption(line)
+    from . import state
+    notice = state.take_notice(title)  # what another page changed on the way here (e.g. the Demo's settings)
+    if notice:
+        st.info(notice, icon=":material/tune:")
+        st.toast(notice, icon=":material/tune:")
+
+
+def count_text(n: float, noun: str = "token") -> str:
+    """A count and its noun, in the singular only for exactly one: "1 token", "0 tokens",
+    "1,234 tokens" (thousands separated)."""
+    return f"{fmt_int(n)} {noun}" + ("" if int(n) == 1 else "s")
 
 
 def fmt_int(n: float) -> str:

@@ -32,27 +32,39 @@ def _model_scorer_ready(scorer: str, device: str) -> tuple[model_source.ModelRef
     return picked
 
 
-def _model_numbers(res, ref: model_source.ModelRef, model, container) -> None:
-    """Prediction from the kept tokens and the model's own MACs, full grid vs pruned (the true digit
-    only for the bundled task model on one of its digit samples: other models have other classes)."""
-    from adapatch.model import describe_model, pruned_macs
-    from adapatch.model.classes import class_label
+def model_macs_metric(res, model) -> tuple[str, str, str, str]:
+    """``(label, value, delta, help)`` of the one MACs ratio a model scorer's numbers show: this model's
+    own MACs with pruning after its block against its full grid (not a ViT preset's: the model that
+    prunes is the one whose compute is saved)."""
+    from adapatch.model import pruned_macs
     full, pruned = pruned_macs(model, res)
-    c1, c2 = container.columns([2, 1, 4])[:2]  # the prediction's column is wide enough for "index · ImageNet name"
+    return ("Model MACs ratio", f"×{pruned / full:.3f}", f"{pruned / 1e6:.1f} M of {full / 1e6:.1f} M",
+            "This model's MACs with pruning after block "
+            f"{res.layout.params.get('prune_layer')} against its full grid (the blocks before the cut see every "
+            f"token; the same formula as the presets' GMACs). {mv.MACS_NOTE}")
+
+
+def _model_numbers(res, ref: model_source.ModelRef, model, container) -> None:
+    """Prediction from the kept tokens, marked right (green) or wrong (red) against the true digit as
+    the Demo marks it (the true digit only for the bundled task model on one of its digit samples:
+    other models have other classes)."""
+    from adapatch.model import describe_model
+    from adapatch.model.classes import class_label
+    c1 = container.columns([2, 5])[0]  # wide enough for "index · ImageNet name"
     pred = "no classifier head" if res.prediction is None else f"class {res.prediction}"
     key = state.current_key()
     truth = (task_sample_label(key[len("sample:"):]) if ref.kind == "task" and key.startswith("sample:")
              else None)
     named = class_label(res.prediction, describe_model(model)["num_classes"])  # "index · ImageNet name"
-    note = f"true digit {truth}" if truth is not None else (named if " · " in named else None)
-    c1.metric("Prediction", pred, delta=note, delta_color="off", delta_arrow="off",
+    if truth is not None:
+        right = res.prediction == truth
+        c1.metric("Prediction", pred, delta=f"{'right' if right else 'wrong'} · true digit {truth}",
+                  delta_color="normal" if right else "inverse", delta_arrow="off",
+                  help="What the model predicts from the tokens it kept, against the sample's true digit.")
+        return
+    c1.metric("Prediction", pred, delta=named if " · " in named else None, delta_color="off", delta_arrow="off",
               help="What the model predicts from the tokens it kept" + (" (index · ImageNet class name)."
                                                                          if " · " in named else "."))
-    c2.metric("Model MACs", f"×{pruned / full:.3f}", delta=f"{pruned / 1e6:.1f} M of {full / 1e6:.1f} M",
-              delta_color="off", delta_arrow="off",
-              help="This model's MACs with pruning after block "
-                   f"{res.layout.params.get('prune_layer')} against its full grid (the same formula as the preset's "
-                   f"GMACs). {mv.MACS_NOTE}")
 
 
 @st.fragment
@@ -69,19 +81,25 @@ def pruning_view(entry: ImageEntry) -> None:
                                        "or a ViT's own scores: its learned TokenPruner, or EViT's CLS attention "
                                        "(the dropped tokens are fused into one).")
             model_based = scorer in recipes.MODEL_SCORERS
-            patch = state.widget("prune_patch", st.selectbox, "Grid patch size (px)", options=[8, 16, 32],
-                                 disabled=model_based,
-                                 help="The fixed ViT grid whose tokens are scored and pruned (model scorers use "
-                                      "the model's own patch grid).")
+            patch_slot = st.empty()  # model scorers: the model's own patch size, once the model is loaded
+            if not model_based:
+                patch = state.widget("prune_patch", st.selectbox, "Grid patch size (px)", options=[8, 16, 32],
+                                     help="The fixed ViT grid whose tokens are scored and pruned.")
             keep = state.widget("keep_ratio", st.slider, "Keep ratio", 0.05, 1.0, step=0.05, format="%.2f",
                                 help="Fraction of tokens kept (the highest-scoring ones).")
-            vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS,
-                               help=f"The ViT whose GMACs (per image) the numbers above use. {mv.MACS_NOTE}")
+            vit = state.get("vit")  # model scorers: the MACs are the picked model's own, no preset to pick
+            if not model_based:
+                vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS,
+                                   help=f"The ViT whose GMACs (per image) the numbers above use. {mv.MACS_NOTE}")
             if model_based:
                 dev = mv.model_device()  # the sidebar's device, "auto" resolved (CUDA when present)
                 picked = _model_scorer_ready(scorer, dev)
                 if picked is None:
                     return
+                from adapatch.model import describe_model
+                own = describe_model(picked[1])["patch_size"]
+                patch_slot.selectbox("Grid patch size (px)", [own], disabled=True, key="w_prune_patch_model",
+                                     help="Model scorers prune the model's own patch grid: this is its patch size.")
                 st.caption(f"Model calls run on **{dev.upper()}** (the sidebar's device).")
             else:
                 st.caption(f"Saliency: **{recipes.current_saliency()['method']}** (change it on the Saliency page).")
@@ -103,7 +121,8 @@ def pruning_view(entry: ImageEntry) -> None:
             lay = compute.layout(entry, settings)
             frame_note = ""
         eff = ap.efficiency(lay, vit)
-        slots = ui.efficiency_metrics(eff, lay, container=top, against_finest=model_based)
+        slots = ui.efficiency_metrics(eff, lay, container=top, against_finest=model_based,
+                                      macs=model_macs_metric(res, picked[1]) if model_based else None)
         if model_based:
             _model_numbers(res, picked[0], picked[1], top)
         with right:

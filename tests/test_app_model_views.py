@@ -90,7 +90,8 @@ def test_learned_and_attention_pruning_match_the_library(task, digit, capsys) ->
     res = prune_tokens_learned(digit, model_grid(task), task, keep_ratio=0.5, device="cpu")
     assert _tokens(at) == res.layout.num_tokens == ap.keep_count(64, 0.5)
     assert _metric(at, "Prediction") == f"class {res.prediction}"
-    assert _delta(at, "Prediction") == "true digit 5"  # the bundled model on its own digit sample
+    # the bundled model on its own digit sample: marked right or wrong against its true digit, as the Demo marks it
+    assert _delta(at, "Prediction") == f"{'right' if res.prediction == 5 else 'wrong'} · true digit 5"
     assert _snippet_layout(at) == res.layout  # the exported snippet keeps exactly these tokens
     at.slider(key="w_keep_ratio").set_value(0.25).run()
     _ok(at)
@@ -108,7 +109,8 @@ def test_learned_and_attention_pruning_match_the_library(task, digit, capsys) ->
     assert _tokens(at) == res.layout.num_tokens
     assert _snippet_layout(at) == res.layout
     assert any("Bundled task model" in m.value for m in at.markdown)
-    assert at.selectbox(key="w_prune_patch").disabled  # model scorers use the model's own grid
+    patch = at.selectbox(key="w_prune_patch_model")  # model scorers use the model's own grid: its patch size shown
+    assert patch.disabled and patch.value == task.config.patch_size == 8
     capsys.readouterr()
 
 

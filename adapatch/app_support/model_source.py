@@ -332,23 +332,40 @@ def summary(ref: ModelRef, model) -> None:
                    "predictions are shown with their ImageNet class names).")
 
 
-def image_caveat(ref: ModelRef, image_key: str) -> None:
-    """Above a model-based result: with the bundled model on an image that is not one of its digits,
-    say plainly that the result is not meaningful, and offer a digit sample."""
+def not_trained_for(model: ModelRef | str, image_key: str) -> bool:
+    """True when ``model`` (a ref, or the model name a class query records) is the bundled task
+    model and the image ``image_key`` is not one of its digit samples: what the model says about
+    such an image (attention, scores, selection, class evidence) means nothing. Other models: False
+    (adapatch cannot tell what they were trained on)."""
     from adapatch.samples import list_task_samples
-    if ref.kind != "task" or image_key[len("sample:"):] in list_task_samples():
-        return
+    is_task = model.kind == "task" if isinstance(model, ModelRef) else model == "task"
+    return is_task and image_key[len("sample:"):] not in list_task_samples()
+
+
+def image_caveat(ref: ModelRef | str, image_key: str, what: str = "what it shows here") -> bool:
+    """Above a model-based result: with the bundled model on an image that is not one of its digits
+    (``not_trained_for``), say plainly that ``what`` is not meaningful, and offer a digit sample.
+    Returns whether it warned."""
+    if not not_trained_for(ref, image_key):
+        return False
     c1, c2 = st.columns([2.6, 1], vertical_alignment="center")
-    c1.warning("This image is not a cluttered digit: the bundled model was trained on digits only, so what it "
-               "shows here is not meaningful.", icon=":material/warning:")
-    c2.button("Use a digit sample", key="w_model_use_digit", on_click=use_digit_sample, icon=":material/pin:")
+    c1.warning(f"This image is not a cluttered digit: the bundled model was trained on digits only, so {what} is "
+               "not meaningful.", icon=":material/warning:")
+    c2.button("Use a digit sample", key="w_model_use_digit", on_click=use_digit_sample, icon=":material/pin:",
+              help="Open the digit sample the bundled model classifies best (right on its full grid and after "
+                   "pruning at the Token pruning page's keep ratio, the one it is most sure of).")
+    return True
 
 
 def use_digit_sample() -> None:
-    """Button callback: make the first task digit sample the current image (sidebar included)."""
-    from .images import task_sample_keys
-    keys = task_sample_keys()
-    if keys:
-        state.set_current(keys[0])
-        st.session_state["w_image"] = keys[0]
-        st.rerun()  # from a callback: the whole app reruns (not just the fragment), so the sidebar follows
+    """Button callback: make a digit sample the current image (sidebar included): the one that
+    shows the model at its best (``model_view.default_sample`` at the Token pruning keep ratio: right
+    on the full grid and after pruning), never simply the first, which the model may get wrong."""
+    from .model_view import default_sample
+    try:
+        key = "sample:" + default_sample(float(state.get("keep_ratio")), run_device())
+    except (ValueError, IndexError):  # no task samples installed
+        return
+    state.set_current(key)
+    st.session_state["w_image"] = key
+    st.rerun()  # from a callback: the whole app reruns (not just the fragment), so the sidebar follows

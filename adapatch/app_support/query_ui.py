@@ -64,6 +64,9 @@ class Choice:
     weight: float = 0.0
     query: dict | None = None
     note: str | None = None
+    own_model: bool = False
+    """A class query whose model the control picked itself (the page shows no model of its own, so no
+    model caveat either: ``note`` says when that model was not trained for the image)."""
 
     @property
     def active(self) -> bool:
@@ -179,18 +182,41 @@ def to_frame(query: dict, shape: tuple[int, int], frame_shape: tuple[int, int]) 
 
 
 def finest_in_region(layout, query: dict) -> tuple[int, int, int]:
-    """``(inside, finest, size)``: of ``layout``'s finest tokens (its smallest size), how many have
-    their centre in the region (the hard region, without its soft edge) of ``query`` (in the layout's
-    image pixels)."""
+    """``(inside, finest, size)``: of ``layout``'s finest tokens (its smallest size), how many are in
+    the region of ``query`` (in the layout's image pixels). A box or lasso: the token's centre lies in
+    the hard region (without its soft edge). Points: the token is in the points' neighbourhood, where
+    the query map is above 0: it contains a point, or its centre lies within the soft edge of one (a
+    point alone is one pixel, which a token's centre almost never hits)."""
     boxes = np.asarray(layout.boxes).reshape(-1, 3)
     if len(boxes) == 0:
         return 0, 0, 0
     size = int(boxes[:, 2].min())
     fine = boxes[boxes[:, 2] == size]
-    mask = region_mask((layout.height, layout.width), Query.from_dict(query))
+    q = Query.from_dict(query)
+    if q.kind == "points":
+        return near_points(fine, size, q, layout.height, layout.width), len(fine), size
+    mask = region_mask((layout.height, layout.width), q)
     cy = np.clip(fine[:, 0] + size // 2, 0, layout.height - 1)
     cx = np.clip(fine[:, 1] + size // 2, 0, layout.width - 1)
     return int(mask[cy, cx].sum()), len(fine), size
+
+
+def near_points(fine: np.ndarray, size: int, query: Query, height: int, width: int) -> int:
+    """How many of the ``size`` px boxes ``fine`` (rows ``y, x, size``) are in the neighbourhood of
+    ``query``'s points: a box that contains a point, or whose centre lies within the soft edge
+    (``query.falloff``, else the library's default) of one. Vectorised over boxes x points (at most
+    ``MAX_POINTS`` points)."""
+    from adapatch.query import default_falloff
+    pts = np.asarray(query.points, np.float64).reshape(-1, 2)
+    if len(fine) == 0 or len(pts) == 0:
+        return 0
+    pix = np.rint(pts)  # the pixel a point is in (pixel i is centred at i)
+    y0, x0 = fine[:, 0:1].astype(np.float64), fine[:, 1:2].astype(np.float64)
+    contains = ((pix[:, 0] >= y0) & (pix[:, 0] < y0 + size) & (pix[:, 1] >= x0) & (pix[:, 1] < x0 + size)).any(1)
+    edge = default_falloff(height, width) if query.falloff is None else float(query.falloff)
+    cy, cx = y0 + (size - 1) / 2, x0 + (size - 1) / 2
+    near = (np.hypot(pts[:, 0] - cy, pts[:, 1] - cx) < edge).any(1)
+    return int((contains | near).sum())
 
 
 def describe(query: dict | None) -> str:
@@ -358,6 +384,7 @@ def controls(entry: ImageEntry, picked: tuple[Any, Any] | None = None, picker: b
 
 def _class_choice(weight: float, picked, picker: bool) -> Choice:
     from . import model_source
+    own = picked is None
     if picked is None:
         if not picker:
             return Choice("class", weight, note="Pick a model for a class query.")
@@ -374,7 +401,8 @@ def _class_choice(weight: float, picked, picker: bool) -> Choice:
                           format_func=lambda i: class_label(i, n),
                           help="The class whose evidence (gradient x attention of the picked model) says where "
                                "to spend tokens.")
-    return Choice("class", weight, Query(kind="class", model=ref.name, target=int(target)).to_dict())
+    return Choice("class", weight, Query(kind="class", model=ref.name, target=int(target)).to_dict(),
+                  own_model=own)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -493,7 +521,14 @@ def record(choice: Choice, entry: ImageEntry, frame_shape: tuple[int, int] | Non
 
 
 def note(choice: Choice) -> None:
-    """Say why an active query is not in use."""
+    """Say why an active query is not in use; for a class query of a model the control picked itself,
+    warn when that model was not trained for the image (``model_source.image_caveat``: the rule and
+    the words the pages' own model views use)."""
+    if choice.ready and choice.own_model and choice.query.get("kind") == "class":
+        from . import model_source
+        model_source.image_caveat(choice.query.get("model", ""), state.current_key(),
+                                  what="the class query (its map of evidence for that digit, and the layout "
+                                       "it shapes)")
     if choice.active and not choice.ready and choice.note:
         st.info(md_escape(choice.note), icon=":material/info:")
 
@@ -537,17 +572,22 @@ def comparison(entry: ImageEntry, pair: tuple[dict, dict], choice: Choice, *, ki
         else:
             col.image(compute.overlay_jpeg(entry, s), output_format="JPEG", width="stretch")
         fid = compute.fidelity(entry, s, state.device())
-        m = col.columns(4 if region else 3)
-        m[0].metric(f"Tokens · {label.split()[0].lower()}", ui.fmt_int(lay.num_tokens),
+        side = label.split()[0].lower()
+        m = [c for _ in range(2) for c in col.columns(2)]  # two rows of two: whole labels and values at 1440 px
+        m[0].metric(f"Tokens · {side}", ui.fmt_int(lay.num_tokens),
                     help=f"{label}: tokens of this layout (the same budget on both sides).")
-        m[1].metric(f"PSNR dB · {label.split()[0].lower()}", ui.fmt_psnr(fid["psnr"]))
-        m[2].metric(f"SSIM · {label.split()[0].lower()}", f"{fid['ssim']:.4f}")
+        m[1].metric(f"PSNR dB · {side}", ui.fmt_psnr(fid["psnr"]))
+        m[2].metric(f"SSIM · {side}", f"{fid['ssim']:.4f}")
         if region:
             frame_q = to_frame(region, (entry.height, entry.width), (lay.height, lay.width))
             inside, total, size = finest_in_region(lay, frame_q)
             what = "kept tokens" if kind == "tokens" else f"finest ({size} px) tokens"
-            m[3].metric(f"In region · {label.split()[0].lower()}", f"{inside}/{total}" if total else "–",
+            points = region["kind"] == "points"
+            where = ("are near a point: contain one, or have their centre within the soft edge of one (where the "
+                     "query map is above 0)" if points else
+                     "have their centre in the region (the hard region, without its soft edge)")
+            m[3].metric(f"{'Near points' if points else 'In region'} · {side}",
+                        f"{inside}/{total}" if total else "–",
                         delta=(f"{100 * inside / total:.0f}%" if total else None), delta_color="off",
-                        delta_arrow="off", help=f"Of the {what}, how many have their centre in the region "
-                                                "(the hard region, without its soft edge).")
+                        delta_arrow="off", help=f"Of the {what}, how many {where}.")
         col.caption(f"**{label}** · {ui.fmt_int(lay.num_tokens)} tokens")

@@ -130,11 +130,14 @@ def fmt_reduction(reduction: float, digits: int = 1) -> str:
 
 
 def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = None, container=None,
-                       show_fidelity: bool = True, against_finest: bool = False):
+                       show_fidelity: bool = True, against_finest: bool = False,
+                       macs: tuple[str, str, str, str] | None = None):
     """The row of numbers every layout view shows (tokens, baselines, reduction, MACs, PSNR/SSIM).
 
     ``against_finest``: compare with the fixed grid of the layout's finest patch instead of the
-    16 px grid (model-frame views, whose full grid is the model's own patch grid).
+    16 px grid (model-frame views, whose full grid is the model's own patch grid). ``macs``:
+    ``(label, value, delta, help)`` shown in place of the preset's MACs ratio (a model's own MACs,
+    so that a screen shows one MACs ratio).
     """
     c = container or st
     cols = c.columns(7 if show_fidelity else 5)
@@ -160,10 +163,13 @@ def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = Non
                        help="Boxes of the layout that get no token (pruned, or left over by a budget).")
     cols[3].metric("Reduction", fmt_reduction(red),
                    help=f"1 - tokens / {ref} tokens (from {RATIO_FROM:.0f}x its tokens on: the ratio).")
-    cols[4].metric(f"MACs ratio {eff['vit']}", f"×{ratio:.3f}",
-                   delta=fmt_gmacs(eff["flops"], 1), delta_color="off", delta_arrow="off",
-                   help=f"{eff['vit']} MACs of this layout relative to the {ref} grid: {fmt_gmacs(eff['flops'])} vs "
-                        f"{fmt_gmacs(ref_flops)}. {MACS_HELP}")
+    if macs is not None:
+        cols[4].metric(macs[0], macs[1], delta=macs[2], delta_color="off", delta_arrow="off", help=macs[3])
+    else:
+        cols[4].metric(f"MACs ratio {eff['vit']}", f"×{ratio:.3f}",
+                       delta=fmt_gmacs(eff["flops"], 1), delta_color="off", delta_arrow="off",
+                       help=f"{eff['vit']} MACs of this layout relative to the {ref} grid: "
+                            f"{fmt_gmacs(eff['flops'])} vs {fmt_gmacs(ref_flops)}. {MACS_HELP}")
     if show_fidelity:
         slots = (cols[5].empty(), cols[6].empty())
         fidelity_metrics(slots, fid)

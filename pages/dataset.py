@@ -154,6 +154,7 @@ def gallery(source: dv.DatasetSource, settings, store, threshold: float) -> None
     ext = dv.extremes(store, threshold)
     st.subheader("Extremes at this threshold")
     st.caption("The quadtree of each image at the solved threshold; colour = patch size.")
+    dv.gallery_scale(store, ext, threshold)
     rows = ([("All images, fewest tokens first", ext["all"])] if "all" in ext else
             [(f"Fewest tokens ({dv.GALLERY})", ext["fewest"]), (f"Most tokens ({dv.GALLERY})", ext["most"])])
     for title, items in rows:

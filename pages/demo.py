@@ -136,6 +136,7 @@ def step(i: int, source: str) -> None:
     st.caption(f"Image: **{md_escape(view.entry_name)}**{' (the sidebar’s)' if own else ''}, {view.size} · budget "
                f"{sc.fraction:.0%} of its 16 px grid = {ui.count_text(view.budget)} · box colour = patch size{closest}")
     pictures(view)
+    ui.patch_size_scale({s for p in view.panels for s in p.layout.sizes}, demo.enlarge_factor(view.main.layout))
     st.info(view.takeaway(), icon=":material/lightbulb:")
     if view.held_out:
         parts = [f"{r['layout']} ({ui.count_text(r['tokens'])}) **{r['accuracy']:.1%}**" for r in view.held_out]

@@ -349,10 +349,14 @@ def _overlay_png(digest: str, settings_json: str, index: int, threshold: float, 
     name = _store.paths[index]
     image = _image(_source.digest, name, _store.settings.max_pixels, _source)
     lay = _store.layout(index, threshold)
-    factor = max(1, min(16, GALLERY_SIDE // max(lay.height, lay.width)))
-    if factor > 1:  # tiny images (a 20x20 icon, 64x64 digits): enlarged so the boxes show
-        image, lay = render.enlarge(image, lay, factor)
-    return render.to_png_bytes(render.layout_overlay(image, lay, max_side=GALLERY_SIDE))
+    return render.to_png_bytes(render.layout_overlay(image, lay, max_side=GALLERY_SIDE,
+                                                     enlarge=gallery_factor(lay.height, lay.width)))
+
+
+def gallery_factor(height: int, width: int) -> int:
+    """How many times larger a gallery overlay is drawn than the image's layout frame: tiny images (a
+    20x20 icon, 64x64 digits) are enlarged so the boxes show; colours stay those of the true sizes."""
+    return max(1, min(16, GALLERY_SIDE // max(int(height), int(width))))
 
 
 def overlay_png(source: DatasetSource, settings: CurveSettings, store: CurveStore, index: int,
@@ -371,12 +375,24 @@ def extremes(store: CurveStore, threshold: float, k: int = GALLERY) -> dict[str,
     return ext
 
 
+def gallery_scale(store: CurveStore, ext: dict[str, list[dict]], threshold: float) -> None:
+    """The overlays' colour scale over the gallery (``ui.patch_size_scale``), marking the sizes of the
+    layouts shown; tiny images' enlargement for display is in their captions."""
+    from . import ui
+    rows = [r for items in ext.values() for r in items]
+    sizes = {s for r in rows for s in store.layout(r["index"], threshold).sizes}
+    small = any(gallery_factor(r["height"], r["width"]) > 1 for r in rows)
+    ui.patch_size_scale(sizes, note="small images enlarged for display, by the factor in their caption (colours "
+                                    "of the true sizes)" if small else None)
+
+
 def gallery_caption(row: dict, source: DatasetSource) -> str:
     name = clean_name(os.path.basename(row["path"]) if source.kind == "samples" else row["path"])
     cat = source.categories.get(row["path"])
+    factor = gallery_factor(row["height"], row["width"])
     return (f"{name}{f' ({cat})' if cat else ''} · {row['width']}x{row['height']} · "
             f"{row['tokens']:,} token{'s' if row['tokens'] != 1 else ''} vs {row['uniform16_tokens']:,} "
-            "at uniform 16 px")
+            "at uniform 16 px" + (f" · enlarged ×{factor} for display" if factor > 1 else ""))
 
 
 # ------------------------------------------------------------------ figures

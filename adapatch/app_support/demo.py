@@ -296,13 +296,15 @@ def psnr_text(psnr: float) -> str:
     return "lossless" if psnr >= MAX_PSNR else f"{psnr:.2f}"
 
 
+def enlarge_factor(layout: ap.PatchLayout) -> int:
+    """How many times larger a step's overlay is drawn than its image (small images, so lines stay thin)."""
+    return max(1, SMALL_SIDE // max(layout.height, layout.width))
+
+
 def _overlay_png(image: np.ndarray, layout: ap.PatchLayout) -> bytes:
-    """The layout overlay at display size; small images enlarged first, so lines stay thin."""
-    h, w = image.shape[:2]
-    factor = max(1, SMALL_SIDE // max(h, w))
-    if factor > 1:
-        image, layout = render.enlarge(image, layout, factor)
-    return render.to_png_bytes(render.layout_overlay(image, layout, max_side=DISPLAY_SIDE))
+    """The layout overlay at display size; small images drawn larger, colours of the true sizes."""
+    return render.to_png_bytes(render.layout_overlay(image, layout, max_side=DISPLAY_SIDE,
+                                                     enlarge=enlarge_factor(layout)))
 
 
 def _panel(label: str, short: str, image: np.ndarray, layout: ap.PatchLayout, token_size: int, device: str) -> Panel:

@@ -204,6 +204,49 @@ def size_legend(layout: ap.PatchLayout, key: str | None = None, height: int = 19
     st.plotly_chart(fig, config=PLOT_CONFIG, key=key)
 
 
+SIZE_SCALE_TEXT = "Colour = patch side in pixels of the image the layout was computed on, the same on every page"
+"""The first words under every overlay's colour scale (``size_scale_html``)."""
+
+
+def size_scale_html(sizes=(), enlarged: int = 1, note: str | None = None) -> str:
+    """The overlays' colour scale as HTML: a gradient through ``render.size_scale_stops`` with ticks at
+    the powers of two in pixels (of the layout's frame), a ▼ over each of ``sizes`` (those in the
+    pictures shown), and one line of text; ``enlarged`` > 1 adds that the pictures are drawn that
+    many times larger for display (their colours stay those of the true sizes), ``note`` replaces it.
+    HTML, not an image: crisp text at any zoom, in the theme's text colour."""
+    pos = lambda v: f"{100 * render.size_scale_position(v):.2f}%"  # noqa: E731
+    stops = ", ".join(f"rgb{c} {100 * p:.2f}%" for p, c in render.size_scale_stops())
+    lo, hi = render.SIZE_SCALE_MIN, render.SIZE_SCALE_MAX
+    ticks, v = [], lo
+    while v <= hi:
+        shift = "0" if v == lo else "-100%" if v == hi else "-50%"
+        ticks.append(f'<span style="position:absolute;left:{pos(v)};transform:translateX({shift})">'
+                     f'{v}{" px" if v == hi else ""}</span>')
+        v *= 2
+    marks, last = [], -1.0
+    for size in sorted({int(x) for x in sizes}):
+        at = render.size_scale_position(size)
+        label = f"{size}" if at - last >= 0.045 else ""  # a label only where it clears the previous one
+        last = at if label else last
+        marks.append(f'<span title="{size} px" style="position:absolute;left:{pos(size)};bottom:0;'
+                     f'transform:translateX(-50%);text-align:center;line-height:1.1">{label}<br>▼</span>')
+    text = SIZE_SCALE_TEXT + ("; ▼ sizes in the pictures" if marks else "")
+    if note:
+        text += f"; {note}"
+    elif int(enlarged) > 1:
+        text += f"; pictures enlarged ×{int(enlarged)} for display (colours of the true sizes)"
+    return ('<div class="ap-size-scale" style="max-width:560px;font-size:0.75rem;line-height:1.25;margin:0">'
+            f'<div style="position:relative;height:{2.3 if marks else 0}em">{"".join(marks)}</div>'
+            f'<div style="height:12px;border-radius:2px;background:linear-gradient(to right, {stops})"></div>'
+            f'<div style="position:relative;height:1.35em">{"".join(ticks)}</div>'
+            f'<div style="opacity:0.7">{text}.</div></div>')
+
+
+def patch_size_scale(sizes=(), enlarged: int = 1, note: str | None = None, container=None) -> None:
+    """Show ``size_scale_html`` (the legend of the layout overlays' colours) under the pictures."""
+    (container or st).html(size_scale_html(sizes, enlarged, note))
+
+
 def _figure(spec: dict) -> go.Figure:
     """A figure from a plain spec, without plotly's per-property validation (about 20-40 ms for the
     charts below, redrawn on every slider move); tests build each spec validated too. Margins are

@@ -25,15 +25,28 @@ def source_picker() -> dv.DatasetSource | None:
                    "model's cluttered digits, bundled with adapatch.")
         return src
     c2.caption(f"PNG, JPEG, WebP, BMP, TIFF, GIF or .zip files of them: at most {dv.MAX_UPLOAD_FILES} images and "
-               f"{dv.MAX_UPLOAD_BYTES // 2**20} MB in all. Kept while this page is open, never stored.")
+               f"{dv.MAX_UPLOAD_BYTES // 2**20} MB in all. Kept for this session (also when you open another page) "
+               "until cleared, never stored.")
+    key = dv.uploader_key()
     files = st.file_uploader("Upload images or .zip files", type=dv.upload_types(), accept_multiple_files=True,
-                             key="ds_uploader", label_visibility="collapsed")
+                             key=key, label_visibility="collapsed", on_change=dv.on_uploader_change, args=(key,))
+    kept, left_out = dv.sync_kept(files)
+    for note in left_out:
+        st.warning(md_escape(note), icon=":material/warning:")
     manifests = st.session_state.setdefault(MANIFESTS, {})
-    src = dv.upload_source(files, manifests)
+    src = dv.upload_source(kept, manifests)
     if src is None:
         st.info("Upload images (or .zip files of images) to calibrate them, or pick the bundled sample set.",
                 icon=":material/upload_file:")
         return None
+    c1, c2 = st.columns([3, 1], vertical_alignment="center")
+    shown = set(dv.file_ids(files))
+    away = sum(1 for k in kept if k.file_id not in shown)
+    c1.caption(f":material/inventory_2: Kept: {dv.kept_summary(kept)}"
+               + (f", {away} of them from before you left this page (the uploader above only lists new ones)"
+                  if away else "") + ".")
+    c2.button("Clear kept uploads", key="ds_clear_kept", icon=":material/delete_sweep:", on_click=dv.clear_kept,
+              help="Forgets the uploaded files of this page (a new, empty uploader).")
     st.caption(md_escape(src.description))
     for note in src.notes:
         st.warning(md_escape(note), icon=":material/warning:")
@@ -79,19 +92,28 @@ def calibration_view(source: dv.DatasetSource) -> None:
                                 help="A cap: the solved threshold is the smallest whose layouts meet it (and the "
                                      "p95 cap, if set). MACs: multiply-accumulates of the ViT preset (what ViT "
                                      "papers report as FLOPs), summed over the dataset, against the uniform 16 px grid.")
-            rng = dv.target_range(store, kind, vit)
+            share = float(state.get("ds_target_share") or 0.5)
+            rng = dv.target_range(store, kind, vit, share=share)
             name = f"ds_target_{kind}"
             if rng.fixed:
                 target = rng.hi
                 st.caption(f"{dv.TARGET_KINDS[kind]}: {target:g} at every threshold (no square can split with "
                            "these sizes).")
             else:
-                clamp = (lambda v: rng.default if v is None else min(max(type(rng.lo)(v), rng.lo), rng.hi))
+                if kind == "mean_tokens":  # seeded from the share, on these images (not another set's token count)
+                    clamp = (lambda v: rng.default)
+                else:  # tokens per MP and the MACs ratio are relative already
+                    clamp = (lambda v: rng.default if v is None else min(max(type(rng.lo)(v), rng.lo), rng.hi))
                 target = state.widget(name, st.slider, dv.TARGET_KINDS[kind] + " (at most)", rng.lo, rng.hi,
                                       step=type(rng.lo)(rng.step), clamp=clamp,
                                       format="%.3f" if kind == "flops_ratio" else "%d",
                                       help=f"From {rng.lo:g} (no square splits: the largest threshold) to {rng.hi:g} "
                                            "(every square splits: threshold 0), on this dataset.")
+                if kind == "mean_tokens":
+                    if target != rng.default:  # moved by the user: that share is carried to other images
+                        share = dv.grid_share(store, target)
+                        state.put("ds_target_share", share)
+                    st.caption(dv.share_caption(store, float(target), share))
             p95_lo, p95_hi = dv.p95_range(store)
             use_p95 = state.widget("ds_use_p95", st.toggle, "Also cap p95 tokens per image",
                                    help="Keeps the heaviest images in check too: 95% of the images at or below the cap.")
@@ -114,10 +136,18 @@ def calibration_view(source: dv.DatasetSource) -> None:
             return
         t, s = solved.threshold, solved.stats
         with left:
+            opens = ("on this set's image with the median tokens" if source.kind == "uploads"
+                     else "on the image picked in the sidebar")
             if st.button("Apply on Patch layout", type="primary", icon=":material/grid_view:", key="ds_apply",
                          help=f"Sets the Patch layout page to a quadtree ({importance}, {sizes[0]}-{sizes[1]} px, no "
-                              f"budget) at exactly this threshold, and opens it."):
+                              f"budget) at exactly this threshold and opens it {opens}. This set's median image and "
+                              "the gallery's images are added to the sidebar's image list (those of an earlier "
+                              "Apply leave it)."):
                 _apply(importance, sizes, t)
+                keys = dv.add_to_picker(source, store, t)
+                if source.kind == "uploads" and keys:
+                    state.set_current(keys[0])
+                    st.session_state.pop("w_image", None)  # the sidebar re-seeds its image box from the current one
                 state.switch_page("pages/layout.py")
 
         values = dv.metric_values(s)

@@ -241,3 +241,157 @@ def test_apply_keeps_the_uploaded_image_current() -> None:
     assert not at.exception, [e.value for e in at.exception]
     at.run()
     assert at.session_state["ap_current"] == key
+
+
+# ------------------------------------------------------------------ uploads kept, relative target, Apply's images
+def _photo(seed: int, h: int, w: int) -> bytes:
+    """A PNG with structure at several scales (a smooth ramp, a few blocks, fine noise in one corner)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), np.full((h, w), 90)], -1)
+    for _ in range(4):
+        y, x = rng.integers(0, h - h // 4), rng.integers(0, w - w // 4)
+        img[y: y + h // 5, x: x + w // 5] = rng.integers(0, 255, 3)
+    img[: h // 3, : w // 3] = rng.integers(0, 255, (h // 3, w // 3, 3))
+    buf = io.BytesIO()
+    Image.fromarray(img.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _upload_app(files: list[tuple[str, bytes, str]]) -> AppTest:
+    """A session that starts on Patch layout (as a user arrives), opens Dataset and uploads ``files``."""
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    app.switch_page(PAGE).run()
+    app.segmented_control(key="w_ds_source").set_value("uploads").run()
+    app.file_uploader(key="ds_uploader").set_value(files).run()
+    _ok(app)
+    return app
+
+
+def test_uploads_and_their_result_are_kept_across_a_page_switch() -> None:
+    """Streamlit's uploader comes back empty when its page is left: the page keeps the files itself
+    (with the target), so the same calibration is there on return, until "Clear kept uploads"."""
+    files = [("a.png", _photo(1, 200, 300), "image/png"), ("b.png", _photo(2, 333, 250), "image/png"),
+             ("c.png", _photo(3, 97, 131), "image/png")]
+    app = _upload_app(files)
+    before = _metrics(app)
+    assert "Threshold" in before and "3 image files from 3 uploads" in " ".join(c.value for c in app.caption)
+    app.switch_page("pages/layout.py").run()
+    assert app.title[0].value == "Patch layout"
+    app.switch_page(PAGE).run()
+    _ok(app)
+    assert not app.file_uploader(key="ds_uploader").value  # the widget itself lost them
+    assert _metrics(app) == before
+    captions = " ".join(c.value for c in app.caption)
+    assert "Kept: 3 files" in captions and "3 of them from before you left this page" in captions
+    assert not [i for i in app.info if "Upload images" in i.value]
+
+    # a file added on return joins the kept ones; removing it in the uploader removes it again
+    extra = ("d.png", _photo(4, 160, 160), "image/png")
+    app.file_uploader(key="ds_uploader").set_value([extra]).run()
+    _ok(app)
+    assert "4 image files from 4 uploads" in " ".join(c.value for c in app.caption)
+    app.file_uploader(key="ds_uploader").set_value([]).run()
+    _ok(app)
+    assert "3 image files from 3 uploads" in " ".join(c.value for c in app.caption)
+    assert _metrics(app) == before
+
+    app.button(key="ds_clear_kept").click().run()
+    _ok(app)
+    assert not [m for m in app.metric if m.label == "Threshold"]
+    assert [i for i in app.info if "Upload images" in i.value]
+    app.switch_page("pages/layout.py").run()
+    app.switch_page(PAGE).run()
+    assert not [m for m in app.metric if m.label == "Threshold"]  # cleared stays cleared
+
+
+def test_keep_uploads_is_bounded_and_takes_a_file_once(monkeypatch) -> None:
+    class F:
+        def __init__(self, fid: str, name: str, data: bytes) -> None:
+            self.file_id, self.name, self._d = fid, name, data
+
+        def getvalue(self) -> bytes:
+            return self._d
+
+    monkeypatch.setattr(dv, "KEEP_MAX_BYTES", 25)
+    kept: dict = {}
+    notes = dv.keep_uploads(kept, [F("1", "a.png", b"x" * 10), F("2", "a.png", b"x" * 10), F("3", "b.png", b"y" * 10),
+                                   F("4", "c.png", b"z" * 10)])
+    assert list(kept) == ["1", "3"]  # "2" is "1" again; "4" would pass 25 bytes
+    assert len(notes) == 1 and "c.png" in notes[0] and "Not kept" in notes[0]
+    assert dv.keep_uploads(kept, [], removed=["1"]) == [] and list(kept) == ["3"]
+    assert dv.keep_uploads(kept, [F("4", "c.png", b"z" * 10)]) == [] and list(kept) == ["3", "4"]
+
+
+def test_the_target_carries_as_a_share_of_the_grid_to_new_images(store) -> None:
+    """The mean-tokens target is kept as a share of the uniform 16 px grid: a folder of 800x600 photos
+    (1,900 tokens each at 16 px, 130 as 64 px squares) starts at 50% of its grid, not at the bundled
+    set's 102 tokens clamped up to the slider's minimum (the coarsest layout); a share the user sets
+    carries over too, and back."""
+    u16 = 50 * 38  # ceil(600/16) * ceil(800/16)
+    files = [(f"p{i}.png", _photo(10 + i, 600, 800), "image/png") for i in range(3)]
+    app = _upload_app(files)
+    slider = app.slider(key="w_ds_target_mean_tokens")
+    assert slider.value == round(0.5 * u16) > slider.min == 130
+    assert "= 50.0% of the uniform 16 px grid" in " ".join(c.value for c in app.caption)
+    with scan({n: d for n, d, _ in files}, CurveSettings(16, 64, "distortion")) as s:
+        t, _ = solve(s, Targets(mean_tokens=round(0.5 * u16)), "ViT-B")
+    assert _metrics(app)["Threshold"] == f"{t:.6g}"
+    assert 0.45 * u16 < float(_metrics(app)["Mean tokens"].replace(",", "")) <= 0.5 * u16
+
+    # the bundled set, moved to 60 tokens, then the uploads: the same share of their grid
+    app.segmented_control(key="w_ds_source").set_value("samples").run()
+    assert app.slider(key="w_ds_target_mean_tokens").value == round(0.5 * store.uniform16.mean())
+    app.slider(key="w_ds_target_mean_tokens").set_value(60).run()
+    share = 60 / store.uniform16.mean()
+    app.segmented_control(key="w_ds_source").set_value("uploads").run()
+    _ok(app)
+    assert app.slider(key="w_ds_target_mean_tokens").value == round(share * u16)
+    app.segmented_control(key="w_ds_source").set_value("samples").run()
+    assert app.slider(key="w_ds_target_mean_tokens").value == 60
+
+
+def test_apply_makes_the_datasets_images_openable_in_the_sidebar() -> None:
+    """"Apply on Patch layout" on uploads opens Patch layout on the set's median image, and the set's
+    images (median and gallery) are in the sidebar's picker with the Dataset page's token counts; a
+    second Apply on other images takes the first set's out again (the list stays bounded)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("set/z1.png", _photo(21, 180, 260))
+        zf.writestr("set/z2.png", _photo(22, 300, 200))
+    files = [("set.zip", buf.getvalue(), "application/zip"), ("a.png", _photo(23, 240, 320), "image/png"),
+             ("b.png", _photo(24, 150, 150), "image/png")]
+    app = _upload_app(files)
+    app.slider(key="w_ds_target_mean_tokens").set_value(app.slider(key="w_ds_target_mean_tokens").min + 20).run()
+    data = {"set.zip/set/z1.png": _photo(21, 180, 260), "set.zip/set/z2.png": _photo(22, 300, 200),
+            "a.png": _photo(23, 240, 320), "b.png": _photo(24, 150, 150)}
+    with scan(data, CurveSettings(16, 64, "distortion")) as s:
+        t, _ = solve(s, Targets(mean_tokens=app.slider(key="w_ds_target_mean_tokens").value), "ViT-B")
+        tokens = dict(zip(s.paths, s.tokens_at(np.array([t]))[:, 0].tolist()))
+    assert _metrics(app)["Threshold"] == f"{t:.6g}"
+    app.button(key="ds_apply").click().run()
+    _ok(app)
+    assert app.title[0].value == "Patch layout"
+    app.switch_page("pages/layout.py").run()  # AppTest's own page (a plain run() would go back to Dataset)
+    picker = app.selectbox(key="w_image")
+    keys = {f"upload:{digest_of(d)}": n for n, d in data.items()}
+    assert {f"Upload · {n}" for n in data} <= set(picker.options)  # (AppTest lists the labels)
+    median = sorted(data, key=lambda n: (tokens[n], list(data).index(n)))[(len(data) - 1) // 2]
+    assert picker.value == f"upload:{digest_of(data[median])}"
+    assert int(_metrics(app)["Tokens"].replace(",", "")) == tokens[median]
+    for key, name in keys.items():
+        app.selectbox(key="w_image").set_value(key).run()
+        _ok(app)
+        assert app.selectbox(key="w_image").format_func(key) == f"Upload · {name}"
+        assert int(_metrics(app)["Tokens"].replace(",", "")) == tokens[name], name
+
+    app.switch_page(PAGE).run()
+    app.button(key="ds_clear_kept").click().run()
+    other = _photo(25, 128, 192)
+    app.file_uploader(key="ds_uploader_1").set_value([("other.png", other, "image/png")]).run()
+    _ok(app)
+    app.button(key="ds_apply").click().run()
+    _ok(app)
+    options = app.selectbox(key="w_image").options
+    assert "Upload · other.png" in options and not {f"Upload · {n}" for n in data} & set(options)
+    assert app.selectbox(key="w_image").value == f"upload:{digest_of(other)}"

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import plotly.graph_objects as go
@@ -38,7 +38,7 @@ from adapatch.image_io import load_image
 from adapatch.importance import IMPORTANCE_MEASURES, SALIENCY_MEASURES
 
 from . import state
-from .images import UPLOAD_TYPES, clean_name, digest_of, to_display
+from .images import UPLOAD_TYPES, clean_name, decode_upload, digest_of, to_display
 
 # ------------------------------------------------------------------ settings
 DEFAULTS: dict[str, Any] = {
@@ -46,7 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "ds_importance": "distortion",
     "ds_sizes": (16, 64),
     "ds_target_kind": "mean_tokens",
-    "ds_target_mean_tokens": None,  # None: half of the uniform 16 px grid's (set from the data)
+    "ds_target_mean_tokens": None,  # the slider's last value (tokens); its seed is ds_target_share
+    "ds_target_share": 0.5,  # the mean-tokens target as a share of the uniform 16 px grid: carried to new images
     "ds_target_tokens_per_mp": None,
     "ds_target_flops_ratio": None,
     "ds_use_p95": False,
@@ -75,6 +76,14 @@ GALLERY_SIDE = 400
 """Longest side of a gallery overlay; smaller images are enlarged (nearest neighbour) towards it."""
 SCAN_CACHE = 4
 """Scans kept (per server): each is a few integers per image in memory plus a spill file on disk."""
+KEEP_MAX_FILES = MAX_UPLOAD_FILES
+KEEP_MAX_BYTES = MAX_UPLOAD_BYTES
+"""Uploaded files kept per session across page switches (their encoded bytes, as uploaded): no more
+than one calibration can use, so keeping them costs what the open uploader already held."""
+KEPT = "ds_kept_uploads"  # session: {file id: KeptFile}, in upload order
+UPLOADER_IDS = "ds_uploader_ids"  # session: the file ids the uploader held on its last run
+UPLOADER_GEN = "ds_uploader_gen"  # session: bumped by "Clear" (a new, empty uploader widget)
+PICKER_KEYS = "ds_picker_keys"  # session: image keys the last "Apply" added to the sidebar's list
 
 
 def init_settings() -> None:
@@ -210,6 +219,92 @@ def upload_source(files: list | None, manifests: dict | None = None) -> DatasetS
     return DatasetSource("uploads", "uploads:" + h.hexdigest(), desc, list(items), read, skipped, notes)
 
 
+# ------------------------------------------------------------------ uploads kept across page switches
+@dataclass(frozen=True)
+class KeptFile:
+    """An uploaded file's bytes, kept in the session: Streamlit's uploader forgets its files when the
+    page is left, the calibration must not. Reads like an ``UploadedFile`` for ``upload_source``."""
+
+    file_id: str
+    name: str
+    digest: str
+    data: bytes = field(repr=False)
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def file_ids(files: list | None) -> list[str]:
+    """The uploader's file ids (as ``upload_source`` names them)."""
+    return [getattr(f, "file_id", None) or f"{getattr(f, 'name', '')}:{i}" for i, f in enumerate(files or [])]
+
+
+def keep_uploads(kept: dict[str, KeptFile], files: list | None, removed: Iterable[str] = ()) -> list[str]:
+    """Update ``kept`` in place: drop the files ``removed`` from the uploader, add the uploader's new
+    files (the same name and content once), at most ``KEEP_MAX_FILES`` files and ``KEEP_MAX_BYTES``.
+    Returns one line per file left out by those bounds (it stays unused until some are cleared)."""
+    for fid in removed:
+        kept.pop(fid, None)
+    have = {(k.name, k.digest) for k in kept.values()}
+    total = sum(len(k.data) for k in kept.values())
+    left_out = []
+    for fid, f in zip(file_ids(files), files or []):
+        if fid in kept:
+            continue
+        data = bytes(f.getvalue() if hasattr(f, "getvalue") else f.read())
+        name, digest = clean_name(getattr(f, "name", "upload")), digest_of(data)
+        if (name, digest) in have:
+            continue
+        if len(kept) >= KEEP_MAX_FILES or total + len(data) > KEEP_MAX_BYTES:
+            left_out.append(name)
+            continue
+        kept[fid] = KeptFile(fid, name, digest, data)
+        have.add((name, digest))
+        total += len(data)
+    if not left_out:
+        return []
+    more = f" and {len(left_out) - 5} more" if len(left_out) > 5 else ""
+    return [(f"Not kept: {', '.join(left_out[:5])}{more}. The page keeps at most {KEEP_MAX_FILES} files and "
+             f"{KEEP_MAX_BYTES // 2**20} MB of uploads per session; clear the kept uploads first, or calibrate "
+             "larger sets with `python -m adapatch calibrate`.")]
+
+
+def uploader_key() -> str:
+    """The uploader's widget key: a new one after "Clear" (a file uploader cannot be emptied by code)."""
+    gen = int(st.session_state.get(UPLOADER_GEN, 0))
+    return "ds_uploader" if gen == 0 else f"ds_uploader_{gen}"
+
+
+def on_uploader_change(key: str) -> None:
+    """The user added or removed files in the uploader: files removed there leave the kept set too.
+    (Not called when the uploader comes back empty after a page switch: that is no removal.)"""
+    now = set(file_ids(st.session_state.get(key)))
+    removed = [fid for fid in st.session_state.get(UPLOADER_IDS, []) if fid not in now]
+    keep_uploads(st.session_state.setdefault(KEPT, {}), None, removed)
+
+
+def sync_kept(files: list | None) -> tuple[list[KeptFile], list[str]]:
+    """Keep the uploader's new files in the session; return every kept file (in upload order) and
+    the lines about files left out."""
+    kept: dict[str, KeptFile] = st.session_state.setdefault(KEPT, {})
+    notes = keep_uploads(kept, files)
+    st.session_state[UPLOADER_IDS] = file_ids(files)
+    return list(kept.values()), notes
+
+
+def clear_kept() -> None:
+    """Forget the kept uploads and start a new, empty uploader."""
+    st.session_state[KEPT] = {}
+    st.session_state[UPLOADER_IDS] = []
+    st.session_state[UPLOADER_GEN] = int(st.session_state.get(UPLOADER_GEN, 0)) + 1
+
+
+def kept_summary(kept: list[KeptFile]) -> str:
+    """One line: how many files and bytes the session keeps."""
+    n, mb = len(kept), sum(len(k.data) for k in kept) / 2**20
+    return f"{n} file{'s' if n != 1 else ''} ({mb:,.1f} MB)"
+
+
 # ------------------------------------------------------------------ scan (cached) and solve
 @dataclass
 class Scanned:
@@ -272,15 +367,17 @@ class Range:
         return self.hi <= self.lo
 
 
-def target_range(store: CurveStore, kind: str, vit: str) -> Range:
-    """The slider range of target ``kind``: from what no split costs to what every split costs."""
+def target_range(store: CurveStore, kind: str, vit: str, share: float = 0.5) -> Range:
+    """The slider range of target ``kind``: from what no split costs to what every split costs. The
+    default is ``share`` of the uniform 16 px grid (of its tokens per image, per megapixel or MACs),
+    so a target carries across image sets as a share, never as a token count of another set."""
     f1, f0 = Objectives(store, vit).bounds(kind)
     if kind == "flops_ratio":
-        step, half = 0.001, 0.5
+        step, half = 0.001, share
     elif kind == "tokens_per_mp":
-        step, half = 1.0, 0.5 * float(store.uniform16.sum() / store.megapixels.sum())
+        step, half = 1.0, share * float(store.uniform16.sum() / store.megapixels.sum())
     else:
-        step, half = 1.0, 0.5 * float(store.uniform16.mean())
+        step, half = 1.0, share * float(store.uniform16.mean())
 
     def up(v: float) -> float:  # the next step at or above v (a reachable cap)
         r = round(math.ceil(v / step - 1e-9) * step, 6)
@@ -291,6 +388,23 @@ def target_range(store: CurveStore, kind: str, vit: str) -> Range:
     if step == 1.0:
         lo, hi, default = int(lo), int(hi), int(default)
     return Range(kind, lo, hi, step, default)
+
+
+def grid_share(store: CurveStore, mean_tokens: float) -> float:
+    """``mean_tokens`` per image as a share of the uniform 16 px grid's mean on this store."""
+    return float(mean_tokens) / max(float(store.uniform16.mean()), 1e-12)
+
+
+def share_caption(store: CurveStore, target: float, carried: float) -> str:
+    """What the mean-tokens target is relative to: its share of the uniform 16 px grid here, and the
+    share carried from before when these images cannot go that low."""
+    u16 = float(store.uniform16.mean())
+    text = (f"= {100 * grid_share(store, target):.1f}% of the uniform 16 px grid ({u16:,.1f} tokens per image on "
+            "these images). The target is kept as this share: other images start at the same share.")
+    if carried * u16 < target - 0.5:
+        text += (f" The {100 * carried:.1f}% set before would be {carried * u16:,.1f} tokens here, below what "
+                 "these images reach with max-size squares only.")
+    return text
 
 
 def p95_range(store: CurveStore) -> tuple[int, int]:
@@ -393,6 +507,47 @@ def gallery_caption(row: dict, source: DatasetSource) -> str:
     return (f"{name}{f' ({cat})' if cat else ''} · {row['width']}x{row['height']} · "
             f"{row['tokens']:,} token{'s' if row['tokens'] != 1 else ''} vs {row['uniform16_tokens']:,} "
             "at uniform 16 px" + (f" · enlarged ×{factor} for display" if factor > 1 else ""))
+
+
+# ------------------------------------------------------------------ "Apply on Patch layout": images for the sidebar
+def picker_rows(store: CurveStore, threshold: float) -> list[dict]:
+    """The images "Apply" puts in the sidebar's list: the one with the median tokens at ``threshold``
+    (what Patch layout opens for an upload), then the gallery's (fewest and most), each once; at most
+    ``2 * GALLERY + 1``, so a large set costs no more memory than a few uploads."""
+    tok = store.tokens_at(np.array([threshold]))[:, 0]
+    order = np.lexsort((np.arange(len(tok)), tok))
+    median = int(order[(len(order) - 1) // 2])
+    ext = extremes(store, threshold)
+    rows = [{"index": median, "path": store.paths[median]}] + [r for v in ext.values() for r in v]
+    seen: set[int] = set()
+    return [r for r in rows if not (r["index"] in seen or seen.add(r["index"]))]
+
+
+def add_to_picker(source: DatasetSource, store: CurveStore, threshold: float) -> list[str]:
+    """Decode ``picker_rows``' images (as uploads are: ``images.decode_upload``, the app's working size)
+    and add them to the session's image list (``state.add_image``); the ones an earlier Apply added
+    are taken out first. Returns their keys, the median image's first; a file that no longer
+    decodes is left out."""
+    ss = st.session_state
+    current = state.current_key()
+    state.forget_images(ss.get(PICKER_KEYS, []))
+    label = "Sample" if source.kind == "samples" else "Upload"
+    had = {r["key"] for r in state.upload_records() if r["key"]}
+    keys, mine = [], []
+    for row in picker_rows(store, threshold):
+        try:
+            entry = decode_upload(os.path.basename(row["path"]) if source.kind == "samples" else row["path"],
+                                  source.read(row["path"]))
+        except (ValueError, OSError, KeyError, MemoryError):  # ImageError is a ValueError
+            continue
+        key = state.add_image(entry, label=label)
+        keys.append(key)
+        if key not in had:
+            mine.append(key)
+    ss[PICKER_KEYS] = mine
+    if current in keys:  # the same image again: it stays the current one
+        state.set_current(current)
+    return keys
 
 
 # ------------------------------------------------------------------ figures

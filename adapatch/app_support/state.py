@@ -54,7 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "thresholds": {},
     "sizes": (16, 64),  # min 16 = the token size: smaller boxes carry no more pixels (docs/app.md)
     "use_budget": True,
-    "budget_fraction": 0.30,  # of the image's 16 px grid (relative: the same on every image)
+    "budget_fraction": 0.30,  # of the image's 16 px grid (relative: the same on every image; Patch layout,
+    #                           Compare and Efficiency share it)
     "vit": "ViT-B",
     "show_recon": False,
     # model picker (app_support.model_source): "task" | "file" | "timm"
@@ -67,7 +68,6 @@ DEFAULTS: dict[str, Any] = {
     "prune_scorer": "mean",
     "keep_ratio": 0.5,
     # compare
-    "compare_budget_fraction": 0.30,  # of the 16 px grid, as on Patch layout
     "compare_n": 3,
     "compare_configs": [  # A: the budget-mode default; B and C: its two candidates; D: the old threshold
         {"strategy": "multiscale", "importance": "distortion", "sizes": (16, 64), "scales": BUDGET_DEFAULT["scales"]},
@@ -221,6 +221,23 @@ def add_image(entry: ImageEntry, label: str = "Upload") -> str:
         records[f"app:{entry.key}"] = {"name": entry.name, "key": entry.key, "error": None, "kept": True,
                                        "label": label}
     return entry.key
+
+
+def forget_images(keys) -> None:
+    """Take images the app itself added (``add_image``) out of the session's image list again, e.g.
+    the images an earlier "Apply" of the Dataset page added, so repeated applies do not pile up.
+    Sidebar uploads are never touched; a forgotten current image falls back to the default."""
+    init()
+    ss = st.session_state
+    drop = set(keys)
+    records: dict[str, dict] = ss[UPLOADS]
+    for fid in [k for k, r in records.items() if r.get("kept") and r["key"] in drop]:
+        del records[fid]
+    live = {r["key"] for r in records.values() if r["key"]}
+    for key in [k for k in drop if k in ss[IMAGES] and k not in live]:
+        del ss[IMAGES][key]
+    if ss[CURRENT] in drop and ss[CURRENT] not in live:
+        ss[CURRENT] = DEFAULT_IMAGE
 
 
 def switch_page(page: str) -> None:

@@ -57,6 +57,34 @@ def _label(settings: dict, lay: ap.PatchLayout) -> str:
     return text
 
 
+def _verdict(df: pd.DataFrame, equal: list, tokens: int, uses: dict):
+    """Which layout keeps the most of the image, among those at equal tokens (``equal``), in a
+    sentence; the layouts left out are named, and a ranked one off the budget (the closest uniform
+    grid) says by how much. Returns the best row (by PSNR; the first row when none can be ranked)."""
+    at = f"At a budget of {tokens:,} tokens (each layout's own count is in the table)"
+    left_out = [k.split(":")[0] for k in df.index if k not in equal]
+    out_text = (f" {', '.join(left_out)} {'is' if len(left_out) == 1 else 'are'} not at equal tokens (more than "
+                f"{recipes.EQUAL_TOKENS:.0%} off the budget), so not ranked." if left_out else "")
+    caveats = [c for c in (uses[k].caveat(k.split(":")[0]) for k in equal) if c]
+    out_text += "".join(f" {c[0].upper()}{c[1:]}." for c in caveats)
+    if len(equal) < 2:
+        st.info(md_escape(f"{at}, fewer than two layouts are at equal tokens: none is ranked.{out_text}"),
+                icon=":material/balance:")
+        return equal[0] if equal else df.index[0]
+    sel = df.loc[equal]
+    by_psnr, by_ssim = sel["PSNR (dB)"].idxmax(), sel["SSIM"].idxmax()
+    db = ui.fmt_db
+    if by_psnr == by_ssim:
+        text = (f"{at}, {by_psnr} keeps the most of the image by both measures (PSNR "
+                f"{db(sel.loc[by_psnr, 'PSNR (dB)'])}, SSIM {sel.loc[by_psnr, 'SSIM']:.4f}).")
+    else:
+        text = (f"{at}, {by_psnr} keeps the most by PSNR ({db(sel.loc[by_psnr, 'PSNR (dB)'])}) and "
+                f"{by_ssim} by SSIM ({sel.loc[by_ssim, 'SSIM']:.4f}): PSNR counts squared error, SSIM local "
+                "structure, and they disagree here.")
+    st.success(md_escape(text + out_text), icon=":material/emoji_events:")
+    return by_psnr
+
+
 GREEDY_POINTS = 10
 """Budgets at which Compare samples a greedy layout's quality curve (one layout and fidelity each)."""
 
@@ -106,10 +134,50 @@ def quality_chart(entry: ImageEntry, configs: list[dict], layouts: list, budget:
               f"{min(uni.extra['sizes'])} to {max(uni.extra['sizes'])} px (SSIM at {len(uni.ssim)} of them).")]
     if sampled:
         notes.append(f"Greedy ({', '.join(sampled)}): {GREEDY_POINTS} budgets over its range, one layout each.")
+    same = ui.coincident_marks(marks)
+    if same:
+        notes.append("; ".join(f"{b} is the same point as {a} (drawn as a ring around it)" for b, a in same) + ".")
     if alone:
         notes.append(f"Multiscale ({', '.join(alone)}): its point only (one search per budget; the fast search "
                      "keeps the better of the quadtree · distortion 16-64 px and the equal-token uniform grid).")
     st.caption(" ".join(notes))
+
+
+BUDGET_KEY = "w_compare_budget_fraction"
+"""Compare's budget slider. It shows and sets the one budget setting of the app (``budget_fraction``,
+also Patch layout's and Efficiency's), so the pages compare at the same share of the 16 px grid."""
+
+
+def budget_slider(container, top_f: float) -> float:
+    """The budget slider, bound to the shared ``budget_fraction`` setting. Compare's range is wider (up
+    to ``top_f`` of the 16 px grid); Patch layout shows a share beyond its own range at its end."""
+    value = recipes.clamp_fraction(top_f)(state.get("budget_fraction"))  # seeds the slider after a page switch
+    out = container.slider("Token budget (% of the 16 px grid, the same for every layout)", recipes.FRACTION_MIN,
+                           top_f, value=value, step=recipes.FRACTION_STEP, format="percent", key=BUDGET_KEY,
+                           help="A share of the tokens a ViT/16 spends on the image, so every image gets the same "
+                                "relative compute; the same budget as on Patch layout and Efficiency. Every adaptive "
+                                "layout uses at most that many tokens; uniform takes the grid of square patches (any "
+                                "size) whose token count is closest to it (within 5% where possible).")
+    state.put("budget_fraction", float(out))
+    return float(out)
+
+
+def ranked(df: pd.DataFrame, uses: dict) -> list:
+    """The rows of ``df`` compared at equal tokens (``recipes.BudgetUse.equal``): only these are ranked
+    and highlighted; the others use the budget too little (or too much) to be compared with them."""
+    return [k for k in df.index if uses.get(k) is not None and uses[k].equal]
+
+
+def _highlight(df: pd.DataFrame, rows: list, vit: str):
+    """Styler of the results table: the best PSNR and SSIM and the fewest MACs highlighted among ``rows``
+    (those at equal tokens), nothing when fewer than two are."""
+    styled = df.style.format({f"{vit} GMACs": "{:.2f}", ui.MACS_RATIO: "×{:.3f}", "PSNR (dB)": ui.fmt_psnr,
+                              "SSIM": "{:.4f}", "tokens": "{:,}"})
+    if len(rows) < 2:
+        return styled
+    green = "rgba(33, 195, 84, 0.35)"
+    return (styled.highlight_max(subset=(rows, ["PSNR (dB)", "SSIM"]), color=green)
+            .highlight_min(subset=(rows, [f"{vit} GMACs"]), color=green))
 
 
 @st.fragment
@@ -120,12 +188,7 @@ def compare_view(entry: ImageEntry) -> None:
         n = c1.segmented_control("Layouts", [2, 3, 4], default=state.get("compare_n"), key="w_compare_n") or 2
         state.put("compare_n", n)
         top_f = recipes.COMPARE_FRACTION_MAX
-        state.widget("compare_budget_fraction", c2.slider, "Token budget (% of the 16 px grid, the same for every layout)",
-                     recipes.FRACTION_MIN, top_f, step=recipes.FRACTION_STEP, format="percent",
-                     clamp=recipes.clamp_fraction(top_f),
-                     help="A share of the tokens a ViT/16 spends on the image, so every image gets the same relative "
-                          "compute. Every adaptive layout uses at most that many tokens; uniform takes the grid of "
-                          "square patches (any size) whose token count is closest to it (within 5% where possible).")
+        budget_slider(c2, top_f)
         caption = c2.empty()
         cols = st.columns(n, gap="small")
         boxes = []
@@ -149,34 +212,26 @@ def compare_view(entry: ImageEntry) -> None:
         ui.patch_size_scale({s for _, lay in layouts for s in lay.sizes},
                             max(compute.display_factor(entry, s) for s, _ in layouts))
         vit = state.get("vit")
+        uses = {}
         for i, (settings, lay) in enumerate(layouts):
             eff = ap.efficiency(lay, vit)
             fid = compute.fidelity(entry, settings, state.device())
-            rows.append({"layout": f"{chr(65 + i)}: {_label(settings, lay)}", "tokens": eff["tokens"],
+            name = f"{chr(65 + i)}: {_label(settings, lay)}"
+            uses[name] = recipes.budget_use(settings, lay.num_tokens, lay.height, lay.width)
+            rows.append({"layout": name, "tokens": eff["tokens"],
                          f"{vit} GMACs": eff["flops"] / 1e9, ui.MACS_RATIO: eff["flops_ratio_vs_uniform16"],
                          "PSNR (dB)": fid["psnr"], "SSIM": fid["ssim"]})
         df = pd.DataFrame(rows).set_index("layout")
-        styled = (df.style.format({f"{vit} GMACs": "{:.2f}", ui.MACS_RATIO: "×{:.3f}", "PSNR (dB)": ui.fmt_psnr,
-                                   "SSIM": "{:.4f}", "tokens": "{:,}"})
-                  .highlight_max(subset=["PSNR (dB)", "SSIM"], color="rgba(33, 195, 84, 0.35)")
-                  .highlight_min(subset=[f"{vit} GMACs"], color="rgba(33, 195, 84, 0.35)"))
+        equal = ranked(df, uses)
+        styled = _highlight(df, equal, vit)
         st.dataframe(styled, width="stretch", column_config={
             f"{vit} GMACs": st.column_config.Column(help=f"{vit} multiply-accumulates per image, in billions. "
                                                          + ui.MACS_HELP),
             ui.MACS_RATIO: st.column_config.Column(help=f"{vit} MACs of the layout / MACs of the uniform 16 px grid "
                                                         "of this image. " + ui.MACS_HELP)})
-        by_psnr, by_ssim = df["PSNR (dB)"].idxmax(), df["SSIM"].idxmax()
-        at = f"At a budget of {budget.tokens:,} tokens (each layout's own count is in the table)"
-        db = lambda v: ui.fmt_psnr(v) + ("" if ui.fmt_psnr(v) == "lossless" else " dB")  # noqa: E731
-        if by_psnr == by_ssim:
-            text = (f"{at}, {by_psnr} keeps the most of the image by both measures (PSNR "
-                    f"{db(df.loc[by_psnr, 'PSNR (dB)'])}, SSIM {df.loc[by_psnr, 'SSIM']:.4f}).")
-        else:
-            text = (f"{at}, {by_psnr} keeps the most by PSNR ({db(df.loc[by_psnr, 'PSNR (dB)'])}) and "
-                    f"{by_ssim} by SSIM ({df.loc[by_ssim, 'SSIM']:.4f}): PSNR counts squared error, SSIM local "
-                    "structure, and they disagree here.")
-        st.success(md_escape(text), icon=":material/emoji_events:")
-        best = by_psnr
+        for note in recipes.unused_notes(uses):
+            st.warning(md_escape(note), icon=":material/data_usage:")
+        best = _verdict(df, equal, budget.tokens, uses)
         state.put("compare_configs", configs)
         quality_chart(entry, configs[:n], layouts, budget)  # quality vs tokens, the budget marked
         best_i = list(df.index).index(best)

@@ -52,6 +52,7 @@ def efficiency_view() -> None:
             except ap.ImageError:
                 continue
         names = short_names(entries)
+        uses: dict[str, dict[str, recipes.BudgetUse | None]] = {}  # strategy -> image -> how much budget it spent
         for j, entry in enumerate(entries):
             for sname in STRATEGIES:
                 try:
@@ -60,6 +61,8 @@ def efficiency_view() -> None:
                 except ValueError as e:  # e.g. settings the library refuses on this image: note it, keep going
                     st.caption(md_escape(f"{entry.name} · {sname}: {e}"))
                     continue
+                uses.setdefault(sname, {})[names[entry.key]] = recipes.budget_use(settings, lay.num_tokens,
+                                                                                  lay.height, lay.width)
                 fid = compute.fidelity(entry, settings, state.device()) if with_fidelity else None
                 items.append((names[entry.key], sname, lay, fid))
             if progress is not None:
@@ -73,20 +76,24 @@ def efficiency_view() -> None:
         rows = efficiency_rows(items, vits)
         df = pd.DataFrame(rows)
         st.plotly_chart(_tokens_figure(df), config=ui.PLOT_CONFIG, key="eff_bars")
+        notes = {s: n for s, n in ((s, recipes.strategy_unused_note(s, u)) for s, u in uses.items()) if n}
+        for note in notes.values():  # next to the first numbers of such a strategy: the chart's bars
+            st.warning(md_escape(note), icon=":material/data_usage:")
+        budget_mode = any(u is not None for per in uses.values() for u in per.values())
 
         st.markdown("**Theoretical speed-up over the uniform 16 px grid, all images together**: ViT MACs of the "
                     "16 px grids / MACs of the layouts, ratio of totals (each image weighs by its compute, not one vote each)")
         speedups = mean_speedups(rows, vits, exclude=["uniform 16 px"])
         if speedups:
             speed = pd.DataFrame(speedups).T[vits]
-            st.dataframe(speed.style.format("×{:.2f}").highlight_max(axis=0, color="rgba(33, 195, 84, 0.35)"),
-                         width="stretch")
+            st.dataframe(speed.style.format("×{:.2f}"), width="stretch")  # no "fastest" mark: see the caption
+            st.caption(md_escape(speedup_caption(budget_mode, list(notes))))
         else:
             st.caption("No adaptive layout could be computed with the current settings (see the notes above).")
         summaries = [x for x in (efficiency_summary(rows, s, state.get("vit")) for s in dict.fromkeys(df["strategy"]))
                      if x is not None]
         st.markdown("**Per strategy, all images together**")
-        summary_table = _summary_table(summaries)
+        summary_table = _summary_table(summaries, uses)
         st.dataframe(summary_table, width="stretch", height=ui.table_height(len(summary_table)),
                      column_config=_summary_config(summaries))
         with st.expander("Per-image numbers", icon=":material/table:"):
@@ -97,13 +104,18 @@ def efficiency_view() -> None:
             same = (" Every layout's finest patch is at least 16 px, so the 16 px grid is the finest grid to "
                     "compare with." if (df["min_size"] >= 16).all() else "")
             st.caption(f"GMACs and speed-up over the 16 px grid for {vit}, the Patch layout page's ViT preset.{same} "
-                       "Hover a header for what it means. Every column and every ViT preset:")
+                       "Hover a header for what it means."
+                       + (f" Not at equal tokens (budget left unused, see the note above the speed-ups): "
+                          f"{', '.join(notes)}." if notes else "") + " Every column and every ViT preset:")
             st.download_button("Per-image numbers (CSV)", data=_per_image_csv(df, vits), mime="text/csv",
                                file_name="adapatch_efficiency_per_image.csv", on_click="ignore",
                                icon=":material/download:", key="eff_csv")
         summary = next((x for x in summaries if x.strategy == "quadtree"), None)
         if summary is not None:
-            st.info(md_escape(_summary_text(summary)), icon=":material/summarize:")
+            budget = recipes.budget_fraction() if uses.get("quadtree") and all(
+                u is not None for u in uses["quadtree"].values()) else None
+            st.info(md_escape(_summary_text(summary, budget, df[df["strategy"] == "quadtree"])),
+                    icon=":material/summarize:")
 
 
 def short_names(entries) -> dict[str, str]:
@@ -223,9 +235,36 @@ def _psnr_cell(s: EfficiencySummary) -> str:
     return text + f" ({s.lossless_images} of {s.psnr_images} images lossless)" if s.lossless_images else text
 
 
-def _summary_table(summaries: list[EfficiencySummary]) -> pd.DataFrame:
+def speedup_caption(budget_mode: bool, short: list[str]) -> str:
+    """What the speed-ups compare, in words: none of them is marked fastest, because a speed-up over
+    the 16 px grid is fewer tokens, and only layouts at equal tokens compare where they put them."""
+    if not budget_mode:
+        return ("Threshold mode: each strategy's token count follows its own threshold, so these are not at equal "
+                "tokens and none is marked fastest: a larger speed-up is fewer tokens, usually with less of the "
+                "image kept (PSNR in the summary below).")
+    text = ("Equal compute: every strategy gets the same budget (a share of each image's 16 px grid), so those that "
+            "spend it have the same speed-up and none is marked fastest; which keeps more of the image is the PSNR "
+            "row of the summary below.")
+    if short:
+        text += (f" {', '.join(short)} {'leaves' if len(short) == 1 else 'leave'} part of the budget unused (note "
+                 "above): a larger speed-up there is tokens not spent, not at equal tokens.")
+    return text
+
+
+def _budget_cell(uses: dict | None) -> str:
+    """The share of the budget a strategy spent over its images (a ratio of totals), or why there is none."""
+    if not uses or any(u is None for u in uses.values()):
+        return "– (no budget)"
+    tokens, budget = sum(u.tokens for u in uses.values()), sum(u.budget for u in uses.values())
+    short = sum(u.short for u in uses.values())
+    text = ui.fmt_pct(tokens / budget)
+    return text + (f" ({short} of {len(uses)} images under {1 - recipes.EQUAL_TOKENS:.0%})" if short else "")
+
+
+def _summary_table(summaries: list[EfficiencySummary], uses: dict | None = None) -> pd.DataFrame:
     """One column per strategy, one row per measure: token statistics per image and the ratios of
-    totals, labelled as such (a row per measure keeps every column readable at any page width)."""
+    totals, labelled as such (a row per measure keeps every column readable at any page width).
+    ``uses``: strategy -> image -> ``recipes.BudgetUse``, for the share of the budget each spent."""
     rows: dict[str, dict[str, str]] = {}
     for s in summaries:
         for measure, value in (
@@ -233,6 +272,7 @@ def _summary_table(summaries: list[EfficiencySummary]) -> pd.DataFrame:
             ("mean tokens / image", f"{s.tokens:,.0f}"), ("p50 tokens / image", f"{s.p50_tokens:,}"),
             ("p95 tokens / image", f"{s.p95_tokens:,}"), ("max tokens / image", f"{s.max_tokens:,}"),
             ("tokens / MP", f"{s.tokens_per_mp:,.0f}"),
+            ("budget used (ratio of totals)", _budget_cell((uses or {}).get(s.strategy))),
             ("fewer tokens than uniform 16 px (ratio of totals)", ui.fmt_reduction(s.reduction_vs_uniform16)),
             ("fewer tokens than the finest patch's grid (ratio of totals)", ui.fmt_reduction(s.reduction_vs_uniform_min)),
             (f"{s.vit} MACs vs uniform 16 px, ratio of totals", ui.speedup_phrase(s.speedup_vs_uniform16)),
@@ -257,8 +297,12 @@ def _summary_config(summaries: list[EfficiencySummary]) -> dict:
     return config | {s.strategy: st.column_config.Column(s.strategy, help=what.get(s.strategy)) for s in summaries}
 
 
-def _summary_text(s: EfficiencySummary) -> str:
-    """The summary as sentences for a slide (ratios over several images are ratios of totals)."""
+def _summary_text(s: EfficiencySummary, budget: float | None = None, rows: pd.DataFrame | None = None) -> str:
+    """The summary as sentences for a slide (ratios over several images are ratios of totals).
+
+    ``budget``: the budget fraction when every layout was solved for one (budget mode): then every
+    image saves about the same share of tokens by construction, and what differs between images is
+    how much of each the tokens keep (``rows``: the strategy's per-image rows, with ``psnr``)."""
     n = s.images
     if n == 1:
         text = (f"On this image the quadtree layout uses {s.total_tokens:,} tokens ({s.tokens_per_mp:,.0f} per "
@@ -268,10 +312,17 @@ def _summary_text(s: EfficiencySummary) -> str:
                 f"image on average (median {s.p50_tokens:,}, p95 {s.p95_tokens:,}, max {s.max_tokens:,}), "
                 f"{s.tokens_per_mp:,.0f} per megapixel. ")
     every = "all these images" if n > 1 else "this image"
-    text += (f"Against a fixed grid with the same finest detail ({s.finest_size} px) that is "
-             f"{ui.fewer_phrase(s.reduction_vs_uniform_min)} tokens; against the standard 16 px ViT grid "
-             f"{ui.fewer_phrase(s.reduction_vs_uniform16)}, and for {s.vit} {ui.speedup_phrase(s.speedup_vs_uniform16)} "
-             f"in theory (MACs of {every} together). ")
+    same_share = budget is not None and s.best_reduction - s.worst_reduction < 0.01
+    if s.finest_size != 16:  # the finest patch's grid is another grid than the 16 px one: both
+        text += (f"Against a fixed grid with the same finest detail ({s.finest_size} px) that is "
+                 f"{ui.fewer_phrase(s.reduction_vs_uniform_min)} tokens; against the standard 16 px ViT grid "
+                 f"{ui.fewer_phrase(s.reduction_vs_uniform16)}")
+    else:
+        text += f"That is {ui.fewer_phrase(s.reduction_vs_uniform16)} tokens than the standard 16 px ViT grid"
+    if same_share and n > 1:
+        text += f" on every image (the budget is {ui.fmt_pct(budget, 0)} of each image's 16 px grid)"
+    text += (f", and for {s.vit} {ui.speedup_phrase(s.speedup_vs_uniform16)} in theory (MACs of {every} "
+             "together). ")
     if s.psnr is not None and s.lossless_images == s.psnr_images:
         text += f"What the model sees is the original itself (lossless on {every}). "
     elif s.psnr is not None:
@@ -280,11 +331,31 @@ def _summary_text(s: EfficiencySummary) -> str:
             text += " (of the mean squared error over the images"
             text += f"; {s.lossless_images} of them lossless)" if s.lossless_images else ")"
         text += f", SSIM {s.ssim:.3f}{' on average' if n > 1 else ''}. "
-    if n > 1:
+    if n > 1 and same_share:
+        spread = _quality_spread(rows)
+        if spread:
+            text += spread
+        text += "Lower the budget on the Patch layout page to trade detail for tokens."
+    elif n > 1:
         text += (f"Biggest saving against 16 px: {s.best_image} ({ui.fewer_phrase(s.best_reduction)} tokens); "
-                 f"smallest: {s.worst_image} ({ui.fewer_phrase(s.worst_reduction)}). Flat images save the most; "
-                 "raise the threshold or lower the budget on the Patch layout page to trade detail for tokens.")
+                 f"smallest: {s.worst_image} ({ui.fewer_phrase(s.worst_reduction)})."
+                 + (" At one threshold, flatter images get fewer tokens;" if budget is None else "")
+                 + " raise the threshold or lower the budget on the Patch layout page to trade detail for tokens.")
     return text
+
+
+def _quality_spread(rows: pd.DataFrame | None) -> str:
+    """At one budget every image saves the same share of tokens: what differs is how much of each image
+    those tokens keep. The images of the highest and lowest PSNR, in a sentence ("" without PSNR)."""
+    if rows is None or "psnr" not in rows or rows["psnr"].isna().all() or len(rows) < 2:
+        return ""
+    by = rows.set_index("image")["psnr"].dropna()
+    hi, lo = by.idxmax(), by.idxmin()
+    if by[hi] - by[lo] < 0.005:
+        return "Every image keeps the same PSNR. "
+    db = ui.fmt_db
+    return (f"What differs is how much of each image those tokens keep: most on {hi} (PSNR {db(by[hi])}), least on "
+            f"{lo} ({db(by[lo])}). ")
 
 
 st.title("Efficiency")

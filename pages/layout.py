@@ -15,7 +15,7 @@ from adapatch.app_support import (
     ui,
 )
 from adapatch import threshold_scale
-from adapatch.app_support.images import ImageEntry
+from adapatch.app_support.images import ImageEntry, md_escape
 
 IMPORTANCE_HELP = {
     "std": "standard deviation of the pixels in the square",
@@ -314,6 +314,9 @@ def layout_view(entry: ImageEntry) -> None:
         lay = compute.layout(entry, settings)
         eff = ap.efficiency(lay, vit)
         slots = ui.efficiency_metrics(eff, lay, container=top)
+        use = recipes.budget_use(settings, lay.num_tokens, lay.height, lay.width) if use_budget else None
+        if use is not None and use.short:  # next to the numbers: they are not at the budget's tokens
+            top.warning(md_escape(use.note()), icon=":material/data_usage:")
 
         with main:
             if refused:

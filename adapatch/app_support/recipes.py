@@ -246,7 +246,125 @@ def compare_budget(entry: ImageEntry, configs: list[dict], fraction: float | Non
     h, w = entry.height, entry.width
     lo = max(uniform(h, w, int(max(c["sizes"]))).num_tokens for c in configs)
     hi = max(lo, uniform(h, w, 4).num_tokens)
-    return Budget(budget_fraction("compare_budget_fraction") if fraction is None else float(fraction), h, w, lo, hi)
+    return Budget(budget_fraction() if fraction is None else float(fraction), h, w, lo, hi)
+
+
+# ------------------------------------------------------------------ budget use (equal compute)
+EQUAL_TOKENS = 0.05
+"""Layouts within this share of their budget are at equal tokens (the tolerance of the equal-token
+uniform grid, ``uniform_for_budget``). A budget-mode layout that leaves more of it unused says so next
+to its numbers, and no page ranks it against layouts that spend the budget: its speed-up comes from
+tokens it did not spend, not from where it put them."""
+
+
+def settings_budget(settings: dict[str, Any]) -> int | None:
+    """The token budget ``settings`` are solved for: Compare's ``solve_budget`` or the budget mode's
+    ``params["budget"]``; None without one (threshold mode, a fixed grid, pruning)."""
+    budget = settings.get("solve_budget")
+    if budget is None:
+        budget = (settings.get("params") or {}).get("budget")
+    return None if budget is None else int(budget)
+
+
+@dataclass(frozen=True)
+class BudgetUse:
+    """How much of its token budget a layout spends: ``tokens`` of ``budget``; ``cap``: the most
+    tokens its patch sizes allow on the image (its finest grid), None when unknown; ``closest``: the
+    layout is the equal-token uniform grid, the grid of square patches closest to the budget (as
+    equal as a grid can be, even where none is within ``EQUAL_TOKENS``)."""
+
+    tokens: int
+    budget: int
+    strategy: str = ""
+    allocation: str | None = None
+    cap: int | None = None
+    closest: bool = False
+
+    @property
+    def unused(self) -> float:
+        """The share of the budget left unused (0 when it is spent or exceeded)."""
+        return max(0.0, 1.0 - self.tokens / self.budget) if self.budget > 0 else 0.0
+
+    @property
+    def within(self) -> bool:
+        """Within ``EQUAL_TOKENS`` of the budget, either way."""
+        return self.budget > 0 and abs(self.tokens / self.budget - 1.0) <= EQUAL_TOKENS
+
+    @property
+    def equal(self) -> bool:
+        """Compared at equal tokens: ``within`` the budget's tolerance, or the closest uniform grid
+        (then ``caveat`` says how far off it is)."""
+        return self.within or self.closest
+
+    def caveat(self, name: str) -> str | None:
+        """For a layout compared at equal tokens that is not within ``EQUAL_TOKENS``: how far off it is."""
+        if self.within or not self.equal:
+            return None
+        off = self.tokens / self.budget - 1.0
+        return (f"{name} has {self.tokens:,} tokens, {abs(off):.0%} {'over' if off > 0 else 'under'} the budget: no "
+                "grid of square patches is closer on this image")
+
+    @property
+    def short(self) -> bool:
+        """Leaves more than ``EQUAL_TOKENS`` of the budget unused (then says so)."""
+        return self.unused > EQUAL_TOKENS
+
+    def reason(self) -> str:
+        """Why the budget is not spent, from what the strategy does."""
+        if self.cap is not None and self.tokens >= self.cap:
+            return f"its patch sizes allow at most {self.cap:,} tokens on this image"
+        if self.strategy == "greedy" and self.allocation != "distortion":
+            return ("greedy's saliency rule gives each cell the patch size its saliency asks for and stops there: "
+                    "cells it finds flat keep the largest patch, whatever budget is left")
+        return "its next refinement does not fit in the budget"
+
+    def note(self, name: str | None = None) -> str:
+        """E.g. "greedy uses 1,288 of its 4,915-token budget (74% unused): not at equal tokens ..."."""
+        pct = min(99, round(100 * self.unused))
+        return (f"{name or self.strategy} uses {self.tokens:,} of its {self.budget:,}-token budget ({pct}% unused): "
+                f"not at equal tokens with the layouts that spend it, so its speed-up comes from tokens it did not "
+                f"spend; {self.reason()}.")
+
+
+def budget_use(settings: dict[str, Any], tokens: int, height: int, width: int) -> BudgetUse | None:
+    """``BudgetUse`` of a layout of ``tokens`` solved with ``settings`` on an image of ``height`` x
+    ``width``; None when the settings have no budget."""
+    budget = settings_budget(settings)
+    if budget is None:
+        return None
+    p = settings.get("params") or {}
+    sizes = p.get("patch_sizes") or [p.get("min_size")]
+    finest = min((int(v) for v in sizes if v), default=None)
+    cap = (uniform(height, width, finest).num_tokens if finest and settings["strategy"] in ("quadtree", "greedy")
+           else None)
+    return BudgetUse(int(tokens), budget, settings["strategy"], p.get("allocation"), cap,
+                     closest=settings["strategy"] == "uniform")
+
+
+def strategy_unused_note(strategy: str, uses: dict[str, BudgetUse | None], most: int = 4) -> str | None:
+    """One note for ``strategy`` over several images (``uses``: image label -> its ``BudgetUse``):
+    on which images it leaves more than ``EQUAL_TOKENS`` of its budget unused (the first ``most`` of
+    them named, the largest share first), and why; None when it spends its budget on every image."""
+    short = sorted(((k, u) for k, u in uses.items() if u is not None and u.short), key=lambda ku: -ku[1].unused)
+    if not short:
+        return None
+    if len(uses) == 1:
+        return short[0][1].note(f"{strategy} ({short[0][0]})")
+    named = ", ".join(f"{k}: {u.tokens:,} of {u.budget:,} tokens, {min(99, round(100 * u.unused))}% unused"
+                      for k, u in short[:most])
+    more = f" and {len(short) - most} more" if len(short) > most else ""
+    total_t = sum(u.tokens for _, u in short)
+    total_b = sum(u.budget for _, u in short)
+    return (f"{strategy} leaves more than {EQUAL_TOKENS:.0%} of its budget unused on {len(short)} of {len(uses)} "
+            f"images ({named}{more}; {total_t:,} of {total_b:,} tokens on those together): not at equal tokens "
+            f"with the layouts that spend it, so its speed-up there comes from tokens it did not spend; "
+            f"{short[0][1].reason()}.")
+
+
+def unused_notes(uses: dict[str, BudgetUse | None]) -> list[str]:
+    """A note for every layout in ``uses`` (label -> its ``BudgetUse``) that leaves more than
+    ``EQUAL_TOKENS`` of its budget unused."""
+    return [u.note(name) for name, u in uses.items() if u is not None and u.short]
 
 
 # ------------------------------------------------------------------ thresholds

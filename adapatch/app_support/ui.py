@@ -183,7 +183,8 @@ def fidelity_metrics(slots, fid: dict | None) -> None:
         slots[0].metric("PSNR dB", "…", help="computing")
         slots[1].metric("SSIM", "…", help="computing")
         return
-    slots[0].metric("PSNR dB", f"{fid['psnr']:.2f}", help="Reconstruction vs original (what the model sees).")
+    slots[0].metric("PSNR dB", fmt_psnr(fid["psnr"]),
+                    help="Reconstruction vs original (what the model sees); lossless: an exact copy.")
     slots[1].metric("SSIM", f"{fid['ssim']:.4f}", help="Structural similarity of the reconstruction (luminance).")
 
 
@@ -361,6 +362,10 @@ def _thin(n: int, most: int) -> np.ndarray:
 QUALITY_COLORS = ("#4b8bff", "#21c354", "#a35cff", "#ff6cb5", "#00b3b3")
 """Colours of the adaptive curves of ``quality_figure`` in order (the uniform grid is always orange)."""
 UNIFORM_COLOR = "#ffa421"
+PSNR_AXIS_TOP = 50.0
+"""The PSNR axis of ``quality_figure`` ends here (a few dB above the highest marked layout when that is
+higher): above it a reconstruction is visually exact, and the last splits of a quadtree run to 60-90 dB
+before the lossless end, which would squeeze the 20-40 dB where layouts differ into a thin band."""
 _PANELS = ({"x": "x", "y": "y", "domain": [0.0, 0.43]}, {"x": "x2", "y": "y2", "domain": [0.57, 1.0]})
 
 
@@ -372,7 +377,9 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
     ``tokens, psnr, ssim``: the current layout, marked in both panels. ``marks``: further layouts as
     ``(label, tokens, psnr, ssim, curve_index | None)`` (coloured as that curve), e.g. Compare's
     layouts at its budget. ``budget``: a dashed vertical line in both panels. Capped (lossless)
-    PSNR values stay off the PSNR axis's range.
+    PSNR values stay off the PSNR axis's range, and so do values above ``PSNR_AXIS_TOP`` (or above the
+    highest mark + 3 dB), with a note saying so. A mark at the same point as an earlier one
+    (``coincident_marks``) is drawn as a larger open ring around it, so both stay visible.
     """
     left, right = _PANELS
     colors, k = [], 0
@@ -383,11 +390,12 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
     psnr_seen, ssim_seen = [np.zeros(0)], [np.ones(1)]
     for c, color in zip(curves, colors):
         keep = _thin(len(c.tokens), DENSE_POINTS)  # every point drawn is exact; a dense curve is thinned
-        data.append({"type": "scatter", "x": np.asarray(c.tokens)[keep], "y": np.asarray(c.psnr, float)[keep],
+        ys = np.asarray(c.psnr, float)[keep]
+        data.append({"type": "scatter", "x": np.asarray(c.tokens)[keep], "y": ys,
                      "mode": "lines" if len(c.tokens) > 40 else "lines+markers", "name": c.label,
                      "legendgroup": c.label, "line": {"color": color}, "marker": {"size": 5},
-                     "xaxis": left["x"], "yaxis": left["y"],
-                     "hovertemplate": c.label + ": %{x} tokens, %{y:.2f} dB<extra></extra>"})
+                     "xaxis": left["x"], "yaxis": left["y"], "text": [fmt_db(v) for v in ys],
+                     "hovertemplate": c.label + ": %{x} tokens, %{text}<extra></extra>"})
         psnr_seen.append(np.asarray(c.psnr, float))
         if len(c.ssim):
             data.append({"type": "scatter", "x": np.asarray(c.ssim_tokens), "y": np.asarray(c.ssim, float),
@@ -396,12 +404,15 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
                          "hovertemplate": c.label + ": %{x} tokens, SSIM %{y:.4f}<extra></extra>"})
             ssim_seen.append(np.asarray(c.ssim, float))
     points = [("current", tokens, psnr, ssim, None)] if tokens is not None and psnr is not None else []
+    rings = {b for b, _ in coincident_marks(points + list(marks))}
     for i, (label, n, p, q, ci) in enumerate(points + list(marks)):
         marker = {"size": 12, "color": "#ff4b4b" if ci is None else colors[ci],
                   "symbol": "circle" if label == "current" else "diamond", "line": {"width": 2, "color": "white"}}
+        if label in rings:  # on an earlier mark's point: a ring around it, both visible
+            marker = {**marker, "size": 20, "symbol": marker["symbol"] + "-open", "line": {"width": 3}}
         data.append({"type": "scatter", "x": [int(n)], "y": [float(p)], "mode": "markers", "name": label,
                      "legendgroup": f"mark{i}", "marker": marker, "xaxis": left["x"], "yaxis": left["y"],
-                     "hovertemplate": f"{label}: %{{x}} tokens, %{{y:.2f}} dB<extra></extra>"})
+                     "hovertemplate": f"{label}: %{{x}} tokens, {fmt_db(p)}<extra></extra>"})
         psnr_seen.append(np.array([p], float))
         if q is not None:
             data.append({"type": "scatter", "x": [int(n)], "y": [float(q)], "mode": "markers", "name": label,
@@ -411,6 +422,14 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
             ssim_seen.append(np.array([q], float))
     finite = np.concatenate(psnr_seen)
     finite = finite[finite < MAX_PSNR]  # lossless points (MAX_PSNR) stay off scale
+    lossless = np.concatenate(psnr_seen).size > finite.size
+    marked = [float(m[2]) for m in points + list(marks) if m[2] is not None and m[2] < MAX_PSNR]
+    top = max([PSNR_AXIS_TOP] + [v + 3 for v in marked])
+    y_range = None
+    if finite.size:
+        lo, hi = float(finite.min()) - 1, float(finite.max()) + 3
+        y_range = [lo, min(hi, top)] if lo + 2 < top else [lo, hi]  # a range above the top: kept whole
+    clipped = y_range is not None and y_range[1] < float(finite.max())
     low = float(np.concatenate(ssim_seen).min())
     layout: dict[str, Any] = {
         "height": height, "margin": {"l": 45, "r": 10, "t": 48, "b": 40},
@@ -419,13 +438,18 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
         "xaxis": {"domain": left["domain"], "anchor": "y", "title": {"text": "tokens"}},
         "xaxis2": {"domain": right["domain"], "anchor": "y2", "title": {"text": "tokens"}},
         "yaxis": {"anchor": "x",
-                  **({"range": [float(finite.min()) - 1, float(finite.max()) + 3]} if finite.size else {})},
+                  **({"range": y_range} if y_range is not None else {})},
         "yaxis2": {"anchor": "x2", "range": [max(0.0, low - 0.02), 1.005]},
         "annotations": [{"text": text, "x": sum(pan["domain"]) / 2, "y": 1.0, "xref": "paper", "yref": "paper",
                          "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": {"size": 12}}
                         for text, pan in (("PSNR vs tokens (dB)", left), ("SSIM vs tokens (luminance)", right))],
         "shapes": [],
     }
+    if clipped or lossless:  # say where the rest of the curve went
+        text = f"above {y_range[1]:.0f} dB off scale (up to lossless)" if clipped else "lossless points off scale"
+        layout["annotations"].append({"text": text, "x": left["domain"][1],
+                                      "xref": "paper", "y": 1.0, "yref": "y domain", "xanchor": "right",
+                                      "yanchor": "top", "showarrow": False, "font": {"size": 10, "color": "#888"}})
     if budget is not None:
         for pan in (left, right):
             layout["shapes"].append({"type": "line", "xref": pan["x"], "x0": budget, "x1": budget,
@@ -435,6 +459,44 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
                                       "yref": "y domain", "xanchor": "left", "yanchor": "top", "showarrow": False,
                                       "font": {"size": 11, "color": "#888"}})
     return _figure({"data": data, "layout": layout})
+
+
+def fmt_db(psnr: float) -> str:
+    """A PSNR in running text or a chart's hover: "31.42 dB", or "lossless" (``fmt_psnr``)."""
+    text = fmt_psnr(float(psnr))
+    return text if text == "lossless" else f"{text} dB"
+
+
+def overlapping_series(series: dict[str, list[dict]], x: str = "tokens", y: str = "accuracy", x_rel: float = 0.03,
+                       y_abs: float = 0.01) -> dict[str, str]:
+    """``{later: earlier}`` for each series (name -> points ``{x: .., y: ..}``) whose every point lies
+    on a point of an earlier series (``x`` within ``x_rel`` of it, ``y`` within ``y_abs``): a chart
+    would draw it on top of that series and hide it (e.g. multiscale that kept the distortion quadtree).
+    Draw such a series dashed with larger open markers, and say so."""
+    names = list(series)
+    out: dict[str, str] = {}
+    for j, name in enumerate(names):
+        pts = series[name]
+        for prev in names[:j]:
+            ref = series[prev]
+            if pts and len(pts) == len(ref) and all(
+                    abs(float(p[x]) - float(r[x])) <= x_rel * max(abs(float(r[x])), 1e-9)
+                    and abs(float(p[y]) - float(r[y])) <= y_abs for p, r in zip(pts, ref)):
+                out[name] = prev
+                break
+    return out
+
+
+def coincident_marks(marks) -> list[tuple[str, str]]:
+    """``(later, earlier)`` labels of marks (``(label, tokens, psnr, ...)``) at the same point as an
+    earlier one: the same token count and PSNR within 0.005 dB (e.g. multiscale that kept the
+    quadtree, beside that quadtree), which a chart would otherwise draw one on top of the other."""
+    out = []
+    for j, (label, n, p, *_) in enumerate(marks):
+        same = next((m[0] for m in marks[:j] if int(m[1]) == int(n) and abs(float(m[2]) - float(p)) <= 0.005), None)
+        if same is not None:
+            out.append((str(label), str(same)))
+    return out
 
 
 def histogram_figure(counts: np.ndarray, edges: np.ndarray, title: str) -> go.Figure:
@@ -489,23 +551,65 @@ def log_axis(values, title: str) -> dict[str, Any]:
             "range": [float(np.log10(ticks[0])) - 0.12, float(np.log10(ticks[-1])) + 0.08]}  # the lowest bar shows
 
 
+CHART_WIDTH_PX = 1000
+"""About how wide a full-width chart's plot area is on a 1440 px wide window (the x labels are wrapped
+to fit their share of it)."""
+LABEL_CHAR_PX = 7.0
+"""About how wide a character of a 12 px axis label is."""
+
+
+def wrap_label(text: str, chars: int, lines: int = 3) -> str:
+    """``text`` broken into lines of at most ``chars`` characters (``<br>`` between them) after ``_``,
+    ``-``, ``.`` or a space where it can, inside a word where it cannot; at most ``lines`` lines, the
+    last cut with "…". An x label that fits its group never runs into its neighbour's."""
+    import re
+
+    chars = max(int(chars), 4)
+    parts = [p for p in re.split(r"(?<=[_\-. ])", str(text)) if p]
+    out: list[str] = []
+    line = ""
+    for part in parts:
+        while len(part) > chars:  # a word longer than a line: cut inside it
+            if line:
+                out.append(line)
+                line = ""
+            out.append(part[:chars])
+            part = part[chars:]
+        if len(line) + len(part) > chars and line:
+            out.append(line)
+            line = ""
+        line += part
+    if line:
+        out.append(line)
+    if len(out) > lines:
+        out = out[:lines]
+        out[-1] = out[-1][:chars - 1] + "…"
+    return "<br>".join(out)
+
+
 def grouped_bars_figure(categories: list[str], series: list[tuple[str, list[float], str]], *, title: str,
                         y_title: str, log: bool = True, height: int = 400) -> go.Figure:
     """Grouped bars: one group per category (e.g. an image), one bar per series ``(name, values,
     colour)``, each bar labelled with its value. ``log``: a log y axis with labelled 1-2-5 ticks
-    (``log_axis``), for values that span orders of magnitude."""
+    (``log_axis``), for values that span orders of magnitude. The category labels are wrapped to
+    their group's width (``wrap_label``); the hover names each category in full."""
     data = [{"type": "bar", "x": list(categories), "y": [float(v) for v in values], "name": name,
              "marker": {"color": color}, "texttemplate": "%{y:,}", "textposition": "outside",
              "textfont": {"size": 11}, "cliponaxis": False,
              "hovertemplate": f"%{{x}} · {name}: %{{y:,}} tokens<extra></extra>"} for name, values, color in series]
     values = [float(v) for _, vals, _ in series for v in vals]
     yaxis = log_axis(values, y_title) if log else {"title": {"text": y_title}}
+    chars = int(CHART_WIDTH_PX / max(len(categories), 1) / LABEL_CHAR_PX)
+    ticks = [wrap_label(c, chars) for c in categories]
+    lines = max((t.count("<br>") + 1 for t in ticks), default=1)
     layout: dict[str, Any] = {
-        "height": height, "barmode": "group", "bargap": 0.25, "bargroupgap": 0.05,
-        "margin": {"l": 70, "r": 10, "t": 40, "b": 40},
+        "height": height + 16 * (lines - 1), "barmode": "group", "bargap": 0.25, "bargroupgap": 0.05,
+        "margin": {"l": 70, "r": 10, "t": 40, "b": 24 + 16 * lines},
         "title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left"},
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
-        "uniformtext": {"minsize": 9, "mode": "hide"}, "xaxis": {"type": "category", "tickangle": 0},
+        "uniformtext": {"minsize": 9, "mode": "hide"},
+        "xaxis": {"type": "category", "tickangle": 0, "tickmode": "array", "tickvals": list(categories),
+                  "ticktext": ticks},
         "yaxis": yaxis}
     return _figure({"data": data, "layout": layout})
 

@@ -49,7 +49,8 @@ def panel_metrics(view: demo.StepView, p: demo.Panel, container, per_row: int) -
     model = view.scene.beside == "model"
     items = [("Tokens", ui.fmt_int(p.tokens), None,
               f"Tokens of this layout; the budget was {view.budget} ({view.scene.fraction:.0%} of the 16 px grid).")]
-    delta = f"{p.psnr - other.psnr:+.2f} dB" if main and max(p.psnr, other.psnr) < 100 else None
+    gap = p.psnr - other.psnr
+    delta = (f"{gap:+.2f} dB" if abs(gap) >= 0.005 else "same") if main and max(p.psnr, other.psnr) < 100 else None
     items.append(("PSNR (dB)", demo.psnr_text(p.psnr), delta,
                   f"What the model sees (each patch resized to a {view.scene.token_size} px token) against the "
                   "original image; higher is closer." + (f" The change is against the {other.short} layout beside it."
@@ -68,7 +69,8 @@ def panel_metrics(view: demo.StepView, p: demo.Panel, container, per_row: int) -
                 col.metric(label, value, delta=d, delta_color="normal" if d.startswith("right") else "inverse",
                            delta_arrow="off", help=help_)
             else:
-                col.metric(label, value, delta=d, delta_arrow="off" if d is None else "auto", help=help_)
+                col.metric(label, value, delta=d, delta_arrow="off" if d in (None, "same") else "auto",
+                           delta_color="off" if d == "same" else "normal", help=help_)
 
 
 def pictures(view: demo.StepView) -> None:

@@ -443,8 +443,15 @@ def jpeg_bytes(image: np.ndarray, quality: int = DISPLAY_JPEG_QUALITY) -> bytes:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _overlay_jpeg(digest: str, key: str, max_side: int, _base: np.ndarray, _layout: ap.PatchLayout) -> bytes:
-    return jpeg_bytes(render.layout_overlay(_base, _layout, max_side=max_side))
+def _overlay_jpeg(digest: str, key: str, max_side: int, enlarge: int, _base: np.ndarray,
+                  _layout: ap.PatchLayout) -> bytes:
+    return jpeg_bytes(render.layout_overlay(_base, _layout, max_side=max_side, enlarge=enlarge))
+
+
+def small_image_factor(height: int, width: int, side: int = MODEL_DISPLAY_SIDE) -> int:
+    """Integer enlargement (nearest neighbour) that brings a small image towards ``side`` px for display:
+    a browser stretching a 12x9 picture would blur it into a smudge. 1 for images of ``side`` or more."""
+    return int(min(64, max(1, side // max(int(height), int(width), 1))))
 
 
 def overlay_jpeg(entry: ImageEntry, settings: dict, max_side: int = DISPLAY_SIDE) -> bytes:
@@ -454,8 +461,9 @@ def overlay_jpeg(entry: ImageEntry, settings: dict, max_side: int = DISPLAY_SIDE
     s = full_settings(entry, settings)
     if in_model_frame(s):
         raise ValueError("overlay_jpeg draws layouts of the image itself; use overlay_png for model frames")
-    return _overlay_jpeg(entry.digest, settings_key(s), int(max_side), display_image(entry, max_side),
-                         layout(entry, settings))
+    lay = layout(entry, settings)
+    return _overlay_jpeg(entry.digest, settings_key(s), int(max_side), small_image_factor(lay.height, lay.width),
+                         display_image(entry, max_side), lay)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -329,7 +329,7 @@ def layout_view(entry: ImageEntry) -> None:
                 st.image(compute.overlay_jpeg(entry, settings), output_format="JPEG", width="stretch",
                          caption=f"{ui.fmt_int(lay.num_tokens)} tokens · {recipes.describe(settings)}"
                                  " · colour = patch size")
-                ui.patch_size_scale(lay.sizes)
+                ui.patch_size_scale(lay.sizes, compute.small_image_factor(lay.height, lay.width))
         if choice.active:
             with right:
                 query_ui.note(choice)

@@ -221,7 +221,7 @@ def size_scale_html(sizes=(), enlarged: int = 1, note: str | None = None) -> str
     ticks, v = [], lo
     while v <= hi:
         shift = "0" if v == lo else "-100%" if v == hi else "-50%"
-        ticks.append(f'<span style="position:absolute;left:{pos(v)};transform:translateX({shift})">'
+        ticks.append(f'<span style="position:absolute;left:{pos(v)};transform:translateX({shift});white-space:nowrap">'
                      f'{v}{" px" if v == hi else ""}</span>')
         v *= 2
     marks, last = [], -1.0

@@ -156,7 +156,7 @@ def test_the_legend_is_in_pixels_and_says_when_pictures_are_enlarged() -> None:
     pytest.importorskip("streamlit")
     from adapatch.app_support import ui
     html = ui.size_scale_html([16, 23, 32], enlarged=3)
-    ticks = re.findall(r'transform:translateX\([^)]*\)">([^<]+)</span>', html)
+    ticks = re.findall(r'white-space:nowrap">([^<]+)</span>', html)
     assert ticks == ["2", "4", "8", "16", "32", "64", "128", "256 px"]
     assert re.findall(r'title="(\d+) px"', html) == ["16", "23", "32"]  # a mark per size shown
     assert "enlarged ×3 for display" in html and ui.SIZE_SCALE_TEXT in html
@@ -169,12 +169,12 @@ def test_the_legend_is_in_pixels_and_says_when_pictures_are_enlarged() -> None:
 # ------------------------------------------------------------------ the app
 def test_demo_and_patch_layout_draw_the_same_23px_grid_in_one_colour(monkeypatch) -> None:
     """Demo step "dense texture" (a 160x160 photo, drawn x3) and the same settings opened on Patch
-    layout (drawn at 160 px, JPEG): the top outlines of the 23 px grid's boxes have the colour of
+    layout (drawn larger there too, as a JPEG): the top outlines of the 23 px grid's boxes have the colour of
     23 px on both pages, read from the pictures the pages sent."""
     pytest.importorskip("streamlit")
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-    from adapatch.app_support import demo
+    from adapatch.app_support import compute, demo
     from tests.app_helpers import app, ok
 
     sent: dict[str, bytes] = {}
@@ -213,11 +213,13 @@ def test_demo_and_patch_layout_draw_the_same_23px_grid_in_one_colour(monkeypatch
     assert at.title[0].value == "Patch layout"
     assert [m.value for m in at.metric if m.label == "Tokens"][0] == f"{grid.num_tokens:,}"
     layout_pic = pictures()[0]
-    assert layout_pic.shape[:2] == (grid.height, grid.width)  # not enlarged there
+    factor = compute.small_image_factor(grid.height, grid.width)  # drawn larger there too (a JPEG)
+    assert layout_pic.shape[:2] == (grid.height * factor, grid.width * factor)
+    assert any(f"enlarged ×{factor} for display" in h.proto.body for h in at.get("html"))
     ys, xs, _ = _edge_samples(grid, layout_pic.shape[:2])
     got = np.median(layout_pic[ys, xs].astype(int), axis=0)  # JPEG: about the colour
     want = np.array(render.size_color(23))
     assert np.abs(got - want).max() <= 24, (got, want)
-    for other in (16, 32, 69):  # not the neighbouring octaves, nor the x3 drawn size (the old colour)
+    for other in (16, 32, 69):  # not the neighbouring octaves, nor the x3 drawn size (the colour it had)
         assert np.abs(got - np.array(render.size_color(other))).max() > 60
     assert any(ui_text in h.proto.body for h in at.get("html") for ui_text in ("23<br>▼",))

@@ -395,3 +395,16 @@ def test_apply_makes_the_datasets_images_openable_in_the_sidebar() -> None:
     options = app.selectbox(key="w_image").options
     assert "Upload · other.png" in options and not {f"Upload · {n}" for n in data} & set(options)
     assert app.selectbox(key="w_image").value == f"upload:{digest_of(other)}"
+
+
+def test_the_log_lambda_axis_spans_the_thresholds_only(store) -> None:
+    """On the log λ axis the solved-threshold line (a shape, whose extent Plotly takes in log10 units)
+    must not stretch the axis to 10^λ: the range is set to the curve's thresholds."""
+    c = dv.curve(dv.bundled_source(), dv.curve_settings("distortion", (16, 64)), "ViT-B")
+    t, _ = solve(store, Targets(mean_tokens=102), "ViT-B")
+    fig = dv.curve_figure(c, t, Objectives(store, "ViT-B").stats(t), "mean_tokens", 102.0, None, log_x=True)
+    lo, hi = fig.layout.xaxis.range
+    positive = [v for v in c.thresholds if v > 0]
+    assert fig.layout.xaxis.type == "log"
+    assert 10**lo <= min(positive) and max(positive) <= 10**hi <= 2 * max(positive)
+    assert 10**lo <= t <= 10**hi

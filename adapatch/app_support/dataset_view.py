@@ -612,6 +612,10 @@ def curve_figure(c: DatasetCurve, threshold: float | None, stats: DatasetStats |
                       legend=dict(orientation="h", y=-0.22, x=0.0, xanchor="left", yanchor="top", font_size=11),
                       xaxis=dict(title_text="λ (error per token, levels² over 256 px), log scale" if log_x
                                  else "threshold", type="log" if log_x else "linear"))
+    if log_x and len(x):  # a fixed range (log10 units): the vline shape would stretch the autorange to 10^threshold
+        lo, hi = math.log10(min(x)), math.log10(max(x))
+        pad = 0.03 * max(hi - lo, 1.0)
+        fig.update_xaxes(range=[lo - pad, hi + pad])
     return fig
 
 

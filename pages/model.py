@@ -15,7 +15,8 @@ KEEP_DEFAULT = 0.5
 
 
 def _verdict(pred: int, truth: int) -> str:
-    return "right" if pred == truth else f"wrong, true {truth}"
+    """"right", or a wrong prediction in red with the true digit (the Demo marks it red too)."""
+    return "right" if pred == truth else f":red[**wrong**, true {truth}]"
 
 
 st.title("Model")
@@ -47,11 +48,10 @@ with ui.guard("model"):
                 st.caption(f"Model calls run on **{dev.upper()}** (the sidebar's device).")
             c1.image(mv.attention_png(name, mode or "rollout", fusion or "mean", discard, 0.55, dev), width="stretch",
                      output_format="PNG", caption=f"{mode} attention (CLS)")
-            ui.colorbar(mv.MAP_COLORMAP, "attention, scaled per image from 0 (least) to 1 (most)",
-                        labels=("0", "0.5", "1"), container=c1)
+            mv.map_colorbar(c1, f"Colour bar ({mv.MAP_COLORMAP}): attention, 0 (least) to 1 (most) per image")
             imp_png, sel_png = mv.selector_pngs(name, k, dev)
             c2.image(imp_png, width="stretch", output_format="PNG", caption="Learned selector: keep probability")
-            ui.colorbar(mv.MAP_COLORMAP, "keep probability of each 8 px cell", labels=("0", "0.5", "1"), container=c2)
+            mv.map_colorbar(c2, f"Colour bar ({mv.MAP_COLORMAP}): keep probability, 0 to 1")
             c3.image(sel_png, width="stretch", output_format="PNG", caption=f"Selector: top-{k} of 64 tokens")
             # the pruning row: the same columns as the maps above, so all six pictures show at one size
             p0, p1, p2, p3 = st.columns([1.2, 1, 1, 1])

@@ -190,3 +190,15 @@ def test_model_page_colour_bars_and_mean_tokens() -> None:
     assert all(len(part.split(".")[1].split()[0]) == 1 for t in tokens for part in t.split(" → ") if "." in part)
     assert any(t.endswith(" mean") for t in tokens)  # multiscale's tokens are a mean over the split
     assert mv.tokens_text(27.982) == "28.0 mean" and mv.tokens_text(64.0) == "64"
+
+
+def test_model_page_marks_a_wrong_prediction_red() -> None:
+    wrong = [n for n in list_task_samples() if mv.full_grid(n, "cpu")[2] != task_sample_label(n)]
+    if not wrong:
+        pytest.skip("the bundled model gets every digit sample right")
+    at = _on("pages/model.py")
+    at.selectbox(key="m_sample").set_value(wrong[0]).run()
+    ok(at)
+    captions = [i.caption for e in at.get("image") for i in e.proto.imgs]
+    full = next(c for c in captions if c.startswith("full grid:"))
+    assert f":red[**wrong**, true {task_sample_label(wrong[0])}]" in full, full

@@ -189,6 +189,13 @@ def default_sample(keep_ratio: float, device: str) -> str:
     return best or task_samples()[0]["name"]
 
 
+def map_colorbar(container, caption: str) -> None:
+    """The colour bar of the Model page's heatmaps (``MAP_COLORMAP``, 0 to 1) under one of them, drawn
+    at about the width it is shown at, so its labels stay readable in a narrow column."""
+    container.image(ui.colorbar_png(MAP_COLORMAP, ("0", "0.5", "1"), width=160), output_format="PNG",
+                    width="stretch", caption=caption)
+
+
 # ------------------------------------------------------------------ the Patch layout page's selector map
 @st.cache_data(max_entries=32, show_spinner=False)
 def _selector_map(digest: str, model_key: str, device: str, _image: np.ndarray, _model) -> np.ndarray:

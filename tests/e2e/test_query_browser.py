@@ -179,3 +179,112 @@ def test_click_points_on_patch_layout(page, app_url, artifacts) -> None:
     page.wait_for_timeout(300)
     page.screenshot(path=str(out / "patch_layout_points.png"))
     assert page.real_errors() == []
+
+
+TRUNCATED = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stMetric"]')].flatMap(m =>
+    [...m.querySelectorAll('[data-testid="stMetricLabel"], [data-testid="stMetricLabel"] *,'
+                         + '[data-testid="stMetricValue"], [data-testid="stMetricValue"] *,'
+                         + '[data-testid="stMetricDelta"], [data-testid="stMetricDelta"] *')]
+      .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+      .map(e => `${m.querySelector('[data-testid="stMetricLabel"]').innerText}: ${e.innerText} `
+                + `(${e.scrollWidth} > ${e.clientWidth} px)`))"""
+"""Every metric label, value and delta on the main page whose text is wider than its box (cut off)."""
+
+
+def _metrics_text(page) -> dict[str, str]:
+    out = {}
+    for m in page.locator('[data-testid="stMain"] [data-testid="stMetric"]').all():
+        out[m.locator('[data-testid="stMetricLabel"]').inner_text().strip()] = (
+            m.locator('[data-testid="stMetricValue"]').inner_text().strip())
+    return out
+
+
+def _shot_at(page, out, text: str, name: str) -> None:
+    page.locator('[data-testid="stMain"]').get_by_text(text).first.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(out / name))
+
+
+def test_no_truncated_metrics_at_1440(page, app_url, artifacts, tmp_path) -> None:
+    """At 1440 px, with a query on an uploaded 1800x1200 photo (four-digit token counts), no metric
+    label, value or delta is cut off: the with/without comparison, a points query ("Near points",
+    never 0 with points on the image), a class query of the digits model (which warns: not its
+    kind of image), and Token pruning with the model's learned scorer (prediction, its MACs)."""
+    import cv2
+    import pytest
+
+    skdata = pytest.importorskip("skimage.data")
+    photo = tmp_path / "chelsea_1800x1200.png"  # not a bundled sample
+    img = cv2.resize(skdata.chelsea(), (1800, 1200), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(photo), img[:, :, ::-1])
+    out = _open_patch_layout(page, app_url, artifacts)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+    page.locator('[data-testid="stSidebar"]').get_by_text("1800x1200").first.wait_for(timeout=120_000)
+    _settled(page)
+    main = page.locator('[data-testid="stMain"]')
+    main.locator('[data-testid="stRadio"]').get_by_text("Region", exact=True).click()
+    _settled(page)
+    surface = main.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".imagelayer image")).first
+    surface.scroll_into_view_if_needed()
+    box = surface.locator(".nsewdrag").first.bounding_box()
+    page.mouse.move(box["x"] + 0.30 * box["width"], box["y"] + 0.15 * box["height"])  # the cat's face
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.70 * box["height"], steps=10)
+    page.mouse.up()
+    main.get_by_text("Query map:").first.wait_for(timeout=120_000)
+    _settled(page)
+    _no_error(page)
+    shown = _metrics_text(page)
+    assert re.fullmatch(r"[\d,]+", shown["Tokens"]) and len(shown["Tokens"]) >= 4, shown  # four digits at least
+    assert "In region · with" in shown and "In region · without" in shown, shown
+    assert page.evaluate(TRUNCATED) == []
+    _shot_at(page, out, "SSIM · with", "metrics_1440_box.png")
+
+    main.locator('[data-testid="stRadio"]').get_by_text("Points (click)", exact=True).click()
+    _settled(page)
+    surface = main.locator('[data-testid="stPlotlyChart"]').filter(has=page.locator(".imagelayer image")).first
+    surface.scroll_into_view_if_needed()
+    box = surface.locator(".nsewdrag").first.bounding_box()
+    page.mouse.click(box["x"] + 0.45 * box["width"], box["y"] + 0.40 * box["height"])
+    main.get_by_text(re.compile(r"1 point \(y, x\)")).first.wait_for(timeout=120_000)
+    _settled(page)
+    _no_error(page)
+    shown = _metrics_text(page)
+    near, total = (int(v.replace(",", "")) for v in shown["Near points · with"].split("/"))
+    assert 0 < near <= total, shown  # the tokens near the point, not the ones whose centre is its one pixel
+    assert page.evaluate(TRUNCATED) == []
+    _shot_at(page, out, "SSIM · with", "metrics_1440_points.png")
+
+    main.locator('[data-testid="stRadio"]').get_by_text("Class", exact=True).click()
+    _settled(page)
+    _no_error(page)
+    main.get_by_text("Query map: class").first.wait_for(timeout=120_000)
+    warning = main.locator('[data-testid="stAlertContentWarning"]').filter(has_text="not a cluttered digit")
+    assert warning.count() == 1 and "class query" in warning.first.inner_text()
+    assert page.evaluate(TRUNCATED) == []
+    page.evaluate("() => window.scrollTo(0, 0)")
+    _shot_at(page, out, "not a cluttered digit", "class_query_photo_warning.png")
+
+    main.locator('[data-testid="stRadio"]').get_by_text("None", exact=True).click()
+    _settled(page)
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Token pruning").click()
+    page.get_by_role("heading", name="Token pruning").first.wait_for(timeout=60_000)
+    _settled(page)
+    main.locator('[data-testid="stSelectbox"]').filter(has_text="Token scorer").click()
+    page.get_by_role("option", name=re.compile("learned", re.I)).first.click()
+    main.get_by_role("button", name="Use a digit sample").wait_for(timeout=120_000)
+    _settled(page)
+    main.get_by_role("button", name="Use a digit sample").click()
+    page.locator('[data-testid="stSidebar"]').get_by_text("64x64").first.wait_for(timeout=120_000)
+    _settled(page)
+    _no_error(page)
+    shown = _metrics_text(page)
+    assert "Model MACs ratio" in shown and not any(k.startswith("MACs ratio") for k in shown), shown
+    delta = main.locator('[data-testid="stMetric"]').filter(has_text="Prediction").locator(
+        '[data-testid="stMetricDelta"]').inner_text()
+    assert delta.startswith("right · true digit"), delta  # the digit sample opened is one the model gets right
+    assert page.evaluate(TRUNCATED) == []
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(out / "metrics_1440_pruning_model.png"))
+    assert page.real_errors() == []

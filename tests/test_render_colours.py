@@ -6,6 +6,7 @@ Patch layout, model frames, the Dataset gallery) follow it, and its legend is in
 from __future__ import annotations
 
 import io
+import itertools
 import re
 
 import numpy as np
@@ -15,7 +16,6 @@ from PIL import Image
 import adapatch as ap
 from adapatch import render
 from adapatch.layout import PatchLayout, uniform
-
 from tests.image_helpers import rgb01
 
 
@@ -95,7 +95,7 @@ def test_a_16px_box_has_one_colour_on_a_document_and_on_an_enlarged_64px_digit()
     from adapatch.app_support.dataset_view import GALLERY_SIDE, gallery_factor
     page, digit = uniform(900, 700, 16), uniform(64, 64, 16)
     assert gallery_factor(64, 64) == 6 and gallery_factor(900, 700) == 1
-    zeros = lambda lay: np.zeros((lay.height, lay.width, 3), np.float32)  # noqa: E731
+    zeros = lambda lay: np.zeros((lay.height, lay.width, 3), np.float32)
     a = render.layout_overlay(zeros(page), page, max_side=GALLERY_SIDE, fill_alpha=1.0)
     b = render.layout_overlay(zeros(digit), digit, max_side=GALLERY_SIDE, fill_alpha=1.0, enlarge=gallery_factor(64, 64))
     assert b.shape == (384, 384, 3)
@@ -121,12 +121,12 @@ def test_the_scale_is_fine_between_octaves_and_fixed_at_its_ends() -> None:
     """16, 23 and 32 px get three clearly different colours (a 23 px grid is not painted as 16 or 32);
     sizes an octave apart always differ; sizes outside the range take the end colours."""
     c = {s: np.array(render.size_color(s), int) for s in (1, 2, 16, 22, 23, 24, 32, 256, 300, 4096)}
-    dist = lambda a, b: int(np.abs(c[a] - c[b]).sum())  # noqa: E731
+    dist = lambda a, b: int(np.abs(c[a] - c[b]).sum())
     assert dist(16, 23) > 150 and dist(23, 32) > 150 and dist(16, 32) > 150
     assert c[22].tolist() != c[24].tolist()  # a few pixels apart: neighbouring colours, not one
     assert c[1].tolist() == c[2].tolist() and c[256].tolist() == c[300].tolist() == c[4096].tolist()
     octaves = [np.array(render.size_color(2 ** k), int) for k in range(1, 9)]
-    assert all(np.abs(a - b).sum() > 60 for a, b in zip(octaves, octaves[1:]))
+    assert all(np.abs(a - b).sum() > 60 for a, b in itertools.pairwise(octaves))
     assert [int(render.size_level(2 ** k)) for k in range(1, 9)] == [render.SIZE_LEVELS_PER_OCTAVE * k for k in range(8)]
 
 
@@ -211,7 +211,7 @@ def test_demo_and_patch_layout_draw_the_same_23px_grid_in_one_colour(monkeypatch
     at.button(key="demo_open").click().run()
     ok(at)
     assert at.title[0].value == "Patch layout"
-    assert [m.value for m in at.metric if m.label == "Tokens"][0] == f"{grid.num_tokens:,}"
+    assert next(m.value for m in at.metric if m.label == "Tokens") == f"{grid.num_tokens:,}"
     layout_pic = pictures()[0]
     factor = compute.small_image_factor(grid.height, grid.width)  # drawn larger there too (a JPEG)
     assert layout_pic.shape[:2] == (grid.height * factor, grid.width * factor)
@@ -222,4 +222,4 @@ def test_demo_and_patch_layout_draw_the_same_23px_grid_in_one_colour(monkeypatch
     assert np.abs(got - want).max() <= 24, (got, want)
     for other in (16, 32, 69):  # not the neighbouring octaves, nor the x3 drawn size (the colour it had)
         assert np.abs(got - np.array(render.size_color(other))).max() > 60
-    assert any(ui_text in h.proto.body for h in at.get("html") for ui_text in ("23<br>▼",))
+    assert any("23<br>▼" in h.proto.body for h in at.get("html"))  # the legend marks the grid's size

@@ -81,8 +81,19 @@ def _verdict(df: pd.DataFrame, equal: list, tokens: int, uses: dict):
         text = (f"{at}, {by_psnr} keeps the most by PSNR ({db(sel.loc[by_psnr, 'PSNR (dB)'])}) and "
                 f"{by_ssim} by SSIM ({sel.loc[by_ssim, 'SSIM']:.4f}): PSNR counts squared error, SSIM local "
                 "structure, and they disagree here.")
-    st.success(md_escape(text + out_text), icon=":material/emoji_events:")
+    more = _more_tokens(sel["tokens"], by_psnr)
+    st.success(md_escape(text + more + out_text), icon=":material/emoji_events:")
     return by_psnr
+
+
+def _more_tokens(tokens: pd.Series, best) -> str:
+    """E.g. " C has 6% more tokens than A.": the best of the layouts at equal tokens has more than 1% more
+    tokens than another of them (equal tokens allow 5% either way of the budget); "" otherwise."""
+    fewer = [k for k in tokens.index if k != best and tokens[best] > 1.01 * tokens[k]]
+    if not fewer:
+        return ""
+    least = min(fewer, key=lambda k: tokens[k])
+    return f" {best.split(':')[0]} has {tokens[best] / tokens[least] - 1:.0%} more tokens than {least.split(':')[0]}."
 
 
 GREEDY_POINTS = 10
@@ -134,9 +145,10 @@ def quality_chart(entry: ImageEntry, configs: list[dict], layouts: list, budget:
               f"{min(uni.extra['sizes'])} to {max(uni.extra['sizes'])} px (SSIM at {len(uni.ssim)} of them).")]
     if sampled:
         notes.append(f"Greedy ({', '.join(sampled)}): {GREEDY_POINTS} budgets over its range, one layout each.")
-    same = ui.coincident_marks(marks)
+    same = ui.coincident_marks(marks, *ui.mark_tolerance(curves, marks))
     if same:
-        notes.append("; ".join(f"{b} is the same point as {a} (drawn as a ring around it)" for b, a in same) + ".")
+        notes.append("; ".join(f"{b} is at {a}'s point or next to it (drawn as a ring around it)" for b, a in same)
+                     + ".")
     if alone:
         notes.append(f"Multiscale ({', '.join(alone)}): its point only (one search per budget; the fast search "
                      "keeps the better of the quadtree · distortion 16-64 px and the equal-token uniform grid).")
@@ -217,7 +229,7 @@ def compare_view(entry: ImageEntry) -> None:
             eff = ap.efficiency(lay, vit)
             fid = compute.fidelity(entry, settings, state.device())
             name = f"{chr(65 + i)}: {_label(settings, lay)}"
-            uses[name] = recipes.budget_use(settings, lay.num_tokens, lay.height, lay.width)
+            uses[name] = recipes.budget_use(settings, lay.num_tokens, lay.height, lay.width, lay.params, fid["psnr"])
             rows.append({"layout": name, "tokens": eff["tokens"],
                          f"{vit} GMACs": eff["flops"] / 1e9, ui.MACS_RATIO: eff["flops_ratio_vs_uniform16"],
                          "PSNR (dB)": fid["psnr"], "SSIM": fid["ssim"]})

@@ -61,9 +61,9 @@ def efficiency_view() -> None:
                 except ValueError as e:  # e.g. settings the library refuses on this image: note it, keep going
                     st.caption(md_escape(f"{entry.name} · {sname}: {e}"))
                     continue
-                uses.setdefault(sname, {})[names[entry.key]] = recipes.budget_use(settings, lay.num_tokens,
-                                                                                  lay.height, lay.width)
                 fid = compute.fidelity(entry, settings, state.device()) if with_fidelity else None
+                uses.setdefault(sname, {})[names[entry.key]] = recipes.budget_use(
+                    settings, lay.num_tokens, lay.height, lay.width, lay.params, fid["psnr"] if fid else None)
                 items.append((names[entry.key], sname, lay, fid))
             if progress is not None:
                 progress.progress((j + 1) / len(entries), text=f"computed {j + 1} of {len(entries)} images")
@@ -258,7 +258,7 @@ def _budget_cell(uses: dict | None) -> str:
     tokens, budget = sum(u.tokens for u in uses.values()), sum(u.budget for u in uses.values())
     short = sum(u.short for u in uses.values())
     text = ui.fmt_pct(tokens / budget)
-    return text + (f" ({short} of {len(uses)} images under {1 - recipes.EQUAL_TOKENS:.0%})" if short else "")
+    return text + (f" ({short} of {len(uses)})" if short else "")
 
 
 def _summary_table(summaries: list[EfficiencySummary], uses: dict | None = None) -> pd.DataFrame:
@@ -272,7 +272,8 @@ def _summary_table(summaries: list[EfficiencySummary], uses: dict | None = None)
             ("mean tokens / image", f"{s.tokens:,.0f}"), ("p50 tokens / image", f"{s.p50_tokens:,}"),
             ("p95 tokens / image", f"{s.p95_tokens:,}"), ("max tokens / image", f"{s.max_tokens:,}"),
             ("tokens / MP", f"{s.tokens_per_mp:,.0f}"),
-            ("budget used (ratio of totals)", _budget_cell((uses or {}).get(s.strategy))),
+            (f"budget used, ratio of totals (images under {1 - recipes.EQUAL_TOKENS:.0%})",
+             _budget_cell((uses or {}).get(s.strategy))),
             ("fewer tokens than uniform 16 px (ratio of totals)", ui.fmt_reduction(s.reduction_vs_uniform16)),
             ("fewer tokens than the finest patch's grid (ratio of totals)", ui.fmt_reduction(s.reduction_vs_uniform_min)),
             (f"{s.vit} MACs vs uniform 16 px, ratio of totals", ui.speedup_phrase(s.speedup_vs_uniform16)),

@@ -314,9 +314,7 @@ def layout_view(entry: ImageEntry) -> None:
         lay = compute.layout(entry, settings)
         eff = ap.efficiency(lay, vit)
         slots = ui.efficiency_metrics(eff, lay, container=top)
-        use = recipes.budget_use(settings, lay.num_tokens, lay.height, lay.width) if use_budget else None
-        if use is not None and use.short:  # next to the numbers: they are not at the budget's tokens
-            top.warning(md_escape(use.note()), icon=":material/data_usage:")
+        unused_slot = top.empty()  # under the numbers: a note when they are not at the budget's tokens
 
         with main:
             if refused:
@@ -340,6 +338,10 @@ def layout_view(entry: ImageEntry) -> None:
                                           what="Content saliency (saliency importances and greedy use it)")
         fid = compute.fidelity(entry, settings, state.device())  # after the numbers and the overlay, before the
         ui.fidelity_metrics(slots, fid)  # charts: the browser fetches the overlay while this runs
+        use = (recipes.budget_use(settings, lay.num_tokens, lay.height, lay.width, lay.params, fid["psnr"])
+               if use_budget else None)
+        if use is not None and use.short:
+            unused_slot.warning(md_escape(use.note()), icon=":material/data_usage:")
         c1, c2 = st.columns([1, 1.6])
         with c1:
             ui.size_legend(lay, key="layout_legend")

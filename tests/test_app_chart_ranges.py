@@ -61,6 +61,15 @@ def test_coincident_marks_are_drawn_as_rings() -> None:
     sym = {d["name"]: d["marker"]["symbol"] for d in fig["data"] if d["name"] in ("A", "B", "C")}
     size = {d["name"]: d["marker"]["size"] for d in fig["data"] if d["name"] in ("A", "B", "C")}
     assert sym == {"A": "diamond", "B": "diamond-open", "C": "diamond"} and size["B"] > size["A"]
+    near = [("A", 875, 31.26, 0.88, None), ("B", 881, 31.03, 0.88, 0), ("C", 875, 31.26, 0.88, 1)]
+    curves = [_curve("q", [200, 3000], [25, 45]), _curve("uniform", [200, 3000], [25, 36])]
+    tol = ui.mark_tolerance(curves, near)
+    assert ui.coincident_marks(near) == [("C", "A")]  # the same point only
+    assert ui.coincident_marks(near, *tol) == [("B", "A"), ("C", "A")]  # and close enough to hide it
+    fig = ui.quality_figure(curves, marks=near).to_plotly_json()
+    size = {d["name"]: d["marker"]["size"] for d in fig["data"] if d["name"] in ("A", "B", "C")}
+    assert size["A"] < size["B"] < size["C"]  # two rings around A, one inside the other
+    assert ui.coincident_marks([("A", 200, 25.0), ("B", 3000, 45.0)], *tol) == []
 
 
 def test_overlapping_series_are_found() -> None:

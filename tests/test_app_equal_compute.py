@@ -81,6 +81,12 @@ def test_budget_use_says_when_a_layout_is_short_of_its_budget() -> None:
     grid = recipes.BudgetUse(324, 307, "uniform", closest=True)  # no square grid within 5% of 307 on 512x512
     assert grid.equal and not grid.within and "6% over the budget" in grid.caveat("C")
     assert recipes.BudgetUse(300, 307, "uniform", closest=True).caveat("C") is None
+    kept = recipes.budget_use({"strategy": "multiscale", "params": {"budget": 307, "scales": 1}}, 289, 512, 512,
+                              {"base_size": 31, "levels_used": 0})
+    assert kept.short and "the uniform grid of 31 px patches, the finest square grid within the budget" in kept.note()
+    exact = recipes.budget_use({"strategy": "quadtree", "params": {"budget": 14, "min_size": 16}}, 4, 96, 128,
+                               psnr=100.0)
+    assert exact.lossless and "more tokens would keep nothing more" in exact.note()
     assert recipes.settings_budget({"solve_budget": 12, "params": {}}) == 12
     assert recipes.settings_budget({"solve_budget": None, "params": {"budget": 7}}) == 7
     assert recipes.settings_budget({"params": {"threshold": 0.1, "budget": None}}) is None
@@ -131,7 +137,6 @@ def test_compare_highlights_the_best_among_equal_token_layouts() -> None:
     at.switch_page("pages/compare.py").run()
     ok(at)
     table = at.dataframe[0]
-    df = table.value
     assert not _unused_warnings(at)
     assert _highlighted_rows(table)  # astronaut at 30%: every layout at the budget, the best marked
     assert len(at.success) == 1 and "not at equal tokens" not in at.success[0].value
@@ -151,9 +156,9 @@ def test_efficiency_marks_no_speed_up_and_notes_the_unused_budget() -> None:
     assert len(notes) == 1 and notes[0].startswith("greedy") and "flat.png" in notes[0]
     assert any("Equal compute" in c.value for c in at.caption)
     summary = next(d for d in at.dataframe if "PSNR dB (of the mean MSE)" in d.value.index)
-    row = summary.value.loc["budget used (ratio of totals)"]
+    row = summary.value.loc["budget used, ratio of totals (images under 95%)"]
     assert row["uniform 16 px"] == "– (no budget)" and float(row["quadtree"].rstrip("%")) >= 95
-    assert float(row["greedy"].split("%")[0]) < 95
+    assert float(row["greedy"].split("%")[0]) < 95 and row["greedy"].endswith("(1 of 1)")
 
 
 def test_efficiency_budget_summary_says_what_differs() -> None:
@@ -193,3 +198,26 @@ def test_a_lossless_result_reads_lossless(page: str) -> None:
     ok(at)
     assert metric(at, "PSNR dB") == "lossless"
     assert not [m.value for m in at.metric if m.value.startswith("100.0")]
+    if page == "pages/layout.py":  # 4 tokens of a 14-token budget: said, with the reason
+        notes = _unused_warnings(at)
+        assert len(notes) == 1 and "already the original (lossless)" in notes[0]
+
+
+def _page_functions(page: str, stop: str) -> dict:
+    """A page's helper functions without running the page (everything above ``stop``)."""
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parents[1] / "pages" / page).read_text()
+    ns: dict = {}
+    exec(compile(src[:src.index(stop)], f"pages/{page}", "exec"), ns)  # noqa: S102
+    return ns
+
+
+def test_a_winner_with_more_tokens_says_so() -> None:
+    import pandas as pd
+
+    more = _page_functions("compare.py", '\nwith ui.guard("image"):')["_more_tokens"]
+    tokens = pd.Series({"A: multiscale": 4_761, "B: quadtree": 4_915, "C: uniform grid · 29 px": 5_041})
+    assert more(tokens, "C: uniform grid · 29 px") == " C has 6% more tokens than A."
+    assert more(tokens, "A: multiscale") == ""
+    assert more(pd.Series({"A: x": 1_000, "B: y": 1_009}), "B: y") == ""  # within 1%: nothing to say

@@ -10,6 +10,7 @@ from typing import Any
 
 from adapatch.budgets import RelativeBudget, relative_budget, uniform16_tokens
 from adapatch.export import MODEL_SCORERS, MODEL_STRATEGIES, PRUNE_SCORERS
+from adapatch.fidelity import MAX_PSNR
 from adapatch.layout import uniform
 from adapatch.multiscale import DEFAULT_SCALES, FAST_SCALES
 from adapatch.quadtree import default_threshold
@@ -271,7 +272,9 @@ class BudgetUse:
     """How much of its token budget a layout spends: ``tokens`` of ``budget``; ``cap``: the most
     tokens its patch sizes allow on the image (its finest grid), None when unknown; ``closest``: the
     layout is the equal-token uniform grid, the grid of square patches closest to the budget (as
-    equal as a grid can be, even where none is within ``EQUAL_TOKENS``)."""
+    equal as a grid can be, even where none is within ``EQUAL_TOKENS``); ``grid``: the patch size of the
+    uniform grid multiscale kept (the finest within the budget), None otherwise; ``lossless``: what
+    the model sees is already the original (more tokens would keep nothing more)."""
 
     tokens: int
     budget: int
@@ -279,6 +282,8 @@ class BudgetUse:
     allocation: str | None = None
     cap: int | None = None
     closest: bool = False
+    grid: int | None = None
+    lossless: bool = False
 
     @property
     def unused(self) -> float:
@@ -311,24 +316,33 @@ class BudgetUse:
 
     def reason(self) -> str:
         """Why the budget is not spent, from what the strategy does."""
+        if self.lossless:
+            return "what the model sees is already the original (lossless): more tokens would keep nothing more"
         if self.cap is not None and self.tokens >= self.cap:
             return f"its patch sizes allow at most {self.cap:,} tokens on this image"
+        if self.grid is not None:
+            return (f"it kept the uniform grid of {self.grid} px patches, the finest square grid within the budget "
+                    "(no grid has a token count in between)")
         if self.strategy == "greedy" and self.allocation != "distortion":
-            return ("greedy's saliency rule gives each cell the patch size its saliency asks for and stops there: "
-                    "cells it finds flat keep the largest patch, whatever budget is left")
+            return ("its saliency rule gives each cell the patch size the saliency inside it asks for and stops "
+                    "there; cells it finds flat keep the largest patch, whatever budget is left")
+        if self.strategy in ("quadtree", "multiscale"):
+            return "it stops where no split left removes error, or where the next one does not fit in the budget"
         return "its next refinement does not fit in the budget"
 
     def note(self, name: str | None = None) -> str:
         """E.g. "greedy uses 1,288 of its 4,915-token budget (74% unused): not at equal tokens ..."."""
         pct = min(99, round(100 * self.unused))
-        return (f"{name or self.strategy} uses {self.tokens:,} of its {self.budget:,}-token budget ({pct}% unused): "
-                f"not at equal tokens with the layouts that spend it, so its speed-up comes from tokens it did not "
-                f"spend; {self.reason()}.")
+        return (f"{name or self.strategy} uses {self.tokens:,} of its {self.budget:,}-token budget ({pct}% unused), "
+                f"so it is not at equal tokens with layouts that spend it (fewer MACs, but not for where it puts its "
+                f"tokens): {self.reason()}.")
 
 
-def budget_use(settings: dict[str, Any], tokens: int, height: int, width: int) -> BudgetUse | None:
+def budget_use(settings: dict[str, Any], tokens: int, height: int, width: int,
+               layout_params: dict[str, Any] | None = None, psnr: float | None = None) -> BudgetUse | None:
     """``BudgetUse`` of a layout of ``tokens`` solved with ``settings`` on an image of ``height`` x
-    ``width``; None when the settings have no budget."""
+    ``width`` (``layout_params``: the layout's own params, which say what multiscale kept; ``psnr``: its
+    fidelity, when known, which says whether it is lossless); None when the settings have no budget."""
     budget = settings_budget(settings)
     if budget is None:
         return None
@@ -337,8 +351,11 @@ def budget_use(settings: dict[str, Any], tokens: int, height: int, width: int) -
     finest = min((int(v) for v in sizes if v), default=None)
     cap = (uniform(height, width, finest).num_tokens if finest and settings["strategy"] in ("quadtree", "greedy")
            else None)
+    lp = layout_params or {}
+    grid = int(lp["base_size"]) if settings["strategy"] == "multiscale" and lp.get("levels_used") == 0 else None
     return BudgetUse(int(tokens), budget, settings["strategy"], p.get("allocation"), cap,
-                     closest=settings["strategy"] == "uniform")
+                     closest=settings["strategy"] == "uniform", grid=grid,
+                     lossless=psnr is not None and psnr >= MAX_PSNR)
 
 
 def strategy_unused_note(strategy: str, uses: dict[str, BudgetUse | None], most: int = 4) -> str | None:
@@ -353,12 +370,9 @@ def strategy_unused_note(strategy: str, uses: dict[str, BudgetUse | None], most:
     named = ", ".join(f"{k}: {u.tokens:,} of {u.budget:,} tokens, {min(99, round(100 * u.unused))}% unused"
                       for k, u in short[:most])
     more = f" and {len(short) - most} more" if len(short) > most else ""
-    total_t = sum(u.tokens for _, u in short)
-    total_b = sum(u.budget for _, u in short)
     return (f"{strategy} leaves more than {EQUAL_TOKENS:.0%} of its budget unused on {len(short)} of {len(uses)} "
-            f"images ({named}{more}; {total_t:,} of {total_b:,} tokens on those together): not at equal tokens "
-            f"with the layouts that spend it, so its speed-up there comes from tokens it did not spend; "
-            f"{short[0][1].reason()}.")
+            f"images ({named}{more}), so there it is not at equal tokens with layouts that spend it (fewer MACs, "
+            f"but not for where it puts its tokens): {short[0][1].reason()}.")
 
 
 def unused_notes(uses: dict[str, BudgetUse | None]) -> list[str]:

@@ -379,7 +379,8 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
     layouts at its budget. ``budget``: a dashed vertical line in both panels. Capped (lossless)
     PSNR values stay off the PSNR axis's range, and so do values above ``PSNR_AXIS_TOP`` (or above the
     highest mark + 3 dB), with a note saying so. A mark at the same point as an earlier one
-    (``coincident_marks``) is drawn as a larger open ring around it, so both stay visible.
+    or close enough to hide it (``coincident_marks``, ``mark_tolerance``) is drawn as a larger open ring
+    around it, so both stay visible.
     """
     left, right = _PANELS
     colors, k = [], 0
@@ -404,12 +405,13 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
                          "hovertemplate": c.label + ": %{x} tokens, SSIM %{y:.4f}<extra></extra>"})
             ssim_seen.append(np.asarray(c.ssim, float))
     points = [("current", tokens, psnr, ssim, None)] if tokens is not None and psnr is not None else []
-    rings = {b for b, _ in coincident_marks(points + list(marks))}
+    rings = [b for b, _ in coincident_marks(points + list(marks), *mark_tolerance(curves, points + list(marks)))]
     for i, (label, n, p, q, ci) in enumerate(points + list(marks)):
         marker = {"size": 12, "color": "#ff4b4b" if ci is None else colors[ci],
                   "symbol": "circle" if label == "current" else "diamond", "line": {"width": 2, "color": "white"}}
         if label in rings:  # on an earlier mark's point: a ring around it, both visible
-            marker = {**marker, "size": 20, "symbol": marker["symbol"] + "-open", "line": {"width": 3}}
+            size = 20 + 8 * rings.index(label)  # rings on one point: each larger than the last
+            marker = {**marker, "size": size, "symbol": marker["symbol"] + "-open", "line": {"width": 3}}
         data.append({"type": "scatter", "x": [int(n)], "y": [float(p)], "mode": "markers", "name": label,
                      "legendgroup": f"mark{i}", "marker": marker, "xaxis": left["x"], "yaxis": left["y"],
                      "hovertemplate": f"{label}: %{{x}} tokens, {fmt_db(p)}<extra></extra>"})
@@ -487,13 +489,30 @@ def overlapping_series(series: dict[str, list[dict]], x: str = "tokens", y: str 
     return out
 
 
-def coincident_marks(marks) -> list[tuple[str, str]]:
-    """``(later, earlier)`` labels of marks (``(label, tokens, psnr, ...)``) at the same point as an
-    earlier one: the same token count and PSNR within 0.005 dB (e.g. multiscale that kept the
-    quadtree, beside that quadtree), which a chart would otherwise draw one on top of the other."""
+MARK_OVERLAP = 0.02
+"""Two marks of ``quality_figure`` closer than this share of the chart's token span and of its PSNR
+span (about a marker's size) would hide one another."""
+
+
+def mark_tolerance(curves, marks) -> tuple[float, float]:
+    """``(tokens, dB)`` within which two marks of ``quality_figure`` overlap on screen: ``MARK_OVERLAP``
+    of the token span and of the PSNR span shown (at most ``PSNR_AXIS_TOP``; lossless off scale)."""
+    xs = [float(v) for c in curves for v in np.asarray(c.tokens)] + [float(m[1]) for m in marks]
+    ys = [float(v) for c in curves for v in np.asarray(c.psnr, float)] + [float(m[2]) for m in marks]
+    top = max([PSNR_AXIS_TOP] + [float(m[2]) + 3 for m in marks if float(m[2]) < MAX_PSNR])
+    ys = [y for y in ys if y <= top] or [0.0]
+    return MARK_OVERLAP * (max(xs, default=1.0) - min(xs, default=0.0)), MARK_OVERLAP * (max(ys) - min(ys))
+
+
+def coincident_marks(marks, tokens: float = 0.0, db: float = 0.005) -> list[tuple[str, str]]:
+    """``(later, earlier)`` labels of marks (``(label, tokens, psnr, ...)``) on an earlier one's point:
+    token counts within ``tokens`` and PSNR within ``db`` (the defaults: the same point; with
+    ``mark_tolerance``: close enough to hide it on screen), e.g. multiscale that kept the quadtree, and
+    that quadtree. A chart would otherwise draw one on top of the other."""
     out = []
     for j, (label, n, p, *_) in enumerate(marks):
-        same = next((m[0] for m in marks[:j] if int(m[1]) == int(n) and abs(float(m[2]) - float(p)) <= 0.005), None)
+        same = next((m[0] for m in marks[:j] if abs(float(m[1]) - float(n)) <= tokens
+                     and abs(float(m[2]) - float(p)) <= db), None)
         if same is not None:
             out.append((str(label), str(same)))
     return out

@@ -317,6 +317,7 @@ def layout_view(entry: ImageEntry) -> None:
         unused_slot = top.empty()  # under the numbers: a note when they are not at the budget's tokens
 
         with main:
+            warned = model_source.settings_caveat(settings, state.current_key())  # the digits model's attention
             if refused:
                 st.warning(f"{compute.MULTISCALE_QUERY_REFUSED}. The layout below is without the query.",
                            icon=":material/block:")
@@ -330,7 +331,7 @@ def layout_view(entry: ImageEntry) -> None:
                 ui.patch_size_scale(lay.sizes, compute.small_image_factor(lay.height, lay.width))
         if choice.active:
             with right:
-                query_ui.note(choice)
+                query_ui.note(choice, warned=warned)
                 qa, qb = st.columns(2, gap="small")
                 if choice.ready:
                     query_ui.query_heatmap(entry, choice, qa)

@@ -126,8 +126,8 @@ def pruning_view(entry: ImageEntry) -> None:
         if model_based:
             _model_numbers(res, picked[0], picked[1], top)
         with right:
-            if model_based:
-                model_source.image_caveat(picked[0], state.current_key())
+            warned = (model_source.image_caveat(picked[0], state.current_key()) if model_based
+                      else model_source.settings_caveat(settings, state.current_key()))
             kept = (f"Kept {ui.fmt_int(lay.num_tokens)} of {ui.fmt_int(lay.num_tokens + len(lay.dropped))} "
                     f"tokens{frame_note}; dropped tokens dimmed{' and tinted blue' if model_based else ''}"
                     + (f" · {choice.query['kind']} query, weight {choice.weight:.2f}" if choice.ready else ""))
@@ -136,7 +136,7 @@ def pruning_view(entry: ImageEntry) -> None:
             if choice.active:
                 main.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
                            caption=kept)
-                query_ui.note(choice)
+                query_ui.note(choice, warned=warned)
                 cols = st.columns(3 if not model_based else 2, gap="small")
                 if choice.ready:
                     query_ui.query_heatmap(entry, choice, cols[0])

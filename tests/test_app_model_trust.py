@@ -202,3 +202,28 @@ def test_model_page_marks_a_wrong_prediction_red() -> None:
     captions = [i.caption for e in at.get("image") for i in e.proto.imgs]
     full = next(c for c in captions if c.startswith("full grid:"))
     assert f":red[**wrong**, true {task_sample_label(wrong[0])}]" in full, full
+
+
+def _attention_saliency(at: AppTest) -> AppTest:
+    """Pick the attention saliency (the bundled digits model's) on the Saliency page."""
+    at.switch_page("pages/saliency.py").run()
+    at.selectbox(key="w_saliency_method").set_value("attention").run()
+    ok(at)
+    return at
+
+
+def test_attention_saliency_of_the_digits_model_warns_where_a_result_uses_it() -> None:
+    at = _attention_saliency(app().run())  # astronaut
+    at.switch_page("pages/layout.py").run()
+    at.selectbox(key="w_strategy").set_value("quadtree").run()
+    at.selectbox(key="w_importance").set_value("distortion").run()
+    ok(at)
+    assert _caveats(at) == []  # the layout does not use the saliency: nothing to warn about
+    at.selectbox(key="w_importance").set_value("mean_saliency").run()
+    ok(at)
+    assert len(_caveats(at)) == 1 and "attention saliency" in _caveats(at)[0]
+    _class_query(at)  # a class query of the same model: still one warning (and one "Use a digit sample")
+    assert len(_caveats(at)) == 1
+    at.switch_page("pages/pruning.py").run()  # saliency scorers score tokens with it
+    ok(at)
+    assert len(_caveats(at)) == 1 and "attention saliency" in _caveats(at)[0]

@@ -357,6 +357,18 @@ def image_caveat(ref: ModelRef | str, image_key: str, what: str = "what it shows
     return True
 
 
+def settings_caveat(settings: dict, image_key: str) -> bool:
+    """``image_caveat`` for a result whose settings use the attention saliency (the Saliency page's
+    method, as an importance or a token score) of the bundled model, on an image that is not one of
+    its digits. Returns whether it warned."""
+    from adapatch.export import needs_saliency
+    sal = settings.get("saliency") or {}
+    if sal.get("method") != "attention" or not needs_saliency(settings):
+        return False
+    return image_caveat(str((sal.get("params") or {}).get("model") or "task"), image_key,
+                        what="its attention saliency (the Saliency page's method, which this result uses)")
+
+
 def use_digit_sample() -> None:
     """Button callback: make a digit sample the current image (sidebar included): the one that
     shows the model at its best (``model_view.default_sample`` at the Token pruning keep ratio: right

@@ -520,11 +520,11 @@ def record(choice: Choice, entry: ImageEntry, frame_shape: tuple[int, int] | Non
     return {"query": q, "weight": float(choice.weight)}
 
 
-def note(choice: Choice) -> None:
+def note(choice: Choice, warned: bool = False) -> None:
     """Say why an active query is not in use; for a class query of a model the control picked itself,
     warn when that model was not trained for the image (``model_source.image_caveat``: the rule and
-    the words the pages' own model views use)."""
-    if choice.ready and choice.own_model and choice.query.get("kind") == "class":
+    the words the pages' own model views use), unless the page has just warned (``warned``)."""
+    if choice.ready and choice.own_model and choice.query.get("kind") == "class" and not warned:
         from . import model_source
         model_source.image_caveat(choice.query.get("model", ""), state.current_key(),
                                   what="the class query (its map of evidence for that digit, and the layout "

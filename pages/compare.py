@@ -253,5 +253,6 @@ def compare_view(entry: ImageEntry) -> None:
 with ui.guard("image"):
     _entry = state.current()
     ui.page_header("Compare at the same budget", "Same number of tokens for every layout: where does each one "
-                   "spend them, and which keeps more of the image? Best values highlighted.", _entry)
+                   "spend them, and which keeps more of the image? Best values highlighted among the layouts at "
+                   "equal tokens.", _entry)
     compare_view(_entry)

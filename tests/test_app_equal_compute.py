@@ -221,3 +221,16 @@ def test_a_winner_with_more_tokens_says_so() -> None:
     assert more(tokens, "C: uniform grid · 29 px") == " C has 6% more tokens than A."
     assert more(tokens, "A: multiscale") == ""
     assert more(pd.Series({"A: x": 1_000, "B: y": 1_009}), "B: y") == ""  # within 1%: nothing to say
+
+
+def test_efficiency_in_threshold_mode_says_the_tokens_differ() -> None:
+    at = app().run()
+    at.session_state["ap_settings"]["use_budget"] = False
+    at.switch_page("pages/efficiency.py").run()
+    ok(at)
+    assert not _unused_warnings(at)  # no budget: nothing is "unused"
+    assert any("Threshold mode" in c.value and "not at equal tokens" in c.value for c in at.caption)
+    speed = next(d for d in at.dataframe if list(d.value.columns[:2]) == ["ViT-Ti", "ViT-S"])
+    assert not _highlighted_rows(speed)
+    text = next(i.value for i in at.info if "quadtree layout uses" in i.value).replace("\\", "")
+    assert "Biggest saving against 16 px" in text and "on every image" not in text

@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from adapatch.app_support import ui  # noqa: E402
-from adapatch.fidelity import MAX_PSNR  # noqa: E402
-from adapatch.quality import QualityCurve, quadtree_quality, uniform_quality  # noqa: E402
-from adapatch.samples import load_sample  # noqa: E402
-from tests.app_helpers import app, chart_texts, ok  # noqa: E402
+from adapatch.app_support import ui
+from adapatch.fidelity import MAX_PSNR
+from adapatch.quality import QualityCurve, quadtree_quality, uniform_quality
+from adapatch.samples import load_sample
+from tests.app_helpers import app, chart_texts, ok
 
 
 def _curve(label: str, tokens, psnr) -> QualityCurve:

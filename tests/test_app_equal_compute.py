@@ -23,10 +23,10 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 
-import adapatch as ap  # noqa: E402
-from adapatch.app_support import recipes  # noqa: E402
-from adapatch.budgets import relative_budget  # noqa: E402
-from tests.app_helpers import app, metric, ok  # noqa: E402
+import adapatch as ap
+from adapatch.app_support import recipes
+from adapatch.budgets import relative_budget
+from tests.app_helpers import app, metric, ok
 
 GREEN = "background-color"
 

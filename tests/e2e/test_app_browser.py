@@ -245,13 +245,17 @@ def test_model_pruning_learned_scorer_and_checkpoint_upload(page, app_url, artif
     _wait_idle(page)
     _screenshot(page, artifacts / "pruning_photo_warning.png")
     main.get_by_role("button", name=re.compile("Use a digit sample")).click()
-    main.get_by_text(re.compile(f"Image: {list_task_samples()[0]}")).first.wait_for(timeout=60_000)  # page header
+    # the sample the model classifies best (right on its full grid and after pruning), not simply the first
+    from adapatch.app_support.model_view import default_sample
+    best = default_sample(0.5, "cpu")
+    assert best in list_task_samples()
+    main.get_by_text(re.compile(f"Image: {best}")).first.wait_for(timeout=60_000)  # page header
     sidebar_image = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.get_by_role("combobox")
-    assert list_task_samples()[0] in sidebar_image.input_value()
+    assert best in sidebar_image.input_value()
     _wait_idle(page)
     _no_exception(page)
     assert main.get_by_text("not a cluttered digit").count() == 0
-    digit = ap.load_image(sample_path(list_task_samples()[0]))
+    digit = ap.load_image(sample_path(best))
     res = prune_tokens_learned(digit, model_grid(task), task, keep_ratio=0.5, device="cpu")
     assert _tokens(page) == str(res.layout.num_tokens)
     assert _metric_value(page, "Prediction") == f"class {res.prediction}"

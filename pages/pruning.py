@@ -38,10 +38,9 @@ def model_macs_metric(res, model) -> tuple[str, str, str, str]:
     prunes is the one whose compute is saved)."""
     from adapatch.model import pruned_macs
     full, pruned = pruned_macs(model, res)
-    return ("Model MACs ratio", f"×{pruned / full:.3f}", f"{pruned / 1e6:.1f} M of {full / 1e6:.1f} M",
-            "This model's MACs with pruning after block "
-            f"{res.layout.params.get('prune_layer')} against its full grid (the blocks before the cut see every "
-            f"token; the same formula as the presets' GMACs). {mv.MACS_NOTE}")
+    why = (f"This model's MACs with pruning after block {res.layout.params.get('prune_layer')} against its full "
+           f"grid (the blocks before the cut see every token; the same formula as the presets' GMACs). {mv.MACS_NOTE}")
+    return "Model MACs ratio", f"×{pruned / full:.3f}", f"{pruned / 1e6:.1f} M of {full / 1e6:.1f} M", why
 
 
 def _model_numbers(res, ref: model_source.ModelRef, model, container) -> None:

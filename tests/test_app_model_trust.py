@@ -162,7 +162,7 @@ def test_points_count_the_tokens_near_them(falloff: float) -> None:
     query = {"kind": "points", "points": [[120.0, 200.0], [300.4, 60.6], [447.0, 0.0]], "falloff": falloff}
     lay = ap.quadtree(img, budget=300, min_size=16, max_size=64, query=ap.query_map(img, ap.Query.from_dict(query)),
                       query_weight=0.5)
-    inside, total, size = query_ui.finest_in_region(lay, query)
+    inside, _, _ = query_ui.finest_in_region(lay, query)
     assert inside == _near_points_brute(lay, query)
     assert inside >= 1  # every point lies in some finest token near it: never "0 of N" with points on the image
     if falloff:

@@ -271,7 +271,7 @@ def test_no_truncated_metrics_at_1440(page, app_url, artifacts, tmp_path) -> Non
     page.get_by_role("heading", name="Token pruning").first.wait_for(timeout=60_000)
     _settled(page)
     main.locator('[data-testid="stSelectbox"]').filter(has_text="Token scorer").click()
-    page.get_by_role("option", name=re.compile("learned", re.I)).first.click()
+    page.get_by_role("option", name=re.compile("learned", re.IGNORECASE)).first.click()
     main.get_by_role("button", name="Use a digit sample").wait_for(timeout=120_000)
     _settled(page)
     main.get_by_role("button", name="Use a digit sample").click()

@@ -23,7 +23,8 @@ from .strategies import BUDGET_DEFAULT, layout_for_budget, make_layout
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m adapatch", description="Adaptive patch layout of an image. "
                                 "Datasets: python -m adapatch calibrate SOURCE --out DIR, "
-                                "python -m adapatch layouts SOURCE --threshold T --out FILE (see --help of each).")
+                                "python -m adapatch layouts SOURCE --threshold T --out FILE, "
+                                "python -m adapatch tune SOURCE --model MODEL --out DIR (see --help of each).")
     p.add_argument("image", help=f"image file, or sample:NAME for a bundled sample ({', '.join(list_samples())})")
     p.add_argument("--strategy", choices=("quadtree", "greedy", "multiscale", "uniform"), default=None,
                    help="default: with --budget, the better of the distortion quadtree and the equal-token "
@@ -55,12 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-SUBCOMMANDS = ("calibrate", "layouts")
-"""Dataset commands (``adapatch.dataset.cli``); any other first argument is an image."""
+SUBCOMMANDS = ("calibrate", "layouts", "tune")
+"""Dataset commands (``adapatch.dataset.cli``) and the tuner (``adapatch.tune.cli``); any other first
+argument is an image."""
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "tune":
+        from .tune.cli import tune_main
+        return tune_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         from .dataset import cli as dataset_cli
         return dataset_cli.calibrate_main(argv[1:]) if argv[0] == "calibrate" else dataset_cli.layouts_main(argv[1:])

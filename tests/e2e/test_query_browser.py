@@ -209,7 +209,8 @@ def test_no_truncated_metrics_at_1440(page, app_url, artifacts, tmp_path) -> Non
     """At 1440 px, with a query on an uploaded 1800x1200 photo (four-digit token counts), no metric
     label, value or delta is cut off: the with/without comparison, a points query ("Near points",
     never 0 with points on the image), a class query of the digits model (which warns: not its
-    kind of image), and Token pruning with the model's learned scorer (prediction, its MACs)."""
+    kind of image), Token pruning with the model's learned scorer (prediction, its MACs) and the Model
+    page."""
     import cv2
     import pytest
 
@@ -287,4 +288,14 @@ def test_no_truncated_metrics_at_1440(page, app_url, artifacts, tmp_path) -> Non
     page.evaluate("() => window.scrollTo(0, 0)")
     page.wait_for_timeout(300)
     page.screenshot(path=str(out / "metrics_1440_pruning_model.png"))
+
+    # the Model page: its two heatmaps with their colour bars, nothing cut off
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Model").click()
+    page.get_by_role("heading", name="Model").first.wait_for(timeout=60_000)
+    main.get_by_text("Colour bar (turbo)").nth(1).wait_for(timeout=120_000)
+    _settled(page)
+    _no_error(page)
+    assert main.get_by_text("Colour bar (turbo)").count() == 2
+    assert page.evaluate(TRUNCATED) == []
+    page.screenshot(path=str(out / "model_page_colour_bars.png"))
     assert page.real_errors() == []

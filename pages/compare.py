@@ -220,7 +220,7 @@ def compare_view(entry: ImageEntry) -> None:
                 lay = compute.layout(entry, settings)
                 layouts.append((settings, lay))
                 st.image(compute.overlay_png(entry, settings, max_side=768), output_format="PNG", width="stretch",
-                         caption=f"{chr(65 + i)}: {ui.fmt_int(lay.num_tokens)} tokens · {_label(settings, lay)}")
+                         caption=f"{chr(65 + i)}: {ui.count_text(lay.num_tokens)} · {_label(settings, lay)}")
         ui.patch_size_scale({s for _, lay in layouts for s in lay.sizes},
                             max(compute.display_factor(entry, s) for s, _ in layouts))
         vit = state.get("vit")

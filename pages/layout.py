@@ -7,6 +7,7 @@ import streamlit as st
 import adapatch as ap
 from adapatch.app_support import (
     compute,
+    model_caveats,
     model_source,
     model_view,
     query_ui,
@@ -63,7 +64,7 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
     slots = ui.efficiency_metrics(eff, lay, container=top, against_finest=True)
     size = d["img_size"]
     with right:
-        model_source.image_caveat(picked[0], state.current_key())
+        model_caveats.image_caveat(picked[0], state.current_key())
     with main:
         query_ui.note(choice)
         c1, c2 = st.columns(2)
@@ -317,7 +318,7 @@ def layout_view(entry: ImageEntry) -> None:
         unused_slot = top.empty()  # under the numbers: a note when they are not at the budget's tokens
 
         with main:
-            warned = model_source.settings_caveat(settings, state.current_key())  # the digits model's attention
+            warned = model_caveats.settings_caveat(settings, state.current_key())  # the digits model's attention
             if refused:
                 st.warning(f"{compute.MULTISCALE_QUERY_REFUSED}. The layout below is without the query.",
                            icon=":material/block:")
@@ -326,7 +327,7 @@ def layout_view(entry: ImageEntry) -> None:
                          width="stretch", caption="What the model sees: every token resampled to 16 px and painted back")
             else:  # JPEG at display size: ~10 ms to encode where PNG takes ~90 ms at 1024 px (download: PNG)
                 st.image(compute.overlay_jpeg(entry, settings), output_format="JPEG", width="stretch",
-                         caption=f"{ui.fmt_int(lay.num_tokens)} tokens · {recipes.describe(settings)}"
+                         caption=f"{ui.count_text(lay.num_tokens)} · {recipes.describe(settings)}"
                                  " · colour = patch size")
                 ui.patch_size_scale(lay.sizes, compute.small_image_factor(lay.height, lay.width))
         if choice.active:

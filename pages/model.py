@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from adapatch.app_support import model_source, state, ui
+from adapatch.app_support import model_caveats, model_source, state, ui
 from adapatch.app_support import model_view as mv
 
 KEEP_DEFAULT = 0.5
@@ -91,7 +91,7 @@ with ui.guard("model"):
                                              format_func=mv.AGREEMENT_IMAGES.get) or "set"
                 entry = state.current() if which == "current" else None
                 if entry is not None:
-                    model_source.image_caveat(ref, entry.key)
+                    model_caveats.image_caveat(ref, entry.key)
                 mv.token_agreement_view(ref, model, which, entry, key="m_agree")
 
     agreement()

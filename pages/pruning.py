@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 import adapatch as ap
-from adapatch.app_support import compute, model_source, query_ui, recipes, state, ui
+from adapatch.app_support import compute, model_caveats, model_source, query_ui, recipes, state, ui
 from adapatch.app_support import model_view as mv
 from adapatch.app_support.images import ImageEntry
 from adapatch.samples import task_sample_label
@@ -125,8 +125,8 @@ def pruning_view(entry: ImageEntry) -> None:
         if model_based:
             _model_numbers(res, picked[0], picked[1], top)
         with right:
-            warned = (model_source.image_caveat(picked[0], state.current_key()) if model_based
-                      else model_source.settings_caveat(settings, state.current_key()))
+            warned = (model_caveats.image_caveat(picked[0], state.current_key()) if model_based
+                      else model_caveats.settings_caveat(settings, state.current_key()))
             kept = (f"Kept {ui.fmt_int(lay.num_tokens)} of {ui.fmt_int(lay.num_tokens + len(lay.dropped))} "
                     f"tokens{frame_note}; dropped tokens dimmed{' and tinted blue' if model_based else ''}"
                     + (f" · {choice.query['kind']} query, weight {choice.weight:.2f}" if choice.ready else ""))

@@ -6,7 +6,7 @@ import streamlit as st
 
 import adapatch as ap
 from adapatch import render
-from adapatch.app_support import compute, model_source, query_ui, recipes, state, ui
+from adapatch.app_support import compute, model_caveats, model_source, query_ui, recipes, state, ui
 from adapatch.app_support.images import ImageEntry, md_escape
 
 
@@ -104,7 +104,7 @@ def saliency_view(entry: ImageEntry) -> None:
             spec["params"]["model"] = recipes.model_name()
         with right:
             if method == "attention":
-                model_source.image_caveat(model_source.current_ref(), state.current_key())
+                model_caveats.image_caveat(model_source.current_ref(), state.current_key())
             c1, c2 = st.columns(2)
             if choice.kind == "region":
                 with c1:

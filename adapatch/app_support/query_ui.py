@@ -525,8 +525,8 @@ def note(choice: Choice, warned: bool = False) -> None:
     warn when that model was not trained for the image (``model_source.image_caveat``: the rule and
     the words the pages' own model views use), unless the page has just warned (``warned``)."""
     if choice.ready and choice.own_model and choice.query.get("kind") == "class" and not warned:
-        from . import model_source
-        model_source.image_caveat(choice.query.get("model", ""), state.current_key(),
+        from . import model_caveats
+        model_caveats.image_caveat(choice.query.get("model", ""), state.current_key(),
                                   what="the class query (its map of evidence for that digit, and the layout "
                                        "it shapes)")
     if choice.active and not choice.ready and choice.note:
@@ -590,4 +590,4 @@ def comparison(entry: ImageEntry, pair: tuple[dict, dict], choice: Choice, *, ki
                         f"{inside}/{total}" if total else "–",
                         delta=(f"{100 * inside / total:.0f}%" if total else None), delta_color="off",
                         delta_arrow="off", help=f"Of the {what}, how many {where}.")
-        col.caption(f"**{label}** · {ui.fmt_int(lay.num_tokens)} tokens")
+        col.caption(f"**{label}** · {ui.count_text(lay.num_tokens)}")

@@ -56,12 +56,23 @@ def main(argv: list[str] | None = None) -> dict:
                     help="no training: query-aware patching on two cluttered digits with the checkpoint in --out "
                          "(--seed: the canvases' seed, default 14); writes query_results.json / query_results.md")
     ap.add_argument("--query-n", type=int, default=2000, help="--query-experiment: number of two-digit canvases")
+    ap.add_argument("--tune-experiment", action="store_true",
+                    help="no training: adapatch.tune on the checkpoint's held-out digits, with and without labels, "
+                         "against the hand-picked rows; writes tune_results.json / tune_results.md")
+    ap.add_argument("--limit", type=int, default=None, help="--tune-experiment: use the first N held-out images")
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error("--threads must be >= 1")
     command = "python -m adapatch.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.query_experiment:
         return _query_experiment(ap, args, command)
+    if args.tune_experiment:
+        from .tune_eval import markdown as tune_markdown
+        from .tune_eval import run_tune_experiment
+        res = run_tune_experiment(args.out, limit=args.limit, seed=args.seed or 0, device=args.device,
+                                  threads=args.threads, command=command)
+        print(tune_markdown(res))
+        return res
     if args.eval_only:
         for flag, given in (("--quick", args.quick), ("--seed", args.seed is not None),
                             ("--vit-epochs", args.vit_epochs is not None)):

@@ -200,6 +200,17 @@ class Evaluator:
                     self._sel[int(i)] = row
         return torch.stack([self._sel[int(i)] for i in idx])
 
+    def score_layouts(self, idx: np.ndarray, layouts: list[PatchLayout], extra_macs: float = 0.0) -> Scores:
+        """``score`` for layouts made elsewhere (hand-picked baselines); ``extra_macs`` per image (a
+        selector's CNN)."""
+        idx = np.asarray(idx, np.int64)
+        logp = self._logits(idx, layouts)
+        ref = self.reference(idx)
+        kl = np.clip((np.exp(ref) * (ref - logp)).sum(1), 0.0, None)
+        tokens = np.array([lay.num_tokens for lay in layouts], np.int64)
+        macs = np.array([model_macs(self.cfg, int(t)) for t in tokens], np.float64) + extra_macs
+        return Scores(logp.argmax(1), kl, tokens, macs)
+
     def score(self, config: Config, idx: np.ndarray, threshold: float | None = None) -> Scores:
         """Predictions, KL against the full grid, tokens and MACs of ``config`` on images ``idx``."""
         idx = np.asarray(idx, np.int64)

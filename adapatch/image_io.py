@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .messages import one_line
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image (width x height) ``load_image`` accepts by default: 50 megapixels."""
@@ -220,5 +221,5 @@ def _from_array(a: np.ndarray, max_pixels: int) -> np.ndarray:
 
 
 def _short(e: BaseException) -> str:
-    msg = " ".join(str(e).split()) or type(e).__name__
-    return msg[:120]
+    """A decoder's complaint, short enough to sit inside a longer line."""
+    return one_line(str(e) or type(e).__name__, 120)

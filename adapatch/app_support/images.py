@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ImageError
 from ..image_io import open_image
+from ..messages import one_line
 from ..resize import WORK_MAX_PIXELS, to_working_size
 from ..samples import describe_sample, list_samples, list_task_samples, sample_path
 
@@ -112,7 +113,7 @@ def upload_error_line(exc: BaseException) -> str:
     if msg.startswith("image: "):  # open_image names byte sources "image"; the UI shows the file name
         msg = msg[len("image: "):]
     if isinstance(exc, ImageError) or isinstance(exc, ValueError):
-        return msg[:200] or "cannot read this file"
+        return one_line(msg) or "cannot read this file"
     return "cannot read this file"
 
 

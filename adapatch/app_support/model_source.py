@@ -22,6 +22,7 @@ from typing import Any
 
 import streamlit as st
 
+from adapatch.messages import first_line, one_line
 from adapatch.model_refs import CHECKPOINT_SUFFIXES
 
 from . import state
@@ -78,16 +79,11 @@ def timm_unavailable() -> str | None:
     return None
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[0][:200] if lines else ""
-
-
 def timm_reason(e: BaseException) -> str:
     """What is wrong with timm, said in words (never an exception class name), from the error
     ``import timm`` raised: not installed, a package it needs missing, or an installed timm whose
     torchvision does not match torch."""
-    detail = _first_line(e)
+    detail = first_line(e) if str(e).strip() else ""
     if isinstance(e, ModuleNotFoundError):  # a module that is not there: timm itself, or one it needs
         missing = str(getattr(e, "name", None) or "")
         if missing == "timm" or (not missing and "'timm'" in detail):
@@ -182,14 +178,14 @@ def _reason(e: Exception) -> str:
         text = str(e)
     else:
         log.warning("model could not be loaded: %s: %s", type(e).__name__, e)
-        detail = _first_line(e)
+        detail = first_line(e) if str(e).strip() else ""
         if isinstance(e, ImportError):
             text = f"a package the model needs cannot be imported: {detail or getattr(e, 'name', None) or 'no detail'}"
         elif isinstance(e, MemoryError):
             text = "not enough memory to load this model"
         else:
             text = f"the model could not be loaded: {detail or 'no detail (see the server log)'}"
-    return " ".join(text.split())[:300]
+    return one_line(text)
 
 
 def current_model(device: str | None = None) -> tuple[ModelRef, Any]:
@@ -299,7 +295,7 @@ def picker(device: str | None = None) -> tuple[ModelRef, Any] | None:
     try:
         model = load(ref, device)
     except ValueError as e:
-        st.error(md_escape(" ".join(str(e).split())[:300]), icon=":material/error:")
+        st.error(md_escape(one_line(e)), icon=":material/error:")
         return None
     return ref, model
 

@@ -30,6 +30,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from adapatch.messages import one_line
 from adapatch.query import Query, region_mask
 
 from . import compute, state
@@ -83,7 +84,7 @@ class Choice:
 
 # ------------------------------------------------------------------ geometry
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:240] or "this query cannot be used on this image"
+    return one_line(e) or "this query cannot be used on this image"
 
 
 def box_from_range(xr, yr, shape: tuple[int, int], scale: tuple[float, float] = (1.0, 1.0)) -> tuple[int, ...]:

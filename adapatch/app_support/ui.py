@@ -20,6 +20,7 @@ from adapatch import render
 from adapatch.errors import ImageError
 from adapatch.export import settings_json, settings_snippet
 from adapatch.fidelity import MAX_PSNR
+from adapatch.messages import one_line
 
 from . import compute
 from .images import ImageEntry, md_escape
@@ -35,7 +36,7 @@ def guard(what: str = "") -> Iterator[None]:
     try:
         yield
     except (ImageError, ValueError) as e:
-        msg = " ".join(str(e).split())[:300]
+        msg = one_line(e)
         if not msg:  # no text to show: say so in words; the kind of failure goes to the log
             log.warning("%s without a message%s", type(e).__name__, f" ({what})" if what else "")
             msg = "these settings cannot be used on this image"

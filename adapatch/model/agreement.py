@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..layout import PatchLayout
+from ..messages import one_line
 from ..pruning import keep_count, prune, token_scores
 from ..validation import check_choice, check_float, check_int
 from .api import model_grid
@@ -409,7 +410,7 @@ def token_agreement(model, images: Sequence[np.ndarray], fractions: Sequence[flo
                             preds[method][j] += [int(p) for p in top1.cpu()]
                         step()
                 except ValueError as e:  # this model cannot run the method: say why, keep the others
-                    out.unavailable[method] = " ".join(str(e).split())[:300]
+                    out.unavailable[method] = one_line(e)
                     step(npts - counted)
     n_img = len(images)
     out.full_predictions = full_preds

@@ -18,7 +18,7 @@ import re
 import torch
 
 from ..validation import check_choice
-from .messages import as_value_error
+from ..messages import as_value_error
 from .timm.arch import timm_state_dict
 from .vit import ViTConfig
 

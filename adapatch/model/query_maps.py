@@ -60,6 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..messages import first_line
 from ..model_refs import OPEN_CLIP_HINT, open_clip_missing
 from ..device import resolve_device
 from ..validation import check_choice, check_rgb
@@ -175,11 +176,6 @@ def class_evidence_map(image: np.ndarray, model, target: int, device: str | torc
 
 
 # ---------------------------------------------------------------------------------- text
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {s[0]}" if s else type(e).__name__
-
-
 @lru_cache(maxsize=1)
 def _open_clip_status() -> str | None:
     missing = open_clip_missing()
@@ -188,7 +184,7 @@ def _open_clip_status() -> str | None:
     try:
         import open_clip  # noqa: F401  (slow the first time: it imports torchvision and timm)
     except Exception as e:  # noqa: BLE001 - a torchvision built for another torch fails with a RuntimeError
-        return f"{OPEN_CLIP_HINT}; it is installed but does not import ({_first_line(e)})"
+        return f"{OPEN_CLIP_HINT}; it is installed but does not import ({first_line(e, named=True)})"
     return None
 
 
@@ -217,7 +213,7 @@ def _load_named(name: str, device: str):
     else:
         raise ValueError(f"model must name pretrained weights, 'ARCH/TAG' (e.g. {DEFAULT_TEXT_MODEL!r}) or "
                          f"'hf-hub:org/repo', got {name!r}: an architecture alone has random weights")
-    from .messages import one_line
+    from ..messages import one_line
     from .timm.hub import hub_offline, hub_reachable
 
     online = hub_reachable()  # offline, only cached weights load and a miss fails at once (no retries)
@@ -226,7 +222,7 @@ def _load_named(name: str, device: str):
             model = open_clip.create_model(arch, pretrained=tag, device=device)
             tokenizer = open_clip.get_tokenizer(arch)
     except Exception as e:  # noqa: BLE001 - unknown name or tag, hub unreachable, not cached
-        why = _first_line(e) if online else "offline and its weights are not cached"
+        why = first_line(e, named=True) if online else "offline and its weights are not cached"
         raise ValueError(one_line(f"model: open_clip could not load {name!r}: {why}")) from None
     return model.eval(), tokenizer
 

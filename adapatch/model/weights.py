@@ -24,7 +24,7 @@ from ..device import resolve_device
 from ..model_refs import CHECKPOINT_SUFFIXES
 from ..validation import check_choice
 from .config_inference import IMAGENET_MEAN, IMAGENET_STD, PREPROCESS, config_from_state_dict, inferred_config
-from .messages import as_value_error, first_line, one_line
+from ..messages import as_value_error, first_line, one_line
 from .timm.arch import timm_state_dict
 from .timm.build import config_from_timm_json
 from .timm.hub import not_loadable, pretrained

@@ -19,8 +19,6 @@ import shlex
 import sys
 import time
 
-import numpy as np
-
 from .space import QUADTREE_IMPORTANCES, STRATEGIES
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..config_inference import apply_preprocess, config_from_state_dict
-from ..messages import first_line, one_line
+from ...messages import first_line, one_line
 from ..vit import ViTConfig
 from .arch import config_from_timm
 

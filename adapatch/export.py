@@ -9,7 +9,8 @@ Settings (``"format": "adapatch.settings/1"``)::
 
     image:       {"source": "sample:astronaut" | "<file name>", "resize": [h, w] | None}
     saliency:    {"method": "edges", "params": {...}}  (used by greedy, saliency importances, pruning)
-    strategy:    "quadtree" | "greedy" | "uniform"
+    strategy:    "quadtree" | "greedy" | "multiscale" | "uniform" | "learned_selector" (``STRATEGIES`` +
+                 ``MODEL_STRATEGIES``)
     params:      keyword arguments of the strategy (``make_layout``)
     solve_budget: None | int   -> ``layout_for_budget(image, strategy, solve_budget, ...)``
     prune:       None | {"keep_ratio": r, "scorer": "mean" | "max" | "learned" | "attention",

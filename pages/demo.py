@@ -51,7 +51,7 @@ def panel_metrics(view: demo.StepView, p: demo.Panel, container, per_row: int) -
               f"Tokens of this layout; the budget was {view.budget} ({view.scene.fraction:.0%} of the 16 px grid).")]
     gap = p.psnr - other.psnr
     delta = (f"{gap:+.2f} dB" if abs(gap) >= 0.005 else "same") if main and max(p.psnr, other.psnr) < 100 else None
-    items.append(("PSNR (dB)", demo.psnr_text(p.psnr), delta,
+    items.append(("PSNR (dB)", ui.fmt_psnr(p.psnr), delta,
                   f"What the model sees (each patch resized to a {view.scene.token_size} px token) against the "
                   "original image; higher is closer." + (f" The change is against the {other.short} layout beside it."
                                                          if delta else "")))

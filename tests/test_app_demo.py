@@ -15,7 +15,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import adapatch as ap  # noqa: E402
-from adapatch.app_support import demo  # noqa: E402
+from adapatch.app_support import demo, ui  # noqa: E402
 from adapatch.export import layout_from_settings, settings_snippet  # noqa: E402
 from adapatch.samples import DATASET_DIR, sample_path  # noqa: E402
 
@@ -76,7 +76,7 @@ def test_every_step_renders_and_next_back_move_the_step(at: AppTest, views) -> N
         assert at.subheader[0].value.startswith(f"{i + 1}. ")
         view = views[sc.key]
         assert _metrics(at, "Tokens") == [str(p.tokens) for p in view.panels]  # every panel's tokens, main first
-        assert _metrics(at, "PSNR (dB)") == [demo.psnr_text(p.psnr) for p in view.panels]
+        assert _metrics(at, "PSNR (dB)") == [ui.fmt_psnr(p.psnr) for p in view.panels]
         assert len(at.image) == len(view.panels)
         seen.append(at.subheader[0].value)
     assert at.button(key="demo_next").disabled and not at.button(key="demo_back").disabled

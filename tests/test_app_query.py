@@ -1,4 +1,4 @@
-"""The Query control (issue #14) under ``AppTest``, and the geometry behind the drawing surface.
+"""The Query control (query-aware patching) under ``AppTest``, and the geometry behind the drawing surface.
 
 AppTest cannot drag on a Plotly chart, so a box is given through the exact-region inputs (the same
 path the drawing takes: a region stored per image digest); ``tests/e2e/test_query_browser.py``
@@ -290,7 +290,7 @@ def test_clicked_points() -> None:
 
 
 def test_multiscale_takes_the_query() -> None:
-    """Multiscale mixes the query (#14): the page shows the library's layout with the query (its search
+    """Multiscale mixes the query: the page shows the library's layout with the query (its search
     setting: fast, ``scales=1``, by default), and the comparison holds the same budget on both sides."""
     at = _region_app()
     at.selectbox(key="w_strategy").set_value("multiscale").run()

@@ -1,4 +1,4 @@
-"""The query-aware experiment (issue #14): the two-digit generator's ground truth, the evaluation
+"""The query-aware experiment: the two-digit generator's ground truth, the evaluation
 on a small seeded subset (rows at equal tokens, token precision), the batched class maps against
 the library's ``query_map``, the CLI flag, and the README table as ``query_results.json`` prints it."""
 

@@ -1,4 +1,4 @@
-"""Class-evidence and text query maps (``adapatch.model.query_maps``, issue #14).
+"""Class-evidence and text query maps (``adapatch.model.query_maps``).
 
 Class maps run on the bundled task model (trained on cluttered digits) with the generator's
 ground truth, and on small random ViTs of every head kind. Text maps run through an open_clip

@@ -1,4 +1,4 @@
-"""Query mixing in ``multiscale`` and the learned selector (#14): weight 0 is the query-blind result
+"""Query mixing in ``multiscale`` and the learned selector: weight 0 is the query-blind result
 bit for bit, a box query pulls the finest tokens into the box at equal tokens, budgets and exact
 tiling hold, and multiscale's winner is judged by the query-weighted error (each box's squared
 error times ``(1 - w) + w * mean(query over the box)``), computed here independently from the

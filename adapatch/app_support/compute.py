@@ -169,7 +169,7 @@ def display_factor(entry: ImageEntry, settings: dict) -> int:
     return max(1, MODEL_DISPLAY_SIDE // max(h, w))
 
 
-# ------------------------------------------------------------------ queries (issue #14)
+# ------------------------------------------------------------------ queries (query-aware patching)
 def query_key(query: dict, device: str | None = None) -> str:
     """Cache key of a ``Query`` dict: for a class query also the picked model's key, and for class
     and text queries the device their model runs on (``device``, default the sidebar's, resolved)."""

@@ -38,7 +38,7 @@ from .images import (
     load_sample_entry,
 )
 from .recipes import Budget, describe, search_word
-from .ui import count_text
+from .ui import count_text, fmt_psnr
 
 VIT = "ViT-B"
 """ViT preset of the GMACs numbers (the Patch layout page's default)."""
@@ -262,7 +262,7 @@ class StepView:
 
 def psnr_words(psnr: float) -> str:
     """PSNR with its unit ("31.55 dB"), or "lossless"."""
-    text = psnr_text(psnr)
+    text = fmt_psnr(psnr)
     return text if text == "lossless" else f"{text} dB"
 
 
@@ -289,11 +289,6 @@ def _token_gap(a: int, b: int) -> str:
     if b and abs(a - b) > 0.05 * b:
         return f" (the grid closest in tokens has {abs(a - b) / b:.0%} {'fewer' if a > b else 'more'} tokens)"
     return ""
-
-
-def psnr_text(psnr: float) -> str:
-    """PSNR for display: "36.14", or "lossless" (the capped value of an exact reconstruction)."""
-    return "lossless" if psnr >= MAX_PSNR else f"{psnr:.2f}"
 
 
 def enlarge_factor(layout: ap.PatchLayout) -> int:
@@ -507,7 +502,9 @@ def open_step(scene_: Scene, image_key: str | None = None) -> None:
 
 
 _SETTING_WORDS = {"strategy": "strategy", "importance": "importance", "scales": "multiscale search",
-                  "sizes": "patch sizes", "use_budget": "budget mode", "budget_fraction": "budget", "vit": "ViT preset"}
+                  "sizes": "patch sizes", "use_budget": "budget mode", "budget_fraction": "budget", "vit": "ViT preset",
+                  "thresholds": "threshold", "selector_k": "tokens kept (top-k)", "greedy_allocation": "allocation",
+                  "saliency_method": "saliency"}
 
 
 def _setting_text(name: str, value: Any) -> str:
@@ -538,6 +535,11 @@ def changes_text(before: dict[str, Any], after: dict[str, Any]) -> str | None:
     parts = []
     for name, value in after.items():
         old = before.get(name)
+        if isinstance(value, dict):  # per-kind values (thresholds): only the kinds that change, each by name
+            parts += [f"{_SETTING_WORDS.get(name, name)} ({k}) {v:.6g}" + ("" if (old or {}).get(k) is None
+                                                                          else f" (was {(old or {})[k]:.6g})")
+                      for k, v in value.items() if (old or {}).get(k) != v]
+            continue
         if old is None or (tuple(old) if isinstance(old, (list, tuple)) else old) != value:
             was = "" if old is None else f" (was {_setting_text(name, old)})"
             parts.append(f"{_SETTING_WORDS.get(name, name)} {_setting_text(name, value)}{was}")
@@ -547,16 +549,23 @@ def changes_text(before: dict[str, Any], after: dict[str, Any]) -> str | None:
 def open_on_layout(scene_: Scene, image_key: str) -> None:
     """Callback: the Patch layout page's settings of this step, and its image as the current image. What
     this changes in the user's settings is said on the page that opens (``state.notify``)."""
-    after = step_settings(scene_)
+    apply_on_layout(step_settings(scene_), f"the Demo's step \"{scene_.label}\"", image_key)
+
+
+def apply_on_layout(after: dict[str, Any], what: str, image_key: str) -> str:
+    """Put the Patch layout page's settings ``after`` in place and make ``image_key`` the current image:
+    the one path every "Open in Patch layout" takes (the Demo's steps, the Tune page's configurations).
+    The page that opens says what changed (``state.notify``); returns that line."""
     before = {name: state.get(name) for name in after}
     for name, value in after.items():
         state.put(name, value)
     changed = changes_text(before, after)
-    state.notify(f"Opened the Demo's step \"{scene_.label}\": " + (f"your settings changed: {changed}." if changed
-                                                                   else "your settings already matched it."),
-                 page="Patch layout")
+    text = f"Opened {what}: " + (f"your settings changed: {changed}." if changed
+                                 else "your settings already matched it.")
+    state.notify(text, page="Patch layout")
     state.set_current(image_key)
     st.session_state.pop("w_image", None)  # the sidebar re-seeds its image box from the current image
+    return text
 
 
 def export_name(index: int, scene_: Scene) -> str:

@@ -1,4 +1,4 @@
-"""The Query control (issue #14) of Patch layout, Saliency and Token pruning.
+"""The Query control (query-aware patching) of Patch layout, Saliency and Token pruning.
 
 A *query* says where the user wants detail; the library mixes its map into the importance with a
 weight (``adapatch.query``, docs/query.md). This module only draws the widgets and turns what the

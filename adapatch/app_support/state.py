@@ -2,7 +2,7 @@
 
 Widget state is lost when a page no longer draws the widget, so every setting that must survive
 a page switch lives in ``st.session_state[SETTINGS]`` (a plain dict). Widgets are bound to it with
-``bind``: the widget's key is seeded from the setting before the widget is drawn, and the value
+``widget``: the widget's key is seeded from the setting before the widget is drawn, and the value
 the widget returns is written back.
 """
 
@@ -77,7 +77,7 @@ DEFAULTS: dict[str, Any] = {
     ],
     # efficiency
     "eff_samples": True,
-    # query-aware patching (issue #14; app_support.query_ui): the kind and weight are the user's for
+    # query-aware patching (app_support.query_ui): the kind and weight are the user's for
     # every image; a region is per image (``query_region``, keyed by the image's digest)
     "query_kind": "none",  # none | region | class | text
     "query_weight": 0.5,

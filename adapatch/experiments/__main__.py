@@ -8,7 +8,7 @@ cover the whole split; ``results.json``'s ``subset_check`` holds the exact corre
 MACs on its first ``SUBSET_N`` images, which tests/test_experiments_eval.py recomputes in seconds.
 
 ``python -m adapatch.experiments --query-experiment [--out DIR] [--seed N] [--query-n N] [--threads N]``:
-query-aware patching on two cluttered digits (issue #14, ``query_eval``), with the checkpoint in
+query-aware patching on two cluttered digits (``query_eval``), with the checkpoint in
 ``DIR`` unchanged; writes ``query_results.json`` and ``query_results.md`` there."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Query-aware patching on two cluttered digits (issue #14): does a query steer the model?
+"""Query-aware patching on two cluttered digits: does a query steer the model?
 
 The bundled single-digit task model reads the whole two-digit canvas of ``two_digits`` (the query
 names a side; the label is that side's digit), unchanged: the token layout is the only thing that

@@ -1,6 +1,6 @@
 """Two cluttered digits and a query: the label is the digit the query names.
 
-The query-aware experiment (issue #14) needs a task where *which* part of the image matters is
+The query-aware experiment needs a task where *which* part of the image matters is
 given by a question, not by the pixels. Each 64x64 canvas holds two held-out digits, one in the
 left half and one in the right half (different classes, so which one the model read is always
 visible in its answer), with the single-digit task's distractor fragments and noise over the

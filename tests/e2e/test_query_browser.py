@@ -1,4 +1,4 @@
-"""The Query control in a real browser (issue #14): drag a box on the Plotly image on Patch layout.
+"""The Query control in a real browser: drag a box on the Plotly image on Patch layout.
 
 Picks the Region query, drags a box over the drawing surface with the mouse (what AppTest cannot
 do), and checks that the page follows: the region is stored in image pixels (the caption names the

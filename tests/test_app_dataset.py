@@ -45,8 +45,9 @@ def _png(seed: int, size: int = 96) -> bytes:
 
 @pytest.fixture(scope="module")
 def store():
-    """The bundled set scanned by the library itself, named as the page names it."""
-    s = scan({p.name: p.read_bytes() for p in dataset_sample_paths()}, CurveSettings(16, 64, "distortion"))
+    """The bundled set scanned by the library itself, named as the page names it (in this process, as
+    the page scans: the app's warm-up thread may be running here, and a fork beside it can hang)."""
+    s = scan({p.name: p.read_bytes() for p in dataset_sample_paths()}, CurveSettings(16, 64, "distortion"), workers=1)
     yield s
     s.close()
 
@@ -171,7 +172,7 @@ def test_uploads_with_bad_files_are_listed_as_skipped() -> None:
     assert sorted(skipped["file"]) == ["bad.zip", "set.zip/set/broken.png"]
     assert all("\n" not in r and "Traceback" not in r for r in skipped["reason"])
     good = {"set.zip/set/a.png": _png(1), "set.zip/set/b.png": _png(2, 128), "c.png": _png(3, 64)}
-    with scan(good, CurveSettings(16, 64, "distortion")) as s:
+    with scan(good, CurveSettings(16, 64, "distortion"), workers=1) as s:
         target = app.slider(key="w_ds_target_mean_tokens").value
         t, _ = solve(s, Targets(mean_tokens=target), "ViT-B")
     assert _metrics(app)["Threshold"] == f"{t:.6g}"
@@ -334,7 +335,7 @@ def test_the_target_carries_as_a_share_of_the_grid_to_new_images(store) -> None:
     slider = app.slider(key="w_ds_target_mean_tokens")
     assert slider.value == round(0.5 * u16) > slider.min == 130
     assert "= 50.0% of the uniform 16 px grid" in " ".join(c.value for c in app.caption)
-    with scan({n: d for n, d, _ in files}, CurveSettings(16, 64, "distortion")) as s:
+    with scan({n: d for n, d, _ in files}, CurveSettings(16, 64, "distortion"), workers=1) as s:
         t, _ = solve(s, Targets(mean_tokens=round(0.5 * u16)), "ViT-B")
     assert _metrics(app)["Threshold"] == f"{t:.6g}"
     assert 0.45 * u16 < float(_metrics(app)["Mean tokens"].replace(",", "")) <= 0.5 * u16
@@ -365,7 +366,7 @@ def test_apply_makes_the_datasets_images_openable_in_the_sidebar() -> None:
     app.slider(key="w_ds_target_mean_tokens").set_value(app.slider(key="w_ds_target_mean_tokens").min + 20).run()
     data = {"set.zip/set/z1.png": _photo(21, 180, 260), "set.zip/set/z2.png": _photo(22, 300, 200),
             "a.png": _photo(23, 240, 320), "b.png": _photo(24, 150, 150)}
-    with scan(data, CurveSettings(16, 64, "distortion")) as s:
+    with scan(data, CurveSettings(16, 64, "distortion"), workers=1) as s:
         t, _ = solve(s, Targets(mean_tokens=app.slider(key="w_ds_target_mean_tokens").value), "ViT-B")
         tokens = dict(zip(s.paths, s.tokens_at(np.array([t]))[:, 0].tolist()))
     assert _metrics(app)["Threshold"] == f"{t:.6g}"
@@ -385,7 +386,9 @@ def test_apply_makes_the_datasets_images_openable_in_the_sidebar() -> None:
         assert app.selectbox(key="w_image").format_func(key) == f"Upload · {name}"
         assert int(_metrics(app)["Tokens"].replace(",", "")) == tokens[name], name
 
-    app.switch_page(PAGE).run()
+    app.switch_page(PAGE).run()  # back after Apply: the same uploads and calibration
+    _ok(app)
+    assert _metrics(app)["Threshold"] == f"{t:.6g}" and "Kept: 3 files" in " ".join(c.value for c in app.caption)
     app.button(key="ds_clear_kept").click().run()
     other = _photo(25, 128, 192)
     app.file_uploader(key="ds_uploader_1").set_value([("other.png", other, "image/png")]).run()

@@ -30,6 +30,7 @@ PAGES = [
     st.Page("pages/efficiency.py", title="Efficiency", icon=":material/speed:", url_path="efficiency-report"),
     st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset-calibration"),
     st.Page("pages/model.py", title="Model", icon=":material/neurology:", url_path="task-model"),
+    st.Page("pages/tune.py", title="Tune", icon=":material/tune:", url_path="tune-for-task"),
 ]
 # Url paths differ from the file names on purpose: otherwise a page's hash equals the one Streamlit derives for a legacy
 # ``pages/`` file, and AppTest (1.67) then reruns the page script alone, skipping this entrypoint.

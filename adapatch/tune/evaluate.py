@@ -52,12 +52,14 @@ def selector_macs(selector) -> int:
 
 @dataclass
 class Scores:
-    """Per image of one config: predicted class, KL(full || config) in nats, tokens and MACs."""
+    """Per image of one config: predicted class, KL(full || config) in nats, tokens, MACs and the
+    log-softmax ``[n, classes]`` (for the probability of a label)."""
 
     predictions: np.ndarray
     kl: np.ndarray
     tokens: np.ndarray
     macs: np.ndarray
+    logp: np.ndarray
 
 
 class Evaluator:
@@ -209,7 +211,7 @@ class Evaluator:
         kl = np.clip((np.exp(ref) * (ref - logp)).sum(1), 0.0, None)
         tokens = np.array([lay.num_tokens for lay in layouts], np.int64)
         macs = np.array([model_macs(self.cfg, int(t)) for t in tokens], np.float64) + extra_macs
-        return Scores(logp.argmax(1), kl, tokens, macs)
+        return Scores(logp.argmax(1), kl, tokens, macs, logp)
 
     def score(self, config: Config, idx: np.ndarray, threshold: float | None = None) -> Scores:
         """Predictions, KL against the full grid, tokens and MACs of ``config`` on images ``idx``."""
@@ -219,4 +221,4 @@ class Evaluator:
         ref = self.reference(idx)
         kl = np.clip((np.exp(ref) * (ref - logp)).sum(1), 0.0, None)
         tokens = np.array([lay.num_tokens for lay in lays], np.int64)
-        return Scores(logp.argmax(1), kl, tokens, self.macs(tokens, config.family))
+        return Scores(logp.argmax(1), kl, tokens, self.macs(tokens, config.family), logp)

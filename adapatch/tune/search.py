@@ -46,12 +46,13 @@ class Evaluated:
     threshold: float | None = None  # quadtree: the threshold solved for the level on the search split
     budget: int | None = None  # budget strategies: tokens per image
     rung: int = 0
+    surrogate: float = 0.0  # what the rungs rank by: mean log p(label), or -KL without labels
 
     def to_dict(self) -> dict:
         return {"key": self.config.key, **self.config.to_dict(), "images": self.images, "objective": self.objective,
                 "agreement": self.agreement, "kl": self.kl, "accuracy": self.accuracy,
                 "macs_ratio": self.macs_ratio, "mean_tokens": self.mean_tokens, "threshold": self.threshold,
-                "budget": self.budget, "rung": self.rung}
+                "budget": self.budget, "rung": self.rung, "surrogate": self.surrogate}
 
 
 @dataclass
@@ -100,8 +101,10 @@ def _summary(config: Config, sc: Scores, labels: np.ndarray | None, ref_pred: np
              threshold: float | None, budget: int | None, rung: int) -> Evaluated:
     agree = float((sc.predictions == ref_pred).mean())
     acc = None if labels is None else float((sc.predictions == labels).mean())
-    return Evaluated(config, len(sc.predictions), acc if acc is not None else agree, agree, float(sc.kl.mean()), acc,
-                     float(sc.macs.mean() / full_macs), float(sc.tokens.mean()), threshold, budget, rung)
+    kl = float(sc.kl.mean())
+    surrogate = -kl if labels is None else float(sc.logp[np.arange(len(labels)), labels].mean())
+    return Evaluated(config, len(sc.predictions), acc if acc is not None else agree, agree, kl, acc,
+                     float(sc.macs.mean() / full_macs), float(sc.tokens.mean()), threshold, budget, rung, surrogate)
 
 
 def rung_sizes(per_level: Sequence[int], n_search: int, budget_evals: int, eta: int = ETA) -> list[int]:
@@ -143,6 +146,37 @@ def rung_cost(per_level: Sequence[int], sizes: Sequence[int], n_search: int) -> 
         cost += sum(alive) * s
         alive = [max(1, math.ceil(k / ETA)) for k in alive]
     return cost
+
+
+def smoothed(scored: Sequence[Evaluated]) -> dict[str, float]:
+    """Each configuration's surrogate averaged with its family's at the neighbouring levels scored in
+    the same rung (weights 1/4, 1/2, 1/4; renormalised at the ends): a family's curve is smooth in
+    compute, so its neighbours are extra evidence on the same images."""
+    by_family: dict[str, dict[float, float]] = {}
+    for e in scored:
+        by_family.setdefault(e.config.family.key, {})[e.config.level] = e.surrogate
+    out = {}
+    for e in scored:
+        levels = sorted(by_family[e.config.family.key])
+        i = levels.index(e.config.level)
+        parts = [(0.5, levels[i])] + [(0.25, levels[j]) for j in (i - 1, i + 1) if 0 <= j < len(levels)]
+        w = sum(p for p, _ in parts)
+        out[e.config.key] = sum(p * by_family[e.config.family.key][v] for p, v in parts) / w
+    return out
+
+
+def survivors(scored: Sequence[Evaluated]) -> list[Config]:
+    """Per level, the best ``1/ETA`` by the smoothed surrogate (a continuous, lower-variance stand-in
+    for accuracy or agreement on a small rung: 0/1 outcomes on 16 images cannot rank 19 configs)."""
+    sm = smoothed(scored)
+    by_level: dict[float, list[Evaluated]] = {}
+    for e in scored:
+        by_level.setdefault(e.config.level, []).append(e)
+    keep: list[Config] = []
+    for group in by_level.values():
+        group.sort(key=lambda e: (-sm[e.config.key], -e.objective, e.macs_ratio))
+        keep += [e.config for e in group[:max(1, math.ceil(len(group) / ETA))]]
+    return keep
 
 
 def planned_steps(configs: Sequence[Config], rungs: int) -> int:
@@ -236,14 +270,7 @@ def tune(images: Sequence[np.ndarray] | np.ndarray, model: Any, labels: Sequence
         rungs_info.append({"rung": r, "images": int(size), "configs": len(alive)})
         if r == len(sizes) - 1:
             break
-        by_level: dict[float, list[Evaluated]] = {}
-        for e in scored:
-            by_level.setdefault(e.config.level, []).append(e)
-        keep = []
-        for group in by_level.values():
-            group.sort(key=lambda e: (-e.objective, e.macs_ratio, e.kl))
-            keep += [e.config for e in group[:max(1, math.ceil(len(group) / ETA))]]
-        alive = keep
+        alive = survivors(scored)
     final = [last[c.key] for c in alive]
     rest = sorted((e for k, e in last.items() if e.rung < len(sizes) - 1), key=lambda e: (-e.rung, e.config.key))
     evaluated = sorted(final, key=lambda e: (e.macs_ratio, -e.objective)) + rest

@@ -129,7 +129,7 @@ def calibration_view(source: dv.DatasetSource) -> None:
         except InfeasibleTarget as e:
             with right:
                 st.warning(md_escape(dv.infeasible_message(e)), icon=":material/block:")
-                st.plotly_chart(dv.curve_figure(curve, None, None, kind, float(target), p95,
+                st.plotly_chart(dv.dataset_curve_figure(curve, None, None, kind, float(target), p95,
                                                 log_x=importance == "distortion"), config=ui.PLOT_CONFIG,
                                 key="ds_curve")
             skipped_list(source, store)
@@ -168,10 +168,10 @@ def calibration_view(source: dv.DatasetSource) -> None:
                             "(a ratio of totals; what ViT papers call FLOPs). Lower is cheaper.")
 
         with right:
-            st.plotly_chart(dv.curve_figure(curve, t, s, kind, float(target), p95, log_x=importance == "distortion"), config=ui.PLOT_CONFIG,
+            st.plotly_chart(dv.dataset_curve_figure(curve, t, s, kind, float(target), p95, log_x=importance == "distortion"), config=ui.PLOT_CONFIG,
                             key="ds_curve")
             tokens = store.tokens_at(np.array([t]))[:, 0]
-            st.plotly_chart(dv.histogram_figure(tokens, t), config=ui.PLOT_CONFIG, key="ds_hist")
+            st.plotly_chart(dv.tokens_histogram_figure(tokens, t), config=ui.PLOT_CONFIG, key="ds_hist")
             per = ", ".join(f"{dv.TARGET_KINDS.get(k, 'p95 tokens per image')} {v:.6g}"
                             for k, v in solved.per_target.items())
             st.caption(f"Threshold per target: {per}. The answer is the largest of them (each target is a cap).")

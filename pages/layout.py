@@ -362,14 +362,14 @@ def layout_view(entry: ImageEntry) -> None:
                            "layout's values are exact. All against the original image."
                            + (" The curves are without the query; the current layout has it." if query else ""))
             elif hull is not None:  # multiscale's threshold mode: tokens vs lambda over the hull
-                st.plotly_chart(ui.curve_figure(hull, threshold, lay.num_tokens, None, scale=scale,
+                st.plotly_chart(ui.threshold_curve_figure(hull, threshold, lay.num_tokens, None, scale=scale,
                                                 title="Tokens vs threshold λ · multiscale: quadtree and uniform grids"),
                                 config=ui.PLOT_CONFIG, key="layout_curve")
                 st.caption(hull_caption(hull, threshold, lay.num_tokens))
             elif curve is not None:  # the threshold (budget mode: the one it implies) on the curve, the budget line
-                fig = (ui.curve_figure(qcurve, threshold, qcurve.tokens_at(threshold), budget.tokens,
+                fig = (ui.threshold_curve_figure(qcurve, threshold, qcurve.tokens_at(threshold), budget.tokens,
                                        label="threshold the budget implies", scale=scale) if use_budget else
-                       ui.curve_figure(qcurve, threshold, lay.num_tokens, None, scale=scale))
+                       ui.threshold_curve_figure(qcurve, threshold, lay.num_tokens, None, scale=scale))
                 st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="layout_curve")
             else:
                 st.info("The tokens-vs-threshold curve applies to the quadtree and multiscale; greedy spends the "

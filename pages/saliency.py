@@ -131,7 +131,7 @@ def saliency_view(entry: ImageEntry) -> None:
                          caption=f"Mixed importance (1 − w) · saliency + w · query at w = {w:.2f}: the library's "
                                  "mixing rule per pixel (layouts apply it per square, pruning per token)")
             counts, edges = compute.saliency_histogram(entry, spec)
-            st.plotly_chart(ui.histogram_figure(counts, edges, "Saliency values (all pixels)"),
+            st.plotly_chart(ui.saliency_histogram_figure(counts, edges, "Saliency values (all pixels)"),
                             config=ui.PLOT_CONFIG, key="saliency_hist")
             st.caption("A mostly-low histogram means most of the image is flat: large patches will do there.")
 

@@ -405,7 +405,7 @@ def test_the_log_lambda_axis_spans_the_thresholds_only(store) -> None:
     must not stretch the axis to 10^λ: the range is set to the curve's thresholds."""
     c = dv.curve(dv.bundled_source(), dv.curve_settings("distortion", (16, 64)), "ViT-B")
     t, _ = solve(store, Targets(mean_tokens=102), "ViT-B")
-    fig = dv.curve_figure(c, t, Objectives(store, "ViT-B").stats(t), "mean_tokens", 102.0, None, log_x=True)
+    fig = dv.dataset_curve_figure(c, t, Objectives(store, "ViT-B").stats(t), "mean_tokens", 102.0, None, log_x=True)
     lo, hi = fig.layout.xaxis.range
     positive = [v for v in c.thresholds if v > 0]
     assert fig.layout.xaxis.type == "log"

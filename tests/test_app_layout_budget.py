@@ -341,8 +341,8 @@ def test_quality_and_curve_figures_are_valid_plotly() -> None:
     lam = ap.threshold_curve(img, min_size=16, max_size=64, importance="distortion")
     for fig in (ui.quality_figure([q, u], 100, 30.0, 0.9, marks=[("A", 90, 29.0, 0.88, 0)], budget=100),
                 ui.quality_figure([q, u]),
-                ui.curve_figure(ap.threshold_curve(img, min_size=16, max_size=64), 0.1, 100, 120),
-                ui.curve_figure(ap.threshold_curve(img, min_size=16, max_size=64), 0.1, 100, None),
-                ui.curve_figure(lam, 37.2, 100, 120, scale=threshold_scale(lam)),
-                ui.curve_figure(lam, 0.0, 100, None, scale=threshold_scale(lam))):
+                ui.threshold_curve_figure(ap.threshold_curve(img, min_size=16, max_size=64), 0.1, 100, 120),
+                ui.threshold_curve_figure(ap.threshold_curve(img, min_size=16, max_size=64), 0.1, 100, None),
+                ui.threshold_curve_figure(lam, 37.2, 100, 120, scale=threshold_scale(lam)),
+                ui.threshold_curve_figure(lam, 0.0, 100, None, scale=threshold_scale(lam))):
         go.Figure(fig.to_dict())  # raises on an invalid property

@@ -36,6 +36,7 @@ from adapatch.dataset import extremes as dataset_extremes
 from adapatch.dataset.sources import IMAGE_SUFFIXES
 from adapatch.image_io import load_image
 from adapatch.importance import IMPORTANCE_MEASURES, SALIENCY_MEASURES
+from adapatch.messages import one_line
 
 from . import state
 from .images import UPLOAD_TYPES, clean_name, decode_upload, digest_of, to_display
@@ -458,7 +459,7 @@ def _image(digest: str, name: str, max_pixels: int, _source: DatasetSource) -> n
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _overlay_png(digest: str, settings_json: str, index: int, threshold: float, _store: CurveStore,
+def _gallery_overlay_png(digest: str, settings_json: str, index: int, threshold: float, _store: CurveStore,
                  _source: DatasetSource) -> bytes:
     name = _store.paths[index]
     image = _image(_source.digest, name, _store.settings.max_pixels, _source)
@@ -476,7 +477,7 @@ def gallery_factor(height: int, width: int) -> int:
 def overlay_png(source: DatasetSource, settings: CurveSettings, store: CurveStore, index: int,
                 threshold: float) -> bytes:
     """Image ``index`` of the store with its quadtree at ``threshold`` drawn over it."""
-    return _overlay_png(source.digest, json.dumps(settings.to_dict(), sort_keys=True), int(index), float(threshold),
+    return _gallery_overlay_png(source.digest, json.dumps(settings.to_dict(), sort_keys=True), int(index), float(threshold),
                         store, source)
 
 
@@ -554,7 +555,7 @@ def add_to_picker(source: DatasetSource, store: CurveStore, threshold: float) ->
 LINE_COLORS = {"mean": "#ff4b4b", "p50": "#4b8bff", "p95": "#ffa421", "max": "#8a8d91"}
 
 
-def curve_figure(c: DatasetCurve, threshold: float | None, stats: DatasetStats | None, kind: str,
+def dataset_curve_figure(c: DatasetCurve, threshold: float | None, stats: DatasetStats | None, kind: str,
                  target: float | None, p95_cap: float | None, log_x: bool = False) -> go.Figure:
     """Tokens per image vs threshold (mean, p50, p95, max; log y), the target as a horizontal line
     (on a right-hand axis with that target's own curve when it is not in tokens per image), and the
@@ -626,7 +627,7 @@ def nice_ticks(lo: float, hi: float) -> list[int]:
     return inside or [v for v in out if v <= hi][-1:] or [1]
 
 
-def histogram_figure(tokens: np.ndarray, threshold: float) -> go.Figure:
+def tokens_histogram_figure(tokens: np.ndarray, threshold: float) -> go.Figure:
     """Images per token count at the threshold (log-spaced bins on a log axis when the counts span
     more than a factor 20), with the mean marked."""
     tokens = np.asarray(tokens, np.float64)
@@ -678,4 +679,4 @@ def upload_types() -> list[str]:
 
 
 def infeasible_message(e: InfeasibleTarget) -> str:
-    return " ".join(str(e).split())[:300]
+    return one_line(e)

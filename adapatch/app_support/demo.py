@@ -296,7 +296,7 @@ def enlarge_factor(layout: ap.PatchLayout) -> int:
     return max(1, SMALL_SIDE // max(layout.height, layout.width))
 
 
-def _overlay_png(image: np.ndarray, layout: ap.PatchLayout) -> bytes:
+def _step_overlay_png(image: np.ndarray, layout: ap.PatchLayout) -> bytes:
     """The layout overlay at display size; small images drawn larger, colours of the true sizes."""
     return render.to_png_bytes(render.layout_overlay(image, layout, max_side=DISPLAY_SIDE,
                                                      enlarge=enlarge_factor(layout)))
@@ -306,7 +306,7 @@ def _panel(label: str, short: str, image: np.ndarray, layout: ap.PatchLayout, to
     fid = ap.fidelity(image, layout, size=token_size, device=device)
     eff = ap.efficiency(layout, VIT)
     return Panel(label, short, layout, float(fid["psnr"]), float(fid["ssim"]), float(eff["flops"]),
-                 float(eff["flops_ratio_vs_uniform16"]), _overlay_png(image, layout))
+                 float(eff["flops_ratio_vs_uniform16"]), _step_overlay_png(image, layout))
 
 
 def _uniform_label(layout: ap.PatchLayout) -> str:

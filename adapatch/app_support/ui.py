@@ -299,7 +299,7 @@ def fmt_threshold(value: float, unbounded: bool, digits: int = 4) -> str:
     return f"λ = {fmt_sig(value, digits)}" if unbounded else fmt_sig(value, digits)
 
 
-def curve_figure(curve, threshold: float, tokens: int, budget: int | None,
+def threshold_curve_figure(curve, threshold: float, tokens: int, budget: int | None,
                  label: str = "current", scale=None, title: str | None = None) -> go.Figure:
     """Tokens vs threshold (exact step curve from the library), the point ``(threshold, tokens)``
     marked (``label``: "current", or in budget mode the threshold the budget implies), budget line.
@@ -519,7 +519,7 @@ def coincident_marks(marks, tokens: float = 0.0, db: float = 0.005) -> list[tupl
     return out
 
 
-def histogram_figure(counts: np.ndarray, edges: np.ndarray, title: str) -> go.Figure:
+def saliency_histogram_figure(counts: np.ndarray, edges: np.ndarray, title: str) -> go.Figure:
     centers = (edges[:-1] + edges[1:]) / 2
     fig = go.Figure(go.Bar(x=centers, y=counts, width=np.diff(edges), marker_color="#4b8bff",
                            hovertemplate="%{x:.2f}: %{y} px<extra></extra>"))

@@ -4,7 +4,6 @@ agreement, settings that reproduce what was scored, and the command line."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest

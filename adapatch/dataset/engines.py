@@ -18,6 +18,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -88,8 +89,10 @@ class _Unpacker:
 
 
 def _context() -> mp.context.BaseContext:
-    # fork is fastest, but not safe once torch (with its thread pools) is loaded in this process
-    if sys.platform.startswith("linux") and "torch" not in sys.modules:
+    """fork is fastest, but a child forked while another thread holds a lock (torch's thread pools,
+    OpenCV's, a Streamlit app's background threads) can hang on that lock forever: fork only from a
+    single-threaded process without torch."""
+    if sys.platform.startswith("linux") and "torch" not in sys.modules and threading.active_count() == 1:
         return mp.get_context("fork")
     return mp.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
 

@@ -1,5 +1,5 @@
-"""What the AppTest tests share: the app, the no-error check, reading a metric by its label and the
-text of the Plotly charts on a page (parsed, never searched as JSON text)."""
+"""What the AppTest tests share: the app (and a page opened in it), the no-error check, reading a metric
+by its label and the Plotly charts on a page (parsed, never searched as JSON text)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,18 @@ from streamlit.testing.v1 import AppTest
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
-def app() -> AppTest:
-    return AppTest.from_file(APP, default_timeout=120)
+def app(timeout: float = 120) -> AppTest:
+    """A new session of the app, not run yet; ``timeout`` is the seconds one run may take."""
+    return AppTest.from_file(APP, default_timeout=timeout)
+
+
+def open_page(page: str, image: str | None = None, timeout: float = 120) -> AppTest:
+    """A new session run once on its first page (with ``image`` picked in the sidebar), then switched to
+    ``page``, as a user arrives there. Nothing is checked: each test asserts what it expects."""
+    at = app(timeout).run()
+    if image is not None:
+        at.selectbox(key="w_image").set_value(image).run()
+    return at.switch_page(page).run()
 
 
 def ok(at: AppTest) -> None:
@@ -29,6 +39,11 @@ def metric(at: AppTest, label: str) -> str:
     return values[0]
 
 
+def tokens(at: AppTest) -> int:
+    """The "Tokens" metric as a number (the page writes it with thousands separators)."""
+    return int(metric(at, "Tokens").replace(",", ""))
+
+
 def _strings(obj: Any) -> Iterator[str]:
     if isinstance(obj, str):
         yield obj
@@ -40,11 +55,16 @@ def _strings(obj: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
+def figures(at: AppTest) -> list[dict]:
+    """The Plotly figures on the page, each parsed from its JSON spec (``data``, ``layout``)."""
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
 def chart_texts(at: AppTest) -> list[list[str]]:
     """Every string value (titles, trace names, annotations, hover templates) of each Plotly chart on
     the page, one list per chart. The chart's JSON is parsed first: Plotly may write non-ASCII
     characters as ``\\uXXXX`` escapes (7.x does), so the JSON text is no place to look for them."""
-    return [list(_strings(json.loads(c.proto.spec))) for c in at.get("plotly_chart")]
+    return [list(_strings(fig)) for fig in figures(at)]
 
 
 def use_quadtree(at: AppTest) -> AppTest:

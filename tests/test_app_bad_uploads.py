@@ -3,16 +3,13 @@ gets one error line beside its name, each good one loads, and every page keeps w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.app_helpers import app  # noqa: E402
 from tests.bad_inputs import corpus  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ["pages/layout.py", "pages/saliency.py", "pages/pruning.py", "pages/compare.py", "pages/efficiency.py"]
 
 
@@ -21,7 +18,7 @@ def test_corpus_batch_through_uploader() -> None:
              for name, (data, _) in corpus().items() if isinstance(data, bytes)]
     bad = {f[0] for f, (_, (_, expect)) in zip(files, [(n, v) for n, v in corpus().items() if isinstance(v[0], bytes)])
            if expect == "error"}
-    at = AppTest.from_file(APP, default_timeout=180).run()
+    at = app(timeout=180).run()
     at.file_uploader(key="uploader").set_value(files).run()
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value.replace("\\", "") for e in at.sidebar.error]

@@ -20,14 +20,9 @@ from adapatch.app_support import dataset_view as dv  # noqa: E402
 from adapatch.app_support.images import digest_of  # noqa: E402
 from adapatch.dataset import CurveSettings, InfeasibleTarget, Objectives, Targets, scan, solve  # noqa: E402
 from adapatch.samples import dataset_sample_paths, load_sample  # noqa: E402
+from tests.app_helpers import app as _app, ok as _ok  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/dataset.py"
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def _metrics(at: AppTest) -> dict[str, str]:
@@ -54,7 +49,7 @@ def store():
 
 def _dataset_app() -> AppTest:
     """A new session opened on the Dataset page (its first run is that page: no Patch layout work)."""
-    return AppTest.from_file(APP, default_timeout=120).switch_page(PAGE).run()
+    return _app().switch_page(PAGE).run()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +126,7 @@ def test_applied_threshold_gives_the_dataset_pages_tokens_for_its_images(store) 
     page's token count for every image (three of the set, opened in the sidebar)."""
     names = ("photo_chelsea.jpg", "document_letter.png", "flat_soft_blobs.png")
     paths = {p.name: p for p in dataset_sample_paths()}
-    app = AppTest.from_file(APP, default_timeout=120).run()
+    app = _app().run()
     app.file_uploader(key="uploader").set_value([(n, paths[n].read_bytes(), "image/png") for n in names]).run()
     _ok(app)
     keys = [k for k in app.selectbox(key="w_image").options if k.startswith("Upload")]
@@ -233,7 +228,7 @@ def test_apply_keeps_the_uploaded_image_current() -> None:
     from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), np.uint8)).save(buf, "PNG")
-    at = AppTest.from_file(APP, default_timeout=180).run()
+    at = _app(timeout=180).run()
     at.file_uploader(key="uploader").set_value([("mine.png", buf.getvalue(), "image/png")]).run()
     key = at.session_state["ap_current"]
     assert key.startswith("upload:")
@@ -261,7 +256,7 @@ def _photo(seed: int, h: int, w: int) -> bytes:
 
 def _upload_app(files: list[tuple[str, bytes, str]]) -> AppTest:
     """A session that starts on Patch layout (as a user arrives), opens Dataset and uploads ``files``."""
-    app = AppTest.from_file(APP, default_timeout=120).run()
+    app = _app().run()
     app.switch_page(PAGE).run()
     app.segmented_control(key="w_ds_source").set_value("uploads").run()
     app.file_uploader(key="ds_uploader").set_value(files).run()

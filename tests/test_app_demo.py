@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,15 +17,10 @@ import adapatch as ap  # noqa: E402
 from adapatch.app_support import demo, ui  # noqa: E402
 from adapatch.export import layout_from_settings, settings_snippet  # noqa: E402
 from adapatch.samples import DATASET_DIR, sample_path  # noqa: E402
+from tests.app_helpers import ok as _ok, open_page  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = "pages/demo.py"
 N = len(demo.SCENES)
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def _metrics(at: AppTest, label: str) -> list[str]:
@@ -57,9 +51,7 @@ def views() -> dict[str, demo.StepView]:
 
 @pytest.fixture(scope="module")
 def at() -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=180)
-    app.run()
-    app.switch_page(PAGE).run()
+    app = open_page(PAGE, timeout=180)
     _ok(app)
     return app
 
@@ -141,9 +133,7 @@ def test_open_in_patch_layout_puts_the_settings_in_place(views, index: int) -> N
     its file would be."""
     sc = demo.SCENES[index]
     view = views[sc.key]
-    app = AppTest.from_file(APP, default_timeout=180)
-    app.run()
-    app.switch_page(PAGE).run()
+    app = open_page(PAGE, timeout=180)
     app.segmented_control(key="w_demo_step").set_value(index).run()
     _ok(app)
     assert not app.button(key="demo_open").disabled
@@ -191,9 +181,7 @@ def test_a_dataset_image_opened_from_the_demo_stays_in_the_image_list() -> None:
     index = _dataset_index()
     sc = demo.SCENES[index]
     label = f"Sample · {sc.image.split(':', 1)[1]} (bundled dataset)"  # as the sidebar lists it: no upload of the user's
-    app = AppTest.from_file(APP, default_timeout=180)
-    app.run()
-    app.switch_page(PAGE).run()
+    app = open_page(PAGE, timeout=180)
     app.segmented_control(key="w_demo_step").set_value(index).run()
     assert any("bundled dataset" in c.value and "adds it" in c.value for c in app.caption)
     app.button(key="demo_open").click().run()
@@ -223,9 +211,7 @@ def test_a_dataset_scene_opens_on_the_users_upload_of_the_same_file() -> None:
     """When the user has uploaded the same file, the step opens on that upload (no second copy)."""
     index = _dataset_index()
     sc = demo.SCENES[index]
-    app = AppTest.from_file(APP, default_timeout=180)
-    app.run()
-    app.switch_page(PAGE).run()
+    app = open_page(PAGE, timeout=180)
     app.segmented_control(key="w_demo_step").set_value(index).run()
     app.file_uploader(key="uploader").set_value((sc.image.split(":", 1)[1], demo.image_bytes(sc), "image/jpeg")).run()
     _ok(app)

@@ -12,7 +12,6 @@ import io
 import json
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,20 +23,11 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from adapatch import render  # noqa: E402
 from adapatch.app_support import model_source, ui  # noqa: E402
+from tests.app_helpers import app as _app, ok as _ok  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 NEGATIVE_ZERO = re.compile(r"-0(\.0+)?%")
 # exception class names that must never be UI text
 CLASS_NAME = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception|Warning)\b")
-
-
-def _app() -> AppTest:
-    return AppTest.from_file(APP, default_timeout=120)
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def _elements(at: AppTest):

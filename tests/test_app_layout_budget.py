@@ -14,9 +14,7 @@
 from __future__ import annotations
 
 import io
-import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,13 +28,13 @@ from adapatch.budgets import relative_budget  # noqa: E402
 from adapatch.samples import load_sample  # noqa: E402
 from adapatch.threshold_scale import threshold_scale  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 IMPLIED = "w_threshold_implied"
 THRESHOLD = "w_threshold"
 
 
 from adapatch.app_support import ui  # noqa: E402
-from tests.app_helpers import app as _app, metric as _metric, ok as _ok, use_quadtree  # noqa: E402
+from tests.app_helpers import app as _app, figures as _charts, metric as _metric, ok as _ok  # noqa: E402
+from tests.app_helpers import tokens as _tokens, use_quadtree  # noqa: E402
 
 
 def _quad_app() -> AppTest:
@@ -50,10 +48,6 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _charts(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-
-
 def _title(fig: dict) -> str:
     title = fig["layout"].get("title", {})
     return str(title.get("text") or "") if isinstance(title, dict) else str(title)
@@ -63,10 +57,6 @@ def _quality_chart(at: AppTest) -> dict:
     charts = [c for c in _charts(at) if "Quality vs tokens" in _title(c)]
     assert len(charts) == 1, [c["layout"].get("title") for c in _charts(at)]
     return charts[0]
-
-
-def _tokens(at: AppTest) -> int:
-    return int(_metric(at, "Tokens").replace(",", ""))
 
 
 def _curve(importance: str = "distortion", img: np.ndarray | None = None) -> ap.ThresholdCurve:

@@ -7,9 +7,6 @@ bundled numbers, and the way back). Bundled numbers never claim to come from thi
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("streamlit")
@@ -17,18 +14,9 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from adapatch.app_support import model_view as mv  # noqa: E402
 from adapatch.model.results import task_results  # noqa: E402
+from tests.app_helpers import figures as _figures, ok as _ok, open_page  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TINY_RUN = {"token_counts": (4, 8), "batch_sizes": (1,), "repeats": 1, "warmup": 0}
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def _figures(at: AppTest) -> list[dict]:
-    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
 def _figure(at: AppTest, first_series: str) -> dict:
@@ -43,8 +31,7 @@ def _captions(at: AppTest) -> str:
 
 @pytest.fixture(scope="module")
 def model_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180).run()
-    at.switch_page("pages/model.py").run()
+    at = open_page("pages/model.py", timeout=180)
     _ok(at)
     return at
 
@@ -111,8 +98,7 @@ def test_measure_latency_is_short_and_says_where_and_when() -> None:
 
 def test_measure_button_replaces_the_bundled_numbers_and_goes_back(monkeypatch) -> None:
     monkeypatch.setattr(mv, "LIVE_RUN", TINY_RUN)
-    at = AppTest.from_file(APP, default_timeout=180).run()
-    at.switch_page("pages/model.py").run()
+    at = open_page("pages/model.py", timeout=180)
     at.segmented_control(key="m_latency_preset").set_value("ViT-Ti").run()
     _ok(at)
     assert "just now" not in _captions(at)
@@ -142,8 +128,7 @@ def test_pruning_page_shows_agreement_per_scorer_with_the_keep_ratio_marked() ->
     from adapatch.model.agreement import prune_agreement
     from adapatch.samples import list_task_samples, load_sample
 
-    at = AppTest.from_file(APP, default_timeout=180).run()
-    at.switch_page("pages/pruning.py").run()
+    at = open_page("pages/pruning.py", timeout=180)
     _ok(at)
     fig = _figure(at, SCORER_LABELS[PRUNE_SCORERS[0]])
     assert [d["name"] for d in fig["data"]] == [SCORER_LABELS[s] for s in PRUNE_SCORERS]

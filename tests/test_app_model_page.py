@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import adapatch as ap  # noqa: E402
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from tests.app_helpers import open_page  # noqa: E402
 
 
 def test_model_page_renders_and_prunes_exactly_k() -> None:
     from adapatch.model import load_task_model, prune_tokens_learned, resize_for_model
     from adapatch.model.results import load_task_sample, task_samples
 
-    at = AppTest.from_file(APP, default_timeout=180).run()
-    at.switch_page("pages/model.py").run()
+    at = open_page("pages/model.py", timeout=180)
     assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
     at.slider(key="m_keep").set_value(0.25).run()
     assert not at.exception
@@ -34,8 +29,7 @@ def test_model_page_renders_and_prunes_exactly_k() -> None:
 
 
 def test_attention_saliency_with_choices_on_the_saliency_page() -> None:
-    at = AppTest.from_file(APP, default_timeout=180).run()
-    at.switch_page("pages/saliency.py").run()
+    at = open_page("pages/saliency.py", timeout=180)
     at.selectbox(key="w_saliency_method").set_value("attention").run()
     assert not at.exception and not at.main.error
     assert sorted(at.selectbox(key="w_sal_attention_mode").options) == ["cls", "rollout"]

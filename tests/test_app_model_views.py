@@ -23,28 +23,13 @@ import adapatch as ap  # noqa: E402
 from adapatch.model import (create_model, load_task_model, model_grid, prune_tokens_attention,  # noqa: E402
                             prune_tokens_learned, resize_for_model, save_model, selector_layout)
 from adapatch.samples import load_sample  # noqa: E402
+from tests.app_helpers import metric as _metric, ok as _ok, open_page, tokens as _tokens  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 DIGIT = "digit_3_label5"
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
 
 
 def _int(text: str) -> int:
     return int(text.replace(",", ""))
-
-
-def _metric(at: AppTest, label: str) -> str:
-    values = [m.value for m in at.metric if m.label == label]
-    assert values, f"no metric {label!r}; have {[m.label for m in at.metric]}"
-    return values[0]
-
-
-def _tokens(at: AppTest) -> int:
-    return int(_metric(at, "Tokens").replace(",", ""))
 
 
 def _snippet_layout(at: AppTest) -> ap.PatchLayout:
@@ -75,16 +60,15 @@ def digit(task) -> np.ndarray:
     return resize_for_model(load_sample(DIGIT), task)
 
 
-def _app(page: str, image: str = f"sample:{DIGIT}") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180).run()
-    at.selectbox(key="w_image").set_value(image).run()
-    at.switch_page(page).run()
+def _open(page: str, image: str = f"sample:{DIGIT}") -> AppTest:
+    """``page`` opened on ``image`` (the digit sample unless told), checked: where these tests start."""
+    at = open_page(page, image=image, timeout=180)
     _ok(at)
     return at
 
 
 def test_learned_and_attention_pruning_match_the_library(task, digit, capsys) -> None:
-    at = _app("pages/pruning.py")
+    at = _open("pages/pruning.py")
     at.selectbox(key="w_prune_scorer").set_value("learned").run()
     _ok(at)
     res = prune_tokens_learned(digit, model_grid(task), task, keep_ratio=0.5, device="cpu")
@@ -115,7 +99,7 @@ def test_learned_and_attention_pruning_match_the_library(task, digit, capsys) ->
 
 
 def test_bundled_model_on_a_photo_warns_and_offers_a_digit() -> None:
-    at = _app("pages/pruning.py", image="sample:astronaut")
+    at = _open("pages/pruning.py", image="sample:astronaut")
     at.selectbox(key="w_prune_scorer").set_value("learned").run()
     _ok(at)
     assert any("not a cluttered digit" in w.value for w in at.warning)
@@ -127,7 +111,7 @@ def test_bundled_model_on_a_photo_warns_and_offers_a_digit() -> None:
 
 
 def test_layout_page_learned_selector(task, digit) -> None:
-    at = _app("pages/layout.py")
+    at = _open("pages/layout.py")
     at.selectbox(key="w_strategy").set_value("learned_selector").run()
     _ok(at)
     assert _tokens(at) == 16
@@ -145,7 +129,7 @@ def test_layout_page_learned_selector(task, digit) -> None:
 
 
 def test_saliency_page_attention_with_the_bundled_model() -> None:
-    at = _app("pages/saliency.py")
+    at = _open("pages/saliency.py")
     at.selectbox(key="w_saliency_method").set_value("attention").run()
     _ok(at)
     assert any("Bundled task model" in m.value for m in at.markdown)
@@ -177,7 +161,7 @@ def _upload(at: AppTest, path: Path) -> None:
 
 
 def test_uploaded_checkpoint_through_the_picker(task, digit, checkpoints, monkeypatch, capsys) -> None:
-    at = _app("pages/pruning.py")
+    at = _open("pages/pruning.py")
     at.selectbox(key="w_prune_scorer").set_value("attention").run()
     at.radio(key="w_model_source").set_value("file").run()
     assert not at.exception
@@ -222,7 +206,7 @@ def test_uploaded_checkpoint_through_the_picker(task, digit, checkpoints, monkey
 
 def test_timm_option_is_absent_without_timm(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
-    at = _app("pages/pruning.py")
+    at = _open("pages/pruning.py")
     at.selectbox(key="w_prune_scorer").set_value("attention").run()
     _ok(at)
     assert list(at.radio(key="w_model_source").options) == ["Bundled task model (cluttered digits)",
@@ -246,7 +230,7 @@ def _fake_timm(fail: bool) -> types.ModuleType:
 
 def test_timm_name_failure_is_one_line_and_success_loads(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", _fake_timm(fail=True))
-    at = _app("pages/pruning.py")
+    at = _open("pages/pruning.py")
     at.selectbox(key="w_prune_scorer").set_value("attention").run()
     at.radio(key="w_model_source").set_value("timm").run()
     assert not at.exception
@@ -278,7 +262,7 @@ def test_malformed_upload_is_one_line_and_not_parsed_on_every_rerun(tmp_path, mo
     calls = []
     real = am.load_model_bytes
     monkeypatch.setattr(am, "load_model_bytes", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
-    at = _app("pages/pruning.py")
+    at = _open("pages/pruning.py")
     at.selectbox(key="w_prune_scorer").set_value("attention").run()
     at.radio(key="w_model_source").set_value("file").run()
     _upload(at, path)
@@ -301,7 +285,7 @@ def test_timm_box_refuses_other_families_and_remembers_non_vit_models(monkeypatc
         return torch.nn.Linear(2, 2)  # a timm model that is not a ViT: no blocks, no cls_token
     mod.create_model = create_model_
     monkeypatch.setitem(sys.modules, "timm", mod)
-    at = _app("pages/pruning.py")
+    at = _open("pages/pruning.py")
     at.selectbox(key="w_prune_scorer").set_value("attention").run()
     at.radio(key="w_model_source").set_value("timm").run()
     at.text_input(key="w_model_timm_name").set_value("resnet50").run()
@@ -352,7 +336,7 @@ def test_bare_state_dict_upload_asks_for_its_normalisation(tmp_path, monkeypatch
     seen = []
     real = am.load_model_bytes
     monkeypatch.setattr(am, "load_model_bytes", lambda *a, **k: seen.append(k.get("preprocess")) or real(*a, **k))
-    at = _app("pages/pruning.py")
+    at = _open("pages/pruning.py")
     at.selectbox(key="w_prune_scorer").set_value("attention").run()
     at.radio(key="w_model_source").set_value("file").run()
     _upload(at, path)

@@ -29,7 +29,7 @@ from adapatch.app_support import query_ui, ui  # noqa: E402
 from adapatch.budgets import relative_budget  # noqa: E402
 from adapatch.samples import load_sample  # noqa: E402
 from adapatch.threshold_scale import threshold_scale  # noqa: E402
-from tests.app_helpers import app as _app, metric as _metric, ok as _ok  # noqa: E402
+from tests.app_helpers import app as _app, metric as _metric, ok as _ok, tokens as _tokens  # noqa: E402
 
 THRESHOLD = "w_threshold"
 
@@ -38,10 +38,6 @@ def _png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _tokens(at: AppTest) -> int:
-    return int(_metric(at, "Tokens").replace(",", ""))
 
 
 def _psnr(at: AppTest) -> float:

@@ -7,7 +7,6 @@ checks are on values: the token metric must equal what ``adapatch`` computes for
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +19,9 @@ import adapatch as ap  # noqa: E402
 from adapatch.app_support.state import DEFAULTS  # noqa: E402
 from adapatch.budgets import relative_budget  # noqa: E402
 from adapatch.samples import list_samples, load_sample  # noqa: E402
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-PAGES = ["pages/layout.py", "pages/saliency.py", "pages/pruning.py", "pages/compare.py", "pages/efficiency.py"]
-
-
 from tests.app_helpers import app as _app, chart_texts, metric as _metric, ok as _ok, use_quadtree  # noqa: E402
+
+PAGES = ["pages/layout.py", "pages/saliency.py", "pages/pruning.py", "pages/compare.py", "pages/efficiency.py"]
 
 
 def _int(text: str) -> int:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import streamlit as st
 
-st.set_page_config(page_title="adapatch · adaptive patching for ViTs", page_icon=str(Path(__file__).with_name("assets") / "favicon.png"),
-                   layout="wide", initial_sidebar_state="expanded")
+st.set_page_config(page_title="adapatch · adaptive patching for ViTs",
+                   page_icon=str(Path(__file__).with_name("assets") / "favicon.png"), layout="wide",
+                   initial_sidebar_state="expanded")
 
 import adapatch as ap  # noqa: E402  (after set_page_config, which must come first)
 from adapatch.app_support import state  # noqa: E402
-from adapatch.app_support.images import (  # noqa: E402
-    COMPUTE_MAX_PIXELS, DECODE_MAX_PIXELS, UPLOAD_TYPES, md_escape)
+from adapatch.app_support.images import COMPUTE_MAX_PIXELS, DECODE_MAX_PIXELS, UPLOAD_TYPES, md_escape  # noqa: E402
 from adapatch.app_support.ui import guard  # noqa: E402
 
 PAGES = [
@@ -115,7 +115,7 @@ def _warm_up_worker() -> None:
         ap.available_devices()  # torch: the device picker, "auto" fidelity, reconstruction
         ap.reconstruct(tiny, lay, device="cpu")
         ap.multiscale(tiny, budget=9)
-    except Exception:  # noqa: BLE001 - a warm-up never breaks the app; the real call reports the problem
+    except Exception:  # a warm-up never breaks the app (logged); the real call reports the problem
         import logging
         logging.getLogger("adapatch.app").exception("warm-up failed")
 

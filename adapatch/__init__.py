@@ -8,8 +8,10 @@ selection) live in ``adapatch.model``.
 
 from typing import TYPE_CHECKING
 
-from . import model_plugins  # noqa: F401  (first: it fills adapatch.plugins before any layer is imported)
-from . import render
+from . import (
+    model_plugins,  # noqa: F401  (first: it fills adapatch.plugins before any layer is imported)
+    render,
+)
 from .budgets import RelativeBudget, relative_budget
 from .efficiency import VIT_PRESETS, ViTPreset, efficiency, vit_flops
 from .errors import ImageError
@@ -20,23 +22,79 @@ from .importance import IMPORTANCE_MEASURES
 from .layout import PatchLayout, uniform, uniform_for_budget
 from .multiscale import multiscale
 from .pruning import keep_count, prune, token_scores
-from .rd_hull import RDHull, rd_hull
-from .quadtree import PathImportance, ThresholdCurve, path_importance, quadtree, quadtree_batch, threshold_curve, threshold_for_budget
+from .quadtree import (
+    PathImportance,
+    ThresholdCurve,
+    path_importance,
+    quadtree,
+    quadtree_batch,
+    threshold_curve,
+    threshold_for_budget,
+)
 from .query import Query, query_map
+from .rd_hull import RDHull, rd_hull
 from .report import EfficiencySummary, efficiency_rows, efficiency_summary, mean_speedups
 from .resize import WORK_MAX_PIXELS, downscale_to_pixels, fit_size, resize_image, to_working_size, work_size
 from .saliency import register_saliency, saliency, saliency_methods
 from .strategies import BUDGET_DEFAULT, STRATEGIES, default_layout, layout_for_budget, make_layout
 
 __all__ = [
-    "BUDGET_DEFAULT", "DEFAULT_MAX_PIXELS", "EfficiencySummary", "IMPORTANCE_MEASURES", "ImageError", "LoadedImage",
-    "PatchLayout", "PathImportance", "RDHull", "RelativeBudget", "STRATEGIES", "ThresholdCurve", "VIT_PRESETS", "ViTPreset", "available_devices",
-    "default_layout", "downscale_to_pixels", "efficiency", "efficiency_rows", "efficiency_summary", "extract_patches",
-    "fidelity", "fit_size", "greedy", "keep_count", "layout_for_budget", "load_image", "make_layout",
-    "mean_speedups", "multiscale", "open_image", "path_importance", "prune", "psnr_ssim", "quadtree", "quadtree_batch", "rd_hull",
-    "Query", "query_map", "reconstruct",
-    "register_saliency", "relative_budget", "render", "resize_image", "to_working_size", "work_size", "WORK_MAX_PIXELS", "resolve_device", "saliency", "saliency_methods",
-    "threshold_curve", "threshold_for_budget", "token_scores", "uniform", "uniform_for_budget", "vit_flops",
+    "BUDGET_DEFAULT",
+    "DEFAULT_MAX_PIXELS",
+    "IMPORTANCE_MEASURES",
+    "STRATEGIES",
+    "VIT_PRESETS",
+    "WORK_MAX_PIXELS",
+    "EfficiencySummary",
+    "ImageError",
+    "LoadedImage",
+    "PatchLayout",
+    "PathImportance",
+    "Query",
+    "RDHull",
+    "RelativeBudget",
+    "ThresholdCurve",
+    "ViTPreset",
+    "available_devices",
+    "default_layout",
+    "downscale_to_pixels",
+    "efficiency",
+    "efficiency_rows",
+    "efficiency_summary",
+    "extract_patches",
+    "fidelity",
+    "fit_size",
+    "greedy",
+    "keep_count",
+    "layout_for_budget",
+    "load_image",
+    "make_layout",
+    "mean_speedups",
+    "multiscale",
+    "open_image",
+    "path_importance",
+    "prune",
+    "psnr_ssim",
+    "quadtree",
+    "quadtree_batch",
+    "query_map",
+    "rd_hull",
+    "reconstruct",
+    "register_saliency",
+    "relative_budget",
+    "render",
+    "resize_image",
+    "resolve_device",
+    "saliency",
+    "saliency_methods",
+    "threshold_curve",
+    "threshold_for_budget",
+    "to_working_size",
+    "token_scores",
+    "uniform",
+    "uniform_for_budget",
+    "vit_flops",
+    "work_size",
 ]
 __version__ = "0.1.0"
 

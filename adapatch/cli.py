@@ -11,8 +11,8 @@ from . import render
 from .efficiency import VIT_PRESETS, efficiency
 from .errors import ImageError
 from .fidelity import fidelity
-from .image_io import DEFAULT_MAX_PIXELS, open_image
 from .greedy import ALLOCATIONS
+from .image_io import DEFAULT_MAX_PIXELS, open_image
 from .importance import IMPORTANCE_MEASURES
 from .resize import WORK_MAX_PIXELS, to_working_size
 from .saliency import saliency, saliency_methods

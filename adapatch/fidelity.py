@@ -16,7 +16,7 @@ through ``adapatch.reconstruct`` (torch).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING
 
 import cv2
@@ -39,7 +39,7 @@ def luminance(image: np.ndarray) -> np.ndarray:
     return np.asarray(image, np.float32) @ LUMA
 
 
-@lru_cache(maxsize=None)
+@cache
 def _ssim_kernel():
     """The compiled SSIM loop (numba, imported on first use and cached on disk, like ``kernels``)."""
     import numba as nb

@@ -43,7 +43,9 @@ query (the query-blind layout, bit for bit); ``w = 1`` tiles finely only where t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import itertools
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +76,7 @@ def _check_cutoffs(cutoffs: Sequence[float] | None, k: int) -> tuple[float, ...]
     except (TypeError, ValueError):
         raise ValueError(f"variance_cutoffs must be a sequence of numbers, got {cutoffs!r}") from None
     ok = (len(vals) == k - 1 and all(0.0 <= v <= 0.25 for v in vals)
-          and all(a >= b for a, b in zip(vals, vals[1:])))
+          and all(a >= b for a, b in itertools.pairwise(vals)))
     if not ok:
         raise ValueError(f"variance_cutoffs must be {k - 1} descending values in [0, 0.25] (one per patch size "
                          f"but the largest; a saliency variance is at most 0.25), got {list(vals)}")
@@ -226,8 +228,8 @@ def _rd_greedy(img: np.ndarray, sizes: list[int], budget: int | None, uncovered:
         s1, s2 = block_sums(padded, big, per_channel=True)
         mean = img.reshape(-1, 3).astype(np.float64).mean(axis=0)
         s1 = s1.reshape(3, gh * gw)
-        err = [s2.ravel() - 2 * (mean @ s1) + big * big * float(mean @ mean)] + err
-        tokens = [0] + tokens
+        err = [s2.ravel() - 2 * (mean @ s1) + big * big * float(mean @ mean), *err]
+        tokens = [0, *tokens]
     err_a = np.maximum(np.stack(err, axis=1), 0.0)  # [cells, options]
     tok = np.array(tokens, np.int64)
     base = 0 if uncovered == "drop" else n0

@@ -13,7 +13,7 @@ import io
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,7 +24,7 @@ from .messages import one_line
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image (width x height) ``load_image`` accepts by default: 50 megapixels."""
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
+ImageSource: TypeAlias = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
 
 
 @dataclass
@@ -73,7 +73,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *, byt
                              "(supported: PNG, JPEG, WebP, BMP, TIFF, GIF)") from None
         except Image.DecompressionBombError:
             raise ImageError(f"{name}: image is too large (over {max_pixels / 1e6:g} megapixels)") from None
-        except Exception as e:  # decoders raise anything on malformed files (TypeError, struct.error, ...)
+        except Exception as e:  # noqa: BLE001 - decoders raise anything on malformed files (TypeError, struct.error, ...)
             raise ImageError(f"{name}: cannot read image ({_short(e)})") from None
         return _from_pil(img, max_pixels, fmt=img.format or "", name=name, bytes8=bytes8)
 
@@ -136,7 +136,7 @@ def _from_pil(img: Image.Image, max_pixels: int, fmt: str, name: str = "image", 
         raise ImageError(f"{name}: image is too large to decode safely") from None
     except ImageError:
         raise
-    except Exception as e:  # any decoder failure on damaged data is the file's fault, not ours
+    except Exception as e:  # noqa: BLE001 - any decoder failure on damaged data is the file's fault, not ours
         raise ImageError(f"{name}: image data is damaged or truncated ({_short(e)})") from None
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         notes.append("transparency composited on white")

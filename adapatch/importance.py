@@ -49,7 +49,7 @@ TOKEN_SIZE = 16
 
 def pad_to_canvas(images: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
     """Pad ``[B, H, W, ...]`` at the bottom/right by edge replication to the canvas size."""
-    b, h, w = images.shape[:3]
+    _b, h, w = images.shape[:3]
     ph, pw = canvas[0] - h, canvas[1] - w
     if ph == 0 and pw == 0:
         return images

@@ -71,7 +71,7 @@ class PatchLayout:
     @property
     def num_tokens(self) -> int:
         """Number of tokens (kept boxes)."""
-        return int(len(self.boxes))
+        return len(self.boxes)
 
     @property
     def sizes(self) -> list[int]:
@@ -96,7 +96,7 @@ class PatchLayout:
         return float(inside.sum() / total) if total else 0.0
 
     # ------------------------------------------------------------------ checks
-    def validate(self) -> "PatchLayout":
+    def validate(self) -> PatchLayout:
         """Prove that ``boxes`` and ``dropped`` together tile the image exactly.
 
         Every original pixel is covered exactly once, every padding pixel of the canvas at most
@@ -143,7 +143,7 @@ class PatchLayout:
         out = np.stack([c[:, 0] / h, c[:, 1] / w, self.boxes[:, 2] / max(h, w)], axis=1)
         return out.astype(np.float32)
 
-    def with_tokens(self, keep: np.ndarray, strategy: str | None = None, **extra: Any) -> "PatchLayout":
+    def with_tokens(self, keep: np.ndarray, strategy: str | None = None, **extra: Any) -> PatchLayout:
         """A layout keeping only the tokens ``keep`` (indices or bool mask); the rest are dropped."""
         keep = np.asarray(keep)
         mask = keep if keep.dtype == bool else np.isin(np.arange(self.num_tokens), keep)
@@ -175,7 +175,7 @@ class PatchLayout:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PatchLayout":
+    def from_dict(cls, d: dict[str, Any]) -> PatchLayout:
         """Inverse of ``to_dict``."""
         try:
             return cls(
@@ -188,7 +188,7 @@ class PatchLayout:
             raise ValueError(f"not a PatchLayout dict: {e}") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "PatchLayout":
+    def from_json(cls, text: str) -> PatchLayout:
         """Read a layout written by ``to_json``."""
         return cls.from_dict(json.loads(text))
 

@@ -8,7 +8,6 @@ image loader and the app's pages use the same helper as the model package.
 
 from __future__ import annotations
 
-
 LINE_CHARS = 300
 """The longest error line shown or raised."""
 

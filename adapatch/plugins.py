@@ -23,8 +23,9 @@ docs/architecture.md, and ``tests/test_imports.py`` compares that list with the 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 KINDS = ("saliency", "query")
 

@@ -12,7 +12,6 @@ zero (a learned scorer's logits can be negative). ``w = 0`` does not read the qu
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .importance import pad_to_canvas

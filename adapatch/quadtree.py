@@ -27,8 +27,18 @@ import numpy as np
 
 from .importance import TOKEN_SIZE
 from .layout import PatchLayout
-from .quadtree_engine import (Prepared, budget_split, flat_increments, heap_order_split, leaves, path_minima,
-                              prepare, prepare_distortion_rgb8, threshold_limit, with_query)
+from .quadtree_engine import (
+    Prepared,
+    budget_split,
+    flat_increments,
+    heap_order_split,
+    leaves,
+    path_minima,
+    prepare,
+    prepare_distortion_rgb8,
+    threshold_limit,
+    with_query,
+)
 from .validation import check_float, check_int
 
 DEFAULT_THRESHOLD = 0.1

@@ -61,8 +61,15 @@ from typing import Any
 
 import numpy as np
 
-from .importance import (ENTROPY_BINS, IMPORTANCE_MEASURES, SALIENCY_MEASURES, TOKEN_SIZE, distortion_gains,
-                         importance_levels, pad_to_canvas)
+from .importance import (
+    ENTROPY_BINS,
+    IMPORTANCE_MEASURES,
+    SALIENCY_MEASURES,
+    TOKEN_SIZE,
+    distortion_gains,
+    importance_levels,
+    pad_to_canvas,
+)
 from .layout import BOX_DTYPE, padded_canvas
 from .query import describe_query, mix, node_max, normalize_importance, resolve_query
 from .validation import check_choice, check_power_of_two, check_rgb
@@ -335,7 +342,7 @@ def apply_query(prep: Prepared, qmaps: np.ndarray, weight: float, description: A
                 m_[...] = 0.0
     leaf = np.zeros_like(prep.levels[-1])
     params = {**prep.params, "query": description, "query_weight": weight}
-    return Prepared(prep.height, prep.width, prep.canvas, sizes, mixed + [leaf], params,
+    return Prepared(prep.height, prep.width, prep.canvas, sizes, [*mixed, leaf], params,
                      mixed if prep.gains is not None else None)
 
 
@@ -471,7 +478,7 @@ def heap_order(prep: Prepared, threshold: float | None = None) -> tuple[np.ndarr
     (path value above ``threshold``; when None, every square whose path holds no split that removes
     nothing: the greedy never makes such a split)."""
     b = prep.levels[0].shape[0]
-    values = prep.levels if threshold is not None else prep.gains + [prep.levels[-1]]
+    values = prep.levels if threshold is not None else [*prep.gains, prep.levels[-1]]
     cand = np.concatenate([p.reshape(b, -1) for p in path_minima(values)], axis=1)
     cand = cand > (threshold if threshold is not None else 0.0)
     keys = record_keys(prep.gains)

@@ -147,8 +147,8 @@ def quadtree_quality(image: np.ndarray, min_size: int = 16, max_size: int = 64,
     extra = {"min_size": min_size, "max_size": max_size, "token_size": token_size, "importance": importance}
     n0 = prep.levels[0][0].size
     padded = pad_to_canvas(img[None], prep.canvas)[0]
-    sse = image_sse_levels(img, padded, prep.sizes, [e[0] for e in reconstruction_sse(padded[None], prep.sizes, token_size)],
-                     token_size)
+    sse = image_sse_levels(img, padded, prep.sizes,
+                           [e[0] for e in reconstruction_sse(padded[None], prep.sizes, token_size)], token_size)
     total0 = float(sse[0].sum())
     order = _split_order(prep, importance) if len(prep.sizes) > 1 else np.zeros(0, np.int64)
     if len(order):

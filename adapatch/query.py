@@ -148,7 +148,8 @@ class Query:
             object.__setattr__(self, "points", _pairs("points", self.points, 1))
         elif kind == "class":
             if self.model is None:
-                raise ValueError("a class query needs model= (\"task\", a checkpoint path, a timm name or a loaded model)")
+                raise ValueError("a class query needs model= (\"task\", a checkpoint path, a timm name "
+                                 "or a loaded model)")
             object.__setattr__(self, "target", check_int("target", self.target, 0))
         else:
             if not isinstance(self.text, str) or not self.text.strip():
@@ -188,7 +189,8 @@ class Query:
             d["falloff"] = self.falloff
         if self.model is not None:
             if not isinstance(self.model, str):
-                raise ValueError(f"query model must be a name (a string) to be recorded, got a {type(self.model).__name__}")
+                raise ValueError("query model must be a name (a string) to be recorded, "
+                                 f"got a {type(self.model).__name__}")
             d["model"] = self.model
         return d
 

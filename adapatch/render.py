@@ -77,7 +77,7 @@ def size_color(size: int) -> tuple[int, int, int]:
 
 def size_colors(sizes) -> dict[int, tuple[int, int, int]]:
     """``{size: (r, g, b)}`` for a legend."""
-    return {int(s): size_color(int(s)) for s in sorted(set(int(s) for s in sizes))}
+    return {int(s): size_color(int(s)) for s in sorted({int(s) for s in sizes})}
 
 
 def size_scale_position(size: float) -> float:
@@ -269,7 +269,8 @@ def enlarge(image: np.ndarray, layout: PatchLayout, factor: int) -> tuple[np.nda
     to ``layout_overlay`` or ``token_map`` instead: they keep each box's colour of its true size."""
     factor = check_int("factor", factor, 1, 64)
     big = upscale(image, factor)
-    lay = PatchLayout(layout.height * factor, layout.width * factor, (layout.canvas[0] * factor, layout.canvas[1] * factor),
+    lay = PatchLayout(layout.height * factor, layout.width * factor,
+                      (layout.canvas[0] * factor, layout.canvas[1] * factor),
                       layout.boxes.astype(np.int64) * factor, layout.dropped.astype(np.int64) * factor,
                       layout.strategy, dict(layout.params))
     return big, lay

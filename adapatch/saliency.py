@@ -11,8 +11,9 @@ imported the first time one is asked for (importing it registers the method).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -83,7 +84,7 @@ def _resolve(name: str) -> SaliencyMethod:
     if m.fn is None and m.module:
         try:
             plugins.load("saliency", name)  # importing its module registers the method
-        except Exception as e:  # optional dependency missing or broken: report, do not crash
+        except Exception as e:  # noqa: BLE001 - optional dependency missing or broken: report, do not crash
             m.reason = f"{m.module} could not be imported: {type(e).__name__}: {e}"
         m = _REGISTRY[name]
     return m

@@ -91,7 +91,8 @@ def calibration_view(source: dv.DatasetSource) -> None:
                                 format_func=dv.TARGET_KINDS.get,
                                 help="A cap: the solved threshold is the smallest whose layouts meet it (and the "
                                      "p95 cap, if set). MACs: multiply-accumulates of the ViT preset (what ViT "
-                                     "papers report as FLOPs), summed over the dataset, against the uniform 16 px grid.")
+                                     "papers report as FLOPs), summed over the dataset, against the uniform 16 px "
+                                     "grid.")
             share = float(state.get("ds_target_share") or 0.5)
             rng = dv.target_range(store, kind, vit, share=share)
             name = f"ds_target_{kind}"
@@ -100,10 +101,13 @@ def calibration_view(source: dv.DatasetSource) -> None:
                 st.caption(f"{dv.TARGET_KINDS[kind]}: {target:g} at every threshold (no square can split with "
                            "these sizes).")
             else:
-                if kind == "mean_tokens":  # seeded from the share, on these images (not another set's token count)
-                    clamp = (lambda v: rng.default)
-                else:  # tokens per MP and the MACs ratio are relative already
-                    clamp = (lambda v: rng.default if v is None else min(max(type(rng.lo)(v), rng.lo), rng.hi))
+                def clamp(v):
+                    """Mean tokens are seeded from the share, on these images (not another set's token count);
+                    tokens per MP and the MACs ratio are relative already: a stored one is fitted to the range."""
+                    if kind == "mean_tokens" or v is None:
+                        return rng.default
+                    return min(max(type(rng.lo)(v), rng.lo), rng.hi)
+
                 target = state.widget(name, st.slider, dv.TARGET_KINDS[kind] + " (at most)", rng.lo, rng.hi,
                                       step=type(rng.lo)(rng.step), clamp=clamp,
                                       format="%.3f" if kind == "flops_ratio" else "%d",
@@ -116,12 +120,14 @@ def calibration_view(source: dv.DatasetSource) -> None:
                     st.caption(dv.share_caption(store, float(target), share))
             p95_lo, p95_hi = dv.p95_range(store)
             use_p95 = state.widget("ds_use_p95", st.toggle, "Also cap p95 tokens per image",
-                                   help="Keeps the heaviest images in check too: 95% of the images at or below the cap.")
+                                   help="Keeps the heaviest images in check too: 95% of the images at or below "
+                                        "the cap.")
             p95 = None
             if use_p95:
                 p95 = state.widget("ds_p95", st.number_input, "p95 tokens per image (at most)", min_value=1, step=1,
                                    clamp=lambda v: int(v) if v else max(p95_lo, (p95_lo + p95_hi) // 2),
-                                   help=f"Reachable on this dataset: {p95_lo:,} (no split) to {p95_hi:,} (every split).")
+                                   help=f"Reachable on this dataset: {p95_lo:,} (no split) to {p95_hi:,} "
+                                        "(every split).")
         targets = Targets(**{kind: float(target)}, p95_tokens=float(p95) if p95 else None)
         curve = dv.curve(source, settings, vit)
         try:
@@ -155,7 +161,8 @@ def calibration_view(source: dv.DatasetSource) -> None:
         cols[0].metric("Threshold", values["Threshold"], help=f"Solved exactly: {t!r}. The smallest threshold whose "
                        "layouts meet every target (squares split while their importance is above it).")
         cols[1].metric("Mean tokens", values["Mean tokens"],
-                       delta=(lambda d: d and f"{d} vs 16 px")(ui.fmt_delta_pct(s.mean_tokens / s.uniform16_mean_tokens - 1)),
+                       delta=(lambda d: d and f"{d} vs 16 px")(
+                           ui.fmt_delta_pct(s.mean_tokens / s.uniform16_mean_tokens - 1)),
                        delta_color="inverse", help=f"Per image; uniform 16 px: {s.uniform16_mean_tokens:,.1f}.")
         cols[2].metric("p50 tokens", values["p50 tokens"], help="Median tokens per image (nearest rank).")
         cols[3].metric("p95 tokens", values["p95 tokens"], help="95% of the images have at most this many tokens.")
@@ -168,8 +175,9 @@ def calibration_view(source: dv.DatasetSource) -> None:
                             "(a ratio of totals; what ViT papers call FLOPs). Lower is cheaper.")
 
         with right:
-            st.plotly_chart(dv.dataset_curve_figure(curve, t, s, kind, float(target), p95, log_x=importance == "distortion"), config=ui.PLOT_CONFIG,
-                            key="ds_curve")
+            st.plotly_chart(dv.dataset_curve_figure(curve, t, s, kind, float(target), p95,
+                                                    log_x=importance == "distortion"),
+                            config=ui.PLOT_CONFIG, key="ds_curve")
             tokens = store.tokens_at(np.array([t]))[:, 0]
             st.plotly_chart(dv.tokens_histogram_figure(tokens, t), config=ui.PLOT_CONFIG, key="ds_hist")
             per = ", ".join(f"{dv.TARGET_KINDS.get(k, 'p95 tokens per image')} {v:.6g}"

@@ -55,7 +55,8 @@ def panel_metrics(view: demo.StepView, p: demo.Panel, container, per_row: int) -
                   f"What the model sees (each patch resized to a {view.scene.token_size} px token) against the "
                   "original image; higher is closer." + (f" The change is against the {other.short} layout beside it."
                                                          if delta else "")))
-    items.append(("MACs ratio" if model else "GMACs ratio", f"×{p.macs_ratio:.3f}" if not model else f"×{p.macs_ratio:.2f}",
+    items.append(("MACs ratio" if model else "GMACs ratio",
+                  f"×{p.macs_ratio:.3f}" if not model else f"×{p.macs_ratio:.2f}",
                   None, f"Multiply-accumulates of one forward pass against {view.reference}: "
                         + (f"{p.macs / 1e6:.1f} M." if model else f"{p.macs / 1e9:.1f} G.")))
     if model:

@@ -82,7 +82,8 @@ def efficiency_view() -> None:
         budget_mode = any(u is not None for per in uses.values() for u in per.values())
 
         st.markdown("**Theoretical speed-up over the uniform 16 px grid, all images together**: ViT MACs of the "
-                    "16 px grids / MACs of the layouts, ratio of totals (each image weighs by its compute, not one vote each)")
+                    "16 px grids / MACs of the layouts, ratio of totals (each image weighs by its compute, "
+                    "not one vote each)")
         speedups = mean_speedups(rows, vits, exclude=["uniform 16 px"])
         if speedups:
             speed = pd.DataFrame(speedups).T[vits]
@@ -162,7 +163,8 @@ def _per_image_columns(vits: list[str]) -> dict[str, tuple[str, str, object, str
         "uniform16": ("tokens, uniform 16 px", "16 px grid", "{:,}",
                       "Tokens of the standard ViT grid of 16 px patches."),
         "reduction": ("fewer tokens than uniform 16 px", "Saved vs 16 px", ui.fmt_reduction,
-                      "1 - tokens / tokens of the 16 px grid (negative: more tokens; from 10x its tokens on, the ratio)."),
+                      "1 - tokens / tokens of the 16 px grid (negative: more tokens; from 10x its tokens on, "
+                      "the ratio)."),
         "min_size": ("finest patch (px)", "Finest px", "{:,}", "The layout's smallest patch size."),
         "uniform_min": ("tokens, uniform finest patch", "Finest grid", "{:,}",
                         "Tokens of a fixed grid at the layout's finest patch size (the same finest detail)."),
@@ -275,7 +277,8 @@ def _summary_table(summaries: list[EfficiencySummary], uses: dict | None = None)
             (f"budget used, ratio of totals (images under {1 - recipes.EQUAL_TOKENS:.0%})",
              _budget_cell((uses or {}).get(s.strategy))),
             ("fewer tokens than uniform 16 px (ratio of totals)", ui.fmt_reduction(s.reduction_vs_uniform16)),
-            ("fewer tokens than the finest patch's grid (ratio of totals)", ui.fmt_reduction(s.reduction_vs_uniform_min)),
+            ("fewer tokens than the finest patch's grid (ratio of totals)",
+             ui.fmt_reduction(s.reduction_vs_uniform_min)),
             (f"{s.vit} MACs vs uniform 16 px, ratio of totals", ui.speedup_phrase(s.speedup_vs_uniform16)),
             ("PSNR dB (of the mean MSE)", _psnr_cell(s)),
             ("mean SSIM", "–" if s.ssim is None else f"{s.ssim:.3f}"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import adapatch as ap
+from adapatch import threshold_scale
 from adapatch.app_support import (
     compute,
     model_caveats,
@@ -15,7 +16,6 @@ from adapatch.app_support import (
     state,
     ui,
 )
-from adapatch import threshold_scale
 from adapatch.app_support.images import ImageEntry, md_escape
 
 IMPORTANCE_HELP = {
@@ -51,7 +51,8 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
             return
         cells = d["grid_size"] ** 2
         k = state.widget("selector_k", st.slider, "Tokens kept (top-k cells)", 1, cells, clamp=_clamp(1, cells),
-                         help=f"The selector scores each of the model's {cells} grid cells; the k most likely are kept.")
+                         help=f"The selector scores each of the model's {cells} grid cells; the k most likely "
+                              "are kept.")
         vit = state.widget("vit", st.selectbox, "ViT preset (for MACs)", options=ap.VIT_PRESETS)
         choice = query_ui.controls(entry, picked=picked)
     main = query_ui.beside(right, entry, choice, "layout")  # the drawing surface, before anything is computed
@@ -182,7 +183,8 @@ def threshold_widget(curve, budget: recipes.Budget, use_budget: bool,
 
 
 def _candidate_text(hull, lam: float) -> str:
-    """Which candidate ``hull`` takes at ``lam``: "the quadtree (16-64 px boxes)" or "the uniform grid of 45 px patches"."""
+    """Which candidate ``hull`` takes at ``lam``: "the quadtree (16-64 px boxes)" or "the uniform grid of
+    45 px patches"."""
     k = int(hull.index(lam))
     if hull.kinds[k] == "uniform":
         return f"the uniform grid of {int(hull.values[k])} px patches"
@@ -324,7 +326,8 @@ def layout_view(entry: ImageEntry) -> None:
                            icon=":material/block:")
             if show_recon:
                 st.image(compute.reconstruction_png(entry, settings, state.device()), output_format="PNG",
-                         width="stretch", caption="What the model sees: every token resampled to 16 px and painted back")
+                         width="stretch",
+                         caption="What the model sees: every token resampled to 16 px and painted back")
             else:  # JPEG at display size: ~10 ms to encode where PNG takes ~90 ms at 1024 px (download: PNG)
                 st.image(compute.overlay_jpeg(entry, settings), output_format="JPEG", width="stretch",
                          caption=f"{ui.count_text(lay.num_tokens)} · {recipes.describe(settings)}"

@@ -9,7 +9,6 @@ from adapatch import render
 from adapatch.app_support import compute, model_caveats, model_source, query_ui, recipes, state, ui
 from adapatch.app_support.images import ImageEntry, md_escape
 
-
 PARAM_LABELS: dict[tuple[str, str], tuple[str, str]] = {
     ("edges", "low"): ("Weak-edge threshold", "Canny's lower gradient threshold (0-255): weaker edges count only where "
                                               "they touch a strong one. Lower finds fainter detail."),
@@ -114,7 +113,8 @@ def saliency_view(entry: ImageEntry) -> None:
             choice = query_ui.checked(entry, choice)
             what = f"{method} saliency"
             if method == "attention":
-                what = f"{spec['params']['mode']} attention of {md_escape(model_source.current_ref().label)}, upsampled from its token grid,"
+                what = (f"{spec['params']['mode']} attention of {md_escape(model_source.current_ref().label)}, "
+                        "upsampled from its token grid,")
             c2.image(compute.heatmap_png(entry, spec, alpha, colormap), output_format="PNG", width="stretch",
                      caption=f"{what} over the image (opacity {alpha:.2f}, {colormap})")
             ui.colorbar(colormap, "saliency, scaled per image from 0 (its least salient pixel) to 1 (its most "

@@ -212,6 +212,7 @@ def _all_text(at) -> list[str]:
     return out + [c.value for c in at.caption] + [m.value for m in at.markdown]
 
 
+@pytest.mark.app
 def test_patch_layout_page_fits_a_10x10_upload_with_sizes_2_to_8() -> None:
     icon = (np.random.default_rng(10).random((10, 10, 3)) * 255).astype(np.uint8)
     at = app().run()
@@ -238,6 +239,7 @@ def test_patch_layout_page_fits_a_10x10_upload_with_sizes_2_to_8() -> None:
         at.selectbox(key="w_strategy").set_value("quadtree").run()  # the threshold-0 mode starts on the quadtree
 
 
+@pytest.mark.app
 def test_patch_layout_page_keeps_4_px_on_a_512_photo_and_shows_no_four_digit_percentage() -> None:
     photo = (np.random.default_rng(512).random((512, 512, 3)) * 255).astype(np.uint8)  # noise: threshold 0 splits all
     at = app().run()

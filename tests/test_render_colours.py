@@ -167,6 +167,7 @@ def test_the_legend_is_in_pixels_and_says_when_pictures_are_enlarged() -> None:
 
 
 # ------------------------------------------------------------------ the app
+@pytest.mark.app
 def test_demo_and_patch_layout_draw_the_same_23px_grid_in_one_colour(monkeypatch) -> None:
     """Demo step "dense texture" (a 160x160 photo, drawn x3) and the same settings opened on Patch
     layout (drawn larger there too, as a JPEG): the top outlines of the 23 px grid's boxes have the colour of

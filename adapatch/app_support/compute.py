@@ -23,7 +23,6 @@ import streamlit as st
 
 import adapatch as ap
 from adapatch import render
-from adapatch.saliency import saliency_method, saliency_method_names
 from adapatch.export import (
     in_model_frame,
     layout_from_settings,
@@ -32,6 +31,7 @@ from adapatch.export import (
     normalize_settings,
     settings_model,
 )
+from adapatch.saliency import saliency_method, saliency_method_names
 
 from .images import ImageEntry, to_display
 

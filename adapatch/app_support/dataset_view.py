@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -20,18 +21,30 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from adapatch import render
-from adapatch.dataset import (Calibration, CurveSettings, CurveStore, DatasetCurve, DatasetStats, InfeasibleTarget,
-                              Objectives, Targets, dataset_curve, scan, solve)
+from adapatch.dataset import (
+    Calibration,
+    CurveSettings,
+    CurveStore,
+    DatasetCurve,
+    DatasetStats,
+    InfeasibleTarget,
+    Objectives,
+    Targets,
+    dataset_curve,
+    scan,
+    solve,
+)
 from adapatch.dataset import extremes as dataset_extremes
 from adapatch.dataset.sources import IMAGE_SUFFIXES
 from adapatch.image_io import load_image
@@ -477,8 +490,8 @@ def gallery_factor(height: int, width: int) -> int:
 def overlay_png(source: DatasetSource, settings: CurveSettings, store: CurveStore, index: int,
                 threshold: float) -> bytes:
     """Image ``index`` of the store with its quadtree at ``threshold`` drawn over it."""
-    return _gallery_overlay_png(source.digest, json.dumps(settings.to_dict(), sort_keys=True), int(index), float(threshold),
-                        store, source)
+    return _gallery_overlay_png(source.digest, json.dumps(settings.to_dict(), sort_keys=True), int(index),
+                                float(threshold), store, source)
 
 
 def extremes(store: CurveStore, threshold: float, k: int = GALLERY) -> dict[str, list[dict]]:
@@ -566,7 +579,9 @@ def dataset_curve_figure(c: DatasetCurve, threshold: float | None, stats: Datase
     keep = [i for i, t in enumerate(c.thresholds) if t > 0] if log_x else list(range(len(c.thresholds)))
     if log_x and not keep:
         log_x, keep = False, list(range(len(c.thresholds)))
-    pick = (lambda vs: [vs[i] for i in keep])
+    def pick(vs: list) -> list:
+        return [vs[i] for i in keep]
+
     c = DatasetCurve(**{**c.to_dict(), **{f: pick(getattr(c, f)) for f in (
         "thresholds", "mean_tokens", "p50_tokens", "p95_tokens", "max_tokens", "tokens_per_mp", "flops_ratio")}})
     x = c.thresholds
@@ -650,7 +665,7 @@ def tokens_histogram_figure(tokens: np.ndarray, threshold: float) -> go.Figure:
         xaxis = dict(title="tokens per image")
         mean_x = float(tokens.mean())
     centers = (left + right) / 2
-    labels = [f"{a:,.0f}–{b:,.0f}" for a, b in zip(edges[:-1], edges[1:])]
+    labels = [f"{a:,.0f}–{b:,.0f}" for a, b in itertools.pairwise(edges)]
     fig = go.Figure(go.Bar(x=centers, y=counts, width=(right - left) * 0.96, marker_color="#4b8bff",
                            customdata=labels, hovertemplate="%{customdata} tokens: %{y} images<extra></extra>"))
     fig.add_vline(x=mean_x, line_color=LINE_COLORS["mean"], line_dash="dash",
@@ -675,7 +690,7 @@ def metric_values(stats: DatasetStats) -> dict[str, str]:
 
 
 def upload_types() -> list[str]:
-    return list(UPLOAD_TYPES) + ["gif", "zip"]
+    return [*list(UPLOAD_TYPES), "gif", "zip"]
 
 
 def infeasible_message(e: InfeasibleTarget) -> str:

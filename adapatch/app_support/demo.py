@@ -244,7 +244,8 @@ class StepView:
             def says(p: Panel) -> str:
                 mark = "right" if p.prediction == self.truth else "wrong"
                 return f"**{p.prediction}** ({mark}, {p.confidence:.0%} sure)"
-            return (f"True digit **{self.truth}**. The quadtree's {count_text(m.tokens)}: {says(m)}; the {u.tokens}-token "
+            return (f"True digit **{self.truth}**. The quadtree's {count_text(m.tokens)}: {says(m)}; "
+                    f"the {u.tokens}-token "
                     f"grid: {says(u)}; the full {full.tokens}-token grid: {says(full)}. The quadtree costs "
                     f"×{m.macs_ratio:.2f} the full grid's MACs.")
         o = self.panels[1]
@@ -401,8 +402,8 @@ def build_step(scene_: Scene, device: str = "auto", entry: ImageEntry | None = N
         full = model_grid(resolve_model("task", device=device))
         u = ap.layout_for_budget(image, "uniform", main.tokens)
         panels.append(_panel(_uniform_label(u), "uniform", image, u, scene_.token_size, device))
-        panels.append(_panel(f"Full grid: the model's {cfg.patch_size} px patches", "full grid", image, full, scene_.token_size,
-                             device))
+        panels.append(_panel(f"Full grid: the model's {cfg.patch_size} px patches", "full grid", image, full,
+                             scene_.token_size, device))
         full_macs = model_macs(cfg, full.num_tokens)
         for p in panels:
             p.macs = float(model_macs(cfg, p.tokens))
@@ -415,8 +416,8 @@ def build_step(scene_: Scene, device: str = "auto", entry: ImageEntry | None = N
     if scene_.budget_table:  # against the first scene's budget as a fixed count
         rows = _budget_rows(scene_.fraction, scene_budget(SCENES[0], load_entry(SCENES[0].image).array).tokens,
                             entry if own else None)
-    return StepView(scene_, entry.name, entry.digest, f"{entry.width}x{entry.height}", settings, settings["params"]["budget"],
-                    reference, panels, truth, held or [], rows, own)
+    return StepView(scene_, entry.name, entry.digest, f"{entry.width}x{entry.height}", settings,
+                    settings["params"]["budget"], reference, panels, truth, held or [], rows, own)
 
 
 @st.cache_data(max_entries=2 * len(SCENES), show_spinner=False)

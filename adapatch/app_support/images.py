@@ -89,7 +89,8 @@ def digest_of(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
-def fit_for_compute(array: np.ndarray, max_pixels: int = COMPUTE_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int] | None]:
+def fit_for_compute(array: np.ndarray,
+                    max_pixels: int = COMPUTE_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int] | None]:
     """The array downscaled (``adapatch.resize_image``, as the exported snippet does) when over
     ``max_pixels``, and the size it was downscaled to (None when it fits)."""
     return to_working_size(array, max_pixels)
@@ -112,7 +113,7 @@ def upload_error_line(exc: BaseException) -> str:
     msg = " ".join(str(exc).split())
     if msg.startswith("image: "):  # open_image names byte sources "image"; the UI shows the file name
         msg = msg[len("image: "):]
-    if isinstance(exc, ImageError) or isinstance(exc, ValueError):
+    if isinstance(exc, (ImageError, ValueError)):
         return one_line(msg) or "cannot read this file"
     return "cannot read this file"
 

@@ -55,6 +55,7 @@ def task_model(device: str = "auto"):
 
 def _same_device(model, device: str) -> bool:
     import torch
+
     from adapatch.model.task import as_vit
     have = next(as_vit(model).parameters()).device
     want = torch.device(device)
@@ -263,6 +264,7 @@ def tokens_text(tokens: float) -> str:
 def results_table() -> None:
     """The task experiment's results table (``adapatch/assets/model/results.json``)."""
     import pandas as pd
+
     from adapatch.model.results import task_results
 
     rows = task_results()
@@ -332,6 +334,7 @@ def full_grid_row(rows: list[dict]) -> dict | None:
 def accuracy_chart(key: str) -> None:
     """Accuracy vs tokens of every method of the bundled results, the full grid as a reference line."""
     import plotly.graph_objects as go
+
     from adapatch.model.results import task_results
 
     rows = task_results()
@@ -522,7 +525,8 @@ def token_agreement_view(ref, model, which: str, entry: ImageEntry | None, key: 
              f"the first block). On {what}, computed on {dev.upper()} by "
              "`adapatch.model.agreement.token_agreement`."]
     if current:
-        lines.append(f"The full grid predicts **{md_escape(class_label(res['full_predictions'][0], res['num_classes']))}**"
+        full = md_escape(class_label(res['full_predictions'][0], res['num_classes']))
+        lines.append(f"The full grid predicts **{full}**"
                      "; hover a point for what each method predicts.")
     if not d["pretrained"]:
         lines.append("This model has random weights: the chart shows how much each method changes *its* outputs, "
@@ -575,6 +579,7 @@ def latency_chart(key: str, measure: bool = False) -> None:
     measurements, or this session's live ones. ``measure`` draws "Measure on this machine" (a short
     live run with a progress bar that replaces the bundled numbers) and the way back."""
     import plotly.graph_objects as go
+
     from adapatch.model.results import latency_curves
 
     curves = latency_curves()
@@ -606,5 +611,6 @@ def latency_chart(key: str, measure: bool = False) -> None:
     if live:
         st.caption(live_note(live) + ("" if measure else " Back to the bundled numbers on the Model page."))
     else:
-        st.caption(f"Latency: {ui.measurement_note('latency.json', 'python benchmarks/bench_latency.py')}. At batch 1 fixed "
+        st.caption(f"Latency: {ui.measurement_note('latency.json', 'python benchmarks/bench_latency.py')}. "
+                   "At batch 1 fixed "
                    f"overheads eat much of the saving; batched runs follow the MACs prediction closely. {MACS_NOTE}")

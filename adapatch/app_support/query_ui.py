@@ -480,8 +480,8 @@ def surface(entry: ImageEntry, choice: Choice, page: str) -> None:
     st.plotly_chart(fig, key=key, on_select=functools.partial(_on_draw, key, entry.digest, shape, scale),
                     selection_mode=("points", "box", "lasso"), config={"displayModeBar": False, "scrollZoom": False,
                                                              "doubleClick": False}, width="stretch")
-    how = ("Click points on the image (each click adds one, up to "
-           f"{MAX_POINTS})" if state.get("query_draw") == "points" else f"Drag a {state.get('query_draw')} on the image")
+    how = (f"Click points on the image (each click adds one, up to {MAX_POINTS})"
+           if state.get("query_draw") == "points" else f"Drag a {state.get('query_draw')} on the image")
     st.caption(f"{how}: the query region ({describe(region)}{', cyan' if region else ''}).")
     _seed_box(entry, region)
     with st.expander("Exact region (pixels)", icon=":material/straighten:"):

@@ -22,7 +22,8 @@ from .images import ImageEntry
 
 SIZE_OPTIONS = (2, 4, 8, 16, 32, 64, 128)
 _SCORER_LABELS = {"mean": "saliency mean per token", "max": "saliency max per token",
-                  "learned": "learned (model's TokenPruner)", "attention": "attention (EViT: CLS attention, rest fused)"}
+                  "learned": "learned (model's TokenPruner)",
+                  "attention": "attention (EViT: CLS attention, rest fused)"}
 SCORER_LABELS = {s: _SCORER_LABELS[s] for s in PRUNE_SCORERS}  # the export format's scorers, with labels
 LAYOUT_STRATEGY_LABELS = {s: "selector" if s == "learned_selector" else s
                           for s in STRATEGIES + MODEL_STRATEGIES if s != "uniform"}
@@ -458,7 +459,7 @@ def current_saliency() -> dict:
 
 
 def layout_settings(strategy: str | None = None, importance: str | None = None, sizes=None,
-                    threshold: float | None = None, budget: int | None | str = "setting", vit: str | None = None,
+                    threshold: float | None = None, budget: int | str | None = "setting", vit: str | None = None,
                     device: str | None = None, entry: ImageEntry | None = None) -> dict[str, Any]:
     """Settings of the Patch layout page (arguments override the stored settings).
 

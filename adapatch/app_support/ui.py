@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -41,7 +42,7 @@ def guard(what: str = "") -> Iterator[None]:
             log.warning("%s without a message%s", type(e).__name__, f" ({what})" if what else "")
             msg = "these settings cannot be used on this image"
         st.error(md_escape(f"{what}: {msg}" if what else msg), icon=":material/error:")
-    except Exception as e:  # noqa: BLE001 - last line of defence; details go to the server log
+    except Exception as e:
         from streamlit.errors import FragmentHandledException
         if isinstance(e, FragmentHandledException):
             raise
@@ -153,7 +154,8 @@ def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = Non
     cols[0].metric("Tokens", fmt_int(eff["tokens"]), delta=fmt_delta_pct(-red), delta_color="inverse",
                    help=f"Tokens of this layout (what the ViT processes); the change is against {ref}.")
     cols[1].metric(ref.capitalize(), fmt_int(ref_tokens),
-                   help="Tokens of the model's full patch grid." if against_finest else "Tokens of the standard ViT grid.")
+                   help=("Tokens of the model's full patch grid." if against_finest
+                         else "Tokens of the standard ViT grid."))
     if eff["min_size"] != 16 and not against_finest:
         cols[2].metric(f"Uniform {eff['min_size']} px", fmt_int(eff["uniform_min_tokens"]),
                        delta=fmt_delta_pct(-eff["token_reduction_vs_uniform_min"]), delta_color="inverse",
@@ -201,8 +203,9 @@ def size_legend(layout: ap.PatchLayout, key: str | None = None, height: int = 19
         x=list(counts.values()), y=labels, orientation="h", text=[fmt_int(v) for v in counts.values()],
         textposition="auto", marker_color=[f"rgb{colors[s]}" for s in counts],
         marker_line_color="rgba(0,0,0,0.4)", marker_line_width=1, hovertemplate="%{y}: %{x} tokens<extra></extra>"))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title=dict(text="Tokens per patch size", font_size=13),
-                      xaxis_title=None, yaxis=dict(autorange="reversed"), showlegend=False)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10),
+                      title=dict(text="Tokens per patch size", font_size=13), xaxis_title=None,
+                      yaxis=dict(autorange="reversed"), showlegend=False)
     st.plotly_chart(fig, config=PLOT_CONFIG, key=key)
 
 

@@ -13,16 +13,46 @@ Ray Data. Results: ``report.json``/``report.md`` and ``layouts.parquet`` (``arro
 
 from .arrow import layouts_from_arrow, layouts_to_arrow, read_layouts, write_layouts
 from .calibrate import DEFAULT_TARGETS, Calibration, Targets, calibrate, layouts_at, scan, solve
-from .curve import (OBJECTIVES, DatasetCurve, DatasetStats, InfeasibleTarget, Objectives, dataset_curve, extremes,
-                    solve_threshold)
+from .curve import (
+                    OBJECTIVES,
+                    DatasetCurve,
+                    DatasetStats,
+                    InfeasibleTarget,
+                    Objectives,
+                    dataset_curve,
+                    extremes,
+                    solve_threshold,
+)
 from .engines import ENGINES
 from .records import CALIBRATION_IMPORTANCE, CurveSettings
 from .sources import Source, SourceError, open_source
 from .store import CurveStore
 
 __all__ = [
-    "CALIBRATION_IMPORTANCE", "Calibration", "CurveSettings", "CurveStore", "DEFAULT_TARGETS", "DatasetCurve",
-    "DatasetStats", "ENGINES", "InfeasibleTarget", "OBJECTIVES", "Objectives", "Source", "SourceError", "Targets",
-    "calibrate", "dataset_curve", "extremes", "layouts_at", "layouts_from_arrow", "layouts_to_arrow", "open_source",
-    "read_layouts", "scan", "solve", "solve_threshold", "write_layouts",
+                    "CALIBRATION_IMPORTANCE",
+                    "DEFAULT_TARGETS",
+                    "ENGINES",
+                    "OBJECTIVES",
+                    "Calibration",
+                    "CurveSettings",
+                    "CurveStore",
+                    "DatasetCurve",
+                    "DatasetStats",
+                    "InfeasibleTarget",
+                    "Objectives",
+                    "Source",
+                    "SourceError",
+                    "Targets",
+                    "calibrate",
+                    "dataset_curve",
+                    "extremes",
+                    "layouts_at",
+                    "layouts_from_arrow",
+                    "layouts_to_arrow",
+                    "open_source",
+                    "read_layouts",
+                    "scan",
+                    "solve",
+                    "solve_threshold",
+                    "write_layouts",
 ]

@@ -8,6 +8,7 @@ Columns are built from flat numpy arrays (no per-box Python objects).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -65,7 +66,7 @@ def _boxes_column(col) -> list[np.ndarray]:
     offsets = np.asarray(col.offsets.to_numpy(zero_copy_only=False), np.int64)
     flat = col.values.flatten().to_numpy(zero_copy_only=False).astype(BOX_DTYPE).reshape(-1, 3)
     base = offsets[0]
-    return [flat[a - base:b - base] for a, b in zip(offsets[:-1], offsets[1:])]
+    return [flat[a - base:b - base] for a, b in itertools.pairwise(offsets)]
 
 
 def layouts_from_arrow(table) -> list[PatchLayout]:
@@ -118,7 +119,7 @@ class LayoutWriter:
         self._flush()
         self._writer.close()
 
-    def __enter__(self) -> "LayoutWriter":
+    def __enter__(self) -> LayoutWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

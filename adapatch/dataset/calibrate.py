@@ -162,7 +162,7 @@ class Calibration:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> "Calibration":
+    def __enter__(self) -> Calibration:
         return self
 
     def __exit__(self, *exc: object) -> None:

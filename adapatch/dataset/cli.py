@@ -104,7 +104,8 @@ def layouts_main(argv: list[str]) -> int:
     try:
         out = layouts_at(args.source, args.threshold, args.out, min_size=args.min_size, max_size=args.max_size,
                          importance=args.importance, max_pixels=args.max_pixels, work_pixels=args.work_pixels,
-                         engine=args.engine, workers=args.workers, address=args.address, column=args.column, progress=not args.quiet)
+                         engine=args.engine, workers=args.workers, address=args.address, column=args.column,
+                         progress=not args.quiet)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

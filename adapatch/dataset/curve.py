@@ -2,8 +2,8 @@
 
 Per image, the threshold-mode quadtree at threshold ``t`` has ``base + sum of inc over p > t``
 tokens (``adapatch.quadtree.PathImportance``; ``inc``, the tokens a split adds: 3, fewer for a
-square straddling the image's edge, ``quadtree_engine.split_increments``). Over a dataset every statistic is a function of those
-per-image counts:
+square straddling the image's edge, ``quadtree_engine.split_increments``). Over a dataset every
+statistic is a function of those per-image counts:
 
 * mean tokens per image, and tokens per megapixel (total tokens / total megapixels);
 * the FLOPs ratio against the uniform 16 px grid: total ViT MACs of the layouts / total MACs of
@@ -96,7 +96,7 @@ class Objectives:
         tok = self.store.tokens_at(np.array([threshold]))
         col = tok[:, 0]
         return DatasetStats(
-            threshold=float(threshold), images=int(len(col)), mean_tokens=float(col.mean()),
+            threshold=float(threshold), images=len(col), mean_tokens=float(col.mean()),
             p50_tokens=int(percentile(tok, 50)[0]), p95_tokens=int(percentile(tok, 95)[0]),
             max_tokens=int(col.max()), min_tokens=int(col.min()), total_tokens=int(col.sum()),
             tokens_per_mp=float(col.sum() / self.total_mp),

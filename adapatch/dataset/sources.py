@@ -10,9 +10,10 @@ from __future__ import annotations
 import glob
 import os
 import zipfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence, Union
+from typing import TypeAlias
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 """Files a folder or zip source takes as images (any other file is not listed)."""
@@ -22,7 +23,7 @@ BYTES_COLUMNS = ("image", "bytes", "image_bytes", "content", "data")
 """Parquet columns tried, in this order, when no ``column`` is given (a struct with ``bytes``
 is read too, as Hugging Face datasets store images)."""
 
-SourceSpec = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], Mapping[str, bytes]]
+SourceSpec: TypeAlias = str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def _parquet_source(path: Path, column: str | None) -> Source:
                 items.append(ItemRef("parquet", str(path), f"{col}:{g}:{r}", str(n) if n else f"row {len(items)}"))
     except SourceError:
         raise
-    except Exception as e:  # pyarrow raises many types on damaged files
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types on damaged files
         raise SourceError(f"{path}: not a readable Parquet file ({' '.join(str(e).split())[:120]})") from None
     return Source("parquet", f"parquet {path} (column {col})", tuple(items))
 

@@ -45,7 +45,7 @@ class CurveStore:
         self.directory = tempfile.mkdtemp(prefix="adapatch-curves-") if directory is None else os.fspath(directory)
         os.makedirs(self.directory, exist_ok=True)
         self._spill_path = os.path.join(self.directory, "values.f64")
-        self._spill = open(self._spill_path, "wb")
+        self._spill = open(self._spill_path, "wb")  # noqa: SIM115 - open while images are added; finish/close shut it
         self._rows: list[tuple[int, int, int, int, int, int]] = []  # index, height, width, stored, offset, total
         self._paths: list[str] = []
         self._skipped: list[tuple[int, str, str]] = []
@@ -72,7 +72,7 @@ class CurveStore:
         self._written += len(kept)
         self._paths.append(result.path)
 
-    def finish(self) -> "CurveStore":
+    def finish(self) -> CurveStore:
         """Close the spill file and order the images by source index."""
         if self.finished:
             return self
@@ -247,7 +247,7 @@ class CurveStore:
         elif os.path.exists(self._spill_path):
             os.remove(self._spill_path)
 
-    def __enter__(self) -> "CurveStore":
+    def __enter__(self) -> CurveStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

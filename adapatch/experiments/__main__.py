@@ -2,10 +2,11 @@
 evaluate the cluttered-digits experiment, write weights, config, results and sample images.
 
 ``python -m adapatch.experiments --eval-only [--out DIR] [--threads N]``: evaluate the checkpoint
-already in ``DIR`` (default: the package's bundled model, adapatch/assets/model) on its training run's held-out split, without
-retraining, and rewrite ``results.json`` (keeping the training log) and ``results.md``. The rows
-cover the whole split; ``results.json``'s ``subset_check`` holds the exact correct counts, tokens and
-MACs on its first ``SUBSET_N`` images, which tests/test_experiments_eval.py recomputes in seconds.
+already in ``DIR`` (default: the package's bundled model, adapatch/assets/model) on its training
+run's held-out split, without retraining, and rewrite ``results.json`` (keeping the training log)
+and ``results.md``. The rows cover the whole split; ``results.json``'s ``subset_check`` holds the
+exact correct counts, tokens and MACs on its first ``SUBSET_N`` images, which
+tests/test_experiments_eval.py recomputes in seconds.
 
 ``python -m adapatch.experiments --query-experiment [--out DIR] [--seed N] [--query-n N] [--threads N]``:
 query-aware patching on two cluttered digits (``query_eval``), with the checkpoint in
@@ -43,7 +44,8 @@ QUICK = {"n_train": 256, "n_test": 128, "vit_epochs": 1, "pruner_epochs": 1, "se
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m adapatch.experiments", description=__doc__)
-    ap.add_argument("--out", default=str(ASSET_DIR), help="output folder (default: the bundled model, adapatch/assets/model)")
+    ap.add_argument("--out", default=str(ASSET_DIR),
+                    help="output folder (default: the bundled model, adapatch/assets/model)")
     ap.add_argument("--quick", action="store_true", help="seconds-long smoke run on a tiny dataset")
     ap.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -280,7 +280,8 @@ def compact_table(rows: list[dict], budgets: tuple[int, ...] = BUDGETS) -> str:
         cells = []
         for b in budgets:
             r = by.get((name, b)) or by.get((name, None))
-            cells.append("| | |" if r is None else f"{r['accuracy']:.3f} | {r['other_digit']:.3f} | {r['precision']:.3f}")
+            cells.append("| | |" if r is None
+                         else f"{r['accuracy']:.3f} | {r['other_digit']:.3f} | {r['precision']:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 

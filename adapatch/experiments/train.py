@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,11 +21,11 @@ import torch.nn.functional as F
 
 from ..importance import TOKEN_SIZE
 from ..layout import uniform
-from ..quadtree import quadtree_batch
 from ..model.embed import TokenBatch
 from ..model.pruning import TokenPruner, forward_pruned_train
 from ..model.selector import LearnedPatchSelector, relaxed_mask, sparsity_penalty
 from ..model.vit import VisionTransformer
+from ..quadtree import quadtree_batch
 from .cluttered_digits import to_rgb
 
 QT_MIN, QT_MAX = 8, 32

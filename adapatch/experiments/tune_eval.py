@@ -118,14 +118,17 @@ def markdown(r: dict[str, Any]) -> str:
     for t in r["targets"]:
         lab, lf, hp = t.get("labelled"), t.get("label_free"), t.get("best_hand_picked")
         cells = [f"{t['macs_ratio']:.2f}"]
-        cells += [lab["key"], f"{lab['held_out_accuracy']:.3f}", f"{lab['held_out_macs_ratio']:.3f}"] if lab else ["-"] * 3
+        cells += ([lab["key"], f"{lab['held_out_accuracy']:.3f}", f"{lab['held_out_macs_ratio']:.3f}"] if lab
+                  else ["-"] * 3)
         cells += [lf["key"], f"{lf['held_out_accuracy']:.3f}"] if lf else ["-"] * 2
         cells += [hp["method"], f"{hp['accuracy']:.3f}", f"{hp['macs_ratio']:.3f}"] if hp else ["-"] * 3
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Hand-picked rows on the same held-out images:", "", "| method | accuracy | MACs ratio | tokens |",
               "|---|---|---|---|"]
     for row in r["hand_picked_held_out"]:
-        lines.append(f"| {row['method']} | {row['accuracy']:.3f} | {row['macs_ratio']:.3f} | {row['mean_tokens']:.1f} |")
-    lines += ["", f"Seconds: labelled search {r['seconds']['labelled']:.0f}, label-free {r['seconds']['label_free']:.0f}, "
+        lines.append(f"| {row['method']} | {row['accuracy']:.3f} | {row['macs_ratio']:.3f} "
+                     f"| {row['mean_tokens']:.1f} |")
+    lines += ["", f"Seconds: labelled search {r['seconds']['labelled']:.0f}, "
+              f"label-free {r['seconds']['label_free']:.0f}, "
               f"total {r['seconds']['total']:.0f}.", "", f"Command: `{r['command']}`", ""]
     return "\n".join(lines)

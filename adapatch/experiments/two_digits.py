@@ -68,7 +68,8 @@ class TwoDigitConfig:
     def from_dataset(cls, dataset: dict, n: int = 2000, seed: int = 14) -> TwoDigitConfig:
         """The config matching a trained model's ``config.json["dataset"]``."""
         keep = ("size", "scale", "n_distractors", "fragment", "noise", "test_fraction")
-        return cls(n=n, seed=seed, source_seed=int(dataset.get("seed", 0)), **{k: dataset[k] for k in keep if k in dataset})
+        return cls(n=n, seed=seed, source_seed=int(dataset.get("seed", 0)),
+                   **{k: dataset[k] for k in keep if k in dataset})
 
     def to_dict(self) -> dict:
         return asdict(self)

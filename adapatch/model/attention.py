@@ -105,7 +105,8 @@ def attention_saliency(image: np.ndarray, model, mode: str = "rollout", head_fus
     return ((up - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros((h, w), np.float32)
 
 
-@register_saliency("attention", "ViT attention (CLS or rollout). Default model: the bundled cluttered-digits task ViT, trained here; "
+@register_saliency("attention", "ViT attention (CLS or rollout). Default model: the bundled cluttered-digits task ViT, "
+                   "trained here; "
                    "its attention is meaningful on that task's images (Model page), not on photos.",
                    defaults={"model": None, "mode": "rollout", "head_fusion": "mean", "discard_ratio": 0.9},
                    param_ranges={"discard_ratio": (0.0, 0.99, 0.01)},

@@ -17,8 +17,8 @@ import re
 
 import torch
 
-from ..validation import check_choice
 from ..messages import as_value_error
+from ..validation import check_choice
 from .timm.arch import timm_state_dict
 from .vit import ViTConfig
 

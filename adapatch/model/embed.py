@@ -9,8 +9,8 @@ over the whole batch; there is no loop over patches or images.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class TokenBatch:
     hw: tuple[int, int] | None = None
     """The images' size ``(H, W)``: RoPE models place tokens by centre in patch-grid cells."""
 
-    def select(self, idx: torch.Tensor, valid: torch.Tensor | None = None) -> "TokenBatch":
+    def select(self, idx: torch.Tensor, valid: torch.Tensor | None = None) -> TokenBatch:
         """Tokens ``idx`` ``[B, k]`` of each image (``valid`` ``[B, k]`` marks real ones)."""
         b = torch.arange(idx.shape[0], device=idx.device)[:, None]
         counts = valid.sum(1).tolist() if valid is not None else [idx.shape[1]] * idx.shape[0]

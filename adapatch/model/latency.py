@@ -10,11 +10,12 @@ preset (the app's "Measure on this machine"), recording where and when it ran.
 
 from __future__ import annotations
 
+import functools
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Callable, Sequence
 
 import torch
 
@@ -90,7 +91,7 @@ def latency_curve(model, token_counts: Sequence[int], batch_sizes: Sequence[int]
         for n in token_counts:
             n = check_int("tokens", n, 1)
             tb = random_tokens(model.config, bs, n, dev)
-            sec = time_fn(lambda: model.forward_tokens(tb), dev, repeats, warmup)
+            sec = time_fn(functools.partial(model.forward_tokens, tb), dev, repeats, warmup)
             group.append({"tokens": n, "batch": bs, "ms": sec * 1e3, "ms_per_image": sec * 1e3 / bs,
                           "macs": model_macs(model.config, n)})
             done += 1

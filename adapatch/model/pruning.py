@@ -55,7 +55,7 @@ def topk_keep(scores: torch.Tensor, valid: torch.Tensor | None, keep_ratio: floa
     Image ``i`` keeps ``keep_counts(n_i)`` tokens; ties go to the earlier token.
     """
     keep_ratio = check_float("keep_ratio", keep_ratio, 0.0, 1.0)
-    b, n = scores.shape
+    _b, n = scores.shape
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)
     k = keep_counts(valid.sum(1), keep_ratio)

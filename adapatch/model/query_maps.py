@@ -60,9 +60,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import resolve_device
 from ..messages import first_line
 from ..model_refs import OPEN_CLIP_HINT, open_clip_missing
-from ..device import resolve_device
 from ..validation import check_choice, check_rgb
 from .attention import read_row
 from .task import as_vit, prepare_image

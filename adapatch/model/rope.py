@@ -67,9 +67,17 @@ import torch
 import torch.nn as nn
 
 __all__ = [
-    "KINDS", "RopeConfig", "RopeEmbedding", "rope_embedding", "rope_bands",
-    "rope_positions", "apply_rope", "grid_centers", "centers_from_boxes", "centers_from_normalized",
+    "KINDS",
+    "RopeConfig",
+    "RopeEmbedding",
+    "apply_rope",
+    "centers_from_boxes",
+    "centers_from_normalized",
+    "grid_centers",
     "layer_rope",
+    "rope_bands",
+    "rope_embedding",
+    "rope_positions",
 ]
 
 KINDS = ("cat", "mixed", "dinov3", "mrope")
@@ -204,7 +212,7 @@ class RopeConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | "RopeConfig") -> "RopeConfig":
+    def from_dict(cls, d: Mapping[str, Any] | RopeConfig) -> RopeConfig:
         """Inverse of ``to_dict`` (lists from JSON are accepted for the tuple fields)."""
         if isinstance(d, RopeConfig):
             return cls(**d.to_dict())
@@ -408,10 +416,7 @@ def rope_embedding(cfg: RopeConfig | Mapping, centers: torch.Tensor, grid_shape:
         emb = torch.cat([_layout(ang.sin(), True), _layout(ang.cos(), True)], dim=-1)
     else:
         pos = rope_positions(cfg, c, grid_shape)  # [..., N, 2]
-        if cfg.kind == "dinov3":
-            ang = 2 * math.pi * pos[..., None] / bands
-        else:
-            ang = pos[..., None] * bands
+        ang = 2 * math.pi * pos[..., None] / bands if cfg.kind == "dinov3" else pos[..., None] * bands
         ang = ang.flatten(-2)  # [..., N, 2 * nb]: first coordinate's bands, then the second's
         emb = torch.cat([_layout(ang.sin(), cfg.rotate_half), _layout(ang.cos(), cfg.rotate_half)], dim=-1)
     if batched:

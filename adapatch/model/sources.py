@@ -2,8 +2,9 @@
 
 ``resolve_model("task")`` is the bundled cluttered-digits ``TaskModel`` (ViT + trained pruner +
 selector); any other string goes to ``load_model`` (a local ``.safetensors``/``.pt``/``.pth``/``.bin``
-file, or a timm name when timm is installed); ``cache=True`` keeps the last two such models. ``describe_model`` summarises a loaded model in
-plain fields (for the app's "what is loaded" panel). Nothing here downloads anything by itself.
+file, or a timm name when timm is installed); ``cache=True`` keeps the last two such models.
+``describe_model`` summarises a loaded model in plain fields (for the app's "what is loaded" panel).
+Nothing here downloads anything by itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from ..device import resolve_device
 from ..model_refs import TASK
 from .task import TaskModel, as_vit, load_task_model
 from .vit import VisionTransformer
-
 
 
 @lru_cache(maxsize=2)
@@ -96,8 +96,8 @@ def describe_model(model: TaskModel | VisionTransformer) -> dict[str, Any]:
     return {
         "source": vit.weights_source,
         "name": cfg.name,
-        "architecture": " · ".join([f"ViT · width {cfg.dim} · depth {cfg.depth} · {cfg.heads} heads"]
-                                   + architecture_options(cfg)),
+        "architecture": " · ".join([f"ViT · width {cfg.dim} · depth {cfg.depth} · {cfg.heads} heads",
+                                    *architecture_options(cfg)]),
         "params": int(sum(p.numel() for p in vit.parameters())),
         "img_size": cfg.img_size,
         "patch_size": cfg.patch_size,

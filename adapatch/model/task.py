@@ -20,7 +20,7 @@ from ..samples import ASSETS_DIR
 from ..validation import check_rgb
 from .pruning import TokenPruner
 from .selector import LearnedPatchSelector
-from .vit import ViTConfig, VisionTransformer
+from .vit import VisionTransformer, ViTConfig
 
 ASSET_DIR = ASSETS_DIR / "model"
 

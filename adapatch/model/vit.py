@@ -13,8 +13,8 @@ With the uniform layout of the model's patch size both paths give the same logit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -99,7 +99,8 @@ class ViTConfig:
             raise ValueError(f"dim must be divisible by heads, got dim={self.dim}, heads={self.heads}")
         check_float("mlp_ratio", self.mlp_ratio, 0.0, 64.0)
         if int(self.dim * self.mlp_ratio) < 1:
-            raise ValueError(f"mlp_ratio must give an MLP of at least one unit, got {self.mlp_ratio!r} at dim {self.dim}")
+            raise ValueError(f"mlp_ratio must give an MLP of at least one unit, got {self.mlp_ratio!r} "
+                             f"at dim {self.dim}")
         check_int("num_classes", self.num_classes, 0, MAX_CLASSES)
         if not isinstance(self.qkv_bias, bool):
             raise ValueError(f"qkv_bias must be true or false, got {self.qkv_bias!r}")
@@ -156,7 +157,7 @@ class ViTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ViTConfig":
+    def from_dict(cls, d: dict) -> ViTConfig:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -179,7 +180,7 @@ def make_act(name: str) -> nn.Module:
             "silu": nn.SiLU}[name]()
 
 
-def make_norm(cfg: "ViTConfig", width: int) -> nn.Module:
+def make_norm(cfg: ViTConfig, width: int) -> nn.Module:
     """The config's normalisation layer over ``width`` channels (LayerNorm or RMSNorm, its eps)."""
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(width, eps=cfg.norm_eps)
@@ -207,7 +208,7 @@ class Attention(nn.Module):
     ``num_prefix`` tokens (class, registers) are not rotated.
     """
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, cfg: "ViTConfig | None" = None) -> None:
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, cfg: ViTConfig | None = None) -> None:
         super().__init__()
         cfg = cfg or ViTConfig(dim=dim, heads=heads, qkv_bias=qkv_bias)
         self.num_heads = heads
@@ -253,7 +254,7 @@ class Mlp(nn.Module):
     """The block's MLP (timm names): ``fc1 -> act -> [norm] -> fc2``; ``glu``: ``fc1`` twice as wide,
     one half gating the other (``GluMlp``); ``swiglu``: ``act(fc1_g(x)) * fc1_x(x)`` (``SwiGLU``)."""
 
-    def __init__(self, dim: int, hidden: int, cfg: "ViTConfig | None" = None) -> None:
+    def __init__(self, dim: int, hidden: int, cfg: ViTConfig | None = None) -> None:
         super().__init__()
         cfg = cfg or ViTConfig(dim=dim, heads=1)
         self.kind, self.gate_last = cfg.mlp, cfg.gate_last
@@ -281,7 +282,7 @@ class Block(nn.Module):
     """Pre-norm transformer block (timm names ``norm1``, ``attn``, ``ls1``, ``norm2``, ``mlp``, ``ls2``)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 cfg: "ViTConfig | None" = None) -> None:
+                 cfg: ViTConfig | None = None) -> None:
         super().__init__()
         cfg = cfg or ViTConfig(dim=dim, heads=heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias)
         self.norm1 = make_norm(cfg, dim)
@@ -305,7 +306,7 @@ class AttentionPool(nn.Module):
     ``settings``: ``latent_len`` (queries), ``mlp_ratio`` of its MLP, ``qk_norm``; padded keys are
     masked, so a batch of different token counts pools each image over its own tokens only."""
 
-    def __init__(self, dim: int, heads: int, cfg: "ViTConfig") -> None:
+    def __init__(self, dim: int, heads: int, cfg: ViTConfig) -> None:
         super().__init__()
         s = cfg.attn_pool
         heads = int(s.get("heads", heads))
@@ -377,7 +378,8 @@ class VisionTransformer(nn.Module):
         self.attn_pool = AttentionPool(d, cfg.heads, cfg) if cfg.global_pool == "map" else None
         self.fc_norm = make_norm(cfg, d) if cfg.final_norm and cfg.fc_norm else nn.Identity()
         self.head = nn.Linear(d, cfg.num_classes) if cfg.num_classes else nn.Identity()
-        self.head_dist = (nn.Linear(d, cfg.num_classes) if cfg.num_classes else nn.Identity()) if cfg.dist_token else None
+        self.head_dist = ((nn.Linear(d, cfg.num_classes) if cfg.num_classes else nn.Identity())
+                          if cfg.dist_token else None)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -523,7 +525,7 @@ class VisionTransformer(nn.Module):
     def embed_fixed(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, P + G*G, D]``: the fixed grid's tokens (Conv2d patch embedding, learned ``pos_embed``)
         after the prefix tokens; the one fixed-grid embedding (``forward_fixed``, attention maps)."""
-        b, _, h, w = images.shape
+        _b, _, h, w = images.shape
         if (h, w) != (self.config.img_size, self.config.img_size):
             raise ValueError(f"images must be {self.config.img_size}x{self.config.img_size} for the fixed grid, "
                              f"got {h}x{w}; use forward(images, layouts) for other sizes")

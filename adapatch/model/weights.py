@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 
 from ..device import resolve_device
+from ..messages import as_value_error, first_line, one_line
 from ..model_refs import CHECKPOINT_SUFFIXES
 from ..validation import check_choice
 from .config_inference import IMAGENET_MEAN, IMAGENET_STD, PREPROCESS, config_from_state_dict, inferred_config
-from ..messages import as_value_error, first_line, one_line
 from .timm.arch import timm_state_dict
 from .timm.build import config_from_timm_json
 from .timm.hub import not_loadable, pretrained
-from .vit import ViTConfig, VisionTransformer
+from .vit import VisionTransformer, ViTConfig
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "PREPROCESS", "PRESETS", "check_state_dict", "config_from_metadata",
@@ -87,7 +87,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
         try:
             return load_file(str(path))
-        except Exception as e:  # safetensors raises its own error type on a bad header
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type on a bad header
             raise ValueError(f"{path.name} is not a readable safetensors file: {first_line(e)}") from None
     return _torch_load(str(path), path.name)
 
@@ -116,7 +116,7 @@ def _read_state_dict_bytes(data: bytes, name: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load
         try:
             sd = load(bytes(data))
-        except Exception as e:  # SafetensorError: bad header or truncated file
+        except Exception as e:  # noqa: BLE001 - SafetensorError: bad header or truncated file
             raise ValueError(f"{name} is not a readable safetensors file: {first_line(e)}") from None
         return _tensors_only(sd, name)
     return _torch_load(io.BytesIO(bytes(data)), name)

@@ -10,5 +10,17 @@ from .search import Evaluated, TuneResult, choose, pareto_front, tune
 from .settings import settings_for
 from .space import DEFAULT_LEVELS, QUADTREE_IMPORTANCES, STRATEGIES, Config, Family, search_space
 
-__all__ = ["Config", "DEFAULT_LEVELS", "Evaluated", "Family", "QUADTREE_IMPORTANCES", "STRATEGIES", "TuneResult",
-           "choose", "pareto_front", "search_space", "settings_for", "tune"]
+__all__ = [
+           "DEFAULT_LEVELS",
+           "QUADTREE_IMPORTANCES",
+           "STRATEGIES",
+           "Config",
+           "Evaluated",
+           "Family",
+           "TuneResult",
+           "choose",
+           "pareto_front",
+           "search_space",
+           "settings_for",
+           "tune",
+]

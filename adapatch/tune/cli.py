@@ -98,7 +98,8 @@ def read_labels(spec: str, paths: list[str], num_classes: int, names: list[str] 
     else:
         with open(spec, newline="") as f:
             rows = [r for r in csv.reader(f) if r and len(r) >= 2]
-        if rows and not rows[0][1].strip().lstrip("-").isdigit() and rows[0][0].strip().lower() in ("path", "file", "filename"):
+        header = rows and rows[0][0].strip().lower() in ("path", "file", "filename")
+        if header and not rows[0][1].strip().lstrip("-").isdigit():
             rows = rows[1:]
         table = {r[0].strip(): r[1] for r in rows}
         by_name = {os.path.basename(k): v for k, v in table.items()}

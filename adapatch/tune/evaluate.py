@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..greedy import greedy
 from ..layout import PatchLayout, uniform_for_budget
-from ..multiscale import multiscale
-from ..quadtree import PathImportance, path_importance
 from ..model.api import model_grid
 from ..model.latency import model_macs
 from ..model.selector import select_topk
 from ..model.task import TaskModel, as_vit
-from ..device import resolve_device
+from ..multiscale import multiscale
+from ..quadtree import PathImportance, path_importance
 from .space import Config, Family
 
 SELECTOR_SALIENCY = "edges"

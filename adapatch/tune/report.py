@@ -31,7 +31,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     r = report
     obj = r["objective"]
     lines = [f"# adapatch tune: {r['model']['name']}", "",
-             f"Objective: **{obj}** ({'labels given' if obj == 'accuracy' else 'label-free: top-1 agreement with the full grid'}); "
+             f"Objective: **{obj}** "
+             f"({'labels given' if obj == 'accuracy' else 'label-free: top-1 agreement with the full grid'}); "
              f"{r['images']['search']} search images, {r['images']['held_out']} held out; "
              f"{r['forwards']:,} forward passes (budget {r['budget_evals']:,}) in {r['seconds']:.1f} s.", ""]
     t = r["target"]
@@ -45,12 +46,16 @@ def report_markdown(report: dict[str, Any]) -> str:
         h = r["held_out"].get("chosen")
         hf = r["held_out"].get("full_grid")
         lines += ["| | split | " + obj + " | MACs ratio | mean tokens |", "|---|---|---|---|---|",
-                  f"| chosen: {c['key']} | search | {_pct(c['objective'])} | {c['macs_ratio']:.3f} | {c['mean_tokens']:.1f} |",
-                  f"| full grid | search | {_pct(r['full_grid']['objective'])} | 1.000 | {r['full_grid']['mean_tokens']:.0f} |"]
+                  f"| chosen: {c['key']} | search | {_pct(c['objective'])} | {c['macs_ratio']:.3f} "
+                  f"| {c['mean_tokens']:.1f} |",
+                  f"| full grid | search | {_pct(r['full_grid']['objective'])} | 1.000 "
+                  f"| {r['full_grid']['mean_tokens']:.0f} |"]
         if h:
-            lines += [f"| chosen: {c['key']} | held out | {_pct(h['objective'])} | {h['macs_ratio']:.3f} | {h['mean_tokens']:.1f} |",
+            lines += [f"| chosen: {c['key']} | held out | {_pct(h['objective'])} | {h['macs_ratio']:.3f} "
+                      f"| {h['mean_tokens']:.1f} |",
                       f"| full grid | held out | {_pct(hf['objective'])} | 1.000 | {hf['mean_tokens']:.0f} |"]
-    lines += ["", "## Pareto front (search split)", "", f"| configuration | {obj} | agreement | KL | MACs ratio | tokens |",
+    lines += ["", "## Pareto front (search split)", "",
+              f"| configuration | {obj} | agreement | KL | MACs ratio | tokens |",
               "|---|---|---|---|---|---|"]
     for e in r["front"]:
         lines.append(f"| {e['key']} | {_pct(e['objective'])} | {_pct(e['agreement'])} | {e['kl']:.3f} | "

@@ -113,7 +113,8 @@ def rung_sizes(per_level: Sequence[int], n_search: int, budget_evals: int, eta: 
     least budget that works when even ``MIN_RUNG_IMAGES`` images in the first rung do not fit."""
     best = None
     for rungs in range(1, 16):
-        sizes = [max(min(MIN_RUNG_IMAGES, n_search), math.ceil(n_search / eta ** (rungs - 1 - r))) for r in range(rungs)]
+        sizes = [max(min(MIN_RUNG_IMAGES, n_search), math.ceil(n_search / eta ** (rungs - 1 - r)))
+                 for r in range(rungs)]
         sizes[-1] = n_search
         cost = rung_cost(per_level, sizes, n_search)
         if cost <= budget_evals:
@@ -129,7 +130,8 @@ def least_budget(per_level: Sequence[int], n_search: int, eta: int = ETA) -> int
     """The fewest forward passes any rung schedule needs (``MIN_RUNG_IMAGES`` in the first rung)."""
     costs = []
     for rungs in range(1, 16):
-        sizes = [max(min(MIN_RUNG_IMAGES, n_search), math.ceil(n_search / eta ** (rungs - 1 - r))) for r in range(rungs)]
+        sizes = [max(min(MIN_RUNG_IMAGES, n_search), math.ceil(n_search / eta ** (rungs - 1 - r)))
+                 for r in range(rungs)]
         sizes[-1] = n_search
         costs.append(rung_cost(per_level, sizes, n_search))
         if sizes[0] <= MIN_RUNG_IMAGES:
@@ -279,7 +281,7 @@ def tune(images: Sequence[np.ndarray] | np.ndarray, model: Any, labels: Sequence
     full_obj = float((full_ref.argmax(1) == y[search]).mean()) if y is not None else 1.0
     chosen = choose(front, full_obj, target_macs_ratio, max_drop)
     search_forwards = ev.forwards
-    held: dict[str, Any] = {"images": int(len(hold))}
+    held: dict[str, Any] = {"images": len(hold)}
     if chosen is not None and len(hold):
         sc = ev.score(chosen.config, hold, chosen.threshold)
         href = ev.reference(hold).argmax(1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..vit import ViTConfig, VisionTransformer
+from ..vit import VisionTransformer, ViTConfig
 from .rope import rope_config_from_timm
 
 SUPPORTED_CLASSES = ("VisionTransformer", "VisionTransformerDistilled", "Eva")
@@ -203,8 +203,9 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
             raise Unsupported("an attention-pool head without its MLP")
         if _norm_kind(ap.norm, "attn_pool.norm") != (norm, eps) or getattr(ap, "latent_dim", dim) != dim:
             raise Unsupported("an attention-pool head with another norm or width than the blocks")
-        attn_pool = dict(latent_len=int(ap.latent_len), mlp_ratio=ap.mlp.fc1.out_features / dim, heads=int(ap.num_heads),
-                         qk_norm=not _is_identity(getattr(ap, "q_norm", None)), pool=str(ap.pool),
+        attn_pool = dict(latent_len=int(ap.latent_len), mlp_ratio=ap.mlp.fc1.out_features / dim,
+                         heads=int(ap.num_heads), qk_norm=not _is_identity(getattr(ap, "q_norm", None)),
+                         pool=str(ap.pool),
                          # Eva, and timm before ``pool_include_prefix`` existed (0.9.x), pool every token
                          include_prefix=cls == "Eva" or bool(getattr(tm, "pool_include_prefix", True)))
         if _act_kind(ap.mlp.act) != act:
@@ -229,7 +230,8 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
                      num_classes=num_classes, qkv_bias=bool(qkv_bias), mean=mean, std=std, name=name,
                      class_token=class_token, reg_tokens=reg_tokens, dist_token=dist_token,
                      no_embed_class=no_embed_class, pos_embed=pos is not None, global_pool=pool,
-                     fc_norm=has_fc, final_norm=has_norm or has_fc, norm_pre=not _is_identity(getattr(tm, "norm_pre", None)),
+                     fc_norm=has_fc, final_norm=has_norm or has_fc,
+                     norm_pre=not _is_identity(getattr(tm, "norm_pre", None)),
                      layer_scale=layer_scale, qk_norm=qk_norm, attn_norm=attn_norm, mlp_norm=mlp_norm, mlp=kind,
                      gate_last=gate_last, act=act, norm=norm, norm_eps=eps, patch_bias=proj.bias is not None,
                      proj_bias=attn.proj.bias is not None, attn_pool=attn_pool, rope=rope)
@@ -246,7 +248,7 @@ def timm_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k, v in sd.items():
         if k.endswith((".gamma_1", ".gamma_2")):
             out[k[:-len("gamma_1")] + ("ls1.gamma" if k.endswith("1") else "ls2.gamma")] = v
-        elif ".attn." in k and k.rsplit(".", 1)[-1] in ("q_bias", "v_bias", "k_bias") \
+        elif (".attn." in k and k.rsplit(".", 1)[-1] in ("q_bias", "v_bias", "k_bias")) \
                 or any(f".attn.{p}." in k for p in ("q_proj", "k_proj", "v_proj")):
             pre, rest = k.split(".attn.", 1)
             groups.setdefault(pre + ".attn.", {})[rest] = v

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..config_inference import apply_preprocess, config_from_state_dict
 from ...messages import first_line, one_line
+from ..config_inference import apply_preprocess, config_from_state_dict
 from ..vit import ViTConfig
 from .arch import config_from_timm
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..config_inference import apply_preprocess
 from ...messages import as_value_error, first_line, one_line
+from ..config_inference import apply_preprocess
 from ..vit import ViTConfig
 from .arch import config_from_timm
 from .build import import_timm, timm_arch_config

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 import adapatch as ap
-from adapatch.app_support import compute, recipes, state, ui
+from adapatch.app_support import compute, model_caveats, recipes, state, ui
 from adapatch.app_support.images import ImageEntry, md_escape
 
 STRATEGIES = list(ap.STRATEGIES)  # the library's layout strategies (model-based ones live on Model)
@@ -214,9 +214,12 @@ def compare_view(entry: ImageEntry) -> None:
         budget = recipes.compare_budget(entry, configs[:n])
         caption.caption(budget.caption())
         rows, layouts = [], []
+        warned = False
         for i, box in enumerate(boxes):
             with box:
                 settings = recipes.budget_settings(configs[i], budget)
+                if not warned:  # the digits model's attention on a photo: said once (one button)
+                    warned = model_caveats.settings_caveat(settings, state.current_key())
                 lay = compute.layout(entry, settings)
                 layouts.append((settings, lay))
                 st.image(compute.overlay_png(entry, settings, max_side=768), output_format="PNG", width="stretch",

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import adapatch as ap
-from adapatch.app_support import compute, recipes, state, ui
+from adapatch.app_support import compute, model_caveats, recipes, state, ui
 from adapatch.app_support.images import md_escape, sample_keys
 from adapatch.report import (
     EfficiencySummary,
@@ -52,11 +52,14 @@ def efficiency_view() -> None:
             except ap.ImageError:
                 continue
         names = short_names(entries)
+        warned = False
         uses: dict[str, dict[str, recipes.BudgetUse | None]] = {}  # strategy -> image -> how much budget it spent
         for j, entry in enumerate(entries):
             for sname in STRATEGIES:
                 try:
                     settings = _settings(sname, entry)
+                    if not warned:  # the digits model's attention on a photo: said once (one button)
+                        warned = model_caveats.settings_caveat(settings, entry.key)
                     lay = compute.layout(entry, settings)
                 except ValueError as e:  # e.g. settings the library refuses on this image: note it, keep going
                     st.caption(md_escape(f"{entry.name} · {sname}: {e}"))

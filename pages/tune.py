@@ -47,7 +47,8 @@ def inputs(ref, model) -> tuple[tv.TuneImages | None, dict]:
                 images.labels = tv.csv_labels(labels_file.getvalue(), images.names, int(d["num_classes"] or 0),
                                               class_names(d["num_classes"]))
             for s in images.skipped:
-                st.warning(f"Skipped **{md_escape(s['path'])}**: {md_escape(s['reason'])}", icon=":material/broken_image:")
+                st.warning(f"Skipped **{md_escape(s['path'])}**: {md_escape(s['reason'])}",
+                           icon=":material/broken_image:")
             notes += images.notes
         else:
             st.info("Upload images (or a zip of them) to tune on your own set.", icon=":material/upload:")
@@ -70,7 +71,7 @@ def inputs(ref, model) -> tuple[tv.TuneImages | None, dict]:
                  placeholder="automatic: 20 per search image",
                  help="Images through the model the search may spend (successive halving fits its rungs to it). "
                       "Empty: 20 per search image, raised to the least the search space needs.")
-    with st.expander("Search space"):
+    with st.expander("Search space", key="tune_space"):  # a key: it stays open when elements above change
         strategies = _multi("tune_strategies", "Strategies", STRATEGIES,
                             "learned_selector runs only with the bundled model (it has the selector).")
         importances = _multi("tune_importances", "Quadtree importances", QUADTREE_IMPORTANCES, None)
@@ -110,13 +111,15 @@ def run_section(ref, model, images, kw) -> None:
             images = tv.held_out_digits(images[1], int(describe_model(model)["img_size"]), ref.kind == "task")
         st.session_state[tv.ACTIVE] = {"done": 0, "total": 0, "what": ""}
         bar = st.progress(0.0, text="Starting…")
-        st.button("Stop", icon=":material/stop:", key="tune_stop",
-                  help="Ends the run after the configuration being scored; nothing of it is kept.")
+        stop = st.empty()  # a click on Stop reruns the page, which ends the run (tune_view's module docs)
+        stop.button("Stop", icon=":material/stop:", key="tune_stop",
+                    help="Ends the run after the configuration being scored; nothing of it is kept.")
         run = tv.execute(images, model, ref.name, ref.label, progress=tv.progress_callback(bar), **kw)
         st.session_state.pop(tv.ACTIVE, None)
         tv.keep(run)
         st.session_state["w_tune_run"] = run.id  # the run picker (drawn below) shows the new run
         bar.empty()
+        stop.empty()
 
 
 def results(run: tv.TuneRun) -> None:
@@ -124,13 +127,14 @@ def results(run: tv.TuneRun) -> None:
     obj = r.objective
     st.subheader(f"Result · {run.model_label} · {run.images.description}")
     c = r.chosen
-    cols = st.columns(4)
+    cols = st.columns([1.7, 1, 1, 0.8])  # the chosen configuration's name is the longest value
     cols[0].metric("Chosen", c.config.key if c is not None else "none meets the target")
     if c is not None:
         h = r.held_out.get("chosen")
         cols[1].metric(f"{obj.capitalize()} (search)", tv.pct(c.objective),
                        delta=f"{100 * (c.objective - r.full_grid['objective']):+.1f} pts vs full grid",
-                       help=f"On the {len(r.search_images)} search images; full grid {tv.pct(r.full_grid['objective'])}.")
+                       help=f"On the {len(r.search_images)} search images; full grid "
+                            f"{tv.pct(r.full_grid['objective'])}.")
         if h:
             cols[2].metric(f"{obj.capitalize()} (held out)", tv.pct(h["objective"]),
                            delta=f"{100 * (h['objective'] - c.objective):+.1f} pts vs search",
@@ -153,8 +157,7 @@ def results(run: tv.TuneRun) -> None:
     pick_key = f"w_tune_pick_{run.id}"
     if pick_key not in st.session_state or st.session_state[pick_key] not in picks:
         st.session_state[pick_key] = c.config.key if c is not None else r.front[0].config.key
-    fig_slot = st.container()
-    left, right = st.columns([1.4, 1], gap="medium")
+    fig_slot, right = st.columns([1.8, 1], gap="medium")
     with right:
         st.markdown("**Open a configuration**")
         chart_state = st.session_state.get(f"tune_chart_{run.id}")
@@ -165,7 +168,7 @@ def results(run: tv.TuneRun) -> None:
         key = st.selectbox("Configuration (or click a point)", picks, key=pick_key,
                            format_func=lambda k: ("★ " if c is not None and k == c.config.key else "") + k)
         e = run.by_key(key)
-        split = {i: "held out" for i in r.held_out_images}
+        split = dict.fromkeys(r.held_out_images, "held out")
         idx = st.selectbox("Image", list(range(len(run.images.names))), key=f"w_tune_image_{run.id}",
                            format_func=lambda i: f"{run.images.names[i]} ({split.get(i, 'search')})")
         blocked = tv.NOT_ON_LAYOUT.get(e.config.family.strategy)
@@ -182,9 +185,8 @@ def results(run: tv.TuneRun) -> None:
     with fig_slot:
         st.plotly_chart(tv.pareto_figure(run, key), on_select="rerun", selection_mode="points",
                         key=f"tune_chart_{run.id}", config=ui.PLOT_CONFIG)
-    with left:
-        st.markdown("**Pareto front** (search split; ★ chosen)")
-        st.dataframe(tv.front_rows(run), hide_index=True, width="stretch")
+    st.markdown("**Pareto front** (search split; ★ chosen)")
+    st.dataframe(tv.front_rows(run), hide_index=True, width="stretch")
 
 
 with ui.guard("tune"):
@@ -195,7 +197,8 @@ with ui.guard("tune"):
     stopped = tv.take_stopped()
     if stopped:
         st.warning(stopped, icon=":material/stop_circle:")
-    setup, _ = st.columns([1, 1.2], gap="large")
+    setup, about = st.columns([1, 1.2], gap="large")
+    about.markdown(tv.ABOUT)
     with setup:
         picked = model_source.picker()
     if picked is not None:

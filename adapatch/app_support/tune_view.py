@@ -49,6 +49,21 @@ SOURCES = {"samples": "Bundled digit samples (8, labelled)", "digits": "Held-out
 TARGETS = {"macs": "MACs ratio at most", "drop": "Largest drop from the full grid"}
 LEVEL_OPTIONS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.75)
 ZIP_TYPES = (*UPLOAD_TYPES, "zip")
+ABOUT = """**How the search works**
+
+Each configuration is a strategy (quadtree with an importance and a patch-size range, multiscale, greedy, the
+learned selector, the uniform grid) at a compute level: a share of the MACs of the model's full patch grid. The
+library (`adapatch.tune`) scores every configuration on a few images first and keeps the best third of each
+level on three times as many (successive halving), until the survivors are scored on the whole search split
+within the budget of forward passes.
+
+- **Objective**: accuracy when the images have labels; otherwise how often the top-1 class equals the model's
+  own on its full grid (label-free, works with any model and any images).
+- **Pareto front**: no other configuration is both cheaper and better on the search split.
+- **Honesty**: a share of the images is held out; the chosen configuration is re-scored there.
+
+The same search runs from the command line: `python -m adapatch tune FOLDER --model task --out DIR`.
+"""
 DEFAULTS: dict[str, Any] = {"tune_source": "samples", "tune_digits": HELD_OUT_DIGITS[2], "tune_target": "macs",
                             "tune_macs": 0.4, "tune_drop": 0.02, "tune_budget": None, "tune_held_out": 0.3,
                             "tune_seed": 0, "tune_strategies": None, "tune_importances": None, "tune_levels": None}
@@ -250,7 +265,7 @@ def runs() -> list[TuneRun]:
 
 def keep(run: TuneRun) -> None:
     """Put ``run`` first in the session's runs, keeping at most ``KEEP_RUNS``."""
-    st.session_state[RUNS] = [run] + runs()[:KEEP_RUNS - 1]
+    st.session_state[RUNS] = [run, *runs()[:KEEP_RUNS - 1]]
 
 
 def next_id() -> int:
@@ -348,7 +363,8 @@ def pareto_figure(run: TuneRun, selected: str | None = None) -> go.Figure:
                                   f"{r.full_grid['mean_tokens']:.0f} tokens<extra></extra>")
     if r.chosen is not None:
         fig.add_scatter(x=[r.chosen.macs_ratio], y=[r.chosen.objective], mode="markers", name="Chosen",
-                        marker={"color": "#d62728", "symbol": "star", "size": 18, "line": {"width": 1, "color": "white"}},
+                        marker={"color": "#d62728", "symbol": "star", "size": 18,
+                                "line": {"width": 1, "color": "white"}},
                         customdata=hover_rows(run, [r.chosen]), hovertemplate=hover)
     if selected is not None and any(e.config.key == selected for e in run.final):
         e = run.by_key(selected)
@@ -370,13 +386,11 @@ def front_rows(run: TuneRun) -> list[dict[str, Any]]:
     """The front as table rows, cheapest first (the chosen one marked)."""
     c = run.result.chosen
     out = []
-    for e in run.result.front:
-        f = e.config.family
+    for e in run.result.front:  # the key names strategy, importance, sizes and level
         out.append({"": "★" if c is not None and e.config.key == c.config.key else "",
-                    "configuration": e.config.key, "strategy": f.strategy, "importance": f.importance or "",
-                    "sizes (px)": f"{f.min_size}-{f.max_size}" if f.min_size is not None else "",
-                    run.result.objective: round(100 * e.objective, 1), "agreement %": round(100 * e.agreement, 1),
-                    "KL": round(e.kl, 4), "MACs ratio": round(e.macs_ratio, 3), "tokens": round(e.mean_tokens, 1)})
+                    "configuration": e.config.key, f"{run.result.objective} %": round(100 * e.objective, 1),
+                    "agreement %": round(100 * e.agreement, 1), "KL": round(e.kl, 4),
+                    "MACs ratio": round(e.macs_ratio, 3), "tokens": round(e.mean_tokens, 1)})
     return out
 
 
@@ -497,8 +511,8 @@ def open_config(run_id: int, key: str, index: int) -> None:
     e = run.by_key(key)
     img = image_key(run, index)
     entry = state.entry(img)
-    text = demo.apply_on_layout(layout_changes(run, e, entry),
-                                f"the Tune result's configuration \"{key}\" on {md_escape(run.images.names[index])}", img)
+    what = f"the Tune result's configuration \"{key}\" on {md_escape(run.images.names[index])}"
+    text = demo.apply_on_layout(layout_changes(run, e, entry), what, img)
     try:
         check = layout_check(run, e, entry)
     except (ValueError, RuntimeError) as err:  # the check is a courtesy: never a reason not to open

@@ -41,6 +41,10 @@ def inputs(ref, model) -> tuple[tv.TuneImages | None, dict]:
         labels_file = st.file_uploader("Labels (optional CSV: path,label)", type=["csv"], key="tune_labels",
                                        help="A class index or class name per image, matched by name or file name. "
                                             "Without: label-free.")
+        if files and is_task:  # the rule of model_source.not_trained_for: its predictions mean nothing here
+            st.warning("The bundled model was trained on 64x64 cluttered digits only: on other images its "
+                       "predictions, and so the agreement this search keeps, are not meaningful.",
+                       icon=":material/warning:")
         if files:
             images = tv.upload_images(files, size)
             if labels_file is not None:

@@ -175,6 +175,19 @@ def test_uploads_with_a_bad_file_and_labels_from_a_csv() -> None:
     at.file_uploader(key="tune_labels").set_value(None).run()
     run = _run(at)
     assert run.result.objective == "agreement" and run.images.labels is None
+    # an uploaded image opens as its model frame, added to the sidebar's list as a tuned image
+    from adapatch.export import layout_from_settings
+    quad = next(e for e in run.final if e.config.family.strategy == "quadtree")
+    at.selectbox(key=f"w_tune_pick_{run.id}").set_value(quad.config.key).run()
+    at.button(key="tune_open").click().run()
+    ok(at)
+    assert at.title[0].value == "Patch layout"
+    key = at.session_state["ap_current"]
+    assert key.startswith("upload:")
+    label = at.selectbox(key="w_image").format_func(key)
+    assert label.startswith("Tuned · ") and "64x64 model frame" in label, label
+    tuned = layout_from_settings(run.images.arrays()[0], run.settings(quad))
+    assert metric(at, "Tokens") == f"{tuned.num_tokens:,}"
 
 
 def _stop_script() -> None:

@@ -17,7 +17,7 @@ from adapatch.app_support import demo
 ROOT = Path(__file__).resolve().parents[2]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 VIEWPORT = {"width": 1440, "height": 900}
-EXPECTED = ["Patch layout", "Demo", "Saliency", "Token pruning", "Compare", "Efficiency", "Dataset", "Model"]
+EXPECTED = ["Patch layout", "Demo", "Saliency", "Token pruning", "Compare", "Efficiency", "Dataset", "Model", "Tune"]
 SETTLED_JS = """() => {
   const main = document.querySelector('[data-testid="stMain"]');
   if (!main) return false;

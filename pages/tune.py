@@ -46,7 +46,7 @@ def inputs(ref, model) -> tuple[tv.TuneImages | None, dict]:
                        "predictions, and so the agreement this search keeps, are not meaningful.",
                        icon=":material/warning:")
         if files:
-            images = tv.upload_images(files, size)
+            images = tv.session_upload_images(files, size)
             if labels_file is not None:
                 images.labels = tv.csv_labels(labels_file.getvalue(), images.names, int(d["num_classes"] or 0),
                                               class_names(d["num_classes"]))
@@ -118,7 +118,11 @@ def run_section(ref, model, images, kw) -> None:
         stop = st.empty()  # a click on Stop reruns the page, which ends the run (tune_view's module docs)
         stop.button("Stop", icon=":material/stop:", key="tune_stop",
                     help="Ends the run after the configuration being scored; nothing of it is kept.")
-        run = tv.execute(images, model, ref.name, ref.label, progress=tv.progress_callback(bar), **kw)
+        try:
+            run = tv.execute(images, model, ref.name, ref.label, progress=tv.progress_callback(bar), **kw)
+        except Exception:  # a refused setting (e.g. too small a budget) is no stopped run: the guard shows it
+            st.session_state.pop(tv.ACTIVE, None)
+            raise
         st.session_state.pop(tv.ACTIVE, None)
         tv.keep(run)
         st.session_state["w_tune_run"] = run.id  # the run picker (drawn below) shows the new run

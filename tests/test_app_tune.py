@@ -147,6 +147,18 @@ def test_uniform_cannot_be_opened_and_says_why() -> None:
     assert any("no uniform strategy" in c.value for c in at.caption)
 
 
+def test_too_small_a_budget_is_refused_in_one_line_and_is_no_stopped_run() -> None:
+    at = _small_space(_page())
+    at.number_input(key="w_tune_budget").set_value(5).run()
+    at.button(key="tune_run").click().run()
+    assert not at.exception
+    said = [e.value.replace("\\", "") for e in at.error]  # markdown-escaped
+    assert len(said) == 1 and "budget_evals 5" in said[0] and "at least 66 forward passes" in said[0], said
+    assert tune_view.RUNS not in at.session_state
+    at.run()
+    assert not any("stopped" in w.value for w in at.warning)
+
+
 def _zip(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:

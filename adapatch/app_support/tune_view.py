@@ -200,6 +200,23 @@ def upload_images(files: Sequence, img_size: int) -> TuneImages:
                       [None] * len(names), skipped, notes)
 
 
+UPLOADS = "tune_upload_images"  # session: ((file ids, img_size), TuneImages) of the last uploads read
+
+
+def session_upload_images(files: Sequence, img_size: int) -> TuneImages:
+    """``upload_images``, read once per set of files and model size (kept in the session, one entry),
+    so a rerun does not decode and resize every upload again."""
+    ids = tuple(getattr(f, "file_id", None) or f"{getattr(f, 'name', '')}:{i}" for i, f in enumerate(files))
+    key = (ids, int(img_size))
+    kept = st.session_state.get(UPLOADS)
+    if kept is None or kept[0] != key:
+        kept = (key, upload_images(files, img_size))
+        st.session_state[UPLOADS] = kept
+    images = kept[1]
+    return TuneImages(images.description, list(images.names), images.pngs, None, list(images.keys),
+                      list(images.skipped), list(images.notes))
+
+
 def csv_labels(data: bytes, names: Sequence[str], num_classes: int, class_names: list[str] | None) -> list[int]:
     """One class index per image from a CSV of ``path,label`` (a header row is allowed; a path matches
     an image's name in full, or its file name; a label is a class index or one of the model's class

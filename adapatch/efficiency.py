@@ -14,6 +14,7 @@ ViT-L 61.6 GMACs at 224x224.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -47,7 +48,8 @@ def vit_flops(num_tokens: int, vit: str = "ViT-B", patch_size: int = 16, cls_tok
     return int(vit_macs(np.int64(num_tokens), vit, patch_size, cls_token))
 
 
-def vit_macs(num_tokens: np.ndarray, vit: str = "ViT-B", patch_size: int = 16, cls_token: bool = True) -> np.ndarray:
+def vit_macs(num_tokens: np.ndarray | np.integer, vit: str = "ViT-B", patch_size: int = 16,
+             cls_token: bool = True) -> np.ndarray:
     """``vit_flops`` for an array of token counts at once (int64 MACs, same shape)."""
     p = VIT_PRESETS[check_choice("vit", vit, VIT_PRESETS)]
     t = np.asarray(num_tokens, dtype=np.int64)
@@ -57,7 +59,26 @@ def vit_macs(num_tokens: np.ndarray, vit: str = "ViT-B", patch_size: int = 16, c
     return p.depth * block + t * d * 3 * patch_size * patch_size + d * p.num_classes
 
 
-def efficiency(layout: PatchLayout, vit: str = "ViT-B", patch_size: int = 16) -> dict[str, float | int | str]:
+class Efficiency(TypedDict):
+    """What ``efficiency`` returns (a plain dict: it goes into JSON and tables as it is)."""
+
+    vit: str
+    tokens: int
+    uniform16_tokens: int
+    min_size: int
+    uniform_min_tokens: int
+    flops: int
+    uniform16_flops: int
+    uniform_min_flops: int
+    flops_ratio_vs_uniform16: float
+    flops_ratio_vs_uniform_min: float
+    token_reduction_vs_uniform16: float
+    token_reduction_vs_uniform_min: float
+    speedup_vs_uniform16: float
+    speedup_vs_uniform_min: float
+
+
+def efficiency(layout: PatchLayout, vit: str = "ViT-B", patch_size: int = 16) -> Efficiency:
     """Tokens, MACs and ratios against the uniform 16 px grid and the uniform ``min_size`` grid."""
     check_choice("vit", vit, VIT_PRESETS)
     tokens = layout.num_tokens

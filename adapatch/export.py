@@ -311,6 +311,7 @@ def layout_from_settings(image: np.ndarray, settings: dict[str, Any],
     else:
         layout = make_layout(image, s["strategy"], sal, **params)
     if s["prune"] is not None:
+        assert sal is not None  # a saliency scorer (model scorers returned above): needs_saliency held
         scores = token_scores(sal, layout, s["prune"]["scorer"])
         layout = prune(layout, scores, s["prune"]["keep_ratio"], **query)
     return layout

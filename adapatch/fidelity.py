@@ -216,6 +216,7 @@ def reconstruct_cpu(image: np.ndarray, layout: PatchLayout, size: int = 16) -> n
         fill[:] = mean
         for s in np.unique(layout.dropped[:, 2]):
             cv2.copyTo(fill, _size_mask(layout.dropped, int(s), (ch, cw)), out)
+    assert out is not None  # a layout has boxes or dropped boxes
     return np.ascontiguousarray(out[:h, :w])
 
 

@@ -192,6 +192,9 @@ def _from_array(a: np.ndarray, max_pixels: int) -> np.ndarray:
     if h * w > max_pixels:
         raise ImageError(f"image is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
                          f"{max_pixels / 1e6:g} megapixels")
+    f: np.ndarray
+    lo: float
+    hi: float
     if a.dtype == np.bool_:
         f = a.astype(np.float32)
     elif a.dtype == np.uint8:

@@ -231,12 +231,15 @@ def _sse_levels(energy: tuple[np.ndarray, np.ndarray] | None, b: int, ch: int, c
     return [out[s] for s in sizes]
 
 
-def distortion_gains(canvas: np.ndarray, sizes: list[int], token_size: int = TOKEN_SIZE,
+def distortion_gains(canvas: np.ndarray | None, sizes: list[int], token_size: int = TOKEN_SIZE,
                      sse: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Squared error removed by splitting each square into four, ``[B, ch // s, cw // s]`` per size
     in ``sizes`` (descending powers of two; the leaf level, which cannot split, is all 0). ``sse``:
     the squares' reconstruction errors when already computed (then ``canvas`` is not read)."""
-    sse = reconstruction_sse(canvas, sizes, token_size) if sse is None else sse
+    if sse is None:
+        if canvas is None:
+            raise ValueError("distortion_gains needs the canvas or its sse")
+        sse = reconstruction_sse(canvas, sizes, token_size)
     gains = [np.maximum(sse[i] - _pool2(sse[i + 1]), 0.0) for i in range(len(sizes) - 1)]
     gains.append(np.zeros_like(sse[-1]))
     for g, s in zip(gains, sizes):

@@ -211,7 +211,8 @@ def _clipped_area(h: int, w: int, boxes: np.ndarray) -> np.ndarray:
 def box_means(x: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Float64 ``[N]``: the mean of ``x`` ``[H, W]`` over each box's pixels inside the image (0 for a
     box wholly in the padding)."""
-    area = _clipped_area(*x.shape, boxes)
+    h, w = x.shape
+    area = _clipped_area(h, w, boxes)
     return np.where(area > 0, box_sums(x, boxes) / np.maximum(area, 1.0), 0.0)
 
 
@@ -289,6 +290,7 @@ class _Candidate:
             else:
                 self.canvas_error, self.straddling = self.rescore()
                 self.rescore = None
+                assert self.padding is not None  # scanned_error has just computed it
                 self.exact = self.canvas_error - self.padding
         return self.exact
 
@@ -336,7 +338,7 @@ class MultiscaleSource:
         key = (base, levels, token_size)
         with self._lock:
             if key not in self._errors:
-                canvas = padded_canvas(*self.img.shape[:2], base << levels)
+                canvas = padded_canvas(self.img.shape[0], self.img.shape[1], base << levels)
                 self._errors[key] = token_sse(self.canvas(canvas), base, levels, token_size, exact=False,
                                               square_sums=self.squares.grid(*canvas, base))
             return self._errors[key]
@@ -434,7 +436,7 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
         for u in bases:
             run(u, levels)
         # one refinement: the midpoints between the best base size and its neighbours
-        scored = [(tried[(u, levels)].canvas_error, i) for i, u in enumerate(bases) if tried[(u, levels)] is not None]
+        scored = [(c.canvas_error, i) for i, u in enumerate(bases) if (c := tried[(u, levels)]) is not None]
         if scored:
             i = min(scored)[1]
             for j in (i - 1, i + 1):
@@ -443,7 +445,8 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     # exact errors (padding removed) only where needed: a candidate whose scanned error, less its
     # whole straddling share and twice the scan's tolerance, is still above the best scanned
     # canvas error cannot win
-    live = [(k, c) for k, c in tried.items() if c is not None]
+    found = {k: c for k, c in tried.items() if c is not None}
+    live = list(found.items())
     # the scan's error scales with each canvas's sum of squares (padding repeats edge pixels)
     margin = 2 * SCAN_TOLERANCE * max(c.scale for _, c in live)
     bound = min(c.canvas_error for _, c in live)
@@ -452,13 +455,13 @@ def multiscale(image: np.ndarray, budget: int, *, levels: int = DEFAULT_LEVELS, 
     close = [k for k, v in scanned.items() if v <= best_scanned + margin]  # the rest are worse, exactly
     # alone: no need to rescore; several: exact errors, where float64 rounding (~1e-16 of the sum of
     # squares per term) counts as a tie and the fewer tokens win (a flat image: the coarsest layout)
-    errors = {k: tried[k].error(img, token_size) if len(close) > 1 else scanned[k] for k in close}
+    errors = {k: found[k].error(img, token_size) if len(close) > 1 else scanned[k] for k in close}
     tie = TIE_TOLERANCE * src.squares.total(h, w)
     least = min(errors.values())
     best_key = min((k for k in close if errors[k] <= least + tie),
-                   key=lambda k: (tried[k].layout.num_tokens, errors[k]))
+                   key=lambda k: (found[k].layout.num_tokens, errors[k]))
     base, lv = best_key
-    lay = tried[best_key].layout
+    lay = found[best_key].layout
     params: dict[str, Any] = {"budget": budget, "levels": levels, "scales": scales, "token_size": token_size,
                               "base_size": base, "levels_used": lv}
     if qmix is not None:

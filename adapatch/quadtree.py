@@ -189,7 +189,7 @@ class ThresholdCurve:
         else:
             xs = np.linspace(0.0, top, max_points)
             xs = np.unique(np.concatenate([xs, np.quantile(u, np.linspace(0, 1, max_points // 2))]))
-        return xs, self.tokens_at(xs)
+        return xs, np.asarray(self.tokens_at(xs))
 
 
 @dataclass

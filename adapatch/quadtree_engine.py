@@ -256,22 +256,26 @@ def lagrangian_levels(gains: list[np.ndarray], increments: list[np.ndarray] | No
     small trees (``tests/test_lagrangian.py``).
     """
     n = len(gains)
-    incs = [None] * n if increments is None else [np.asarray(a, np.float64) for a in increments]
+    incs: list[np.ndarray | None] = ([None] * n if increments is None
+                                     else [np.asarray(a, np.float64) for a in increments])
     # squares whose subtree (the square included) holds an increment other than 3, per level
     dirty: list[np.ndarray | None] = [None] * n
     for i in range(n - 1, -1, -1):
-        if incs[i] is None:
+        inc = incs[i]
+        if inc is None:
             continue
-        d = incs[i] != 3
-        if i + 1 < n and dirty[i + 1] is not None:
-            d |= _blocks(dirty[i + 1][None], 2)[0].any(axis=-1)
+        d = inc != 3
+        finer = dirty[i + 1] if i + 1 < n else None
+        if finer is not None:
+            d |= _blocks(finer[None], 2)[0].any(axis=-1)
         dirty[i] = d if d.any() else None
     lam: list[np.ndarray] = [np.empty(0)] * n
     below: dict[int, np.ndarray] = {}  # level k -> min of the collapse points on the path from level i+1 to k
     for i in range(n - 1, -1, -1):
         g = np.asarray(gains[i], np.float64)
+        inc = incs[i]
         if i == n - 1:
-            num, den = g, np.full(g.shape, 3.0) if incs[i] is None else np.broadcast_to(incs[i], g.shape)
+            num, den = g, np.full(g.shape, 3.0) if inc is None else np.broadcast_to(inc, g.shape)
         else:
             f = [1 << (k - i) for k in range(i + 1, n)]
             q = np.concatenate([_blocks(below[k], fk) for k, fk in zip(range(i + 1, n), f)], axis=-1)
@@ -295,7 +299,8 @@ def lagrangian_levels(gains: list[np.ndarray], increments: list[np.ndarray] | No
             num, den = g + cj, 3.0 * (big_j + 1)
             sel = dirty[i]
             if sel is not None:  # the same with each square's own increments, on the edge squares only
-                a = np.broadcast_to(incs[i][sel], g[:, sel].shape)
+                assert inc is not None  # only levels with increments have dirty squares
+                a = np.broadcast_to(inc[sel], g[:, sel].shape)
                 ad = np.concatenate([_block_rows(incs[k], gains[k].shape[1:], fk, sel)
                                      for k, fk in zip(range(i + 1, n), f)], axis=-1)
                 o = order[:, sel]
@@ -364,7 +369,7 @@ def leaves(prep: Prepared, split: list[np.ndarray]) -> list[np.ndarray]:
     """
     m = prep.sizes[-1]
     b = prep.levels[0].shape[0]
-    corner = np.zeros(prep.levels[-1].shape, np.int32)  # [B, ch/m, cw/m]
+    corner: np.ndarray = np.zeros(prep.levels[-1].shape, np.int32)  # [B, ch/m, cw/m]
     exists = np.ones(prep.levels[0].shape, dtype=bool)
     for lvl, s in enumerate(prep.sizes):
         f = s // m
@@ -477,6 +482,7 @@ def heap_order(prep: Prepared, threshold: float | None = None) -> tuple[np.ndarr
     row-major) in a literal best-first heap's pop order, ``[B, M]``; and which squares may split
     (path value above ``threshold``; when None, every square whose path holds no split that removes
     nothing: the greedy never makes such a split)."""
+    assert prep.gains is not None  # a distortion preparation: the budget solver checks
     b = prep.levels[0].shape[0]
     values = prep.levels if threshold is not None else [*prep.gains, prep.levels[-1]]
     cand = np.concatenate([p.reshape(b, -1) for p in path_minima(values)], axis=1)

@@ -172,7 +172,7 @@ def quadtree_quality(image: np.ndarray, min_size: int = 16, max_size: int = 64,
     return curve
 
 
-def uniform_quality(image: np.ndarray, sizes: range | list[int] | None = None,
+def uniform_quality(image: np.ndarray, sizes: range | list[int] | np.ndarray | None = None,
                     token_size: int = TOKEN_SIZE, *, ssim_points: int = 0) -> QualityCurve:
     """PSNR of the uniform grid at each patch size (default: about 20 sizes from ``token_size`` to 4x
     it), exact over the image's pixels; SSIM at ``ssim_points`` of those sizes (0: none). Sizes at or
@@ -195,6 +195,7 @@ def uniform_quality(image: np.ndarray, sizes: range | list[int] | None = None,
         tokens.append((canvas[0] // s) * (canvas[1] // s))
         if i in with_ssim:
             s_tokens.append(tokens[-1])
+            assert lum is not None  # computed when any size has SSIM
             s_vals.append(ssim_luminance(lum, luminance(rec)))
     return QualityCurve("uniform", np.array(tokens), _psnr(np.array(sse), 3 * h * w), {"sizes": sizes},
                         np.array(s_tokens, np.int64), np.array(s_vals))

@@ -178,6 +178,7 @@ class Query:
         """JSON-able dict (``from_dict`` inverts it); a model must be given by name to be recorded."""
         d: dict[str, Any] = {"kind": self.kind}
         if self.kind == "box":
+            assert self.box is not None  # __post_init__ requires it for a box query
             d["box"] = list(self.box)
         elif self.kind in ("polygon", "points"):
             d[self.kind] = [list(p) for p in getattr(self, self.kind)]
@@ -232,12 +233,14 @@ def region_mask(shape: tuple[int, int], query: Query) -> np.ndarray:
     h, w = int(shape[0]), int(shape[1])
     mask = np.zeros((h, w), bool)
     if query.kind == "box":
+        assert query.box is not None  # Query requires it for a box query
         y0, x0, y1, x1 = query.box
         if not (0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
             raise ValueError(f"box must lie inside the {h}x{w} image (0 <= y0 < y1 <= {h}, 0 <= x0 < x1 <= {w}), "
                              f"got {query.box}")
         mask[y0:y1, x0:x1] = True
     elif query.kind == "points":
+        assert query.points is not None  # Query requires them for a points query
         p = _pixel(np.asarray(query.points))
         bad = np.flatnonzero((p[:, 0] < 0) | (p[:, 0] >= h) | (p[:, 1] < 0) | (p[:, 1] >= w))
         if len(bad):

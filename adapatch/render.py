@@ -95,7 +95,8 @@ def size_scale_stops(per_octave: int = 4) -> list[tuple[float, tuple[int, int, i
     if SIZE_LEVELS_PER_OCTAVE % per_octave:
         raise ValueError(f"per_octave must divide {SIZE_LEVELS_PER_OCTAVE}, got {per_octave}")
     step = SIZE_LEVELS_PER_OCTAVE // per_octave
-    return [(k / (_N_LEVELS - 1), tuple(int(c) for c in _SCALE_RGB[k])) for k in range(0, _N_LEVELS, step)]
+    return [(k / (_N_LEVELS - 1), (int(_SCALE_RGB[k][0]), int(_SCALE_RGB[k][1]), int(_SCALE_RGB[k][2])))
+            for k in range(0, _N_LEVELS, step)]
 
 
 def display_shape(height: int, width: int, max_side: int | None) -> tuple[int, int]:
@@ -129,10 +130,11 @@ def overlay_shape(layout: PatchLayout, max_side: int | None = 1024, enlarge: int
 def colorize(saliency_map: np.ndarray, colormap: str = "turbo", max_side: int | None = None) -> np.ndarray:
     """A ``[0, 1]`` map as a colour image (uint8 RGB)."""
     check_choice("colormap", colormap, COLORMAPS)
-    m = np.asarray(saliency_map, np.float32)
+    m: np.ndarray = np.asarray(saliency_map, np.float32)
     if m.ndim != 2:
         raise ValueError(f"saliency_map must be 2-D, got shape {m.shape}")
-    shape = display_shape(*m.shape, max_side)
+    h, w = m.shape
+    shape = display_shape(h, w, max_side)
     if shape != m.shape:
         m = cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
     u8 = (np.clip(np.nan_to_num(m), 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -124,7 +124,7 @@ def saliency(image: np.ndarray, method: str = "edges", **params: Any) -> np.ndar
     if hi - lo < 1e-6:  # nothing to find in a constant image (spectral would return FFT noise)
         m.fn(image, **params)  # still validates the parameters
         return np.zeros(image.shape[:2], np.float32)
-    out = np.asarray(m.fn(image, **params), dtype=np.float32)
+    out: np.ndarray = np.asarray(m.fn(image, **params), dtype=np.float32)
     if out.shape != image.shape[:2]:
         out = cv2.resize(out, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     return normalize(out)

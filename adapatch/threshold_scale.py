@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, TypeGuard, Union, cast
 
 import numpy as np
 
@@ -89,7 +89,7 @@ Curve = Union[ThresholdCurve, "RDHull"]
 """What a scale is made for: a quadtree's ``ThresholdCurve`` or ``multiscale``'s ``RDHull``."""
 
 
-def is_hull(curve: Curve) -> bool:
+def is_hull(curve: Curve) -> TypeGuard[RDHull]:
     """Whether ``curve`` is an ``RDHull`` (breakpoints in ``slopes``) rather than a ``ThresholdCurve``."""
     return not isinstance(curve, ThresholdCurve) and hasattr(curve, "slopes")
 
@@ -99,7 +99,7 @@ def breakpoints(curve: Curve) -> np.ndarray:
     ``thresholds``, an ``RDHull``'s ``slopes`` (stored descending)."""
     if is_hull(curve):
         return np.sort(np.asarray(curve.slopes, dtype=np.float64))
-    return np.asarray(curve.thresholds, dtype=np.float64)
+    return np.asarray(cast(ThresholdCurve, curve).thresholds, dtype=np.float64)  # or another curve with thresholds
 
 
 def _curve_limit(curve: Curve) -> float:

@@ -27,7 +27,7 @@ def _config_widgets(i: int, cfg: dict) -> dict:
     sizes = tuple(cfg.get("sizes", (16, 64)))
     scales = recipes.search_scales(cfg.get("scales", recipes.FAST_SCALES))
     if strategy == "multiscale":
-        scales = st.selectbox("Search", list(recipes.SEARCH_LABELS), format_func=recipes.SEARCH_LABELS.get,
+        scales = st.selectbox("Search", list(recipes.SEARCH_LABELS), format_func=recipes.SEARCH_LABELS.__getitem__,
                               index=list(recipes.SEARCH_LABELS).index(scales), key=f"w_cmp_{i}_scales",
                               help="fast (the budget-mode default): the 16-64 px distortion quadtree against the "
                                    "equal-token uniform grid; thorough: quadtrees on 6 base patch sizes as well "

@@ -34,8 +34,8 @@ def source_picker() -> dv.DatasetSource | None:
     for note in left_out:
         st.warning(md_escape(note), icon=":material/warning:")
     manifests = st.session_state.setdefault(MANIFESTS, {})
-    src = dv.upload_source(kept, manifests)
-    if src is None:
+    uploaded = dv.upload_source(kept, manifests)
+    if uploaded is None:
         st.info("Upload images (or .zip files of images) to calibrate them, or pick the bundled sample set.",
                 icon=":material/upload_file:")
         return None
@@ -47,6 +47,7 @@ def source_picker() -> dv.DatasetSource | None:
                   if away else "") + ".")
     c2.button("Clear kept uploads", key="ds_clear_kept", icon=":material/delete_sweep:", on_click=dv.clear_kept,
               help="Forgets the uploaded files of this page (a new, empty uploader).")
+    src = uploaded
     st.caption(md_escape(src.description))
     for note in src.notes:
         st.warning(md_escape(note), icon=":material/warning:")

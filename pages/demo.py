@@ -8,6 +8,8 @@ The scenes and every number come from ``adapatch.app_support.demo``; this page a
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -22,9 +24,9 @@ def navigation() -> int:
     """The step selector and Back/Next; returns the current step."""
     i = demo.current_step()
     c1, c2, c3 = st.columns([6, 1, 1], vertical_alignment="bottom")
-    seed = {} if demo.STEP_WIDGET in st.session_state else {"default": i}
-    pick = c1.segmented_control("Scene", list(LABELS), format_func=LABELS.get, key=demo.STEP_WIDGET, required=True,
-                                on_change=demo.picked, **seed)
+    seed: dict[str, Any] = {} if demo.STEP_WIDGET in st.session_state else {"default": i}
+    pick = c1.segmented_control("Scene", list(LABELS), format_func=LABELS.__getitem__, key=demo.STEP_WIDGET,
+                                required=True, on_change=demo.picked, **seed)
     i = int(pick) if pick is not None else i
     c2.button("Back", icon=":material/arrow_back:", key="demo_back", on_click=demo.go_to, args=(i - 1,),
               disabled=i == 0, width="stretch")
@@ -47,7 +49,7 @@ def panel_metrics(view: demo.StepView, p: demo.Panel, container, per_row: int) -
     main = p is view.main
     other = view.panels[1]
     model = view.scene.beside == "model"
-    items = [("Tokens", ui.fmt_int(p.tokens), None,
+    items: list[tuple[str, str, str | None, str]] = [("Tokens", ui.fmt_int(p.tokens), None,
               f"Tokens of this layout; the budget was {view.budget} ({view.scene.fraction:.0%} of the 16 px grid).")]
     gap = p.psnr - other.psnr
     delta = (f"{gap:+.2f} dB" if abs(gap) >= 0.005 else "same") if main and max(p.psnr, other.psnr) < 100 else None
@@ -67,7 +69,7 @@ def panel_metrics(view: demo.StepView, p: demo.Panel, container, per_row: int) -
         cols = container.columns(per_row)
         for col, (label, value, d, help_) in zip(cols, items[start:start + per_row]):
             if label == "Predicts":
-                col.metric(label, value, delta=d, delta_color="normal" if d.startswith("right") else "inverse",
+                col.metric(label, value, delta=d, delta_color="normal" if (d or "").startswith("right") else "inverse",
                            delta_arrow="off", help=help_)
             else:
                 col.metric(label, value, delta=d, delta_arrow="off" if d in (None, "same") else "auto",

@@ -326,7 +326,7 @@ def _summary_text(s: EfficiencySummary, budget: float | None = None, rows: pd.Da
                  f"{ui.fewer_phrase(s.reduction_vs_uniform16)}")
     else:
         text += f"That is {ui.fewer_phrase(s.reduction_vs_uniform16)} tokens than the standard 16 px ViT grid"
-    if same_share and n > 1:
+    if same_share and budget is not None and n > 1:
         text += f" on every image (the budget is {ui.fmt_pct(budget, 0)} of each image's 16 px grid)"
     text += (f", and for {s.vit} {ui.speedup_phrase(s.speedup_vs_uniform16)} in theory (MACs of {every} "
              "together). ")

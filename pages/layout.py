@@ -73,7 +73,7 @@ def selector_view(entry: ImageEntry, top, left, right) -> None:
                  caption=f"Learned selector: keep probability of each {d['patch_size']} px cell "
                          "(turbo: blue 0 → red 1)")
         ranked = (f", ranked by the selector mixed with the {choice.query['kind']} query (weight {choice.weight:.2f})"
-                  if choice.ready else "")
+                  if choice.query is not None else "")
         c2.image(compute.overlay_png(entry, settings, kind="tokens"), output_format="PNG", width="stretch",
                  caption=f"Top-{k} of {cells} cells kept{ranked}; dropped cells dimmed and tinted blue")
         st.caption(f"Both in the model's {size}x{size} input frame: the image resized to {size}x{size} (aspect not "
@@ -295,8 +295,8 @@ def layout_view(entry: ImageEntry) -> None:
                 kind = recipes.curve_kind(qcurve) if quad else recipes.MULTISCALE_KIND  # threshold layout's tokens
                 mine = recipes.stored_threshold(kind)  # (none stored: threshold mode showed the budget's own
                 if mine is not None:  # implied threshold, and the budget stays)
-                    tokens = qcurve.tokens_at(mine) if quad else compute.rd_hull(entry).tokens_at(mine)
-                    state.set_widget("budget_fraction", recipes.fraction_for_tokens(entry, tokens, top_f))
+                    tokens = qcurve.tokens_at(mine) if qcurve is not None else compute.rd_hull(entry).tokens_at(mine)
+                    state.set_widget("budget_fraction", recipes.fraction_for_tokens(entry, int(tokens), top_f))
             state.widget("budget_fraction", st.slider, "Budget (% of the 16 px grid)", recipes.FRACTION_MIN, top_f,
                          step=recipes.FRACTION_STEP, format="percent", clamp=recipes.clamp_fraction(top_f),
                          disabled=not use_budget,
@@ -365,12 +365,14 @@ def layout_view(entry: ImageEntry) -> None:
                            "layout's values are exact. All against the original image."
                            + (" The curves are without the query; the current layout has it." if query else ""))
             elif hull is not None:  # multiscale's threshold mode: tokens vs lambda over the hull
+                assert threshold is not None  # its slider is drawn whenever there is a hull
                 st.plotly_chart(ui.threshold_curve_figure(hull, threshold, lay.num_tokens, None, scale=scale,
                                                 title="Tokens vs threshold λ · multiscale: quadtree and uniform grids"),
                                 config=ui.PLOT_CONFIG, key="layout_curve")
                 st.caption(hull_caption(hull, threshold, lay.num_tokens))
             elif curve is not None:  # the threshold (budget mode: the one it implies) on the curve, the budget line
-                fig = (ui.threshold_curve_figure(qcurve, threshold, qcurve.tokens_at(threshold), budget.tokens,
+                assert qcurve is not None and threshold is not None  # the curve (query mixed in) and its slider
+                fig = (ui.threshold_curve_figure(qcurve, threshold, int(qcurve.tokens_at(threshold)), budget.tokens,
                                        label="threshold the budget implies", scale=scale) if use_budget else
                        ui.threshold_curve_figure(qcurve, threshold, lay.num_tokens, None, scale=scale))
                 st.plotly_chart(fig, config=ui.PLOT_CONFIG, key="layout_curve")

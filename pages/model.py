@@ -88,7 +88,7 @@ with ui.guard("model"):
                 model_source.summary(ref, model)
             with c1:
                 which = st.segmented_control("Images", list(mv.AGREEMENT_IMAGES), default="set", key="m_agree_images",
-                                             format_func=mv.AGREEMENT_IMAGES.get) or "set"
+                                             format_func=mv.AGREEMENT_IMAGES.__getitem__) or "set"
                 entry = state.current() if which == "current" else None
                 if entry is not None:
                     model_caveats.image_caveat(ref, entry.key)

@@ -7,6 +7,8 @@ Every model call (the scorers, attention saliency, the agreement chart) runs on 
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 import adapatch as ap
@@ -16,7 +18,7 @@ from adapatch.app_support.images import ImageEntry
 from adapatch.samples import task_sample_label
 
 
-def _model_scorer_ready(scorer: str, device: str) -> tuple[model_source.ModelRef, object] | None:
+def _model_scorer_ready(scorer: str, device: str) -> tuple[model_source.ModelRef, Any] | None:
     """Picker for the model scorers (the model loaded on ``device``); None (with the reason shown)
     when nothing usable is picked."""
     picked = model_source.picker(device)
@@ -105,7 +107,7 @@ def pruning_view(entry: ImageEntry) -> None:
             choice = query_ui.controls(entry, picked=picked)
         main = query_ui.beside(right, entry, choice, "pruning")  # the drawing surface, before anything is computed
         choice = query_ui.checked(entry, choice)
-        if model_based:
+        if picked is not None:  # a model scorer (picked above, or the page has returned)
             from adapatch.model import describe_model
             d = describe_model(picked[1])
             settings = recipes.prune_settings(keep, d["patch_size"], scorer)
@@ -121,15 +123,16 @@ def pruning_view(entry: ImageEntry) -> None:
             frame_note = ""
         eff = ap.efficiency(lay, vit)
         slots = ui.efficiency_metrics(eff, lay, container=top, against_finest=model_based,
-                                      macs=model_macs_metric(res, picked[1]) if model_based else None)
-        if model_based:
+                                      macs=model_macs_metric(res, picked[1]) if picked is not None else None)
+        if picked is not None:
             _model_numbers(res, picked[0], picked[1], top)
         with right:
-            warned = (model_caveats.image_caveat(picked[0], state.current_key()) if model_based
+            warned = (model_caveats.image_caveat(picked[0], state.current_key()) if picked is not None
                       else model_caveats.settings_caveat(settings, state.current_key()))
             kept = (f"Kept {ui.fmt_int(lay.num_tokens)} of {ui.fmt_int(lay.num_tokens + len(lay.dropped))} "
                     f"tokens{frame_note}; dropped tokens dimmed{' and tinted blue' if model_based else ''}"
-                    + (f" · {choice.query['kind']} query, weight {choice.weight:.2f}" if choice.ready else ""))
+                    + (f" · {choice.query['kind']} query, weight {choice.weight:.2f}"
+                       if choice.query is not None else ""))
             seen = ("dropped tokens shown as mean colour (EViT fuses them into one token)" if scorer == "attention"
                     else "dropped tokens carry no information (mean colour)")
             if choice.active:

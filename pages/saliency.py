@@ -120,7 +120,7 @@ def saliency_view(entry: ImageEntry) -> None:
             ui.colorbar(colormap, "saliency, scaled per image from 0 (its least salient pixel) to 1 (its most "
                         "salient)", labels=("0 (low)", "0.5", "1 (high)"), container=c2)
             query_ui.note(choice)
-            if choice.ready:  # the query map next to the content saliency, and the two mixed
+            if choice.query is not None:  # ready: the query map next to the content saliency, and the two mixed
                 q1, q2 = st.columns(2)
                 query_ui.query_heatmap(entry, choice, q1)
                 w = choice.weight

@@ -378,7 +378,7 @@ def quality_curves(entry: ImageEntry, min_size: int, max_size: int, importance: 
     (and size range, importance, saliency), about 0.5-1 s at 1 MP."""
     from adapatch.importance import SALIENCY_MEASURES
     sal = saliency_map(entry, sal_spec) if importance in SALIENCY_MEASURES and sal_spec is not None else None
-    key = spec_key(sal_spec) if sal is not None else ""
+    key = spec_key(sal_spec) if sal is not None and sal_spec is not None else ""
     q = _quadtree_quality(entry.digest, key, int(min_size), int(max_size), importance, entry.array, sal)
     return q, uniform_quality(entry)
 

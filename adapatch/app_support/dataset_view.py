@@ -533,8 +533,10 @@ def picker_rows(store: CurveStore, threshold: float) -> list[dict]:
     median = int(order[(len(order) - 1) // 2])
     ext = extremes(store, threshold)
     rows = [{"index": median, "path": store.paths[median]}] + [r for v in ext.values() for r in v]
-    seen: set[int] = set()
-    return [r for r in rows if not (r["index"] in seen or seen.add(r["index"]))]
+    first: dict[int, dict] = {}  # index -> its first row, in order
+    for r in rows:
+        first.setdefault(r["index"], r)
+    return list(first.values())
 
 
 def add_to_picker(source: DatasetSource, store: CurveStore, threshold: float) -> list[str]:

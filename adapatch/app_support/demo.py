@@ -376,7 +376,7 @@ def build_step(scene_: Scene, device: str = "auto", entry: ImageEntry | None = N
     PSNR/SSIM against the original, MACs, and for the digit the task model's predictions. ``entry``:
     another image to run the step on (the sidebar's); the digit scene always uses its own digit."""
     own = entry is not None and scene_.any_image
-    entry = entry if own else load_entry(scene_.image)
+    entry = entry if entry is not None and own else load_entry(scene_.image)
     image = entry.array
     settings = full_settings(entry, scene_settings(scene_, image, device))
     main_layout = layout_from_settings(image, settings)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -30,7 +31,7 @@ from . import compute, ui
 from .images import ImageEntry, md_escape
 
 LIVE_LATENCY = "ap_live_latency"  # session: {preset: adapatch.model.latency.measure_latency(...) result}
-LIVE_RUN = {"token_counts": (25, 49, 98, 196), "batch_sizes": (1, 4), "repeats": 2, "warmup": 1}
+LIVE_RUN: dict[str, Any] = {"token_counts": (25, 49, 98, 196), "batch_sizes": (1, 4), "repeats": 2, "warmup": 1}
 """Size of the live latency run ("Measure on this machine"): ViT-B about 5 s on an idle 2-thread
 CPU (ViT-Ti about 1 s), 15-25 s when other work shares the CPU; tests shrink it."""
 MAP_COLORMAP = "turbo"

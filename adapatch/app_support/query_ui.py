@@ -501,7 +501,7 @@ def surface(entry: ImageEntry, choice: Choice, page: str) -> None:
 def checked(entry: ImageEntry, choice: Choice) -> Choice:
     """``choice`` with its query map computed once (cached): a query that cannot run here (a class
     query on random weights, a model that fails) becomes no query, with the one-line reason."""
-    if not choice.ready:
+    if choice.query is None:  # not ready
         return choice
     try:
         compute.query_map(entry, choice.query)
@@ -513,7 +513,7 @@ def checked(entry: ImageEntry, choice: Choice) -> Choice:
 def record(choice: Choice, entry: ImageEntry, frame_shape: tuple[int, int] | None = None) -> dict | None:
     """The settings' ``query``: ``{"query": Query dict, "weight": w}`` (region coordinates scaled to
     ``frame_shape`` when the result is computed on a model-frame resize), or None."""
-    if not choice.ready:
+    if choice.query is None:  # not ready
         return None
     q = choice.query
     if frame_shape is not None:
@@ -525,7 +525,7 @@ def note(choice: Choice, warned: bool = False) -> None:
     """Say why an active query is not in use; for a class query of a model the control picked itself,
     warn when that model was not trained for the image (``model_source.image_caveat``: the rule and
     the words the pages' own model views use), unless the page has just warned (``warned``)."""
-    if choice.ready and choice.own_model and choice.query.get("kind") == "class" and not warned:
+    if choice.query is not None and choice.own_model and choice.query.get("kind") == "class" and not warned:
         from . import model_caveats
         model_caveats.image_caveat(choice.query.get("model", ""), state.current_key(),
                                   what="the class query (its map of evidence for that digit, and the layout "
@@ -538,6 +538,7 @@ def query_heatmap(entry: ImageEntry, choice: Choice, container=None) -> None:
     """The query map as its own heatmap over the image, with its colour bar."""
     c = container or st
     alpha, cmap = state.get("heat_alpha"), state.get("colormap")
+    assert choice.query is not None  # drawn for a ready choice only
     qmap = compute.query_map(entry, choice.query)
     c.image(compute.map_heatmap_png(entry, "query|" + compute.query_key(choice.query), qmap, alpha, cmap),
             output_format="PNG", width="stretch", caption=f"Query map: {md_escape(describe(choice.query))}")

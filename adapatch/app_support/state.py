@@ -258,8 +258,7 @@ def image_options() -> list[str]:
     task model's digit samples."""
     init()
     ups = [r["key"] for r in st.session_state[UPLOADS].values() if r["key"]]
-    seen: set[str] = set()
-    ups = [k for k in ups if not (k in seen or seen.add(k))]
+    ups = list(dict.fromkeys(ups))  # first occurrence of each, in order
     return ups + sample_keys() + task_sample_keys()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -131,7 +131,7 @@ def fmt_reduction(reduction: float, digits: int = 1) -> str:
     return fmt_pct(reduction, digits)
 
 
-def efficiency_metrics(eff: dict, layout: ap.PatchLayout, fid: dict | None = None, container=None,
+def efficiency_metrics(eff: Mapping[str, Any], layout: ap.PatchLayout, fid: dict | None = None, container=None,
                        show_fidelity: bool = True, against_finest: bool = False,
                        macs: tuple[str, str, str, str] | None = None):
     """The row of numbers every layout view shows (tokens, baselines, reduction, MACs, PSNR/SSIM).
@@ -370,7 +370,8 @@ PSNR_AXIS_TOP = 50.0
 """The PSNR axis of ``quality_figure`` ends here (a few dB above the highest marked layout when that is
 higher): above it a reconstruction is visually exact, and the last splits of a quadtree run to 60-90 dB
 before the lossless end, which would squeeze the 20-40 dB where layouts differ into a thin band."""
-_PANELS = ({"x": "x", "y": "y", "domain": [0.0, 0.43]}, {"x": "x2", "y": "y2", "domain": [0.57, 1.0]})
+_PANELS: tuple[dict[str, Any], dict[str, Any]] = ({"x": "x", "y": "y", "domain": [0.0, 0.43]},
+                                                  {"x": "x2", "y": "y2", "domain": [0.57, 1.0]})
 
 
 def quality_figure(curves, tokens: int | None = None, psnr: float | None = None, ssim: float | None = None, *,
@@ -411,7 +412,7 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
     points = [("current", tokens, psnr, ssim, None)] if tokens is not None and psnr is not None else []
     rings = [b for b, _ in coincident_marks(points + list(marks), *mark_tolerance(curves, points + list(marks)))]
     for i, (label, n, p, q, ci) in enumerate(points + list(marks)):
-        marker = {"size": 12, "color": "#ff4b4b" if ci is None else colors[ci],
+        marker: dict[str, Any] = {"size": 12, "color": "#ff4b4b" if ci is None else colors[ci],
                   "symbol": "circle" if label == "current" else "diamond", "line": {"width": 2, "color": "white"}}
         if label in rings:  # on an earlier mark's point: a ring around it, both visible
             size = 20 + 8 * rings.index(label)  # rings on one point: each larger than the last
@@ -452,7 +453,8 @@ def quality_figure(curves, tokens: int | None = None, psnr: float | None = None,
         "shapes": [],
     }
     if clipped or lossless:  # say where the rest of the curve went
-        text = f"above {y_range[1]:.0f} dB off scale (up to lossless)" if clipped else "lossless points off scale"
+        text = (f"above {y_range[1]:.0f} dB off scale (up to lossless)" if clipped and y_range is not None
+                else "lossless points off scale")
         layout["annotations"].append({"text": text, "x": left["domain"][1],
                                       "xref": "paper", "y": 1.0, "yref": "y domain", "xanchor": "right",
                                       "yanchor": "top", "showarrow": False, "font": {"size": 10, "color": "#888"}})

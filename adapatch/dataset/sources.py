@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 """Files a folder or zip source takes as images (any other file is not listed)."""
@@ -65,7 +65,7 @@ def open_source(spec: SourceSpec, *, column: str | None = None) -> Source:
         paths = [os.fspath(p) for p in spec]
         items = tuple(ItemRef("file", p, "", p) for p in paths)
         return _non_empty(Source("list", f"{len(paths)} listed files", items), spec)
-    text = os.fspath(spec)
+    text = os.fspath(cast("str | os.PathLike[str]", spec))  # lists, tuples and mappings are handled above
     path = Path(text)
     if path.is_dir():
         found = sorted((p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
@@ -77,8 +77,8 @@ def open_source(spec: SourceSpec, *, column: str | None = None) -> Source:
     if path.is_file() and path.suffix.lower() in (".parquet", ".pq"):
         return _non_empty(_parquet_source(path, column), text)
     if any(c in text for c in "*?["):
-        found = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
-        items = tuple(ItemRef("file", p, "", p) for p in found)
+        matches = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+        items = tuple(ItemRef("file", p, "", p) for p in matches)
         return _non_empty(Source("glob", f"glob {text}", items), text)
     if path.is_file():
         return Source("list", f"file {text}", (ItemRef("file", text, "", path.name),))
@@ -112,10 +112,11 @@ def _parquet_columns(path: Path, column: str | None) -> tuple[str, str | None]:
             raise SourceError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
         col = column
     else:
-        col = next((c for c in BYTES_COLUMNS if c in names), None)
-        if col is None:
+        found = next((c for c in BYTES_COLUMNS if c in names), None)
+        if found is None:
             raise SourceError(f"{path}: no image-bytes column (tried {', '.join(BYTES_COLUMNS)}; "
                               f"columns: {', '.join(names)}); pass column=")
+        col = found
     path_col = next((c for c in ("path", "file", "filename", "name") if c in names and c != col), None)
     return col, path_col
 
@@ -125,7 +126,7 @@ def _parquet_source(path: Path, column: str | None) -> Source:
     try:
         col, path_col = _parquet_columns(path, column)
         pf = pq.ParquetFile(path)
-        items = []
+        items: list[ItemRef] = []
         for g in range(pf.num_row_groups):
             names = (pf.read_row_group(g, columns=[path_col]).column(0).to_pylist() if path_col
                      else [None] * pf.metadata.row_group(g).num_rows)

@@ -52,6 +52,7 @@ class CurveStore:
         self._written = 0
         self.params: dict[str, Any] | None = None
         self.finished = False
+        self.source = ""  # where the images came from, for the reader (set by whoever scans)
 
     # ------------------------------------------------------------------ building
     def add(self, result: ItemResult) -> None:

@@ -69,7 +69,7 @@ def paste(canvas: np.ndarray, patch: np.ndarray, ys: np.ndarray, xs: np.ndarray)
 def add_distractors(canvas: np.ndarray, src: np.ndarray, count: int, f: int, rng: np.random.Generator) -> None:
     """Paste ``count`` fragments (``f`` px squares of random source digits, dimmed 0.6-1.0) at random
     places on every canvas ``[n, s, s]`` (vectorised over images; the two-digit task uses it too)."""
-    n, s, d = canvas.shape[0], canvas.shape[1], src.shape[1]
+    n, s, d = int(canvas.shape[0]), int(canvas.shape[1]), int(src.shape[1])
     for _ in range(count):
         pick = rng.integers(0, len(src), n)
         oy, ox = rng.integers(0, d - f + 1, n), rng.integers(0, d - f + 1, n)

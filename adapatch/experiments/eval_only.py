@@ -92,7 +92,8 @@ def evaluate_checkpoint(path: str | Path, *, n_test: int | None = None, n_latenc
     plan = cfg.get("plan", {})
     timing = {k: v if v is not None else plan.get(k) for k, v in
               (("n_latency", n_latency), ("n_timing", n_timing), ("rounds", rounds))}
-    rows = evaluate(task, x, y, **{k: int(v) for k, v in timing.items() if v is not None})
+    counts: dict[str, Any] = {k: int(v) for k, v in timing.items() if v is not None}
+    rows = evaluate(task, x, y, **counts)
     check = None
     if subset_n is not None:
         if subset_n < 1:

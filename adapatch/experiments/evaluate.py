@@ -174,9 +174,9 @@ def evaluate(task: TaskModel, x: np.ndarray, y: np.ndarray, budgets: tuple[int, 
     best_b = [float("inf")] * len(rows)
     best_1 = [float("inf")] * len(rows)
     for _ in range(rounds):
-        for i, (fn, tbatches) in enumerate(timers):
-            best_b[i] = min(best_b[i], _time_batched(fn, tbatches))
-            best_1[i] = min(best_1[i], _time_batch1(fn, n_latency))
+        for i, (batch_fn, tbatches) in enumerate(timers):
+            best_b[i] = min(best_b[i], _time_batched(batch_fn, tbatches))
+            best_1[i] = min(best_1[i], _time_batch1(batch_fn, n_latency))
     for r, sb, s1 in zip(rows, best_b, best_1):
         r["ms_per_image_batched"] = sb * 1e3 / n_timing
         r["ms_per_image_batch1"] = s1 * 1e3

@@ -154,8 +154,8 @@ def class_maps(task: TaskModel, x: np.ndarray, targets: np.ndarray, batch_size: 
                 for a, da in zip(attns, grads):
                     r = r + (da.float() * a.detach().float()).clamp(min=0).mean(dim=1) @ r
                 cam = (r[:, 0, npt:] if vit.cls_token is not None else r[:, npt:, npt:].mean(dim=1))
-                cam = cam.reshape(-1, g, g).detach().cpu().numpy().astype(np.float32)
-                for j, c in enumerate(cam):
+                cams = cam.reshape(-1, g, g).detach().cpu().numpy().astype(np.float32)
+                for j, c in enumerate(cams):
                     up = cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR)
                     lo, hi = float(up.min()), float(up.max())
                     out[i + j] = (up - lo) / (hi - lo) if hi > lo else 0.0
@@ -230,6 +230,7 @@ def evaluate_query(task: TaskModel, data: dict, budgets: tuple[int, ...] = BUDGE
             oracle_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         pred_maps = oracle_maps.copy()  # the oracle's map wherever the predicted class is the true one
+        assert side_pred is not None  # set by the side query above
         wrong = np.flatnonzero(side_pred != y)
         if len(wrong):
             pred_maps[wrong] = class_maps(task, x[wrong], side_pred[wrong])
@@ -279,9 +280,9 @@ def compact_table(rows: list[dict], budgets: tuple[int, ...] = BUDGETS) -> str:
     for name in order:
         cells = []
         for b in budgets:
-            r = by.get((name, b)) or by.get((name, None))
-            cells.append("| | |" if r is None
-                         else f"{r['accuracy']:.3f} | {r['other_digit']:.3f} | {r['precision']:.3f}")
+            row = by.get((name, b)) or by.get((name, None))
+            cells.append("| | |" if row is None
+                         else f"{row['accuracy']:.3f} | {row['other_digit']:.3f} | {row['precision']:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 

@@ -121,7 +121,7 @@ def train_pruner(model: VisionTransformer, pruner: TokenPruner, x: np.ndarray, y
     """Train the scorer with the ViT frozen, keep ratio drawn per batch."""
     log = [] if log is None else log
     dev = next(model.parameters()).device
-    fine = uniform(*x.shape[1:], model.config.patch_size)
+    fine = uniform(x.shape[1], x.shape[2], model.config.patch_size)
     yt = torch.from_numpy(y).to(dev)
     model.eval().requires_grad_(False)
     pruner.train()

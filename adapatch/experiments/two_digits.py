@@ -78,7 +78,7 @@ class TwoDigitConfig:
 def _ink_boxes(digits: np.ndarray, ys: np.ndarray, xs: np.ndarray, level: float) -> np.ndarray:
     """``[n, 4]`` (y0, x0, y1, x1), end-exclusive: the tight box of each pasted digit's pixels >= level."""
     ink = digits >= level
-    rows, cols = ink.any(axis=2), ink.any(axis=1)
+    rows, cols = np.asarray(ink.any(axis=2)), np.asarray(ink.any(axis=1))
     d = digits.shape[1]
 
     def first(m: np.ndarray) -> np.ndarray:

@@ -44,8 +44,8 @@ def pack_sequences(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
 
 def forward_padded(model, seqs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Logits of embedded sequences (``[N_i, D]``, CLS first) through pad + key mask."""
-    x, mask = pad_sequences(seqs)
-    mask = None if bool(mask.all()) else mask
+    x, full_mask = pad_sequences(seqs)
+    mask = None if bool(full_mask.all()) else full_mask
     x, _ = model.forward_features(x, mask)
     return model.forward_head(x, mask)
 
@@ -68,7 +68,8 @@ class DynamicBatcher:
     (``len(batch) * max count``). Yields numpy index arrays into the original order.
     """
 
-    def __init__(self, token_counts: Sequence[int], batch_size: int = 64, max_tokens: int | None = None) -> None:
+    def __init__(self, token_counts: Sequence[int] | np.ndarray, batch_size: int = 64,
+                 max_tokens: int | None = None) -> None:
         counts = np.asarray(token_counts, dtype=np.int64)
         if counts.ndim != 1 or (counts < 1).any():
             raise ValueError("token_counts must be a 1-D sequence of positive integers")
@@ -81,7 +82,8 @@ class DynamicBatcher:
 
     def _plan(self) -> list[np.ndarray]:
         order = np.argsort(self.counts, kind="stable")
-        batches, cur = [], []
+        batches: list[np.ndarray] = []
+        cur: list[int] = []
         for i in order:  # one pass over images (not patches): planning, not a hot path
             n = self.counts[i]
             if cur and (len(cur) >= self.batch_size or

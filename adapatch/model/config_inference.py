@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import torch
 
@@ -141,7 +142,7 @@ def _config_from_state_dict(sd: dict[str, torch.Tensor], overrides: dict) -> tup
         unknown.append("whether this ViT's attention-pool head reads its class/register tokens depends on the timm "
                        "version that made it and is not in the file: give its timm config.json or name")
     pool = "map" if attn_pool else ("token" if class_token and not has_fc else "avg")
-    kw = dict(img_size=grid * patch, patch_size=patch, dim=dim, depth=depth, heads=heads,
+    kw: dict[str, Any] = dict(img_size=grid * patch, patch_size=patch, dim=dim, depth=depth, heads=heads,
               mlp_ratio=hidden / dim,
               num_classes=int(sd["head.weight"].shape[0]) if "head.weight" in sd else 0,
               qkv_bias="blocks.0.attn.qkv.bias" in sd,

@@ -42,7 +42,7 @@ def sample_pos_embed(pos: torch.Tensor, yx: torch.Tensor, grid_idx: torch.Tensor
     pts = torch.stack([yx[..., 1] * 2 - 1, yx[..., 0] * 2 - 1], dim=-1).reshape(1, 1, b * n, 2).to(pos.dtype)
     s = F.grid_sample(grid, pts, mode="bilinear", padding_mode="border", align_corners=False)
     s = s[0, :, 0].transpose(0, 1).reshape(b, n, d)
-    if exact is None:
+    if exact is None or grid_idx is None:
         return s
     return torch.where((grid_idx >= 0)[..., None], exact, s)
 
@@ -58,7 +58,8 @@ class PosMLP(nn.Module):
         if zero_init:
             nn.init.zeros_(self.fc2.weight)
             nn.init.zeros_(self.fc2.bias)
-            self.fc2._zero_init = True  # skipped by VisionTransformer._init_weights
+            # skipped by VisionTransformer._init_weights (Module.__setattr__'s stub admits tensors and modules only)
+            self.fc2._zero_init = True  # type: ignore[assignment]
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(coords)))

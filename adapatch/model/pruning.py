@@ -122,8 +122,11 @@ def score_tokens(model, tb: TokenBatch, layer: int, method: str = "learned",
     x, attns = model.forward_features(x, mask, return_attn=method == "attention", start=0, end=layer)
     tokens = x[:, npt:]
     valid = tb.mask if tb.mask is not None else torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device)
-    scores = attention_scores(attns[-1], npt, model.cls_token is not None, valid) if method == "attention" \
-        else pruner(tokens)
+    if method == "attention":
+        scores = attention_scores(attns[-1], npt, model.cls_token is not None, valid)
+    else:
+        assert pruner is not None  # checked above for method "learned"
+        scores = pruner(tokens)
     return ScoredTokens(x, valid, scores, layer, method)
 
 
@@ -166,8 +169,8 @@ def prune_from(model, st: ScoredTokens, keep_ratio: float, fuse: bool | None = N
         parts.append(fused)
         masks.append(drop.any(1, keepdim=True))
     x = torch.cat(parts, dim=1)
-    m = torch.cat(masks, dim=1)
-    m = None if bool(m.all()) else m
+    keep = torch.cat(masks, dim=1)
+    m = None if bool(keep.all()) else keep
     x, _ = model.forward_features(x, m, start=st.layer)
     return PruneOutput(model.forward_head(x, m), idx, kept_valid, scores)
 

@@ -190,7 +190,7 @@ class RopeConfig:
             sec = tuple(self.mrope_section) if self.mrope_section is not None else (8, 12, 12)
             if len(sec) != 3 or any(int(s) != s or s < 0 for s in sec):
                 raise ValueError(f"mrope_section must be 3 non-negative ints, got {self.mrope_section}")
-            self.mrope_section = tuple(int(s) for s in sec)
+            self.mrope_section = (int(sec[0]), int(sec[1]), int(sec[2]))
             if self.grid_indexing != "ij":
                 raise ValueError("mrope with grid_indexing='xy' (timm supports 'ij' only)")
             if not self.rotate_half:
@@ -281,15 +281,18 @@ def rope_bands(cfg: RopeConfig, dtype: torch.dtype = torch.float32) -> torch.Ten
                 bands = 2 ** torch.linspace(0, math.log(max_freq, 2) - 1, nb, dtype=dt)  # timm's log, not log2
             return bands * torch.pi
         exp = torch.arange(0, nb, 1, dtype=torch.int64).to(dt) / nb
+        assert cfg.temperature is not None  # RopeConfig requires it for temperature bands
         return 1.0 / (float(cfg.temperature) ** exp)
     if cfg.kind == "dinov3":
         if cfg.min_period is not None and cfg.max_period is not None:
             exponents = torch.linspace(0, 1, nb, dtype=dt)
             return cfg.min_period * ((cfg.max_period / cfg.min_period) ** exponents)
         exponents = 2.0 * torch.arange(nb, dtype=dt) / (cfg.head_dim // 2)
+        assert cfg.temperature is not None  # RopeConfig requires it without both periods
         return float(cfg.temperature) ** exponents
     if cfg.kind == "mrope":
         exp = torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).to(dt) / cfg.head_dim
+        assert cfg.temperature is not None  # RopeConfig requires it for mrope
         return 1.0 / (float(cfg.temperature) ** exp)
     raise ValueError("mixed rope has learned frequencies (RopeEmbedding.freqs), not bands")
 
@@ -426,6 +429,7 @@ def rope_embedding(cfg: RopeConfig | Mapping, centers: torch.Tensor, grid_shape:
 
 def _mrope_axis(cfg: RopeConfig) -> torch.Tensor:
     axis = torch.zeros(cfg.head_dim // 2, dtype=torch.long)
+    assert cfg.mrope_section is not None  # RopeConfig fills it in for mrope
     _, sec_h, sec_w = cfg.mrope_section
     axis[1:sec_h * 3:3] = 1
     axis[2:sec_w * 3:3] = 2
@@ -541,8 +545,10 @@ class RopeEmbedding(nn.Module):
                 elif int(v) != d[key]:
                     raise ValueError(f"mixed rope {key} {d[key]} differs from the model's {v}")
         self.config = RopeConfig.from_dict(d)
+        self.freqs: nn.Parameter | None
         if self.config.kind == "mixed":
             c = self.config
+            assert c.depth is not None and c.num_heads is not None  # RopeConfig requires both for mixed
             self.freqs = nn.Parameter(torch.empty(2, c.depth, c.num_heads, c.head_dim // 2))
             self.reset_parameters()
         else:
@@ -562,6 +568,7 @@ class RopeEmbedding(nn.Module):
         if self.freqs is None:
             return
         c = self.config
+        assert c.depth is not None and c.num_heads is not None  # RopeConfig requires both for mixed
         hd, temp = c.head_dim, float(c.temperature if c.temperature is not None else 10.0)
         with torch.no_grad():
             mag = 1.0 / (temp ** (torch.arange(0, hd, 4, dtype=torch.float32) / hd))

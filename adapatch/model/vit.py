@@ -13,8 +13,9 @@ With the uniform layout of the model's patch size both paths give the same logit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -43,7 +44,8 @@ def _three_floats(name: str, value) -> tuple[float, float, float]:
     """``value`` as a tuple of 3 finite floats (per-channel mean / std)."""
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__") or len(value) != 3:
         raise ValueError(f"{name} must be 3 numbers (one per RGB channel), got {value!r}"[:200])
-    return tuple(check_float(f"{name}[{i}]", v) for i, v in enumerate(value))
+    r, g, b = (check_float(f"{name}[{i}]", v) for i, v in enumerate(value))
+    return r, g, b
 
 
 @dataclass
@@ -176,8 +178,9 @@ class QuickGELU(nn.Module):
 
 def make_act(name: str) -> nn.Module:
     """The activation called ``name`` (see ``ACTS``)."""
-    return {"gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "quick_gelu": QuickGELU,
-            "silu": nn.SiLU}[name]()
+    factories: dict[str, Callable[[], nn.Module]] = {
+        "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "quick_gelu": QuickGELU, "silu": nn.SiLU}
+    return factories[name]()
 
 
 def make_norm(cfg: ViTConfig, width: int) -> nn.Module:
@@ -342,7 +345,9 @@ def pool_tokens(x: torch.Tensor, kind: str, mask: torch.Tensor | None = None) ->
         m = mask[..., None].to(x.dtype)
         avg = (x * m).sum(1) / m.sum(1).clamp(min=1)
         mx = x.masked_fill(~mask[..., None], float("-inf")).amax(1)
-    return {"avg": avg, "max": mx, "avgmax": 0.5 * (avg + mx) if kind == "avgmax" else None}[kind]
+    if kind == "avgmax":
+        return 0.5 * (avg + mx)
+    return {"avg": avg, "max": mx}[kind]
 
 
 class VisionTransformer(nn.Module):
@@ -353,6 +358,9 @@ class VisionTransformer(nn.Module):
     The sequence is ``[class] [distillation] [registers] patches`` (timm's order); the config's
     timm options (LayerScale, pre-norm, qk-norm, pooling heads, RoPE...) are described on ``ViTConfig``.
     """
+
+    data_config: dict[str, Any]
+    """timm's data config, on a model loaded from timm (``load_timm``); unset otherwise."""
 
     def __init__(self, config: ViTConfig | None = None, **kwargs) -> None:
         super().__init__()
@@ -395,8 +403,9 @@ class VisionTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
             elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
                 nn.init.ones_(m.weight)
-                if getattr(m, "bias", None) is not None:
-                    nn.init.zeros_(m.bias)
+                bias = getattr(m, "bias", None)  # RMSNorm has none
+                if bias is not None:
+                    nn.init.zeros_(bias)
         if self.attn_pool is not None:
             nn.init.trunc_normal_(self.attn_pool.latent, std=self.config.dim ** -0.5)
 
@@ -414,7 +423,7 @@ class VisionTransformer(nn.Module):
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, P, D]`` for patch tokens ``x`` ``[B, N, D]``: the class / distillation / register
         tokens with their ``pos_embed`` rows (``P`` may be 0)."""
-        parts = [t for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
+        parts: list[torch.Tensor] = [t for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
         if not parts:
             return x[:, :0]
         p = torch.cat(parts, dim=1)
@@ -424,6 +433,7 @@ class VisionTransformer(nn.Module):
 
     def patch_pos_embed(self) -> torch.Tensor:
         """``[1, G*G, D]``: the ``pos_embed`` rows of the patch grid."""
+        assert self.pos_embed is not None  # called for models with a pos_embed only
         return self.pos_embed[:, self.config.pos_prefix:]
 
     def embed(self, tb: TokenBatch) -> torch.Tensor:
@@ -435,14 +445,14 @@ class VisionTransformer(nn.Module):
 
     def position(self, coords: torch.Tensor, grid_idx: torch.Tensor) -> torch.Tensor | int:
         """Position encoding ``[B, N, D]`` from normalised ``(cy, cx, size)`` coordinates."""
-        pos = 0
+        pos: torch.Tensor | int = 0
         if "interp" in self.config.pos_mode and self.pos_embed is not None:
             pos = sample_pos_embed(self.patch_pos_embed(), coords[..., :2], grid_idx)
         if self.pos_mlp is not None:
             pos = pos + self.pos_mlp(coords)
         return pos
 
-    def rope_for(self, centers: torch.Tensor | None, grid: tuple[int, int]) -> torch.Tensor | None:
+    def rope_for(self, centers: torch.Tensor | None, grid: tuple[float, float]) -> torch.Tensor | None:
         """Rotary embeddings of patch tokens centred at ``centers`` ``[B, N, 2]`` (in patch-grid
         cells) on an image whose uniform grid is ``grid``; None for a model without RoPE."""
         if self.rope is None or centers is None:
@@ -470,7 +480,7 @@ class VisionTransformer(nn.Module):
         end = len(self.blocks) if end is None else end
         per_block = rope is not None and rope.ndim == 5
         for i in range(start, end):
-            r = rope[i] if per_block else rope
+            r = rope[i] if per_block and rope is not None else rope
             x, a = self.blocks[i](x, am, policy, return_attn, r, self.num_prefix_tokens)
             if return_attn:
                 attns.append(a)
@@ -491,6 +501,7 @@ class VisionTransformer(nn.Module):
                 return (self.head(self.fc_norm(x[:, 0])) + self.head_dist(self.fc_norm(x[:, 1]))) / 2
             return self.head(self.fc_norm(x[:, 0]))
         if pool == "map":
+            assert self.attn_pool is not None  # built for global_pool "map"
             if self.config.attn_pool.get("include_prefix"):
                 return self.head(self.fc_norm(self.attn_pool(x, None if mask is None or mask.ndim != 2 else mask)))
             return self.head(self.fc_norm(self.attn_pool(x[:, npt:], pm)))

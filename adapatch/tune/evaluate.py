@@ -137,9 +137,10 @@ class Evaluator:
     def path(self, family: Family, i: int) -> PathImportance:
         key = (family.key, int(i))
         if key not in self._paths:
-            self._paths[key] = path_importance(self.frames[int(i)], None, min_size=family.min_size,
-                                               max_size=family.max_size, importance=family.importance,
-                                               token_size=self.patch)
+            lo, hi = family.size_range()
+            assert family.importance is not None  # the search space gives every quadtree family one
+            self._paths[key] = path_importance(self.frames[int(i)], None, min_size=lo, max_size=hi,
+                                               importance=family.importance, token_size=self.patch)
         return self._paths[key]
 
     def solve_threshold(self, config: Config, idx: np.ndarray) -> float:
@@ -183,8 +184,9 @@ class Evaluator:
         if f.strategy == "multiscale":
             return [multiscale(self.frames[int(i)], n, scales=1, token_size=self.patch) for i in idx]
         if f.strategy == "greedy":  # it fills the image with its largest patch first: never below that grid
-            n = max(n, (-(-s // f.max_size)) ** 2)
-            return [greedy(self.frames[int(i)], SELECTOR_SALIENCY, patch_sizes=powers(f.min_size, f.max_size),
+            lo, hi = f.size_range()
+            n = max(n, (-(-s // hi)) ** 2)
+            return [greedy(self.frames[int(i)], SELECTOR_SALIENCY, patch_sizes=powers(lo, hi),
                            budget=n, token_size=self.patch) for i in idx]
         if f.strategy == "learned_selector":
             logits = self._selector_logits(idx)

@@ -198,7 +198,7 @@ def _per_level(configs: Sequence[Config]) -> dict[float, int]:
     return out
 
 
-def tune(images: Sequence[np.ndarray] | np.ndarray, model: Any, labels: Sequence[int] | None = None, *,
+def tune(images: Sequence[np.ndarray] | np.ndarray, model: Any, labels: Sequence[int] | np.ndarray | None = None, *,
          target_macs_ratio: float | None = None, max_drop: float | None = None, budget_evals: int | None = None,
          held_out: float = 0.3, seed: int = 0, strategies: Sequence[str] = STRATEGIES,
          importances: Sequence[str] = QUADTREE_IMPORTANCES, levels: Sequence[float] = DEFAULT_LEVELS,
@@ -308,5 +308,7 @@ def choose(front: Sequence[Evaluated], full_objective: float, target_macs_ratio:
     if target_macs_ratio is not None:
         ok = [e for e in front if e.macs_ratio <= target_macs_ratio + 1e-12]
         return max(ok, key=lambda e: (e.objective, -e.macs_ratio)) if ok else None
+    if max_drop is None:
+        raise ValueError("give target_macs_ratio or max_drop")
     ok = [e for e in front if e.objective >= full_objective - max_drop - 1e-12]
     return min(ok, key=lambda e: (e.macs_ratio, -e.objective)) if ok else None

@@ -33,7 +33,7 @@ def settings_for(e: Evaluated, model: str, img_size: int, patch: int, device: st
         s.update(strategy="multiscale", params={"scales": 1, "token_size": patch}, solve_budget=e.budget)
     elif f.strategy == "greedy":
         s.update(strategy="greedy", saliency={"method": SELECTOR_SALIENCY, "params": {}},
-                 params={"patch_sizes": powers(f.min_size, f.max_size), "budget": e.budget, "token_size": patch})
+                 params={"patch_sizes": powers(*f.size_range()), "budget": e.budget, "token_size": patch})
     elif f.strategy == "learned_selector":
         s.update(strategy="learned_selector", params={"k": e.budget, "model": model})
     else:

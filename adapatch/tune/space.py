@@ -49,6 +49,12 @@ class Family:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def size_range(self) -> tuple[int, int]:
+        """``(min_size, max_size)`` of a quadtree or greedy family."""
+        if self.min_size is None or self.max_size is None:
+            raise ValueError(f"the {self.strategy} family has no patch size range")
+        return self.min_size, self.max_size
+
 
 @dataclass(frozen=True)
 class Config:

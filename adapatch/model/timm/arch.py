@@ -221,7 +221,7 @@ def _config_from_timm(tm, name: str) -> ViTConfig:
     head = getattr(tm, "head", None)
     if not _is_identity(head) and _name(head) != "Linear":
         raise Unsupported(f"the head {_name(head)}")
-    num_classes = int(head.out_features) if _name(head) == "Linear" else 0
+    num_classes = int(head.out_features) if head is not None and _name(head) == "Linear" else 0
     if dist_token and getattr(tm, "distilled_training", False):
         raise Unsupported("a distilled model in distillation-training mode")
     dc = getattr(tm, "pretrained_cfg", None) or {}

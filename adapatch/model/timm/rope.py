@@ -10,7 +10,7 @@ will. Nothing here imports timm: it reads attributes and class names.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 import torch.nn as nn
@@ -24,7 +24,7 @@ def _class_names(obj: Any) -> set[str]:
     return {c.__name__ for c in type(obj).__mro__}
 
 
-def _real(t: Any) -> bool:
+def _real(t: Any) -> TypeGuard[torch.Tensor]:
     """A tensor whose values can be read (not on the meta device)."""
     return isinstance(t, torch.Tensor) and t.device.type != "meta"
 
@@ -49,9 +49,7 @@ def rope_config_from_timm(rope: nn.Module, model: nn.Module | None = None, verif
     elif "RotaryEmbeddingMixed" in names:
         cfg = _mixed_config(rope)
     elif "RotaryEmbeddingMRope" in names:
-        cfg = RopeConfig(kind="mrope", head_dim=int(rope.dim), rotate_half=True, grid_indexing=rope.grid_indexing,
-                         temperature=float(rope.temperature), mrope_section=tuple(rope.mrope_section),
-                         **_augs(rope))
+        cfg = _mrope_config(rope)
     elif "RotaryEmbedding" in names:
         raise ValueError("unsupported rotary embedding RotaryEmbedding (separate sin/cos tables); "
                          "only the concatenated kinds used by Eva are supported")
@@ -64,11 +62,18 @@ def rope_config_from_timm(rope: nn.Module, model: nn.Module | None = None, verif
     return cfg
 
 
-def _augs(rope: nn.Module) -> dict:
+# The readers below take timm's module as ``Any``: its hyperparameters are plain attributes, which
+# nn.Module's stub types as tensors or modules.
+def _mrope_config(rope: Any) -> RopeConfig:
+    return RopeConfig(kind="mrope", head_dim=int(rope.dim), rotate_half=True, grid_indexing=rope.grid_indexing,
+                      temperature=float(rope.temperature), mrope_section=tuple(rope.mrope_section), **_augs(rope))
+
+
+def _augs(rope: Any) -> dict:
     return {k: getattr(rope, k, None) for k in ("shift_coords", "jitter_coords", "rescale_coords")}
 
 
-def _cat_config(rope: nn.Module) -> RopeConfig:
+def _cat_config(rope: Any) -> RopeConfig:
     dim = int(rope.dim)
     in_pixels = bool(rope.in_pixels)
     ref = getattr(rope, "ref_feat_shape", None)
@@ -97,7 +102,7 @@ def _cat_config(rope: nn.Module) -> RopeConfig:
                       normalize_coords=normalize, ref_feat_shape=ref, **_augs(rope))
 
 
-def _infer_linear_bands(rope: nn.Module, dim: int, in_pixels: bool, ref, temperature: float) -> bool:
+def _infer_linear_bands(rope: Any, dim: int, in_pixels: bool, ref, temperature: float) -> bool:
     """Old timm kept no ``linear_bands`` attribute; it only matters for pixel bands, where the
     module's real tables tell which spacing was used."""
     if not in_pixels:
@@ -122,7 +127,7 @@ def _infer_linear_bands(rope: nn.Module, dim: int, in_pixels: bool, ref, tempera
     raise ValueError("an old-timm pixel-band RotaryEmbeddingCat whose tables match neither band spacing")
 
 
-def _dinov3_config(rope: nn.Module) -> RopeConfig:
+def _dinov3_config(rope: Any) -> RopeConfig:
     temperature = getattr(rope, "temperature", None)
     mn, mx = getattr(rope, "min_period", None), getattr(rope, "max_period", None)
     indexing = getattr(rope, "grid_indexing", "ij")
@@ -139,7 +144,7 @@ def _dinov3_config(rope: nn.Module) -> RopeConfig:
                       normalize_coords=getattr(rope, "normalize_coords", "separate"), **_augs(rope))
 
 
-def _mixed_config(rope: nn.Module) -> RopeConfig:
+def _mixed_config(rope: Any) -> RopeConfig:
     dim, heads, depth = int(rope.dim), int(rope.num_heads), int(rope.depth)
     if dim % heads:
         raise ValueError(f"mixed rope width {dim} is not a multiple of its {heads} heads")
@@ -153,7 +158,7 @@ def _mixed_config(rope: nn.Module) -> RopeConfig:
                       temperature=float(rope.temperature), num_heads=heads, depth=depth, **_augs(rope))
 
 
-def _verify_tables(rope: nn.Module, cfg: RopeConfig) -> None:
+def _verify_tables(rope: Any, cfg: RopeConfig) -> None:
     """Refuse when a real table/band buffer of ``rope`` disagrees with ``cfg`` (an unknown timm variant)."""
     checks = []
     fs = getattr(rope, "feat_shape", None)

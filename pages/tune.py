@@ -149,9 +149,9 @@ def results(run: tv.TuneRun) -> None:
                            help=f"On the {r.held_out['images']} held-out images the search never saw.")
         cols[3].metric("MACs ratio", f"{c.macs_ratio:.3f}", help=f"{c.mean_tokens:.1f} tokens per image on average, "
                        f"of the full grid's {r.full_grid['mean_tokens']:.0f}. {ui.MACS_HELP}")
-        text = tv.held_out_text(run)
-        if text:
-            (st.warning if "lower" in text and "not lower" not in text else st.caption)(text)
+        said = tv.held_out_text(run)
+        if said:
+            (st.warning if said[1] else st.caption)(said[0])
     else:
         st.warning("No configuration on the front meets the target: loosen it, or add strategies or levels.",
                    icon=":material/block:")

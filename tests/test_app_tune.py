@@ -253,3 +253,20 @@ def test_frames_round_trip_exactly() -> None:
     assert a.shape == (32, 32, 3)
     from adapatch.app_support.images import decode_upload
     assert np.array_equal(decode_upload("x", images.pngs[0]).array, a)
+
+
+def test_the_held_out_line_says_lower_only_when_it_is() -> None:
+    from types import SimpleNamespace
+
+    def run(search: float, held: float, n: int = 40):
+        result = SimpleNamespace(objective="accuracy", chosen=SimpleNamespace(objective=search),
+                                 held_out={"images": n, "chosen": {"objective": held},
+                                           "full_grid": {"objective": 0.9}})
+        return SimpleNamespace(result=result)
+
+    text, lower = tune_view.held_out_text(run(0.8, 0.7))
+    assert lower and "**The held-out number is lower** by 10.0 points" in text and "accuracy 70.0%" in text
+    text, lower = tune_view.held_out_text(run(0.7, 0.7, n=12))
+    assert not lower and "is not lower" in text and "12 held-out images it is a rough check" in text
+    text, lower = tune_view.held_out_text(run(0.7, 0.75))
+    assert not lower and "rough check" not in text

@@ -411,8 +411,9 @@ def front_rows(run: TuneRun) -> list[dict[str, Any]]:
     return out
 
 
-def held_out_text(run: TuneRun) -> str | None:
-    """The held-out re-score in words, saying plainly when it is lower than the search's number."""
+def held_out_text(run: TuneRun) -> tuple[str, bool] | None:
+    """The held-out re-score in words, saying plainly when it is lower than the search's number, and
+    whether it is lower; None without a chosen configuration or held-out images."""
     r = run.result
     h = r.held_out.get("chosen")
     if r.chosen is None or not h:
@@ -424,9 +425,9 @@ def held_out_text(run: TuneRun) -> str | None:
             f"(full grid there: {pct(full)}), against {pct(s)} on the search split.")
     if o < s:
         return base + (f" **The held-out number is lower** by {100 * (s - o):.1f} points: the search's own number "
-                       "flatters the choice; expect the held-out one on new images.")
-    return base + (" The held-out number is not lower." + (f" With {n} held-out images it is a rough check."
-                                                           if n < 30 else ""))
+                       "flatters the choice; expect the held-out one on new images."), True
+    return base + " The held-out number is not lower." + (f" With {n} held-out images it is a rough check."
+                                                          if n < 30 else ""), False
 
 
 def downloads(run: TuneRun, selected) -> list[tuple[str, bytes, str, str]]:

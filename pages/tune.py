@@ -12,9 +12,10 @@ from adapatch.app_support.images import md_escape
 TITLE = "Tune for the task"
 
 
-def inputs(ref, model) -> tuple[tv.TuneImages | None, dict]:
-    """The images, target, budget and search space widgets; returns the images (None: not ready) and
-    the keyword arguments of ``tune_view.execute``."""
+def inputs(ref, model) -> tuple[tv.TuneImages | tuple[str, int] | None, dict]:
+    """The images, target, budget and search space widgets; returns the images (None: not ready;
+    ``("digits", n)``: held-out digits, made at Run time) and the keyword arguments of
+    ``tune_view.execute``."""
     from adapatch.model import describe_model
     from adapatch.model.classes import class_names
     from adapatch.tune import DEFAULT_LEVELS, QUADTREE_IMPORTANCES, STRATEGIES
@@ -24,7 +25,8 @@ def inputs(ref, model) -> tuple[tv.TuneImages | None, dict]:
                           help="The bundled digit samples and held-out digits carry their digit (accuracy with the "
                                "bundled model); uploads are label-free unless a labels CSV is given (agreement of "
                                "the top-1 class with the model's own full grid).")
-    images, notes = None, []
+    images: tv.TuneImages | tuple[str, int] | None = None
+    notes: list[str] = []
     if source == "samples":
         images = tv.sample_images(size, labelled=is_task)
         notes.append("Only 8 images: a toy set to see the view work (about 6 searched, 2 held out). Use the "

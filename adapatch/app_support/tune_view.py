@@ -112,7 +112,7 @@ def png_bytes(image: np.ndarray) -> bytes:
 def frame_png(image: np.ndarray, img_size: int) -> bytes:
     """The image resized to the model's ``img_size`` square (``resize_for_model``'s rule), as PNG."""
     import cv2
-    a = np.asarray(image, np.float32)
+    a: np.ndarray = np.asarray(image, np.float32)
     if a.shape[:2] != (img_size, img_size):
         interp = cv2.INTER_AREA if a.shape[0] > img_size or a.shape[1] > img_size else cv2.INTER_LINEAR
         a = cv2.resize(a, (img_size, img_size), interpolation=interp)
@@ -131,7 +131,8 @@ def sample_images(img_size: int, labelled: bool) -> TuneImages:
         same = entry.array.shape[:2] == (img_size, img_size)
         pngs.append(sample_path(n).read_bytes() if same else frame_png(entry.array, img_size))
         keys.append(f"sample:{n}" if same else None)  # a sample at the model's size opens as itself
-    labels = [int(task_sample_label(n)) for n in names] if labelled else None
+    found = [task_sample_label(n) for n in names]
+    labels = [int(v) for v in found if v is not None] if labelled else None
     return TuneImages(f"the {len(names)} bundled digit samples", names, pngs, labels, keys)
 
 
@@ -160,7 +161,10 @@ def upload_images(files: Sequence, img_size: int) -> TuneImages:
     """Uploaded images and zip files (their image members), each resized to the model frame; files
     that cannot be read are listed in ``skipped`` with the reason, at most ``MAX_IMAGES`` taken."""
     from adapatch.image_io import load_image
-    names, pngs, skipped, notes = [], [], [], []
+    names: list[str] = []
+    pngs: list[bytes] = []
+    skipped: list[dict] = []
+    notes: list[str] = []
     left_out = 0
 
     def take(name: str, data: bytes) -> None:
@@ -326,7 +330,7 @@ def execute(images: TuneImages, model: Any, model_name: str, model_label: str, *
     from adapatch.tune.report import build_report
     cfg = as_vit(model).config
     t0 = time.perf_counter()
-    kw = {"target_macs_ratio": float(macs)} if target == "macs" else {"max_drop": float(drop)}
+    kw: dict[str, Any] = {"target_macs_ratio": float(macs)} if target == "macs" else {"max_drop": float(drop)}
     res = tune(images.arrays(), model, images.labels, budget_evals=budget, held_out=held_out, seed=seed,
                strategies=tuple(strategies or STRATEGIES), importances=tuple(importances or QUADTREE_IMPORTANCES),
                levels=tuple(levels or DEFAULT_LEVELS), device=device, progress=progress, **kw)

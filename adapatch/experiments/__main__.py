@@ -61,13 +61,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tune-experiment", action="store_true",
                     help="no training: adapatch.tune on the checkpoint's held-out digits, with and without labels, "
                          "against the hand-picked rows; writes tune_results.json / tune_results.md")
-    ap.add_argument("--limit", type=int, default=None, help="--tune-experiment: use the first N held-out images")
+    ap.add_argument("--progressive-experiment", action="store_true",
+                    help="no training: progressive refinement (re-run and split in place) on the checkpoint's held-out "
+                         "digits against static layouts at equal MACs; writes progressive_results.json / .md")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="--tune-experiment / --progressive-experiment: use the first N held-out images "
+                         "(progressive default 1000)")
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error("--threads must be >= 1")
     command = "python -m adapatch.experiments " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.query_experiment:
         return _query_experiment(ap, args, command)
+    if args.progressive_experiment:
+        from .progressive_eval import markdown as progressive_markdown
+        from .progressive_eval import run_progressive_experiment
+        res = run_progressive_experiment(args.out, limit=args.limit or 1000, device=args.device,
+                                         threads=args.threads, command=command)
+        print(progressive_markdown(res))
+        return res
     if args.tune_experiment:
         from .tune_eval import markdown as tune_markdown
         from .tune_eval import run_tune_experiment

@@ -97,10 +97,10 @@ def run_progressive_experiment(model_dir: str | Path | None = None, limit: int |
             fitted.append({"mode": mode, "cut": cut, "score": score, "target_macs_ratio": target, "tau": tau,
                            "held_out_macs_ratio": float(np.mean([a.macs for a in r])) / full,
                            "held_out_accuracy": float(np.mean([a.prediction == b for a, b in zip(r, y[half:])]))})
-    base = {"full grid (64 tokens)": float((ev.score_layouts(np.arange(len(images)), [ev.grid] * len(images))
-                                            .predictions == y).mean()),
-            "coarse grid (16 tokens)": float((ev.score_layouts(np.arange(len(images)),
-                                                               [uniform(64, 64, 16)] * len(images)).predictions == y).mean())}
+    every = np.arange(len(images))
+    coarse = uniform(cfg.img_size, cfg.img_size, 2 * cfg.patch_size)
+    base = {"full grid (64 tokens)": float((ev.score_layouts(every, [ev.grid] * len(images)).predictions == y).mean()),
+            "coarse grid (16 tokens)": float((ev.score_layouts(every, [coarse] * len(images)).predictions == y).mean())}
     result = {"command": command, "images": len(images), "rows": rows, "fitted": fitted, "baselines": base,
               "seconds": time.perf_counter() - t0,
               "environment": {"torch": torch.__version__, "threads": threads, "device": device}}
@@ -112,7 +112,7 @@ def run_progressive_experiment(model_dir: str | Path | None = None, limit: int |
 
 def markdown(r: dict[str, Any]) -> str:
     lines = [f"# Progressive refinement on {r['images']} held-out digits (coarse 16 px start, 4 splits a step)", "",
-             f"Baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in r["baselines"].items()) + ".", "",
+             "Baselines: " + ", ".join(f"{k} {v:.3f}" for k, v in r["baselines"].items()) + ".", "",
              "| mode | score | tau | accuracy | tokens | MACs ratio | steps | exits by step | static at equal MACs "
              "(tokens: std / distortion / selector) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:

@@ -44,7 +44,7 @@ class CachedPass:
 
 def _qkv(block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     a = block.attn
-    b, n, c = x.shape
+    b, n, _ = x.shape
     q, k, v = a.qkv(block.norm1(x)).reshape(b, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
     return a.q_norm(q), a.k_norm(k), v
 

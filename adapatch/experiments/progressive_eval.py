@@ -34,10 +34,10 @@ RUNS = (("rerun", None, "attention"), ("rerun", None, "content"), ("inplace", 1,
 TARGET_MACS = (0.5, 0.75)
 
 
-def _static(ev: Evaluator, grey: np.ndarray, y: np.ndarray, tokens: int) -> dict[str, float]:
-    """Accuracy of the static layouts at ``tokens`` tokens (and the selector at ``tokens`` cells)."""
-    n = len(grey)
-    idx = np.arange(n)
+def _static(ev: Evaluator, grey: np.ndarray, y: np.ndarray, tokens: int, idx: np.ndarray) -> dict[str, float]:
+    """Accuracy on images ``idx`` of the static layouts at ``tokens`` tokens (the selector: the cells
+    whose MACs, its CNN included, fit those of ``tokens`` tokens)."""
+    grey, y = grey[idx], y[idx]
     out = {}
     for imp in ("std", "distortion"):
         kw = {"token_size": 8} if imp == "distortion" else {}
@@ -67,16 +67,17 @@ def run_progressive_experiment(model_dir: str | Path | None = None, limit: int |
     cfg = task.config
     full = model_macs(cfg, uniform(cfg.img_size, cfg.img_size, cfg.patch_size).num_tokens)
     ev = Evaluator(task, np.stack(images), device)
-    static_cache: dict[int, dict[str, float]] = {}
+    static_cache: dict[tuple[int, int], dict[str, float]] = {}
+    half = len(images) // 2
 
-    def static_at(macs: float) -> dict[str, Any]:
+    def static_at(macs: float, first: int = 0) -> dict[str, Any]:
+        """The static layouts at the token count whose MACs fit ``macs``, on images ``first..``."""
         n = max(t for t in range(1, 65) if model_macs(cfg, t) <= max(macs, model_macs(cfg, 1)))
-        if n not in static_cache:
-            static_cache[n] = _static(ev, grey, y, n)
-        return {"tokens": n, **static_cache[n]}
+        if (n, first) not in static_cache:
+            static_cache[(n, first)] = _static(ev, grey, y, n, np.arange(first, len(images)))
+        return {"tokens": n, **static_cache[(n, first)]}
 
     rows, fitted = [], []
-    half = len(images) // 2
     for mode, cut, score in RUNS:
         t = time.perf_counter()
         tr = trace(task, images, score=score, k=4, mode=mode, cut=cut, device=device)
@@ -94,9 +95,11 @@ def run_progressive_experiment(model_dir: str | Path | None = None, limit: int |
         for target in TARGET_MACS:
             tau = solve_tau(tr[:half], target * full)
             r = at_tau(tr[half:], tau)
+            macs = float(np.mean([a.macs for a in r]))
             fitted.append({"mode": mode, "cut": cut, "score": score, "target_macs_ratio": target, "tau": tau,
-                           "held_out_macs_ratio": float(np.mean([a.macs for a in r])) / full,
-                           "held_out_accuracy": float(np.mean([a.prediction == b for a, b in zip(r, y[half:])]))})
+                           "held_out_macs_ratio": macs / full,
+                           "held_out_accuracy": float(np.mean([a.prediction == b for a, b in zip(r, y[half:])])),
+                           "static_at_equal_macs": static_at(macs, half)})
     every = np.arange(len(images))
     coarse = uniform(cfg.img_size, cfg.img_size, 2 * cfg.patch_size)
     base = {"full grid (64 tokens)": float((ev.score_layouts(every, [ev.grid] * len(images)).predictions == y).mean()),
@@ -124,10 +127,13 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{st['tokens']}: {st['quadtree std']:.3f} / {st['quadtree distortion']:.3f} / "
                      f"{st['learned selector']:.3f} |")
     lines += ["", "Thresholds fitted on the first half for a target mean MACs, applied to the second half:", "",
-              "| mode | score | target | tau | MACs ratio | accuracy |", "|---|---|---|---|---|---|"]
+              "| mode | score | target | tau | MACs ratio | accuracy | static at equal MACs "
+              "(tokens: std / distortion / selector) |", "|---|---|---|---|---|---|---|"]
     for f in r["fitted"]:
         mode = f["mode"] + (f" (cut {f['cut']})" if f["cut"] is not None else "")
+        st = f["static_at_equal_macs"]
         lines.append(f"| {mode} | {f['score']} | {f['target_macs_ratio']:.2f} | {f['tau']:.3f} | "
-                     f"{f['held_out_macs_ratio']:.3f} | {f['held_out_accuracy']:.3f} |")
+                     f"{f['held_out_macs_ratio']:.3f} | {f['held_out_accuracy']:.3f} | {st['tokens']}: "
+                     f"{st['quadtree std']:.3f} / {st['quadtree distortion']:.3f} / {st['learned selector']:.3f} |")
     lines += ["", f"Seconds: {r['seconds']:.0f}. Command: `{r['command']}`", ""]
     return "\n".join(lines)

@@ -111,3 +111,24 @@ def test_content_scores_are_the_flat_patch_error():
     lay = ap.uniform(24, 40, 8)
     want = [((img[y:y + s, x:x + s] - img[y:y + s, x:x + s].mean((0, 1))) ** 2).sum() for y, x, s in lay.boxes]
     np.testing.assert_allclose(content_scores(img, lay), want, rtol=1e-6)
+
+
+def test_experiment_rows_and_a_recomputed_row(tmp_path, task, images):
+    from adapatch.experiments.__main__ import main
+    res = main(["--progressive-experiment", "--limit", "12", "--device", "cpu", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "progressive_results.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(res["rows"]))
+    kinds = {r["kind"] for r in saved["rows"]}
+    assert {"full", "coarse", "static", "progressive"} <= kinds
+    for r in saved["rows"]:
+        assert {"method", "kind", "accuracy", "mean_tokens", "mean_macs"} <= set(r)
+        if r["kind"] == "progressive":
+            assert {"mode", "confidence", "exit_share"} <= set(r) and abs(sum(r["exit_share"]) - 1) < 1e-9
+    row = next(r for r in saved["rows"] if r["kind"] == "progressive" and r["mode"] == "rerun"
+               and r["score"] == "attention" and r["confidence"] == 0.8)
+    from adapatch.experiments.cluttered_digits import DatasetConfig, held_out_split
+    from adapatch.model import load_task_model
+    y = held_out_split(DatasetConfig(**load_task_model(device="cpu")[1]["dataset"]))["test_y"][:12]
+    r = at_tau(trace(task, images, score="attention", k=4, device="cpu"), 0.8)
+    assert row["accuracy"] == float(np.mean([a.prediction == b for a, b in zip(r, y)]))
+    assert row["mean_macs"] == float(np.mean([a.macs for a in r]))

@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.progressive_experiment:
         from .progressive_eval import markdown as progressive_markdown
         from .progressive_eval import run_progressive_experiment
-        res = run_progressive_experiment(args.out, limit=args.limit or 1000, device=args.device,
-                                         threads=args.threads, command=command)
+        res = run_progressive_experiment(None, limit=args.limit or 1000, device=args.device,
+                                         threads=args.threads, command=command, out=args.out)
         print(progressive_markdown(res))
         return res
     if args.tune_experiment:

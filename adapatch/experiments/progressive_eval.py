@@ -57,7 +57,7 @@ def run_progressive_experiment(model_dir: str | Path | None = None, limit: int |
                                threads: int = 2, command: str = "", out: str | Path | None = None) -> dict[str, Any]:
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    out = Path(out or model_dir or ASSET_DIR)
+    out = Path(out or ASSET_DIR)
     task, meta = load_task_model(model_dir, device=device) if model_dir else load_task_model(device=device)
     data = held_out_split(DatasetConfig(**meta["dataset"]))
     grey, y = data["test_x"], data["test_y"].astype(np.int64)
@@ -86,11 +86,12 @@ def run_progressive_experiment(model_dir: str | Path | None = None, limit: int |
             r = at_tau(tr, tau)
             steps = np.array([len(a.steps) for a in r])
             macs = float(np.mean([a.macs for a in r]))
-            rows.append({"mode": mode, "cut": cut, "score": score, "tau": tau,
-                         "accuracy": float(np.mean([a.prediction == b for a, b in zip(r, y)])),
-                         "mean_tokens": float(np.mean([a.tokens for a in r])), "macs_ratio": macs / full,
-                         "mean_steps": float(steps.mean()),
-                         "exit_share_by_step": [float((steps == s).mean()) for s in range(1, int(steps.max()) + 1)],
+            name = f"progressive {mode}" + (f" (cut {cut})" if cut is not None else "") + f", {score}, tau {tau}"
+            rows.append({"method": name, "kind": "progressive", "mode": mode, "cut": cut, "score": score,
+                         "confidence": tau, "accuracy": float(np.mean([a.prediction == b for a, b in zip(r, y)])),
+                         "mean_tokens": float(np.mean([a.tokens for a in r])), "mean_macs": macs,
+                         "macs_ratio": macs / full, "mean_steps": float(steps.mean()),
+                         "exit_share": [float((steps == s).mean()) for s in range(1, int(steps.max()) + 1)],
                          "static_at_equal_macs": static_at(macs), "trace_seconds": secs})
         for target in TARGET_MACS:
             tau = solve_tau(tr[:half], target * full)
@@ -104,6 +105,18 @@ def run_progressive_experiment(model_dir: str | Path | None = None, limit: int |
     coarse = uniform(cfg.img_size, cfg.img_size, 2 * cfg.patch_size)
     base = {"full grid (64 tokens)": float((ev.score_layouts(every, [ev.grid] * len(images)).predictions == y).mean()),
             "coarse grid (16 tokens)": float((ev.score_layouts(every, [coarse] * len(images)).predictions == y).mean())}
+    fixed = [{"method": f"uniform {cfg.patch_size} px (full)", "kind": "full",
+              "accuracy": base["full grid (64 tokens)"], "mean_tokens": float(ev.total), "mean_macs": float(full),
+              "macs_ratio": 1.0},
+             {"method": f"uniform {2 * cfg.patch_size} px (coarse)", "kind": "coarse",
+              "accuracy": base["coarse grid (16 tokens)"], "mean_tokens": float(coarse.num_tokens),
+              "mean_macs": float(model_macs(cfg, coarse.num_tokens)),
+              "macs_ratio": model_macs(cfg, coarse.num_tokens) / full}]
+    for n in sorted({k for k, first in static_cache if first == 0}):
+        for name, acc in static_cache[(n, 0)].items():
+            fixed.append({"method": f"{name} at {n} tokens", "kind": "static", "accuracy": acc, "mean_tokens": float(n),
+                          "mean_macs": float(model_macs(cfg, n)), "macs_ratio": model_macs(cfg, n) / full})
+    rows = fixed + rows
     result = {"command": command, "images": len(images), "rows": rows, "fitted": fitted, "baselines": base,
               "seconds": time.perf_counter() - t0,
               "environment": {"torch": torch.__version__, "threads": threads, "device": device}}
@@ -119,11 +132,13 @@ def markdown(r: dict[str, Any]) -> str:
              "| mode | score | tau | accuracy | tokens | MACs ratio | steps | exits by step | static at equal MACs "
              "(tokens: std / distortion / selector) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
+        if row["kind"] != "progressive":
+            continue
         st = row["static_at_equal_macs"]
         mode = row["mode"] + (f" (cut {row['cut']})" if row["cut"] is not None else "")
-        lines.append(f"| {mode} | {row['score']} | {row['tau']} | {row['accuracy']:.3f} | {row['mean_tokens']:.1f} | "
-                     f"{row['macs_ratio']:.3f} | {row['mean_steps']:.2f} | "
-                     + " / ".join(f"{s:.2f}" for s in row["exit_share_by_step"]) + " | "
+        lines.append(f"| {mode} | {row['score']} | {row['confidence']} | {row['accuracy']:.3f} | "
+                     f"{row['mean_tokens']:.1f} | {row['macs_ratio']:.3f} | {row['mean_steps']:.2f} | "
+                     + " / ".join(f"{s:.2f}" for s in row["exit_share"]) + " | "
                      f"{st['tokens']}: {st['quadtree std']:.3f} / {st['quadtree distortion']:.3f} / "
                      f"{st['learned selector']:.3f} |")
     lines += ["", "Thresholds fitted on the first half for a target mean MACs, applied to the second half:", "",

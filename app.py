@@ -22,7 +22,8 @@ from adapatch.app_support.images import COMPUTE_MAX_PIXELS, DECODE_MAX_PIXELS, U
 from adapatch.app_support.ui import guard  # noqa: E402
 
 PAGES = [
-    st.Page("pages/layout.py", title="Patch layout", icon=":material/grid_view:", url_path="patch-layout", default=True),
+    st.Page("pages/layout.py", title="Patch layout", icon=":material/grid_view:", url_path="patch-layout",
+            default=True),
     st.Page("pages/demo.py", title="Demo", icon=":material/slideshow:", url_path="demo-story"),
     st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:", url_path="saliency-map"),
     st.Page("pages/pruning.py", title="Token pruning", icon=":material/content_cut:", url_path="token-pruning"),

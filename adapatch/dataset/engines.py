@@ -20,6 +20,8 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -117,14 +119,16 @@ def run_local(items: Sequence[ItemRef], settings: CurveSettings, workers: int | 
 
 
 # ---------------------------------------------------------------------------------------------- Ray
-def _ray_map(batch: dict, settings: CurveSettings, by_path: dict | None, items: list | None) -> dict:
-    """Ray ``map_batches`` step: raw bytes (or item indices) -> results as flat columns."""
+def _ray_map(batch: Any, settings: CurveSettings, by_path: dict | None, items: list | None) -> dict:
+    """Ray ``map_batches`` step: raw bytes (or item indices) -> results as flat columns; ``by_path``
+    (file sources, bytes read by Ray) or ``items`` (workers read the items) is given."""
     results: list[ItemResult] = []
     if by_path is not None:
         for data, path in zip(batch["bytes"], batch["path"]):
             index, display = by_path[_norm(path)]
             results.append(process_bytes(index, display, bytes(data), settings))
     else:
+        assert items is not None  # run_ray passes one of the two
         reader = ItemReader()
         for index in batch["index"]:
             results.append(process_item(int(index), items[int(index)], reader, settings))
@@ -165,8 +169,8 @@ def start_ray(address: str | None = None, workers: int | None = None) -> None:
 def run_ray(items: Sequence[ItemRef], settings: CurveSettings, workers: int | None = None,
             address: str | None = None, on_start: Callable[[], None] | None = None) -> Iterator[ItemResult]:
     """Process ``items`` with Ray Data; results stream back in batches (order restored by the store)."""
-    from ..quadtree import PathImportance
     from ..layout import padded_canvas
+    from ..quadtree import PathImportance
     start_ray(address, workers)
     import ray
     ctx = ray.data.DataContext.get_current()
@@ -183,11 +187,11 @@ def run_ray(items: Sequence[ItemRef], settings: CurveSettings, workers: int | No
         by_path = {_norm(ref.container): (i, ref.path) for i, ref in enumerate(items)}
         ds = ray.data.read_binary_files([ref.container for ref in items], include_paths=True,
                                         ignore_missing_paths=True, override_num_blocks=blocks)
-        ds = ds.map_batches(_ray_map, fn_kwargs={"settings": settings, "by_path": by_path, "items": None},
+        ds = ds.map_batches(partial(_ray_map, settings=settings, by_path=by_path, items=None),
                             batch_size=RAY_BATCH, batch_format="numpy")
     else:
         ds = ray.data.from_items([{"index": i} for i in range(len(items))], override_num_blocks=blocks)
-        ds = ds.map_batches(_ray_map, fn_kwargs={"settings": settings, "by_path": None, "items": list(items)},
+        ds = ds.map_batches(partial(_ray_map, settings=settings, by_path=None, items=list(items)),
                             batch_size=RAY_BATCH, batch_format="numpy")
     sizes = [settings.max_size >> k for k in range(int(np.log2(settings.max_size // settings.min_size)) + 1)]
     seen = set()

@@ -77,7 +77,8 @@ def run_progressive_experiment(model_dir: str | Path | None = None, limit: int |
             static_cache[(n, first)] = _static(ev, grey, y, n, np.arange(first, len(images)))
         return {"tokens": n, **static_cache[(n, first)]}
 
-    rows, fitted = [], []
+    rows: list[dict[str, Any]] = []
+    fitted: list[dict[str, Any]] = []
     for mode, cut, score in RUNS:
         t = time.perf_counter()
         tr = trace(task, images, score=score, k=4, mode=mode, cut=cut, device=device)
@@ -105,13 +106,14 @@ def run_progressive_experiment(model_dir: str | Path | None = None, limit: int |
     coarse = uniform(cfg.img_size, cfg.img_size, 2 * cfg.patch_size)
     base = {"full grid (64 tokens)": float((ev.score_layouts(every, [ev.grid] * len(images)).predictions == y).mean()),
             "coarse grid (16 tokens)": float((ev.score_layouts(every, [coarse] * len(images)).predictions == y).mean())}
-    fixed = [{"method": f"uniform {cfg.patch_size} px (full)", "kind": "full",
-              "accuracy": base["full grid (64 tokens)"], "mean_tokens": float(ev.total), "mean_macs": float(full),
-              "macs_ratio": 1.0},
-             {"method": f"uniform {2 * cfg.patch_size} px (coarse)", "kind": "coarse",
-              "accuracy": base["coarse grid (16 tokens)"], "mean_tokens": float(coarse.num_tokens),
-              "mean_macs": float(model_macs(cfg, coarse.num_tokens)),
-              "macs_ratio": model_macs(cfg, coarse.num_tokens) / full}]
+    fixed: list[dict[str, Any]] = [
+        {"method": f"uniform {cfg.patch_size} px (full)", "kind": "full",
+         "accuracy": base["full grid (64 tokens)"], "mean_tokens": float(ev.total), "mean_macs": float(full),
+         "macs_ratio": 1.0},
+        {"method": f"uniform {2 * cfg.patch_size} px (coarse)", "kind": "coarse",
+         "accuracy": base["coarse grid (16 tokens)"], "mean_tokens": float(coarse.num_tokens),
+         "mean_macs": float(model_macs(cfg, coarse.num_tokens)),
+         "macs_ratio": model_macs(cfg, coarse.num_tokens) / full}]
     for n in sorted({k for k, first in static_cache if first == 0}):
         for name, acc in static_cache[(n, 0)].items():
             fixed.append({"method": f"{name} at {n} tokens", "kind": "static", "accuracy": acc, "mean_tokens": float(n),

@@ -190,6 +190,7 @@ def test_local_engine_pool_equals_in_process(folder):
             assert ra[k] == rb[k], k
 
 
+@pytest.mark.slow
 def test_ray_engine_gives_identical_report(folder):
     if os.environ.get("CI"):
         import ray  # noqa: F401  (CI installs Ray: this test must run there)
@@ -305,6 +306,7 @@ def test_extremes_and_bounds(folder):
         assert lo == store.base_tokens.mean() and hi == store.tokens_at(np.array([0.0])).mean()
 
 
+@pytest.mark.slow
 def test_ray_engine_with_a_list_naming_a_file_twice(folder):
     if not os.environ.get("CI"):
         pytest.importorskip("ray")

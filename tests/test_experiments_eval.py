@@ -16,6 +16,8 @@ from adapatch.experiments.eval_only import SUBSET_N, write_eval_only
 from adapatch.experiments.evaluate import markdown_table
 from adapatch.model import ASSET_DIR
 
+pytestmark = pytest.mark.slow  # subprocesses / experiments: outside the fast loop
+
 N_TEST = SUBSET_N
 README = ASSET_DIR.parents[2] / "README.md"
 TABLE_HEAD = "| method | tokens | accuracy | MACs (M) |"

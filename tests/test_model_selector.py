@@ -76,6 +76,7 @@ def test_latency_helpers_and_macs_match_core_formula():
     assert pp["max_abs_diff"] < 1e-4 and pp["faster"] in ("pad+mask", "packing")
 
 
+@pytest.mark.slow
 def test_experiment_quick_run_and_task_api(tmp_path):
     from adapatch.experiments.__main__ import main
     out = tmp_path / "m"

@@ -72,6 +72,7 @@ def test_the_reported_case_no_longer_loses_to_the_16px_grid(big, importance):
     assert (lay.boxes[:, 2] == 16).all()
 
 
+@pytest.mark.slow
 def test_multiscale_candidates_hold_no_padding_box(big):
     for budget in (300, 1500, 3888, 10**6):
         lay = ap.multiscale(big, budget)

@@ -113,6 +113,7 @@ def test_content_scores_are_the_flat_patch_error():
     np.testing.assert_allclose(content_scores(img, lay), want, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_experiment_rows_and_a_recomputed_row(tmp_path, task, images):
     from adapatch.experiments.__main__ import main
     res = main(["--progressive-experiment", "--limit", "12", "--device", "cpu", "--out", str(tmp_path)])

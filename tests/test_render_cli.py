@@ -32,6 +32,7 @@ def test_token_map_dims_dropped(astronaut):
 SAMPLES = ["astronaut", "coffee", "page", "text", "rocket", "chelsea"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SAMPLES)
 def test_cli_on_real_photos(name, tmp_path):
     from skimage import data
@@ -49,6 +50,7 @@ def test_cli_on_real_photos(name, tmp_path):
     assert ref == lay
 
 
+@pytest.mark.slow
 def test_cli_budget_greedy_and_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "adapatch", "sample:coffee", "--strategy", "greedy", "--budget", "300"],
                        capture_output=True, text=True, timeout=120)

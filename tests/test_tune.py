@@ -147,6 +147,7 @@ def test_search_spends_at_most_its_budget(task, digits):
     assert res.forwards <= 900 and len(res.rungs) >= 2
 
 
+@pytest.mark.slow
 def test_command_line_contract(tmp_path, digits):
     from adapatch.cli import main
     x, y = digits

@@ -11,6 +11,10 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # builds and installs a wheel in a new venv: outside the fast loop
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """

@@ -107,7 +107,8 @@ def _warm_up_worker() -> None:
     import numpy as np
     try:
         tiny = np.random.default_rng(0).random((48, 40, 3)).astype(np.float32)
-        ap.threshold_curve(tiny, min_size=16, max_size=32, importance="distortion")  # what the page needs first
+        ap.multiscale(tiny, budget=9)  # the opening view's default strategy first
+        ap.threshold_curve(tiny, min_size=16, max_size=32, importance="distortion")
         lay = ap.quadtree(tiny, budget=7, min_size=16, max_size=32)
         ap.fidelity(tiny, lay, device="cpu")
         from adapatch.quality import quadtree_quality, uniform_quality
@@ -115,7 +116,6 @@ def _warm_up_worker() -> None:
         uniform_quality(tiny, sizes=[16, 20], ssim_points=2)
         ap.available_devices()  # torch: the device picker, "auto" fidelity, reconstruction
         ap.reconstruct(tiny, lay, device="cpu")
-        ap.multiscale(tiny, budget=9)
     except Exception:  # a warm-up never breaks the app (logged); the real call reports the problem
         import logging
         logging.getLogger("adapatch.app").exception("warm-up failed")

@@ -176,3 +176,21 @@ def test_command_line_contract(tmp_path, digits):
     assert main(["tune", str(tmp_path / "nothing"), "--model", "task", "--out", str(out)]) == 2
     csv.write_text("path,label\n000.png,12\n")
     assert main(args[:7] + [str(csv)] + args[8:]) == 2  # 12 is not a class of a 10-class model
+
+
+@pytest.mark.slow
+def test_ray_engine_decodes_the_same_frames_as_local(tmp_path, digits):
+    pytest.importorskip("ray")
+    from adapatch.tune.cli import _read_images
+    x, _ = digits
+    src = tmp_path / "set"
+    src.mkdir()
+    for i in range(10):
+        Image.fromarray((x[i] * 255 + 0.5).astype(np.uint8)).resize((80, 72)).save(src / f"{i:03d}.png")
+    (src / "broken.png").write_bytes(b"not an image")
+    local = _read_images(str(src), None, 64, "local")
+    ray_ = _read_images(str(src), None, 64, "ray", workers=2)
+    assert local[1] == ray_[1] and local[2] == ray_[2] and len(local[2]) == 1
+    for a, b in zip(local[0], ray_[0]):
+        np.testing.assert_array_equal(a, b)
+    assert local[0][0].shape == (64, 64, 3)

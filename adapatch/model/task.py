@@ -58,8 +58,13 @@ def resize_for_model(image: np.ndarray, model) -> np.ndarray:
 
     Area interpolation when shrinking, bilinear when enlarging.
     """
+    return resize_to_square(image, as_vit(model).config.img_size)
+
+
+def resize_to_square(image: np.ndarray, s: int) -> np.ndarray:
+    """``resize_for_model`` for a model whose input is ``s x s`` (no model object needed: workers
+    that decode a dataset for a model call this)."""
     a = check_rgb(image)
-    s = as_vit(model).config.img_size
     if a.shape[:2] == (s, s):
         return a
     interp = cv2.INTER_AREA if a.shape[0] > s or a.shape[1] > s else cv2.INTER_LINEAR

@@ -2,7 +2,7 @@
 
     python -m adapatch tune SOURCE --model MODEL --out DIR [--labels FILE.csv | --labels folders]
         [--target-macs-ratio R | --max-drop D] [--budget-evals N] [--device auto|cpu|cuda]
-        [--held-out 0.3] [--seed 0] [--limit N] [--strategies uniform,quadtree,...]
+        [--held-out 0.3] [--seed 0] [--limit N] [--strategies uniform,quadtree,...] [--engine local|ray]
 
 SOURCE as for ``calibrate`` (a folder, a glob, a .zip or a Parquet file); MODEL as ``load_model``
 takes it (``task``, a checkpoint file, a timm name or a timm export folder). Writes report.json,
@@ -18,6 +18,10 @@ import os
 import shlex
 import sys
 import time
+from functools import partial
+from typing import Any
+
+import numpy as np
 
 from .space import QUADTREE_IMPORTANCES, STRATEGIES
 
@@ -40,8 +44,11 @@ def tune_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-evals", type=int, default=None,
                    help="forward passes (images through the model) the search may spend; default 20 per search image, "
                         "raised to the least the search space needs")
-    p.add_argument("--engine", choices=("local",), default="local",
-                   help="where the search runs (local: this process, one model, batched forward passes)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="who decodes and resizes the images: local (this process) or ray (Ray Data workers; "
+                        "--address for a cluster); the search itself runs here, one model, batched forward passes")
+    p.add_argument("--address", default=None, help="--engine ray: Ray cluster address (default: start a local Ray)")
+    p.add_argument("--workers", type=int, default=None, help="--engine ray: local Ray CPUs (default: all cores)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--held-out", type=float, default=0.3, help="share of the images the search never sees (re-scored)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the rung subsets")
@@ -54,21 +61,64 @@ def tune_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_images(source: str, limit: int | None):
-    from ..dataset.sources import ItemReader, open_source
+def _decode(ref, reader, side: int) -> tuple[np.ndarray | None, str | None]:
+    """One item as the model's ``side x side`` frame (``resize_to_square``), or why it was skipped."""
     from ..errors import ImageError
     from ..image_io import load_image
+    from ..model.task import resize_to_square
+    try:
+        return resize_to_square(load_image(reader.read(ref)), side), None
+    except (ImageError, OSError, ValueError) as e:
+        msg = " ".join(str(e).split())
+        return None, msg[len("image: "):] if msg.startswith("image: ") else msg
+
+
+def _ray_decode(batch: Any, items: list, side: int) -> dict:
+    """Ray ``map_batches`` step: item indices -> frames (or skip reasons), order kept by index."""
+    from ..dataset.sources import ItemReader
+    reader = ItemReader()
+    frames, reasons = [], []
+    for i in batch["index"]:
+        f, why = _decode(items[int(i)], reader, side)
+        frames.append(np.zeros((side, side, 3), np.float32) if f is None else f)
+        reasons.append(why or "")
+    reader.close()
+    return {"index": np.asarray(batch["index"], np.int64), "frame": np.stack(frames),
+            "reason": np.array(reasons, object)}
+
+
+def _read_images(source: str, limit: int | None, side: int, engine: str = "local", address: str | None = None,
+                 workers: int | None = None) -> tuple[list[np.ndarray], list[str], list[dict]]:
+    """The source's images as the model's frames, their paths, and the files skipped with a reason;
+    ``engine="ray"`` decodes and resizes on Ray workers (Ray Data), in source order."""
+    from ..dataset.sources import ItemReader, open_source
     src = open_source(source)
     refs = list(src.items)[:limit] if limit else list(src.items)
-    reader, images, paths, skipped = ItemReader(), [], [], []
-    for ref in refs:
-        try:
-            images.append(load_image(reader.read(ref)))
+    if engine == "ray":
+        from ..dataset.engines import start_ray
+        start_ray(address, workers)
+        import ray
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        ds = ray.data.from_items([{"index": i} for i in range(len(refs))]).map_batches(
+            partial(_ray_decode, items=refs, side=side), batch_size=64, batch_format="numpy")
+        got: list[tuple[int, np.ndarray | None, str | None]] = []
+        for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
+            for i, f, why in zip(b["index"], b["frame"], b["reason"]):
+                got.append((int(i), None if why else np.asarray(f, np.float32), str(why) or None))
+        decoded = [(f, why) for _, f, why in sorted(got, key=lambda g: g[0])]
+    else:
+        reader = ItemReader()
+        decoded = [_decode(ref, reader, side) for ref in refs]
+        reader.close()
+    images, paths, skipped = [], [], []
+    for ref, (f, why) in zip(refs, decoded):
+        if f is None:
+            skipped.append({"path": ref.path, "reason": why or "cannot read this file"})
+        else:
+            images.append(f)
             paths.append(ref.path)
-        except (ImageError, OSError, ValueError) as e:
-            msg = " ".join(str(e).split())
-            skipped.append({"path": ref.path, "reason": msg[len("image: "):] if msg.startswith("image: ") else msg})
-    reader.close()
     return images, paths, skipped
 
 
@@ -122,11 +172,12 @@ def tune_main(argv: list[str]) -> int:
         from .search import tune
         from .settings import settings_for
         model = resolve_model(args.model, device=args.device)
-        images, paths, skipped = _read_images(args.source, args.limit)
-        if len(images) < 2:
-            raise ValueError(f"{args.source}: tune needs at least 2 readable images, got {len(images)}")
         from ..model.task import as_vit
         cfg = as_vit(model).config
+        images, paths, skipped = _read_images(args.source, args.limit, int(cfg.img_size), args.engine, args.address,
+                                              args.workers)
+        if len(images) < 2:
+            raise ValueError(f"{args.source}: tune needs at least 2 readable images, got {len(images)}")
         labels = None if args.labels is None else read_labels(args.labels, paths, int(cfg.num_classes),
                                                               class_names(cfg.num_classes))
         progress = None

@@ -20,7 +20,7 @@ from ..layout import uniform, uniform_for_budget
 from ..model.batching import DynamicBatcher
 from ..model.latency import model_macs
 from ..model.pruning import forward_pruned
-from ..model.selector import select_topk
+from ..model.selector import select_topk, selector_macs
 from ..model.task import TaskModel
 from ..multiscale import multiscale
 from .cluttered_digits import to_rgb
@@ -186,16 +186,6 @@ def evaluate(task: TaskModel, x: np.ndarray, y: np.ndarray, budgets: tuple[int, 
         r["speedup_batched"] = ref["ms_per_image_batched"] / r["ms_per_image_batched"]
         r["speedup_batch1"] = ref["ms_per_image_batch1"] / r["ms_per_image_batch1"]
     return rows
-
-
-def selector_macs(selector) -> int:
-    """MACs of the selector CNN on one image (convolutions only)."""
-    total, hw = 0, selector.img_size
-    for m in selector.net:
-        if isinstance(m, torch.nn.Conv2d):
-            hw = hw // m.stride[0]
-            total += hw * hw * m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-    return int(total)
 
 
 def markdown_table(rows: list[dict]) -> str:

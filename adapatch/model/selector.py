@@ -96,3 +96,13 @@ def sparsity_penalty(logits: torch.Tensor, target: float | None = None) -> torch
         return p
     target = check_float("target", target, 0.0, 1.0)
     return (p - target) ** 2
+
+
+def selector_macs(selector: LearnedPatchSelector) -> int:
+    """MACs of the learned selector's CNN on one image (convolutions only)."""
+    total, hw = 0, selector.img_size
+    for m in selector.net:
+        if isinstance(m, torch.nn.Conv2d):
+            hw = hw // m.stride[0]
+            total += hw * hw * m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+    return int(total)

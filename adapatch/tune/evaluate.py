@@ -21,7 +21,7 @@ from ..greedy import greedy
 from ..layout import PatchLayout, uniform_for_budget
 from ..model.api import model_grid
 from ..model.latency import model_macs
-from ..model.selector import select_topk
+from ..model.selector import select_topk, selector_macs
 from ..model.task import TaskModel, as_vit
 from ..multiscale import multiscale
 from ..quadtree import PathImportance, path_importance
@@ -38,16 +38,6 @@ def powers(min_size: int, max_size: int) -> list[int]:
         out.append(s)
         s *= 2
     return out
-
-
-def selector_macs(selector) -> int:
-    """MACs of the learned selector's CNN on one image (convolutions only)."""
-    total, hw = 0, selector.img_size
-    for m in selector.net:
-        if isinstance(m, torch.nn.Conv2d):
-            hw = hw // m.stride[0]
-            total += hw * hw * m.out_channels * m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-    return int(total)
 
 
 @dataclass
